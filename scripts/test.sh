@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The test command of the project: installs what the tests need (only when it
+# is missing), builds every target and runs the whole test suite.
+#
+#   scripts/test.sh
+#
+# Works from any directory. Exits non-zero if any step fails.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+
+START_TIME=$SECONDS
+
+banner() {
+    printf '\n== %s\n' "$*"
+}
+
+# Run as root directly, otherwise through sudo.
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+else
+    SUDO=(sudo)
+fi
+
+# Run a command quietly; show its output only if it fails.
+quiet() {
+    local log
+    log=$(mktemp)
+    if ! "$@" >"$log" 2>&1; then
+        echo "command failed: $*" >&2
+        cat "$log" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        quiet "${SUDO[@]}" apt-get update
+        APT_UPDATED=1
+    fi
+    quiet "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "$@"
+}
+
+# Some Debian packages start their own system daemon on install. Tests start
+# their own instances on free loopback ports, so a daemon started by the
+# install is stopped again. Only processes that appeared during the install
+# are touched.
+#   apt_install_no_daemon PACKAGE SERVICE PROCESS_PATTERN
+apt_install_no_daemon() {
+    local pkg=$1 service=$2 pattern=$3 before after pid new=()
+    before=$(pgrep -f "$pattern" || true)
+    apt_install "$pkg"
+    after=$(pgrep -f "$pattern" || true)
+    for pid in $after; do
+        if ! grep -qx "$pid" <<<"$before"; then
+            new+=("$pid")
+        fi
+    done
+    [ "${#new[@]}" -eq 0 ] && return 0
+
+    echo "stopping the $service daemon started by the install (pid ${new[*]})"
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        "${SUDO[@]}" systemctl stop "$service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$service" ]; then
+        "${SUDO[@]}" "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+    fi
+    for pid in "${new[@]}"; do
+        "${SUDO[@]}" kill "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do
+        local alive=0
+        for pid in "${new[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+        done
+        [ "$alive" -eq 0 ] && return 0
+        sleep 0.1
+    done
+    for pid in "${new[@]}"; do
+        "${SUDO[@]}" kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
+# --- test dependencies --------------------------------------------------------
+
+# Alertmanager, for the end-to-end tests that run a real Alertmanager against
+# medic. Exports MEDIC_ALERTMANAGER_BIN.
+ensure_alertmanager() {
+    local bin=${MEDIC_ALERTMANAGER_BIN:-}
+    if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+        bin=$(command -v prometheus-alertmanager || command -v alertmanager || true)
+    fi
+    if [ -z "$bin" ]; then
+        echo "installing prometheus-alertmanager"
+        apt_install_no_daemon prometheus-alertmanager prometheus-alertmanager \
+            '^/usr/bin/prometheus-alertmanager( |$)'
+        bin=$(command -v prometheus-alertmanager)
+    fi
+    export MEDIC_ALERTMANAGER_BIN=$bin
+    echo "alertmanager: $MEDIC_ALERTMANAGER_BIN ($("$MEDIC_ALERTMANAGER_BIN" --version 2>&1 | head -1))"
+}
+
+# Hook: Python SMTP sink for the e-mail notification tests.
+# Not called yet; call it from main once a test needs it.
+ensure_smtp_sink() {
+    if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "installing aiosmtpd"
+    quiet python3 -m pip install --quiet aiosmtpd
+}
+
+# Hook: Prometheus server for tests that run a real Prometheus.
+# Not called yet; call it from main once a test needs it. Exports
+# MEDIC_PROMETHEUS_BIN.
+ensure_prometheus() {
+    local bin=${MEDIC_PROMETHEUS_BIN:-}
+    if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+        bin=$(command -v prometheus || true)
+    fi
+    if [ -z "$bin" ]; then
+        echo "installing prometheus"
+        apt_install_no_daemon prometheus prometheus '^/usr/bin/prometheus( |$)'
+        bin=$(command -v prometheus)
+    fi
+    export MEDIC_PROMETHEUS_BIN=$bin
+}
+
+# Hook: PostgreSQL server running on 127.0.0.1:5432.
+# Not called yet: the PostgreSQL store issue will call it from main.
+ensure_postgres() {
+    if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1; then
+        return 0
+    fi
+    if [ ! -d /etc/postgresql ] || [ -z "$(ls -A /etc/postgresql 2>/dev/null)" ]; then
+        echo "installing postgresql"
+        apt_install postgresql
+    fi
+    local version
+    version=$(ls /etc/postgresql | head -1)
+    echo "starting PostgreSQL $version/main"
+    "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 60); do
+        if pg_isready -q -h 127.0.0.1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "PostgreSQL is not accepting connections on 127.0.0.1:5432" >&2
+    return 1
+}
+
+# --- steps --------------------------------------------------------------------
+
+banner "install test dependencies"
+ensure_alertmanager
+
+LOCKED=()
+if [ -f Cargo.lock ]; then
+    LOCKED=(--locked)
+fi
+
+banner "cargo build --all-targets${LOCKED:+ ${LOCKED[*]}}"
+cargo build --all-targets "${LOCKED[@]}"
+
+banner "cargo test --no-fail-fast${LOCKED:+ ${LOCKED[*]}}"
+TEST_LOG=$(mktemp)
+trap 'rm -f "$TEST_LOG"' EXIT
+set +e
+cargo test --no-fail-fast "${LOCKED[@]}" 2>&1 | tee "$TEST_LOG"
+TEST_STATUS=${PIPESTATUS[0]}
+set -e
+
+# Add up the "test result:" lines of every test binary and doctest run.
+read -r PASSED FAILED IGNORED < <(
+    awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i + 1) ~ /^passed;?$/)  p += $i
+                if ($(i + 1) ~ /^failed;?$/)  f += $i
+                if ($(i + 1) ~ /^ignored;?$/) g += $i
+            }
+         }
+         END { printf "%d %d %d\n", p, f, g }' "$TEST_LOG"
+)
+
+banner "summary"
+if [ "$TEST_STATUS" -ne 0 ]; then
+    echo "cargo test failed (exit $TEST_STATUS)"
+fi
+echo "took $((SECONDS - START_TIME))s"
+echo "tests: $PASSED passed, $FAILED failed, $IGNORED skipped"
+exit "$TEST_STATUS"

@@ -1,0 +1,371 @@
+//! medic's configuration: the TOML file, read in two phases.
+//!
+//! 1. `raw`: serde structs mirroring the file, denying unknown keys. A TOML
+//!    syntax error, an unknown key or a value of the wrong TOML type stops
+//!    here, as one error with its position.
+//! 2. `validate`: `${ENV}` expansion of every string, then parsing and
+//!    checking into the typed values below ([`Config`] and its sections),
+//!    collecting *every* problem before failing.
+//!
+//! This module owns the file format, its defaults and the error messages
+//! (see [`ConfigError`]). It does no IO beyond reading the file in
+//! [`Config::load`], and checks nothing outside the file: whether a route's
+//! runbook exists, for instance, is for the caller, using
+//! [`RouteConfig::location`] to point at the route.
+
+mod error;
+mod expand;
+mod raw;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::routing::matcher::Matcher;
+
+pub use error::{ConfigError, ConfigErrors, Location};
+
+/// Default `server.listen`.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9095));
+/// Default `server.body_limit`: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default `server.request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `store.url`.
+pub const DEFAULT_STORE_URL: &str = "sqlite://data/medic.db";
+/// Default `runbooks.dir`.
+pub const DEFAULT_RUNBOOKS_DIR: &str = "runbooks";
+/// Default `runbooks.timeout`.
+pub const DEFAULT_RUNBOOK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default `limits.max_concurrent`.
+pub const DEFAULT_MAX_CONCURRENT: usize = 16;
+/// Default `routes[].verify_for`.
+pub const DEFAULT_VERIFY_FOR: Duration = Duration::from_secs(5 * 60);
+/// Default `url` of a `pagerduty` channel.
+pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[runbooks]`
+    pub runbooks: RunbooksConfig,
+    /// `[limits]`
+    pub limits: LimitsConfig,
+    /// `[[routes]]`, in file order (the order they are tried in).
+    pub routes: Vec<RouteConfig>,
+    /// `[escalation]`
+    pub escalation: EscalationConfig,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, expanding `${VAR}` from the
+    /// process environment. An unreadable file is one error naming the path.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::for_file(path, format!("cannot read config file: {error}"))
+        })?;
+        Config::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates `text`, the contents of the file `source` (used in errors
+    /// only), looking `${VAR}` up with `env`. An empty text gives the
+    /// defaults.
+    pub fn parse(
+        source: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig =
+            toml::from_str(text).map_err(|error| ConfigError::from_toml(source, text, &error))?;
+        validate::validate(source, text, &raw, env)
+    }
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Bearer token (or basic-auth password) `/webhook` requires; `None`
+    /// when empty or absent, which disables the check.
+    pub webhook_token: Option<String>,
+    /// Bearer token `/api/*` requires; `None` disables the check.
+    pub api_token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Time limit for handling one request.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: DEFAULT_LISTEN,
+            webhook_token: None,
+            api_token: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field(
+                "webhook_token",
+                &self.webhook_token.as_ref().map(|_| Redacted),
+            )
+            .field("api_token", &self.api_token.as_ref().map(|_| Redacted))
+            .field("body_limit", &self.body_limit)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// `[store]`: where incidents and the audit log are kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `sqlite://<path>`, `postgres://...` or `postgresql://...`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            url: DEFAULT_STORE_URL.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url_password(&self.url))
+            .finish()
+    }
+}
+
+/// `[runbooks]`: where runbooks are and what they may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunbooksConfig {
+    /// Directory of the `.rhai` files, as written (relative paths are left
+    /// for the caller to resolve).
+    pub dir: PathBuf,
+    /// Programs `exec` may run, as written.
+    pub allowed_commands: Vec<String>,
+    /// Wall-clock limit of one runbook run.
+    pub timeout: Duration,
+}
+
+impl Default for RunbooksConfig {
+    fn default() -> RunbooksConfig {
+        RunbooksConfig {
+            dir: PathBuf::from(DEFAULT_RUNBOOKS_DIR),
+            allowed_commands: Vec::new(),
+            timeout: DEFAULT_RUNBOOK_TIMEOUT,
+        }
+    }
+}
+
+/// `[limits]`: limits over all routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Runbook runs at once; at least 1.
+    pub max_concurrent: usize,
+    /// Runbook runs per window, if limited.
+    pub rate: Option<Rate>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            rate: None,
+        }
+    }
+}
+
+/// At most `count` events per `per`, written `"<count>/<duration>"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Events allowed per window; at least 1.
+    pub count: u32,
+    /// The window; greater than zero.
+    pub per: Duration,
+}
+
+/// One `[[routes]]` entry: which alerts it takes and what to do with them.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The route's name, or `routes[<index>]` when not given; unique.
+    pub name: String,
+    /// All must match (empty: matches every alert).
+    pub matchers: Vec<Matcher>,
+    /// Which runbook to run.
+    pub target: RunbookTarget,
+    /// How long the alert has, after the runbook ends, to resolve.
+    pub verify_for: Duration,
+    /// Runs per window for this route, if limited.
+    pub rate: Option<Rate>,
+    /// Labels whose values each get their own `rate`.
+    pub rate_key: Vec<String>,
+    /// Runs at once for this route, if limited; at least 1.
+    pub max_in_flight: Option<u32>,
+    /// Labels whose values each get their own `max_in_flight`.
+    pub in_flight_key: Vec<String>,
+    /// Run the runbook without side effects.
+    pub dry_run: bool,
+    /// The runbook is safe to run again after an interruption.
+    pub idempotent: bool,
+    /// Stop running after repeated failures, if set.
+    pub breaker: Option<BreakerConfig>,
+    /// Where the route's table starts in the file.
+    pub location: Location,
+}
+
+/// The runbook a route runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunbookTarget {
+    /// `runbook = "<file>.rhai"`: a file name in `runbooks.dir`.
+    File(String),
+    /// `runbook_from = "annotation:<name>"`: the alert's annotation of this
+    /// name gives the runbook's file name.
+    Annotation(String),
+}
+
+/// A route's circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker; at least 1.
+    pub failures: u32,
+    /// How long it stays open.
+    pub cooldown: Duration,
+    /// Labels whose values each get their own breaker.
+    pub key: Vec<String>,
+}
+
+/// `[escalation]`: who hears about alerts medic could not fix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EscalationConfig {
+    /// Channels notified by default; each names one of `channels`.
+    pub notify: Vec<String>,
+    /// Every defined channel, in file order.
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// One `[[escalation.channels]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// Unique name, used by `notify`.
+    pub name: String,
+    /// The channel's type and its settings.
+    pub kind: ChannelKind,
+    /// Where the channel's table starts in the file.
+    pub location: Location,
+}
+
+/// A channel's type (`type = "..."`) and the settings of that type.
+///
+/// `Debug` hides the PagerDuty routing key and the Slack webhook URL, which
+/// are credentials, and any password in a webhook URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// `type = "email"`
+    Email {
+        /// SMTP server, `host:port`.
+        smtp: String,
+        /// Sender address.
+        from: String,
+        /// Recipient addresses; at least one.
+        to: Vec<String>,
+    },
+    /// `type = "webhook"`: a JSON POST.
+    Webhook {
+        /// `http://` or `https://` URL.
+        url: String,
+    },
+    /// `type = "slack"`: a Slack incoming webhook.
+    Slack {
+        /// `http://` or `https://` URL.
+        url: String,
+    },
+    /// `type = "pagerduty"`: PagerDuty Events API v2.
+    PagerDuty {
+        /// The integration's routing key.
+        routing_key: String,
+        /// Events endpoint; [`DEFAULT_PAGERDUTY_URL`] unless set.
+        url: String,
+    },
+}
+
+impl fmt::Debug for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelKind::Email { smtp, from, to } => f
+                .debug_struct("Email")
+                .field("smtp", smtp)
+                .field("from", from)
+                .field("to", to)
+                .finish(),
+            ChannelKind::Webhook { url } => f
+                .debug_struct("Webhook")
+                .field("url", &redact_url_password(url))
+                .finish(),
+            ChannelKind::Slack { .. } => f.debug_struct("Slack").field("url", &Redacted).finish(),
+            ChannelKind::PagerDuty { url, .. } => f
+                .debug_struct("PagerDuty")
+                .field("routing_key", &Redacted)
+                .field("url", &redact_url_password(url))
+                .finish(),
+        }
+    }
+}
+
+/// Stands in for a secret in `Debug` output.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `url` with the password of its `user:password@` part, if any, replaced.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:<redacted>@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`: a Prometheus label name, or
+/// an environment variable name.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

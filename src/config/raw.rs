@@ -1,0 +1,195 @@
+//! Phase 1: the configuration file exactly as written.
+//!
+//! These serde structs mirror the file's keys one to one. Every struct denies
+//! unknown keys, so a typo is an error (with its position) rather than a
+//! silently ignored setting. Values are kept as close to the text as serde
+//! allows: strings stay strings (`Spanned`, so errors can point at them),
+//! integers stay `i64`, and nearly every key is optional here. Defaults,
+//! `${ENV}` expansion, parsing of durations and the like, and every rule
+//! about which keys are required belong to phase 2 (`validate`), which can
+//! report all problems at once; a serde error stops at the first.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string value with its position in the file.
+pub(crate) type Text = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub server: RawServer,
+    pub store: RawStore,
+    pub runbooks: RawRunbooks,
+    pub limits: RawLimits,
+    pub routes: Vec<Spanned<RawRoute>>,
+    pub escalation: RawEscalation,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Option<Text>,
+    pub webhook_token: Option<Text>,
+    pub api_token: Option<Text>,
+    pub body_limit: Option<Spanned<RawSize>>,
+    pub request_timeout: Option<Text>,
+}
+
+/// `[store]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub url: Option<Text>,
+}
+
+/// `[runbooks]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRunbooks {
+    pub dir: Option<Text>,
+    #[serde(default)]
+    pub allowed_commands: Vec<Text>,
+    pub timeout: Option<Text>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub max_concurrent: Option<Spanned<Integer>>,
+    pub rate: Option<Text>,
+}
+
+/// One `[[routes]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: Option<Text>,
+    #[serde(default)]
+    pub matchers: Vec<Text>,
+    pub runbook: Option<Text>,
+    pub runbook_from: Option<Text>,
+    pub verify_for: Option<Text>,
+    pub rate: Option<Text>,
+    #[serde(default)]
+    pub rate_key: Vec<Text>,
+    pub max_in_flight: Option<Spanned<Integer>>,
+    #[serde(default)]
+    pub in_flight_key: Vec<Text>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub idempotent: bool,
+    pub breaker: Option<Spanned<RawBreaker>>,
+}
+
+/// A route's `breaker = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub failures: Option<Spanned<Integer>>,
+    pub cooldown: Option<Text>,
+    #[serde(default)]
+    pub key: Vec<Text>,
+}
+
+/// `[escalation]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEscalation {
+    #[serde(default)]
+    pub notify: Vec<Text>,
+    #[serde(default)]
+    pub channels: Vec<Spanned<RawChannel>>,
+}
+
+/// One `[[escalation.channels]]` table, with the keys of every channel type.
+///
+/// Which keys a type allows is checked in phase 2: serde's internally tagged
+/// enums don't combine reliably with `deny_unknown_fields`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChannel {
+    pub name: Option<Text>,
+    #[serde(rename = "type")]
+    pub kind: Option<Text>,
+    pub smtp: Option<Text>,
+    pub from: Option<Text>,
+    pub to: Option<Spanned<Vec<Text>>>,
+    pub url: Option<Text>,
+    pub routing_key: Option<Text>,
+}
+
+/// A TOML integer. (A plain `i64` would make serde's type errors say
+/// "expected i64" rather than "expected an integer".)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Integer(pub i64);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Integer, D::Error> {
+        deserializer.deserialize_i64(IntegerVisitor)
+    }
+}
+
+struct IntegerVisitor;
+
+impl Visitor<'_> for IntegerVisitor {
+    type Value = Integer;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Integer, E> {
+        Ok(Integer(value))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Integer, E> {
+        i64::try_from(value)
+            .map(Integer)
+            .map_err(|_| E::custom("integer is too large"))
+    }
+}
+
+/// A byte size as written: a TOML integer (bytes) or a string like `"1MiB"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawSize, D::Error> {
+        deserializer.deserialize_any(RawSizeVisitor)
+    }
+}
+
+struct RawSizeVisitor;
+
+impl Visitor<'_> for RawSizeVisitor {
+    type Value = RawSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size: an integer number of bytes or a string like \"1MiB\"")
+    }
+
+    fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(bytes))
+    }
+
+    fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<RawSize, E> {
+        i64::try_from(bytes)
+            .map(RawSize::Bytes)
+            .map_err(|_| E::custom("size is too large"))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<RawSize, E> {
+        Ok(RawSize::Text(text.to_owned()))
+    }
+}

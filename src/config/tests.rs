@@ -1,0 +1,737 @@
+//! Tests of the configuration as a whole: one fixture file per invalid
+//! configuration with the exact errors it gives, then valid configurations
+//! parsed to their typed values. (Expansion, units and error formatting
+//! have their own tests beside their code.)
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::routing::matcher::MatchOp;
+
+/// Every invalid fixture in `tests/fixtures/config/` and the exact errors
+/// it gives, one line each, when read with an empty environment. The file
+/// is named `<name>.toml` in the errors.
+const INVALID_FIXTURES: &[(&str, &[&str])] = &[
+    (
+        "bad-body-limit",
+        &[
+            r#"bad-body-limit.toml:3:14: server.body_limit: invalid size "1MB": unknown unit "MB" (use B, KiB, MiB or GiB)"#,
+        ],
+    ),
+    (
+        "bad-channels",
+        &[
+            r#"bad-channels.toml:2:1: escalation.channels[0]: missing required key "name""#,
+            r#"bad-channels.toml:8:8: escalation.channels[1].type: unknown channel type "sms" (use email, webhook, slack or pagerduty)"#,
+            r#"bad-channels.toml:10:1: escalation.channels[2]: missing required key "type" (email, webhook, slack or pagerduty)"#,
+            r#"bad-channels.toml:16:7: escalation.channels[3].url: invalid URL "hooks.slack.example/services/T000": expected an http:// or https:// URL"#,
+            r#"bad-channels.toml:21:8: escalation.channels[4].smtp: invalid SMTP address "mail.example.com": expected <host>:<port>, like "127.0.0.1:25""#,
+            r#"bad-channels.toml:22:8: escalation.channels[4].from: invalid email address "medic": missing '@'"#,
+            r#"bad-channels.toml:23:6: escalation.channels[4].to: must list at least one address"#,
+            r#"bad-channels.toml:28:15: escalation.channels[5].routing_key: must not be empty"#,
+            r#"bad-channels.toml:29:7: escalation.channels[5].url: invalid URL "ftp://events.example": expected an http:// or https:// URL"#,
+        ],
+    ),
+    (
+        "bad-duration",
+        &[
+            r#"bad-duration.toml:4:14: routes[0].verify_for: invalid duration "5 minutez": unknown time unit "minutez" (use ns, us, ms, s, m, h, d or w)"#,
+        ],
+    ),
+    (
+        "bad-label-name",
+        &[
+            r#"bad-label-name.toml:5:25: routes[0].rate_key[1]: invalid label name "pod-name": must match [a-zA-Z_][a-zA-Z0-9_]*"#,
+        ],
+    ),
+    (
+        "bad-listen",
+        &[
+            r#"bad-listen.toml:3:10: server.listen: invalid listen address "localhost:9095": expected <ip>:<port>, like "127.0.0.1:9095""#,
+        ],
+    ),
+    (
+        "bad-rate",
+        &[
+            r#"bad-rate.toml:3:8: limits.rate: invalid rate "60/m": invalid duration "m": expected a number at position 1"#,
+        ],
+    ),
+    (
+        "bad-runbook-from",
+        &[
+            r#"bad-runbook-from.toml:3:16: routes[0].runbook_from: invalid runbook_from "label:medic_runbook": expected "annotation:<name>""#,
+            r#"bad-runbook-from.toml:6:16: routes[1].runbook_from: invalid runbook_from "annotation:": the annotation name is empty"#,
+        ],
+    ),
+    (
+        "bad-store-url",
+        &[
+            r#"bad-store-url.toml:3:7: store.url: unsupported store URL "mysql://medic:<redacted>@db/medic": expected sqlite://, postgres:// or postgresql://"#,
+        ],
+    ),
+    (
+        "breaker-incomplete",
+        &[
+            r#"breaker-incomplete.toml:4:11: routes[0].breaker: missing required key "cooldown""#,
+            r#"breaker-incomplete.toml:4:24: routes[0].breaker.failures: must be at least 1, not 0"#,
+        ],
+    ),
+    (
+        "channel-key-not-allowed",
+        &[
+            r#"channel-key-not-allowed.toml:6:8: escalation.channels[0].smtp: not allowed for a channel of type "webhook" (allowed: url)"#,
+        ],
+    ),
+    (
+        "duplicate-channel-names",
+        &[
+            r#"duplicate-channel-names.toml:8:8: escalation.channels[1].name: duplicate channel name "ops" (first used on line 3)"#,
+        ],
+    ),
+    (
+        "duplicate-route-names",
+        &[
+            r#"duplicate-route-names.toml:7:8: routes[1].name: duplicate route name "disk" (first used on line 3)"#,
+        ],
+    ),
+    (
+        "email-missing-to",
+        &[
+            r#"email-missing-to.toml:2:1: escalation.channels[0]: missing required key "to" for a channel of type "email""#,
+        ],
+    ),
+    (
+        "invalid-matcher",
+        &[
+            r#"invalid-matcher.toml:3:37: routes[0].matchers[1]: invalid matcher "foo": expected an operator (=, !=, =~, !~) after "foo", found end of input (column 4)"#,
+        ],
+    ),
+    (
+        "notify-unknown-channel",
+        &[
+            r#"notify-unknown-channel.toml:3:26: escalation.notify[1]: unknown channel "ops-hook": no escalation.channels entry has that name"#,
+        ],
+    ),
+    (
+        "runbook-and-runbook-from",
+        &[
+            r#"runbook-and-runbook-from.toml:2:1: routes[0]: both "runbook" and "runbook_from" are set; set exactly one"#,
+        ],
+    ),
+    (
+        "runbook-missing",
+        &[
+            r#"runbook-missing.toml:2:1: routes[0]: missing "runbook" or "runbook_from"; set exactly one"#,
+        ],
+    ),
+    (
+        "runbook-path",
+        &[
+            r#"runbook-path.toml:3:11: routes[0].runbook: invalid runbook "../x.rhai": must be a file name in runbooks.dir, without '/' or '\'"#,
+        ],
+    ),
+    (
+        "several-errors",
+        &[
+            r#"several-errors.toml:4:11: escalation.notify[0]: unknown channel "nobody": no escalation.channels entry has that name"#,
+            r#"several-errors.toml:7:11: routes[0].runbook: invalid runbook "../escape.rhai": must be a file name in runbooks.dir, without '/' or '\'"#,
+            r#"several-errors.toml:8:14: routes[0].verify_for: invalid duration "soon": expected a number at position 1"#,
+            r#"several-errors.toml:9:13: routes[0].rate_key[0]: invalid label name "instance-name": must match [a-zA-Z_][a-zA-Z0-9_]*"#,
+            r#"several-errors.toml:12:10: server.listen: invalid listen address "localhost": expected <ip>:<port>, like "127.0.0.1:9095""#,
+            r#"several-errors.toml:13:14: server.body_limit: invalid size 0: must be greater than zero"#,
+            r#"several-errors.toml:16:11: runbooks.timeout: invalid duration "0s": must be greater than zero"#,
+            r#"several-errors.toml:17:34: runbooks.allowed_commands[1]: must not be empty"#,
+            r#"several-errors.toml:20:18: limits.max_concurrent: must be at least 1, not 0"#,
+        ],
+    ),
+    (
+        "syntax-error",
+        &[r#"syntax-error.toml:3:25: invalid basic string"#],
+    ),
+    (
+        "unknown-route-key",
+        &[
+            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `verify_for`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`"#,
+        ],
+    ),
+    (
+        "unknown-top-level-key",
+        &[
+            r#"unknown-top-level-key.toml:5:2: unknown field `alerting`, expected one of `server`, `store`, `runbooks`, `limits`, `routes`, `escalation`"#,
+        ],
+    ),
+    (
+        "unset-env-var",
+        &[
+            r#"unset-env-var.toml:3:17: server.webhook_token: environment variable MEDIC_TEST_UNSET_TOKEN is not set (write ${MEDIC_TEST_UNSET_TOKEN:-default} to give a default)"#,
+        ],
+    ),
+    (
+        "wrong-type",
+        &[r#"wrong-type.toml:3:18: invalid type: string "many", expected an integer"#],
+    ),
+];
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
+}
+
+fn read_fixture(name: &str) -> String {
+    let path = fixture_dir().join(format!("{name}.toml"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
+/// An environment holding only `vars`.
+fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    move |name| {
+        vars.iter()
+            .find(|(var, _)| var == name)
+            .map(|(_, value)| value.clone())
+    }
+}
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    Config::parse(Path::new("medic.toml"), text, &env_of(env))
+}
+
+fn parse_ok(text: &str, env: &[(&str, &str)]) -> Config {
+    parse(text, env).unwrap_or_else(|errors| panic!("unexpected errors:\n{errors}"))
+}
+
+/// The error lines of `text`, which must be invalid.
+fn errors(text: &str) -> Vec<String> {
+    match parse(text, &[]) {
+        Ok(config) => panic!("expected errors, parsed {config:#?}"),
+        Err(errors) => errors.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+#[test]
+fn each_invalid_fixture_gives_its_exact_errors() {
+    let mut failures = Vec::new();
+    for (name, expected) in INVALID_FIXTURES {
+        let file = format!("{name}.toml");
+        let actual = match Config::parse(Path::new(&file), &read_fixture(name), &env_of(&[])) {
+            Ok(_) => vec!["(no errors)".to_owned()],
+            Err(errors) => errors.to_string().lines().map(str::to_owned).collect(),
+        };
+        if actual != *expected {
+            failures.push(format!(
+                "{file}\n  expected:\n    {}\n  actual:\n    {}",
+                expected.join("\n    "),
+                actual.join("\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_invalid_fixture_is_tested() {
+    let entries = std::fs::read_dir(fixture_dir()).expect("fixture directory is readable");
+    for entry in entries {
+        let file_name = entry.expect("fixture entry").file_name();
+        let file_name = file_name.to_string_lossy();
+        let Some(name) = file_name.strip_suffix(".toml") else {
+            continue;
+        };
+        assert!(
+            name.starts_with("valid-")
+                || INVALID_FIXTURES.iter().any(|(tested, _)| *tested == name),
+            "fixture {file_name} is not in INVALID_FIXTURES"
+        );
+    }
+}
+
+#[test]
+fn an_empty_file_gives_the_defaults() {
+    let config = parse_ok("", &[]);
+    assert_eq!(config.source, PathBuf::from("medic.toml"));
+    assert_eq!(config.server, ServerConfig::default());
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:9095");
+    assert_eq!(config.server.webhook_token, None);
+    assert_eq!(config.server.api_token, None);
+    assert_eq!(config.server.body_limit, 1024 * 1024);
+    assert_eq!(config.server.request_timeout, Duration::from_secs(5));
+    assert_eq!(config.store.url, "sqlite://data/medic.db");
+    assert_eq!(config.runbooks.dir, PathBuf::from("runbooks"));
+    assert!(config.runbooks.allowed_commands.is_empty());
+    assert_eq!(config.runbooks.timeout, 5 * MINUTE);
+    assert_eq!(config.limits.max_concurrent, 16);
+    assert_eq!(config.limits.rate, None);
+    assert!(config.routes.is_empty());
+    assert_eq!(config.escalation, EscalationConfig::default());
+    assert!(config.escalation.notify.is_empty());
+    assert!(config.escalation.channels.is_empty());
+}
+
+#[test]
+fn comments_and_empty_sections_also_give_the_defaults() {
+    let config = parse_ok(
+        "# nothing set\n[server]\n[store]\n[runbooks]\n[limits]\n[escalation]\n",
+        &[],
+    );
+    assert_eq!(config.server, ServerConfig::default());
+    assert_eq!(config.store, StoreConfig::default());
+    assert_eq!(config.runbooks, RunbooksConfig::default());
+    assert_eq!(config.limits, LimitsConfig::default());
+}
+
+#[test]
+fn the_full_example_parses_to_typed_values() {
+    let config = parse_ok(&read_fixture("valid-full"), &[]);
+
+    assert_eq!(
+        config.server,
+        ServerConfig {
+            listen: "127.0.0.1:9095".parse().expect("address"),
+            webhook_token: Some("hook-secret".to_owned()),
+            api_token: None,
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+        }
+    );
+    assert_eq!(config.store.url, "sqlite://data/medic.db");
+    assert_eq!(
+        config.runbooks,
+        RunbooksConfig {
+            dir: PathBuf::from("runbooks"),
+            allowed_commands: vec![
+                "systemctl".to_owned(),
+                "/usr/local/bin/cleanup-disk".to_owned()
+            ],
+            timeout: 5 * MINUTE,
+        }
+    );
+    assert_eq!(
+        config.limits,
+        LimitsConfig {
+            max_concurrent: 16,
+            rate: Some(Rate {
+                count: 60,
+                per: MINUTE
+            }),
+        }
+    );
+
+    let [disk, storage] = config.routes.as_slice() else {
+        panic!("expected two routes, got {:#?}", config.routes);
+    };
+    assert_eq!(disk.name, "disk");
+    assert_eq!(disk.matchers.len(), 2);
+    assert_eq!(disk.matchers[0].name, "alertname");
+    assert!(matches!(disk.matchers[0].op, MatchOp::Eq));
+    assert_eq!(disk.matchers[0].value, "DiskFull");
+    assert_eq!(disk.matchers[1].name, "severity");
+    assert!(matches!(disk.matchers[1].op, MatchOp::Re));
+    assert_eq!(disk.matchers[1].value, "warning|critical");
+    assert_eq!(
+        disk.target,
+        RunbookTarget::File("disk_full.rhai".to_owned())
+    );
+    assert_eq!(disk.verify_for, 5 * MINUTE);
+    assert_eq!(
+        disk.rate,
+        Some(Rate {
+            count: 3,
+            per: 10 * MINUTE
+        })
+    );
+    assert_eq!(disk.rate_key, ["instance"]);
+    assert_eq!(disk.max_in_flight, Some(1));
+    assert_eq!(disk.in_flight_key, ["service"]);
+    assert!(!disk.dry_run);
+    assert!(disk.idempotent);
+    assert_eq!(
+        disk.breaker,
+        Some(BreakerConfig {
+            failures: 3,
+            cooldown: 15 * MINUTE,
+            key: vec!["instance".to_owned()],
+        })
+    );
+    assert_eq!(
+        disk.location,
+        Location {
+            line: 22,
+            column: 1
+        }
+    );
+
+    assert_eq!(storage.name, "routes[1]");
+    let matchers: Vec<_> = storage
+        .matchers
+        .iter()
+        .map(|m| (m.name.as_str(), m.value.as_str()))
+        .collect();
+    assert_eq!(matchers, [("team", "storage"), ("env", "prod")]);
+    assert_eq!(
+        storage.target,
+        RunbookTarget::Annotation("medic_runbook".to_owned())
+    );
+    assert_eq!(storage.verify_for, 5 * MINUTE);
+    assert_eq!(storage.rate, None);
+    assert!(storage.rate_key.is_empty());
+    assert_eq!(storage.max_in_flight, None);
+    assert!(storage.in_flight_key.is_empty());
+    assert!(!storage.dry_run);
+    assert!(!storage.idempotent);
+    assert_eq!(storage.breaker, None);
+    assert_eq!(
+        storage.location,
+        Location {
+            line: 35,
+            column: 1
+        }
+    );
+
+    assert_eq!(config.escalation.notify, ["oncall-mail", "ops-hook"]);
+    let channels: Vec<_> = config
+        .escalation
+        .channels
+        .iter()
+        .map(|channel| {
+            (
+                channel.name.as_str(),
+                channel.kind.clone(),
+                channel.location.line,
+            )
+        })
+        .collect();
+    assert_eq!(
+        channels,
+        [
+            (
+                "oncall-mail",
+                ChannelKind::Email {
+                    smtp: "127.0.0.1:25".to_owned(),
+                    from: "medic@example.com".to_owned(),
+                    to: vec!["oncall@example.com".to_owned()],
+                },
+                42
+            ),
+            (
+                "ops-hook",
+                ChannelKind::Webhook {
+                    url: "http://127.0.0.1:8080/hook".to_owned()
+                },
+                49
+            ),
+            (
+                "chat",
+                ChannelKind::Slack {
+                    url: "https://hooks.slack.example/services/T000/B000/XXXX".to_owned()
+                },
+                54
+            ),
+            (
+                "pager",
+                ChannelKind::PagerDuty {
+                    routing_key: "pd-routing-secret".to_owned(),
+                    url: DEFAULT_PAGERDUTY_URL.to_owned(),
+                },
+                59
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_environment_overrides_defaults_in_the_full_example() {
+    let config = parse_ok(
+        &read_fixture("valid-full"),
+        &[
+            ("MEDIC_WEBHOOK_TOKEN", "from-env"),
+            ("MEDIC_API_TOKEN", "api-from-env"),
+            ("PD_ROUTING_KEY", "pd-from-env"),
+        ],
+    );
+    assert_eq!(config.server.webhook_token.as_deref(), Some("from-env"));
+    assert_eq!(config.server.api_token.as_deref(), Some("api-from-env"));
+    let pager = config
+        .escalation
+        .channels
+        .last()
+        .map(|channel| &channel.kind);
+    assert!(
+        matches!(pager, Some(ChannelKind::PagerDuty { routing_key, .. }) if routing_key == "pd-from-env"),
+        "{pager:?}"
+    );
+}
+
+#[test]
+fn load_reads_the_file() {
+    let path = fixture_dir().join("valid-full.toml");
+    let config = Config::load(&path).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(config.source, path);
+    assert_eq!(config.routes.len(), 2);
+}
+
+#[test]
+fn load_of_a_missing_file_is_one_error_naming_it() {
+    let path = fixture_dir().join("no-such-file.toml");
+    let errors = Config::load(&path).expect_err("the file does not exist");
+    assert_eq!(
+        errors.to_string(),
+        format!(
+            "{}: cannot read config file: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn every_string_value_is_expanded() {
+    let config = parse_ok(
+        r#"
+            [store]
+            url = "postgres://medic:${DB_PASSWORD}@${DB_HOST:-localhost}/medic"
+            [runbooks]
+            dir = "${RUNBOOKS}"
+            allowed_commands = ["${TOOLS}/cleanup", "$$literal"]
+            timeout = "${TIMEOUT:-2m}"
+            [[routes]]
+            name = "${ENVIRONMENT}-disk"
+            matchers = ['env="${ENVIRONMENT}"', 'instance=~".*$"']
+            runbook = "${RUNBOOK}"
+            [[escalation.channels]]
+            name = "hook"
+            type = "${HOOK_TYPE}"
+            url = "http://${HOOK_HOST}/hook"
+        "#,
+        &[
+            ("DB_PASSWORD", "hunter2"),
+            ("RUNBOOKS", "/etc/medic/runbooks"),
+            ("TOOLS", "/opt/tools"),
+            ("ENVIRONMENT", "prod"),
+            ("RUNBOOK", "disk.rhai"),
+            ("HOOK_TYPE", "webhook"),
+            ("HOOK_HOST", "hooks.internal"),
+        ],
+    );
+    assert_eq!(config.store.url, "postgres://medic:hunter2@localhost/medic");
+    assert_eq!(config.runbooks.dir, PathBuf::from("/etc/medic/runbooks"));
+    assert_eq!(
+        config.runbooks.allowed_commands,
+        ["/opt/tools/cleanup", "$literal"]
+    );
+    assert_eq!(config.runbooks.timeout, 2 * MINUTE);
+    let route = &config.routes[0];
+    assert_eq!(route.name, "prod-disk");
+    assert_eq!(route.matchers[0].value, "prod");
+    assert_eq!(route.matchers[1].value, ".*$");
+    assert_eq!(route.target, RunbookTarget::File("disk.rhai".to_owned()));
+    assert_eq!(
+        config.escalation.channels[0].kind,
+        ChannelKind::Webhook {
+            url: "http://hooks.internal/hook".to_owned()
+        }
+    );
+}
+
+#[test]
+fn empty_tokens_disable_auth() {
+    let config = parse_ok(
+        "[server]\nwebhook_token = \"\"\napi_token = \"${EMPTY}\"\n",
+        &[("EMPTY", "")],
+    );
+    assert_eq!(config.server.webhook_token, None);
+    assert_eq!(config.server.api_token, None);
+}
+
+#[test]
+fn body_limit_takes_bytes_or_a_size_string() {
+    let limit = |value: &str| {
+        parse_ok(&format!("[server]\nbody_limit = {value}\n"), &[])
+            .server
+            .body_limit
+    };
+    assert_eq!(limit("4096"), 4096);
+    assert_eq!(limit("\"4096\""), 4096);
+    assert_eq!(limit("\"64KiB\""), 64 * 1024);
+    assert_eq!(limit("\"2MiB\""), 2 * 1024 * 1024);
+    assert_eq!(
+        errors("[server]\nbody_limit = -1\n"),
+        ["medic.toml:2:14: server.body_limit: invalid size -1: must be greater than zero"]
+    );
+    assert_eq!(
+        errors("[server]\nbody_limit = true\n"),
+        [
+            r#"medic.toml:2:14: invalid type: boolean `true`, expected a size: an integer number of bytes or a string like "1MiB""#
+        ]
+    );
+}
+
+#[test]
+fn listen_accepts_ipv6_and_port_zero() {
+    let listen = |value: &str| {
+        parse_ok(&format!("[server]\nlisten = \"{value}\"\n"), &[])
+            .server
+            .listen
+            .to_string()
+    };
+    assert_eq!(listen("0.0.0.0:0"), "0.0.0.0:0");
+    assert_eq!(listen("[::1]:9095"), "[::1]:9095");
+}
+
+#[test]
+fn store_urls() {
+    let url = |value: &str| {
+        parse(&format!("[store]\nurl = \"{value}\"\n"), &[]).map(|config| config.store.url)
+    };
+    assert_eq!(
+        url("sqlite://data/medic.db").ok().as_deref(),
+        Some("sqlite://data/medic.db")
+    );
+    assert_eq!(
+        url("postgres://db/medic").ok().as_deref(),
+        Some("postgres://db/medic")
+    );
+    assert_eq!(
+        url("postgresql://db/medic").ok().as_deref(),
+        Some("postgresql://db/medic")
+    );
+    assert_eq!(
+        errors("[store]\nurl = \"sqlite://\"\n"),
+        [
+            r#"medic.toml:2:7: store.url: invalid store URL "sqlite://": missing the database file, like "sqlite://data/medic.db""#
+        ]
+    );
+}
+
+#[test]
+fn routes_may_be_written_as_inline_tables() {
+    let config = parse_ok(
+        "routes = [\n  { runbook = \"a.rhai\" },\n  { runbook = \"b.rhai\", breaker = { failures = 1, cooldown = \"1m\" } },\n]\n",
+        &[],
+    );
+    let summary: Vec<_> = config
+        .routes
+        .iter()
+        .map(|route| (route.name.as_str(), route.location, route.breaker.is_some()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("routes[0]", Location { line: 2, column: 3 }, false),
+            ("routes[1]", Location { line: 3, column: 3 }, true),
+        ]
+    );
+    // Matching everything is allowed: no matchers at all.
+    assert!(config.routes[0].matchers.is_empty());
+}
+
+#[test]
+fn breaker_may_be_a_sub_table() {
+    let config = parse_ok(
+        "[[routes]]\nrunbook = \"a.rhai\"\n[routes.breaker]\nfailures = 2\ncooldown = \"30s\"\nkey = [\"service\"]\n",
+        &[],
+    );
+    assert_eq!(
+        config.routes[0].breaker,
+        Some(BreakerConfig {
+            failures: 2,
+            cooldown: Duration::from_secs(30),
+            key: vec!["service".to_owned()],
+        })
+    );
+}
+
+#[test]
+fn route_and_channel_errors_point_at_their_values() {
+    assert_eq!(
+        errors("[[routes]]\nrunbook = \"x.rhai\"\nmax_in_flight = 0\nrate = \"3/0s\"\nin_flight_key = [\"1st\"]\n"),
+        [
+            "medic.toml:3:17: routes[0].max_in_flight: must be at least 1, not 0",
+            r#"medic.toml:4:8: routes[0].rate: invalid rate "3/0s": invalid duration "0s": must be greater than zero"#,
+            r#"medic.toml:5:18: routes[0].in_flight_key[0]: invalid label name "1st": must match [a-zA-Z_][a-zA-Z0-9_]*"#,
+        ]
+    );
+    assert_eq!(
+        errors("[[routes]]\nrunbook = \"x.rhai\"\nmax_in_flight = 99999999999\n"),
+        ["medic.toml:3:17: routes[0].max_in_flight: 99999999999 is too large"]
+    );
+    assert_eq!(
+        errors("[[routes]]\nrunbook = \"notes.txt\"\n[[routes]]\nrunbook = \".hidden.rhai\"\n"),
+        [
+            r#"medic.toml:2:11: routes[0].runbook: invalid runbook "notes.txt": must end in ".rhai""#,
+            r#"medic.toml:4:11: routes[1].runbook: invalid runbook ".hidden.rhai": must not start with '.'"#,
+        ]
+    );
+}
+
+#[test]
+fn debug_output_hides_secrets() {
+    let config = parse_ok(
+        r#"
+            [server]
+            webhook_token = "${WEBHOOK_TOKEN}"
+            api_token = "api-secret-value"
+            [store]
+            url = "postgres://medic:db-secret-value@db/medic"
+            [[escalation.channels]]
+            name = "pager"
+            type = "pagerduty"
+            routing_key = "pd-secret-value"
+            [[escalation.channels]]
+            name = "chat"
+            type = "slack"
+            url = "https://hooks.slack.example/services/slack-secret-value"
+            [[escalation.channels]]
+            name = "hook"
+            type = "webhook"
+            url = "https://user:hook-secret-value@hooks.example/x"
+        "#,
+        &[("WEBHOOK_TOKEN", "webhook-secret-value")],
+    );
+    for debug in [format!("{config:?}"), format!("{config:#?}")] {
+        assert!(!debug.contains("secret-value"), "a secret leaked: {debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        assert!(
+            debug.contains("postgres://medic:<redacted>@db/medic"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("https://user:<redacted>@hooks.example/x"),
+            "{debug}"
+        );
+    }
+    // The values themselves are intact.
+    assert_eq!(
+        config.server.webhook_token.as_deref(),
+        Some("webhook-secret-value")
+    );
+    assert_eq!(
+        config.store.url,
+        "postgres://medic:db-secret-value@db/medic"
+    );
+}
+
+#[test]
+fn url_passwords_are_redacted() {
+    let check = |url: &str, expected: &str| assert_eq!(redact_url_password(url), expected, "{url}");
+    check("postgres://u:p@h/db", "postgres://u:<redacted>@h/db");
+    check("postgres://u:p@h", "postgres://u:<redacted>@h");
+    check("postgres://u@h/db", "postgres://u@h/db");
+    check("postgres://h/db?x=a@b", "postgres://h/db?x=a@b");
+    check("sqlite://data/medic.db", "sqlite://data/medic.db");
+    check("not a url", "not a url");
+}
+
+#[test]
+fn label_names() {
+    for valid in ["a", "_", "instance", "__name__", "job_2", "A"] {
+        assert!(is_identifier(valid), "{valid:?}");
+    }
+    for invalid in ["", "1a", "pod-name", "a.b", "é", " a"] {
+        assert!(!is_identifier(invalid), "{invalid:?}");
+    }
+}

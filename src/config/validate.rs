@@ -1,0 +1,765 @@
+//! Phase 2: from the raw file (`raw`) to the typed [`Config`].
+//!
+//! Every string is `${ENV}`-expanded first, then parsed and checked. Each
+//! problem is recorded with its position and dotted key, and validation goes
+//! on, so that one run reports every problem in the file; they are sorted
+//! into file order at the end. A value that is wrong is replaced by its
+//! default (or left out) so that the checks after it can still run; the
+//! resulting `Config` is only returned when nothing was wrong.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::expand::expand;
+use super::raw::{
+    Integer, RawBreaker, RawChannel, RawConfig, RawEscalation, RawLimits, RawRoute, RawRunbooks,
+    RawServer, RawSize, RawStore, Text,
+};
+use super::units::{parse_duration, parse_rate, parse_size, size_from_bytes};
+use super::{
+    is_identifier, redact_url_password, BreakerConfig, ChannelConfig, ChannelKind, Config,
+    ConfigError, ConfigErrors, EscalationConfig, LimitsConfig, Location, RouteConfig,
+    RunbookTarget, RunbooksConfig, ServerConfig, StoreConfig, DEFAULT_BODY_LIMIT, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONCURRENT, DEFAULT_PAGERDUTY_URL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR,
+    DEFAULT_RUNBOOK_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_VERIFY_FOR,
+};
+use crate::routing::matcher::parse_matchers;
+
+/// Validates `raw`, parsed from `text`, the contents of `source`.
+pub(crate) fn validate(
+    source: &Path,
+    text: &str,
+    raw: &RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut validator = Validator {
+        source,
+        text,
+        env,
+        errors: Vec::new(),
+    };
+    let config = Config {
+        source: source.to_path_buf(),
+        server: validator.server(&raw.server),
+        store: validator.store(&raw.store),
+        runbooks: validator.runbooks(&raw.runbooks),
+        limits: validator.limits(&raw.limits),
+        routes: validator.routes(&raw.routes),
+        escalation: validator.escalation(&raw.escalation),
+    };
+    let mut errors = validator.errors;
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        // Stable: errors at the same place keep the order they were found in.
+        errors.sort_by_key(|error| error.location);
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Walks the raw configuration, collecting errors.
+struct Validator<'a> {
+    source: &'a Path,
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    // ----- sections -----
+
+    fn server(&mut self, raw: &RawServer) -> ServerConfig {
+        ServerConfig {
+            listen: self.optional(
+                "server.listen",
+                raw.listen.as_ref(),
+                DEFAULT_LISTEN,
+                parse_listen_address,
+            ),
+            webhook_token: self.token("server.webhook_token", raw.webhook_token.as_ref()),
+            api_token: self.token("server.api_token", raw.api_token.as_ref()),
+            body_limit: match &raw.body_limit {
+                Some(size) => self.size("server.body_limit", size),
+                None => DEFAULT_BODY_LIMIT,
+            },
+            request_timeout: self.optional(
+                "server.request_timeout",
+                raw.request_timeout.as_ref(),
+                DEFAULT_REQUEST_TIMEOUT,
+                parse_duration,
+            ),
+        }
+    }
+
+    fn store(&mut self, raw: &RawStore) -> StoreConfig {
+        let url = self.optional(
+            "store.url",
+            raw.url.as_ref(),
+            DEFAULT_STORE_URL.to_owned(),
+            check_store_url,
+        );
+        StoreConfig { url }
+    }
+
+    fn runbooks(&mut self, raw: &RawRunbooks) -> RunbooksConfig {
+        let dir = self.optional(
+            "runbooks.dir",
+            raw.dir.as_ref(),
+            PathBuf::from(DEFAULT_RUNBOOKS_DIR),
+            |text| match text {
+                "" => Err("must not be empty".to_owned()),
+                _ => Ok(PathBuf::from(text)),
+            },
+        );
+        let allowed_commands = self.list(
+            "runbooks.allowed_commands",
+            &raw.allowed_commands,
+            |command| {
+                if command.is_empty() {
+                    Err("must not be empty".to_owned())
+                } else if command.contains('\0') {
+                    Err(format!(
+                        "invalid command {command:?}: contains a NUL character"
+                    ))
+                } else {
+                    Ok(command.to_owned())
+                }
+            },
+        );
+        let timeout = self.optional(
+            "runbooks.timeout",
+            raw.timeout.as_ref(),
+            DEFAULT_RUNBOOK_TIMEOUT,
+            parse_duration,
+        );
+        RunbooksConfig {
+            dir,
+            allowed_commands,
+            timeout,
+        }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> LimitsConfig {
+        LimitsConfig {
+            max_concurrent: raw
+                .max_concurrent
+                .as_ref()
+                .and_then(|value| self.positive("limits.max_concurrent", value))
+                .unwrap_or(DEFAULT_MAX_CONCURRENT),
+            rate: raw
+                .rate
+                .as_ref()
+                .and_then(|rate| self.parse("limits.rate", rate, parse_rate)),
+        }
+    }
+
+    fn routes(&mut self, raw: &[Spanned<RawRoute>]) -> Vec<RouteConfig> {
+        let mut names = UniqueNames::default();
+        let mut routes = Vec::new();
+        for (index, spanned) in raw.iter().enumerate() {
+            let route = spanned.get_ref();
+            let name = route
+                .name
+                .as_ref()
+                .and_then(|name| {
+                    self.unique_name(&format!("routes[{index}].name"), name, "route", &mut names)
+                })
+                .unwrap_or_else(|| format!("routes[{index}]"));
+            if let Some(route) = self.route(index, spanned.span(), route, name) {
+                routes.push(route);
+            }
+        }
+        routes
+    }
+
+    /// One route; `None` when it names no valid runbook (already reported).
+    fn route(
+        &mut self,
+        index: usize,
+        span: Range<usize>,
+        raw: &RawRoute,
+        name: String,
+    ) -> Option<RouteConfig> {
+        let prefix = format!("routes[{index}]");
+        let key = |field: &str| format!("{prefix}.{field}");
+
+        let mut matchers = Vec::new();
+        for (i, text) in raw.matchers.iter().enumerate() {
+            let parsed = self.parse(&key(&format!("matchers[{i}]")), text, |text| {
+                parse_matchers(text).map_err(|error| format!("invalid matcher {text:?}: {error}"))
+            });
+            matchers.extend(parsed.into_iter().flatten());
+        }
+
+        let target = match (&raw.runbook, &raw.runbook_from) {
+            (Some(file), None) => self
+                .parse(&key("runbook"), file, check_runbook_file)
+                .map(RunbookTarget::File),
+            (None, Some(from)) => self
+                .parse(&key("runbook_from"), from, parse_runbook_from)
+                .map(RunbookTarget::Annotation),
+            (Some(_), Some(_)) => {
+                self.error(
+                    &prefix,
+                    span.clone(),
+                    "both \"runbook\" and \"runbook_from\" are set; set exactly one",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    &prefix,
+                    span.clone(),
+                    "missing \"runbook\" or \"runbook_from\"; set exactly one",
+                );
+                None
+            }
+        };
+
+        let verify_for = self.optional(
+            &key("verify_for"),
+            raw.verify_for.as_ref(),
+            DEFAULT_VERIFY_FOR,
+            parse_duration,
+        );
+        let rate = raw
+            .rate
+            .as_ref()
+            .and_then(|rate| self.parse(&key("rate"), rate, parse_rate));
+        let rate_key = self.list(&key("rate_key"), &raw.rate_key, check_label_name);
+        let max_in_flight = raw
+            .max_in_flight
+            .as_ref()
+            .and_then(|value| self.positive(&key("max_in_flight"), value));
+        let in_flight_key = self.list(&key("in_flight_key"), &raw.in_flight_key, check_label_name);
+        let breaker = raw
+            .breaker
+            .as_ref()
+            .and_then(|breaker| self.breaker(&key("breaker"), breaker));
+
+        Some(RouteConfig {
+            name,
+            matchers,
+            target: target?,
+            verify_for,
+            rate,
+            rate_key,
+            max_in_flight,
+            in_flight_key,
+            dry_run: raw.dry_run,
+            idempotent: raw.idempotent,
+            breaker,
+            location: self.location(&span),
+        })
+    }
+
+    fn breaker(&mut self, prefix: &str, spanned: &Spanned<RawBreaker>) -> Option<BreakerConfig> {
+        let raw = spanned.get_ref();
+        let failures = match &raw.failures {
+            Some(failures) => self.positive(&format!("{prefix}.failures"), failures),
+            None => {
+                self.error(prefix, spanned.span(), "missing required key \"failures\"");
+                None
+            }
+        };
+        let cooldown = match &raw.cooldown {
+            Some(cooldown) => self.parse(&format!("{prefix}.cooldown"), cooldown, parse_duration),
+            None => {
+                self.error(prefix, spanned.span(), "missing required key \"cooldown\"");
+                None
+            }
+        };
+        let key = self.list(&format!("{prefix}.key"), &raw.key, check_label_name);
+        Some(BreakerConfig {
+            failures: failures?,
+            cooldown: cooldown?,
+            key,
+        })
+    }
+
+    fn escalation(&mut self, raw: &RawEscalation) -> EscalationConfig {
+        let mut names = UniqueNames::default();
+        let mut channels = Vec::new();
+        for (index, spanned) in raw.channels.iter().enumerate() {
+            let prefix = format!("escalation.channels[{index}]");
+            let channel = spanned.get_ref();
+            let name = match &channel.name {
+                Some(name) => {
+                    self.unique_name(&format!("{prefix}.name"), name, "channel", &mut names)
+                }
+                None => {
+                    self.error(&prefix, spanned.span(), "missing required key \"name\"");
+                    None
+                }
+            };
+            let kind = self.channel_kind(&prefix, spanned.span(), channel);
+            if let (Some(name), Some(kind)) = (name, kind) {
+                channels.push(ChannelConfig {
+                    name,
+                    kind,
+                    location: self.location(&spanned.span()),
+                });
+            }
+        }
+
+        // Checked against every named channel, even one with other errors,
+        // so that a mistake in a channel is not reported twice.
+        let notify = self.list("escalation.notify", &raw.notify, |name| {
+            if names.contains(name) {
+                Ok(name.to_owned())
+            } else {
+                Err(format!(
+                    "unknown channel {name:?}: no escalation.channels entry has that name"
+                ))
+            }
+        });
+        EscalationConfig { notify, channels }
+    }
+
+    /// A channel's type and settings. Keys that the type does not allow are
+    /// reported, as are the ones it requires and are missing.
+    fn channel_kind(
+        &mut self,
+        prefix: &str,
+        span: Range<usize>,
+        raw: &RawChannel,
+    ) -> Option<ChannelKind> {
+        let Some(type_text) = &raw.kind else {
+            self.error(
+                prefix,
+                span,
+                "missing required key \"type\" (email, webhook, slack or pagerduty)",
+            );
+            return None;
+        };
+        let type_key = format!("{prefix}.type");
+        let type_name = self.string(&type_key, type_text)?;
+        let Some(channel_type) = ChannelType::parse(&type_name) else {
+            self.error(
+                &type_key,
+                type_text.span(),
+                format!(
+                    "unknown channel type {type_name:?} (use email, webhook, slack or pagerduty)"
+                ),
+            );
+            return None;
+        };
+
+        let allowed = channel_type.allowed_keys();
+        let present = [
+            ("smtp", raw.smtp.as_ref().map(Spanned::span)),
+            ("from", raw.from.as_ref().map(Spanned::span)),
+            ("to", raw.to.as_ref().map(Spanned::span)),
+            ("url", raw.url.as_ref().map(Spanned::span)),
+            ("routing_key", raw.routing_key.as_ref().map(Spanned::span)),
+        ];
+        let mut misplaced = false;
+        for (key, key_span) in present {
+            if let Some(key_span) = key_span {
+                if !allowed.contains(&key) {
+                    misplaced = true;
+                    self.error(
+                        &format!("{prefix}.{key}"),
+                        key_span,
+                        format!(
+                            "not allowed for a channel of type {type_name:?} (allowed: {})",
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+
+        let table = ChannelTable {
+            prefix,
+            span,
+            type_name: &type_name,
+        };
+        let kind = match channel_type {
+            ChannelType::Email => self.email_channel(&table, raw),
+            ChannelType::Webhook => self
+                .http_url(&table, raw)
+                .map(|url| ChannelKind::Webhook { url }),
+            ChannelType::Slack => self
+                .http_url(&table, raw)
+                .map(|url| ChannelKind::Slack { url }),
+            ChannelType::PagerDuty => self.pagerduty_channel(&table, raw),
+        };
+        kind.filter(|_| !misplaced)
+    }
+
+    fn email_channel(&mut self, table: &ChannelTable, raw: &RawChannel) -> Option<ChannelKind> {
+        let smtp = self
+            .required(table, "smtp", raw.smtp.as_ref())
+            .and_then(|smtp| self.parse(&table.key("smtp"), smtp, check_smtp_address));
+        let from = self
+            .required(table, "from", raw.from.as_ref())
+            .and_then(|from| self.parse(&table.key("from"), from, check_email_address));
+        let to = self.required(table, "to", raw.to.as_ref()).and_then(|to| {
+            let addresses = to.get_ref();
+            if addresses.is_empty() {
+                self.error(
+                    &table.key("to"),
+                    to.span(),
+                    "must list at least one address",
+                );
+                return None;
+            }
+            let checked = self.list(&table.key("to"), addresses, check_email_address);
+            (checked.len() == addresses.len()).then_some(checked)
+        });
+        Some(ChannelKind::Email {
+            smtp: smtp?,
+            from: from?,
+            to: to?,
+        })
+    }
+
+    /// The required `url` of a webhook or slack channel.
+    fn http_url(&mut self, table: &ChannelTable, raw: &RawChannel) -> Option<String> {
+        let url = self.required(table, "url", raw.url.as_ref())?;
+        self.parse(&table.key("url"), url, check_http_url)
+    }
+
+    fn pagerduty_channel(&mut self, table: &ChannelTable, raw: &RawChannel) -> Option<ChannelKind> {
+        let routing_key = self
+            .required(table, "routing_key", raw.routing_key.as_ref())
+            .and_then(|key| {
+                self.parse(&table.key("routing_key"), key, |key| match key {
+                    "" => Err("must not be empty".to_owned()),
+                    _ => Ok(key.to_owned()),
+                })
+            });
+        let url = match &raw.url {
+            Some(url) => self.parse(&table.key("url"), url, check_http_url),
+            None => Some(DEFAULT_PAGERDUTY_URL.to_owned()),
+        };
+        Some(ChannelKind::PagerDuty {
+            routing_key: routing_key?,
+            url: url?,
+        })
+    }
+
+    /// `value`, or `None` after reporting that the channel lacks `key`.
+    fn required<'r, T>(
+        &mut self,
+        table: &ChannelTable,
+        key: &str,
+        value: Option<&'r Spanned<T>>,
+    ) -> Option<&'r Spanned<T>> {
+        if value.is_none() {
+            self.error(
+                table.prefix,
+                table.span.clone(),
+                format!(
+                    "missing required key {key:?} for a channel of type {:?}",
+                    table.type_name
+                ),
+            );
+        }
+        value
+    }
+
+    /// A route's or channel's name: not empty, and not used before.
+    fn unique_name(
+        &mut self,
+        key: &str,
+        name: &Text,
+        what: &str,
+        names: &mut UniqueNames,
+    ) -> Option<String> {
+        let checked = self.parse(key, name, |name| match name {
+            "" => Err("must not be empty".to_owned()),
+            _ => Ok(name.to_owned()),
+        })?;
+        let location = self.location(&name.span());
+        if let Some(first) = names.first_use(&checked, location) {
+            self.error(
+                key,
+                name.span(),
+                format!(
+                    "duplicate {what} name {checked:?} (first used on line {})",
+                    first.line
+                ),
+            );
+        }
+        Some(checked)
+    }
+
+    // ----- values -----
+
+    /// A secret: `None` when absent or empty after expansion.
+    fn token(&mut self, key: &str, value: Option<&Text>) -> Option<String> {
+        let token = self.string(key, value?)?;
+        (!token.is_empty()).then_some(token)
+    }
+
+    fn size(&mut self, key: &str, value: &Spanned<RawSize>) -> usize {
+        let checked = match value.get_ref() {
+            RawSize::Bytes(bytes) => size_from_bytes(*bytes),
+            RawSize::Text(text) => match self.expand(key, value.span(), text) {
+                Some(text) => parse_size(&text),
+                None => return DEFAULT_BODY_LIMIT,
+            },
+        };
+        checked.unwrap_or_else(|message| {
+            self.error(key, value.span(), message);
+            DEFAULT_BODY_LIMIT
+        })
+    }
+
+    /// An integer of at least 1 that fits `T`.
+    fn positive<T: TryFrom<i64>>(&mut self, key: &str, value: &Spanned<Integer>) -> Option<T> {
+        let Integer(number) = *value.get_ref();
+        let checked = if number < 1 {
+            Err(format!("must be at least 1, not {number}"))
+        } else {
+            T::try_from(number).map_err(|_| format!("{number} is too large"))
+        };
+        checked
+            .map_err(|message| self.error(key, value.span(), message))
+            .ok()
+    }
+
+    /// `value` expanded and converted with `parse`, or `default` when it is
+    /// absent or wrong.
+    fn optional<T>(
+        &mut self,
+        key: &str,
+        value: Option<&Text>,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        value
+            .and_then(|value| self.parse(key, value, parse))
+            .unwrap_or(default)
+    }
+
+    /// Each element of an array, expanded and converted with `parse`; the
+    /// wrong ones are reported (as `key[index]`) and left out.
+    fn list<T>(
+        &mut self,
+        key: &str,
+        values: &[Text],
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(index, value)| self.parse(&format!("{key}[{index}]"), value, &parse))
+            .collect()
+    }
+
+    /// `value` expanded and converted with `parse`.
+    fn parse<T>(
+        &mut self,
+        key: &str,
+        value: &Text,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let expanded = self.string(key, value)?;
+        parse(&expanded)
+            .map_err(|message| self.error(key, value.span(), message))
+            .ok()
+    }
+
+    /// `value` expanded.
+    fn string(&mut self, key: &str, value: &Text) -> Option<String> {
+        self.expand(key, value.span(), value.get_ref())
+    }
+
+    /// `text`, found at `span`, expanded.
+    fn expand(&mut self, key: &str, span: Range<usize>, text: &str) -> Option<String> {
+        expand(text, self.env)
+            .map_err(|error| self.error(key, span, error.to_string()))
+            .ok()
+    }
+
+    // ----- reporting -----
+
+    fn location(&self, span: &Range<usize>) -> Location {
+        Location::from_offset(self.text, span.start)
+    }
+
+    fn error(&mut self, key: &str, span: Range<usize>, message: impl Into<String>) {
+        let location = self.location(&span);
+        self.errors.push(ConfigError {
+            file: self.source.to_path_buf(),
+            location: Some(location),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The names seen so far, and where each was first used.
+#[derive(Default)]
+struct UniqueNames(HashMap<String, Location>);
+
+impl UniqueNames {
+    /// Records `name` as used at `location`, unless it was used before:
+    /// then gives where it was first used.
+    fn first_use(&mut self, name: &str, location: Location) -> Option<Location> {
+        match self.0.get(name) {
+            Some(first) => Some(*first),
+            None => {
+                self.0.insert(name.to_owned(), location);
+                None
+            }
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// The channel types and the keys each allows besides `name` and `type`.
+#[derive(Debug, Clone, Copy)]
+enum ChannelType {
+    Email,
+    Webhook,
+    Slack,
+    PagerDuty,
+}
+
+impl ChannelType {
+    fn parse(name: &str) -> Option<ChannelType> {
+        match name {
+            "email" => Some(ChannelType::Email),
+            "webhook" => Some(ChannelType::Webhook),
+            "slack" => Some(ChannelType::Slack),
+            "pagerduty" => Some(ChannelType::PagerDuty),
+            _ => None,
+        }
+    }
+
+    fn allowed_keys(self) -> &'static [&'static str] {
+        match self {
+            ChannelType::Email => &["smtp", "from", "to"],
+            ChannelType::Webhook | ChannelType::Slack => &["url"],
+            ChannelType::PagerDuty => &["routing_key", "url"],
+        }
+    }
+}
+
+/// The channel table being validated, for error reporting.
+struct ChannelTable<'a> {
+    /// `escalation.channels[<index>]`
+    prefix: &'a str,
+    /// The whole table.
+    span: Range<usize>,
+    /// Its `type`, as written.
+    type_name: &'a str,
+}
+
+impl ChannelTable<'_> {
+    /// The dotted key of one of the table's keys.
+    fn key(&self, field: &str) -> String {
+        format!("{}.{field}", self.prefix)
+    }
+}
+
+// ----- checks of single values -----
+
+/// `<ip>:<port>`; host names are not resolved.
+fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("invalid listen address {text:?}: expected <ip>:<port>, like \"127.0.0.1:9095\"")
+    })
+}
+
+/// `sqlite://<file>`, `postgres://...` or `postgresql://...`.
+fn check_store_url(url: &str) -> Result<String, String> {
+    let supported = ["sqlite://", "postgres://", "postgresql://"];
+    if url == "sqlite://" {
+        Err(format!(
+            "invalid store URL {url:?}: missing the database file, like \"sqlite://data/medic.db\""
+        ))
+    } else if supported.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(url.to_owned())
+    } else {
+        Err(format!(
+            "unsupported store URL {:?}: expected sqlite://, postgres:// or postgresql://",
+            redact_url_password(url)
+        ))
+    }
+}
+
+/// A runbook file name: a plain `*.rhai` name inside `runbooks.dir`.
+fn check_runbook_file(name: &str) -> Result<String, String> {
+    let problem = if name.contains('\0') {
+        "contains a NUL character"
+    } else if name.contains(['/', '\\']) {
+        "must be a file name in runbooks.dir, without '/' or '\\'"
+    } else if name.starts_with('.') {
+        "must not start with '.'"
+    } else if !name.ends_with(".rhai") {
+        "must end in \".rhai\""
+    } else {
+        return Ok(name.to_owned());
+    };
+    Err(format!("invalid runbook {name:?}: {problem}"))
+}
+
+/// `annotation:<name>`, giving `<name>`.
+fn parse_runbook_from(text: &str) -> Result<String, String> {
+    match text.strip_prefix("annotation:") {
+        Some("") => Err(format!(
+            "invalid runbook_from {text:?}: the annotation name is empty"
+        )),
+        Some(annotation) => Ok(annotation.to_owned()),
+        None => Err(format!(
+            "invalid runbook_from {text:?}: expected \"annotation:<name>\""
+        )),
+    }
+}
+
+fn check_label_name(name: &str) -> Result<String, String> {
+    if is_identifier(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "invalid label name {name:?}: must match [a-zA-Z_][a-zA-Z0-9_]*"
+        ))
+    }
+}
+
+/// `host:port`.
+fn check_smtp_address(address: &str) -> Result<String, String> {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(address.to_owned())
+    } else {
+        Err(format!(
+            "invalid SMTP address {address:?}: expected <host>:<port>, like \"127.0.0.1:25\""
+        ))
+    }
+}
+
+fn check_email_address(address: &str) -> Result<String, String> {
+    if address.contains('@') {
+        Ok(address.to_owned())
+    } else {
+        Err(format!("invalid email address {address:?}: missing '@'"))
+    }
+}
+
+fn check_http_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() => Ok(url.to_owned()),
+        _ => Err(format!(
+            "invalid URL {:?}: expected an http:// or https:// URL",
+            redact_url_password(url)
+        )),
+    }
+}

@@ -1,0 +1,246 @@
+//! Ingest: the `POST /webhook` endpoint that takes Alertmanager's deliveries.
+//!
+//! The path of one delivery: check credentials, content type and size; parse and check the
+//! body ([`payload`]); route each alert (pure, [`crate::routing`]); hand the whole delivery
+//! to the store, which commits it in the next group commit; answer 200 only after that
+//! commit is durable. Anything that goes wrong is answered so that Alertmanager does the
+//! right thing: 4xx for a body it should not resend as is, 503 when a retry will help.
+
+pub mod payload;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde_json::json;
+
+use crate::audit::{Event, NewEntry};
+use crate::metrics::{OutcomeLabel, ReasonLabel, StatusLabel};
+use crate::server::App;
+use crate::store::{AlertEffect, Delivery};
+
+/// `POST /webhook`.
+pub async fn webhook(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (outcome, response) = handle(&app, peer, &headers, body).await;
+    let m = &app.metrics;
+    m.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
+    m.webhook_seconds.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn handle(
+    app: &App,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> (&'static str, Response) {
+    let engine = app.engine();
+    let server = &engine.config.server;
+    let reject = |reason: &'static str| {
+        app.metrics
+            .rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    };
+
+    if let Some(token) = &server.webhook_token {
+        if !crate::auth::bearer_or_basic_ok(headers, token) {
+            reject("unauthorized");
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"medic\""),
+            );
+            return ("unauthorized", r);
+        }
+    }
+    if !is_json(headers) {
+        reject("content_type");
+        let given = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        return (
+            "rejected",
+            error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type must be application/json, got {given:?}"),
+            ),
+        );
+    }
+    let limit = server.body_limit;
+    let too_large = || {
+        reject("body_too_large");
+        (
+            "rejected",
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body exceeds the limit of {limit} bytes"),
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let bytes =
+        match tokio::time::timeout(server.request_timeout, axum::body::to_bytes(body, limit)).await
+        {
+            Err(_) => {
+                reject("timeout");
+                return (
+                    "rejected",
+                    error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the body did not arrive in time",
+                    ),
+                );
+            }
+            Ok(Err(e)) => {
+                // to_bytes fails with a length-limit error when the body runs past `limit`.
+                if std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                    || e.to_string().contains("length limit")
+                {
+                    return too_large();
+                }
+                reject("body");
+                return (
+                    "rejected",
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the body: {e}"),
+                    ),
+                );
+            }
+            Ok(Ok(b)) => b,
+        };
+
+    let parsed = match payload::parse(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            reject(e.kind);
+            tracing::warn!(source = %peer, error = %e.message, "webhook rejected");
+            let entry = NewEntry::new(
+                Event::DeliveryRejected,
+                json!({"source": peer.to_string(), "reason": e.kind, "error": truncate(&e.message, 512)}),
+            );
+            // Best effort: a refused body must not wait on, or fail because of, the store.
+            let store = app.store.clone();
+            tokio::spawn(async move {
+                let _ = store.audit(vec![entry]).await;
+            });
+            return ("rejected", error(StatusCode::BAD_REQUEST, e.message));
+        }
+    };
+
+    let exists = |name: &str| engine.catalog.contains(name);
+    let alerts = parsed
+        .alerts
+        .into_iter()
+        .map(|a| {
+            let routed = engine.router.route(&a.labels, &a.annotations, &exists);
+            (a, routed)
+        })
+        .collect::<Vec<_>>();
+    let statuses: Vec<&'static str> = alerts.iter().map(|(a, _)| a.status.as_str()).collect();
+    let delivery = Delivery {
+        received_at: Utc::now(),
+        source: peer.to_string(),
+        receiver: parsed.receiver,
+        status: parsed.status,
+        group_key: parsed.group_key,
+        external_url: parsed.external_url,
+        truncated_alerts: parsed.truncated_alerts,
+        extra: parsed.extra,
+        alerts,
+    };
+
+    let effects = match tokio::time::timeout(server.request_timeout, app.store.ingest(delivery))
+        .await
+    {
+        Ok(Ok(effects)) => effects,
+        Ok(Err(e)) => {
+            tracing::error!(source = %peer, error = %e, "webhook not stored; answering 503 so Alertmanager retries");
+            return (
+                "unavailable",
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot store the delivery: {e}"),
+                ),
+            );
+        }
+        Err(_) => {
+            tracing::error!(source = %peer, "webhook commit timed out; answering 503 so Alertmanager retries");
+            return (
+                "unavailable",
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store did not commit in time",
+                ),
+            );
+        }
+    };
+
+    let m = &app.metrics;
+    for status in statuses {
+        m.alerts_received
+            .get_or_create(&StatusLabel { status })
+            .inc();
+    }
+    let mut opened = 0;
+    for effect in &effects {
+        match effect {
+            AlertEffect::Opened(_) | AlertEffect::Superseded(_) => opened += 1,
+            AlertEffect::Deduplicated => {
+                m.alerts_deduplicated.inc();
+            }
+            AlertEffect::Stale => {
+                m.alerts_stale.inc();
+            }
+            AlertEffect::Resolved | AlertEffect::UnknownResolved => {}
+        }
+    }
+    m.incidents_opened.inc_by(opened);
+    let body = json!({"status": "stored", "alerts": effects.len(), "opened": opened});
+    ("accepted", (StatusCode::OK, Json(body)).into_response())
+}
+
+/// `application/json`, with or without parameters such as `charset`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}

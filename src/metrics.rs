@@ -1,0 +1,200 @@
+//! Metrics: what `/metrics` exposes, in Prometheus text format.
+//!
+//! Every name starts with `medic_`; labels are low-cardinality (an outcome, a status, a
+//! reason, a state), never an alert's fingerprint or labels. Other modules get the handles
+//! they update (cheap clones) and never touch the registry.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::incident::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+/// The store's own instruments.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Seconds from the start of a group commit to its durable end.
+    pub commit_seconds: Histogram,
+    /// Jobs (deliveries, audit appends) committed together.
+    pub batch_size: Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+        }
+    }
+}
+
+/// Every instrument medic exposes, and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook deliveries by outcome: accepted, rejected, unauthorized, unavailable.
+    pub deliveries: Family<OutcomeLabel, Counter>,
+    /// Alerts received in accepted deliveries, by status.
+    pub alerts_received: Family<StatusLabel, Counter>,
+    /// Alerts that repeated what an incident already knew.
+    pub alerts_deduplicated: Counter,
+    /// Alerts older than what is known, ignored.
+    pub alerts_stale: Counter,
+    /// Deliveries refused, by reason.
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Incidents opened.
+    pub incidents_opened: Counter,
+    /// Incidents by state, refreshed from the store at each scrape.
+    pub incidents: Family<StateLabel, Gauge>,
+    /// Seconds from a delivery's arrival to its answer.
+    pub webhook_seconds: Histogram,
+    pub store: StoreMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("medic");
+        let m = Metrics {
+            deliveries: Family::default(),
+            alerts_received: Family::default(),
+            alerts_deduplicated: Counter::default(),
+            alerts_stale: Counter::default(),
+            rejected: Family::default(),
+            incidents_opened: Counter::default(),
+            incidents: Family::default(),
+            webhook_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            store: StoreMetrics::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by outcome",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "alerts_received",
+            "Alerts received in accepted deliveries, by status",
+            m.alerts_received.clone(),
+        );
+        registry.register(
+            "alerts_deduplicated",
+            "Alert notifications that joined an existing incident",
+            m.alerts_deduplicated.clone(),
+        );
+        registry.register(
+            "alerts_stale",
+            "Alert notifications older than what is known, ignored",
+            m.alerts_stale.clone(),
+        );
+        registry.register(
+            "webhook_rejected",
+            "Webhook deliveries refused, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "incidents_opened",
+            "Incidents opened",
+            m.incidents_opened.clone(),
+        );
+        registry.register("incidents", "Incidents by state", m.incidents.clone());
+        registry.register(
+            "webhook_duration_seconds",
+            "Seconds from a delivery's arrival to its answer",
+            m.webhook_seconds.clone(),
+        );
+        registry.register(
+            "store_commit_duration_seconds",
+            "Seconds per durable group commit",
+            m.store.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_commit_batch_size",
+            "Writes committed together in one transaction",
+            m.store.batch_size.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Sets the incidents-by-state gauge from fresh counts (states absent count 0).
+    pub fn set_incident_counts(&self, counts: &[(State, u64)]) {
+        for state in State::ALL {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            self.incidents
+                .get_or_create(&StateLabel {
+                    state: state.as_str(),
+                })
+                .set(n as i64);
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_starts_with_medic() {
+        let m = Metrics::default();
+        m.deliveries
+            .get_or_create(&OutcomeLabel {
+                outcome: "accepted",
+            })
+            .inc();
+        m.set_incident_counts(&[(State::Queued, 3)]);
+        let text = m.render();
+        assert!(
+            text.contains("medic_webhook_deliveries_total{outcome=\"accepted\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("medic_incidents{state=\"queued\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("medic_incidents{state=\"resolved\"} 0"),
+            "{text}"
+        );
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(line.starts_with("medic_"), "{line}");
+        }
+    }
+}

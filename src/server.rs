@@ -1,0 +1,148 @@
+//! The HTTP server: the shared state, the routes, and a graceful stop.
+//!
+//! [`run`] takes a bound listener and a shutdown future, so tests start the whole server
+//! in-process on port 0. It serves until the future completes, then stops accepting, lets
+//! requests in flight finish (bounded by a deadline), and closes the store, which commits
+//! everything already acknowledged.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::audit::{Event, NewEntry};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How long a stop waits for requests in flight before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every request handler shares.
+pub struct App {
+    engine: RwLock<Arc<Engine>>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    pub fn new(engine: Engine, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
+        Arc::new(App {
+            engine: RwLock::new(Arc::new(engine)),
+            store,
+            metrics,
+        })
+    }
+
+    /// The engine definition in force now. Holders keep the version they took.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// The HTTP routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/webhook", post(crate::ingest::webhook))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", crate::api::router(app.clone()))
+        .with_state(app)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops gracefully.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let engine = app.engine();
+    let started = NewEntry::new(
+        Event::ServerStarted,
+        json!({"version": env!("CARGO_PKG_VERSION"), "listen": addr.to_string(),
+               "config": engine.config.source.display().to_string()}),
+    );
+    if let Err(e) = app.store.audit(vec![started]).await {
+        tracing::error!(error = %e, "cannot write to the store at start-up");
+        return Err(std::io::Error::other(e.to_string()));
+    }
+    tracing::info!(addr = %addr, "listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let mut stop_for_server = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stop_for_server.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    shutdown.await;
+    tracing::info!("stopping: no new connections; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error while stopping"),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "requests still in flight after the grace period were abandoned (none was acknowledged)"
+        ),
+    }
+    let stopped = NewEntry::new(Event::ServerStopped, json!({"listen": addr.to_string()}));
+    if let Err(e) = app.store.audit(vec![stopped]).await {
+        tracing::warn!(error = %e, "could not record the stop in the audit log");
+    }
+    app.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let engine = app.engine();
+    match app.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({"ready": true, "runbooks": engine.catalog.len(), "routes": engine.config.routes.len()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ready": false, "error": format!("store: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match app.store.count_by_state().await {
+        Ok(counts) => app.metrics.set_incident_counts(&counts),
+        Err(e) => tracing::warn!(error = %e, "cannot count incidents for /metrics"),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,238 @@
+//! The store: every durable fact medic keeps, behind one interface.
+//!
+//! Incidents, their timelines and the audit log live here, and only here is SQL written.
+//! Callers use [`Store`]'s methods and the plain types below; they never see a connection,
+//! a table or a backend-specific type. The embedded backend is SQLite ([`sqlite`]); a
+//! PostgreSQL backend for several replicas implements the same methods.
+//!
+//! Writes go through a single writer that commits in groups: concurrent deliveries share
+//! one transaction and one fsync, and each caller is answered only after the commit that
+//! holds its change is durable.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::audit::{self, NewEntry};
+use crate::incident::{Outcome, Reason, State};
+use crate::ingest::payload::{Alert, Status};
+use crate::metrics::StoreMetrics;
+
+/// What went wrong in the store. `is_transient` tells callers whether to ask for a retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store url {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("database migration {version} failed: {source}")]
+    Migration {
+        version: u32,
+        source: rusqlite::Error,
+    },
+    #[error("the database is newer than this medic: schema version {found}, this build knows up to {known}")]
+    TooNew { found: u32, known: u32 },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot commit: {0}")]
+    Commit(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl StoreError {
+    /// A transient error may succeed if tried again (Alertmanager will retry on 503).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Closed
+        )
+    }
+}
+
+pub use crate::routing::Decision as Routed;
+
+/// One webhook delivery, parsed and routed, ready to be committed.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub received_at: DateTime<Utc>,
+    /// The peer address the delivery came from.
+    pub source: String,
+    pub receiver: String,
+    pub status: Status,
+    pub group_key: String,
+    pub external_url: String,
+    pub truncated_alerts: u64,
+    /// Top-level webhook fields medic does not know, kept as received.
+    pub extra: Map<String, Value>,
+    pub alerts: Vec<(Alert, Routed)>,
+}
+
+/// What a committed delivery did to each of its alerts, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertEffect {
+    Opened(State),
+    Deduplicated,
+    Resolved,
+    /// An open incident was closed by a newer firing, and a new one opened.
+    Superseded(State),
+    Stale,
+    UnknownResolved,
+}
+
+/// A filter for listing incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub state: Option<State>,
+    pub alertname: Option<String>,
+    pub limit: usize,
+}
+
+/// An incident as the API shows it (the public JSON contract).
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    pub id: String,
+    pub fingerprint: String,
+    pub alertname: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub state: State,
+    pub reason: Option<Reason>,
+    pub outcome: Option<Outcome>,
+    pub route: Option<String>,
+    pub runbook: Option<String>,
+    pub generator_url: String,
+    pub started_at: String,
+    pub updated_at: String,
+    pub last_seen_at: String,
+    pub resolved_at: Option<String>,
+    /// How many notifications were received for this incident (resends included).
+    pub deliveries: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<TimelineEntry>>,
+}
+
+/// One event in an incident's history (an audit entry about it).
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub seq: i64,
+    pub at: String,
+    pub event: String,
+    pub detail: Value,
+}
+
+/// The handle every other module uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the store at `url`.
+    pub fn open(url: &str, metrics: StoreMetrics) -> Result<Store, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::Url {
+                    url: url.into(),
+                    message: "no database path after sqlite://".into(),
+                });
+            }
+            let backend = Backend::Sqlite(sqlite::Sqlite::open(path.as_ref(), metrics)?);
+            return Ok(Store { backend });
+        }
+        Err(StoreError::Url {
+            url: url.into(),
+            message: "unsupported scheme; this build supports sqlite://".into(),
+        })
+    }
+
+    /// Commits a delivery: its audit entries and the incidents its alerts open, join or
+    /// resolve. Returns only once the commit is durable.
+    pub async fn ingest(&self, delivery: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.ingest(delivery).await,
+        }
+    }
+
+    /// Appends entries to the audit log, durably.
+    pub async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.audit(entries).await,
+        }
+    }
+
+    /// Incidents matching `filter`, newest first, without timelines.
+    pub async fn incidents(&self, filter: IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.incidents(filter).await,
+        }
+    }
+
+    /// One incident with its timeline.
+    pub async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.incident(id).await,
+        }
+    }
+
+    /// How many incidents are in each state.
+    pub async fn count_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.count_by_state().await,
+        }
+    }
+
+    /// Up to `limit` audit entries with `seq` greater than `after`, in order.
+    pub async fn audit_page(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<audit::Entry>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.audit_page(after, limit).await,
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// Finishes every pending write and stops the writer. Later writes fail with `Closed`.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// Timestamps as stored: RFC 3339 in UTC with a fixed number of digits, so that text
+/// order is time order.
+pub(crate) fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// An alert's `startsAt` as stored: exact to the nanosecond, fixed width.
+pub(crate) fn stamp_exact(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,702 @@
+//! The embedded SQLite backend.
+//!
+//! One writer thread owns the write connection and commits in groups: it takes the first
+//! waiting job, drains whatever else is already queued (up to [`MAX_BATCH`]), runs each in
+//! its own savepoint inside one transaction, commits once (one fsync in WAL mode with
+//! `synchronous=FULL`) and only then answers every caller. A failing job rolls back to its
+//! savepoint and fails alone; a failing commit fails the whole batch, and nothing in it was
+//! acknowledged. Reads use a separate connection, which WAL lets run beside the writer.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    stamp, stamp_exact, AlertEffect, Delivery, Incident, IncidentFilter, Routed, StoreError,
+    TimelineEntry,
+};
+use crate::audit::{self, chain_hash, Event, NewEntry};
+use crate::incident::{self, Action, Latest, Outcome, Reason, State};
+use crate::ingest::payload::Alert;
+use crate::metrics::StoreMetrics;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Jobs waiting for the writer before senders wait too (back-pressure).
+const QUEUE: usize = 8192;
+
+/// Schema migrations, embedded in the binary, applied in order at open.
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+
+/// Where jobs wait for the writer; `None` once the store is closed.
+type Jobs = Arc<Mutex<Option<mpsc::Sender<Box<dyn Job>>>>>;
+
+#[derive(Clone)]
+pub(super) struct Sqlite {
+    jobs: Jobs,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl Sqlite {
+    pub(super) fn open(path: &Path, metrics: StoreMetrics) -> Result<Sqlite, StoreError> {
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+        configure(&conn).map_err(|e| open_err(Box::new(e)))?;
+        migrate(&mut conn)?;
+        let head = audit_head(&conn)?;
+        let reader = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+        configure(&reader).map_err(|e| open_err(Box::new(e)))?;
+
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            conn,
+            head,
+            ids: ulid::Generator::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("medic-store-writer".into())
+            .spawn(move || writer.run(rx, metrics))
+            .map_err(|e| open_err(Box::new(e)))?;
+        Ok(Sqlite {
+            jobs: Arc::new(Mutex::new(Some(tx))),
+            writer: Arc::new(Mutex::new(Some(handle))),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Runs `f` on the writer inside the next group commit; answers after the commit.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sender = lock(&self.jobs).clone().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(FnJob {
+            f: Some(f),
+            out: None,
+            reply,
+        });
+        sender.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the read connection, off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || f(&lock(&reader)))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) async fn ingest(&self, d: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
+        self.write(move |w| w.ingest(d)).await
+    }
+
+    pub(super) async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
+        self.write(move |w| {
+            entries
+                .into_iter()
+                .try_for_each(|e| w.append(e, Utc::now()))
+        })
+        .await
+    }
+
+    pub(super) async fn incidents(&self, f: IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        self.read(move |c| {
+            let mut sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE 1=1");
+            let mut args: Vec<String> = Vec::new();
+            if let Some(state) = f.state {
+                args.push(state.as_str().to_string());
+                sql.push_str(&format!(" AND state = ?{}", args.len()));
+            }
+            if let Some(name) = f.alertname {
+                args.push(name);
+                sql.push_str(&format!(" AND alertname = ?{}", args.len()));
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), incident_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
+                .collect()
+        })
+        .await
+    }
+
+    pub(super) async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let found = c
+                .prepare_cached(&format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"
+                ))?
+                .query_row([&id], incident_row)
+                .optional()?;
+            let Some(incident) = found else {
+                return Ok(None);
+            };
+            let mut incident = incident?;
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, event, detail FROM audit WHERE incident_id = ?1 ORDER BY seq",
+            )?;
+            let timeline = stmt
+                .query_map([&id], |r| {
+                    let detail: String = r.get(3)?;
+                    Ok(TimelineEntry {
+                        seq: r.get(0)?,
+                        at: r.get(1)?,
+                        event: r.get(2)?,
+                        detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            incident.timeline = Some(timeline);
+            Ok(Some(incident))
+        })
+        .await
+    }
+
+    pub(super) async fn count_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT state, COUNT(*) FROM incidents GROUP BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (state, n) = row?;
+                let state = State::parse(&state).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown incident state {state:?}"))
+                })?;
+                out.push((state, n as u64));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn audit_page(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<audit::Entry>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, event, incident_id, detail, prev_hash, hash FROM audit
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok(audit::Entry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    event: r.get(2)?,
+                    incident_id: r.get(3)?,
+                    detail: r.get(4)?,
+                    prev_hash: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    pub(super) async fn close(&self) {
+        // Dropping the last sender lets the writer finish what is queued, then exit.
+        lock(&self.jobs).take();
+        let handle = lock(&self.writer).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves no broken invariant behind.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn configure(c: &Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(Duration::from_secs(5))?;
+    // WAL: readers never block the writer. FULL: a commit is on disk when it returns.
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(c: &mut Connection) -> Result<(), StoreError> {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )?;
+    let current: u32 = c.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let tx = c.transaction()?;
+        tx.execute_batch(sql)
+            .and_then(|()| {
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                    params![version, stamp(Utc::now())],
+                )
+                .map(drop)
+            })
+            .map_err(|source| StoreError::Migration {
+                version: *version,
+                source,
+            })?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The sequence number and hash of the newest audit entry.
+fn audit_head(c: &Connection) -> Result<(i64, String), StoreError> {
+    let head = c
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(head.unwrap_or((0, audit::GENESIS.to_string())))
+}
+
+/// One unit of work for the writer: `run` inside the transaction, `finish` after commit.
+trait Job: Send {
+    fn run(&mut self, w: &mut Writer) -> Result<(), StoreError>;
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct FnJob<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for FnJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, w: &mut Writer) -> Result<(), StoreError> {
+        let f = self.f.take().ok_or(StoreError::Closed)?;
+        match f(w) {
+            Ok(v) => {
+                self.out = Some(Ok(v));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match (committed, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Ok(()), None) => Err(StoreError::Closed),
+            (Err(e), _) => Err(e),
+        };
+        // The caller may have given up (timeout); the write stands either way.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The write connection and what the writer keeps in memory about it.
+pub(super) struct Writer {
+    conn: Connection,
+    /// The newest audit entry's (seq, hash): the link the next entry chains to.
+    head: (i64, String),
+    ids: ulid::Generator,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Box<dyn Job>>, metrics: StoreMetrics) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let size = batch.len();
+            self.commit_batch(batch);
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.batch_size.observe(size as f64);
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Box<dyn Job>>) {
+        let head_before = self.head.clone();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "store: cannot begin a transaction");
+            for job in batch {
+                job.finish(Err(StoreError::Commit(msg.clone())));
+            }
+            return;
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        let mut batch = batch;
+        for job in batch.iter_mut() {
+            let head = self.head.clone();
+            let r = self
+                .conn
+                .execute_batch("SAVEPOINT job")
+                .map_err(StoreError::from)
+                .and_then(|()| job.run(self));
+            match r {
+                Ok(()) => {
+                    let released = self
+                        .conn
+                        .execute_batch("RELEASE job")
+                        .map_err(StoreError::from);
+                    results.push(released);
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    self.head = head;
+                    results.push(Err(e));
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, jobs = batch.len(), "store: commit failed; nothing in this batch was acknowledged");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.head = head_before;
+            for job in batch {
+                job.finish(Err(StoreError::Commit(msg.clone())));
+            }
+            return;
+        }
+        for (job, r) in batch.into_iter().zip(results) {
+            job.finish(r);
+        }
+    }
+
+    /// Appends one audit entry, chained to the current head.
+    fn append(&mut self, e: NewEntry, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let seq = self.head.0 + 1;
+        let at = stamp(at);
+        let detail = e.detail.to_string();
+        let event = e.event.as_str();
+        let hash = chain_hash(
+            &self.head.1,
+            seq,
+            &at,
+            event,
+            e.incident_id.as_deref(),
+            &detail,
+        );
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (seq, at, event, incident_id, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                seq,
+                at,
+                event,
+                e.incident_id,
+                detail,
+                self.head.1,
+                hash
+            ])?;
+        self.head = (seq, hash);
+        Ok(())
+    }
+
+    fn ingest(&mut self, d: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
+        let now = d.received_at;
+        self.append(
+            NewEntry::new(
+                Event::DeliveryReceived,
+                json!({
+                    "source": d.source,
+                    "receiver": d.receiver,
+                    "status": d.status,
+                    "group_key": d.group_key,
+                    "alerts": d.alerts.len(),
+                    "truncated_alerts": d.truncated_alerts,
+                    "external_url": d.external_url,
+                    "extra": d.extra,
+                }),
+            ),
+            now,
+        )?;
+        let mut effects = Vec::with_capacity(d.alerts.len());
+        for (alert, routed) in d.alerts {
+            effects.push(self.ingest_alert(alert, routed, now)?);
+        }
+        Ok(effects)
+    }
+
+    fn ingest_alert(
+        &mut self,
+        a: Alert,
+        routed: Routed,
+        now: DateTime<Utc>,
+    ) -> Result<AlertEffect, StoreError> {
+        let latest = self.latest(&a.fingerprint)?;
+        match incident::decide(latest.as_ref(), a.status, a.starts_at) {
+            Action::Open => Ok(AlertEffect::Opened(self.open(a, routed, now)?)),
+            Action::Duplicate { id } => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE incidents SET deliveries = deliveries + 1, last_seen_at = ?2, annotations = ?3
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, stamp(now), to_json(&a.annotations)])?;
+                let detail = json!({"status": a.status, "starts_at": stamp_exact(a.starts_at), "extra": a.extra});
+                self.append(
+                    NewEntry::for_incident(Event::AlertDeduplicated, &id, detail),
+                    now,
+                )?;
+                Ok(AlertEffect::Deduplicated)
+            }
+            Action::Resolve { id, outcome } => {
+                let from = latest.map(|l| l.state).unwrap_or(State::Queued);
+                self.resolve(&id, from, outcome, a.ends_at, None, now)?;
+                Ok(AlertEffect::Resolved)
+            }
+            Action::Supersede { id, outcome } => {
+                let from = latest.map(|l| l.state).unwrap_or(State::Queued);
+                let note = "a newer firing arrived; this period's resolution was never delivered";
+                self.resolve(&id, from, outcome, None, Some(note), now)?;
+                Ok(AlertEffect::Superseded(self.open(a, routed, now)?))
+            }
+            Action::Stale { id, why } => {
+                let detail =
+                    json!({"status": a.status, "starts_at": stamp_exact(a.starts_at), "why": why});
+                self.append(NewEntry::for_incident(Event::AlertStale, &id, detail), now)?;
+                Ok(AlertEffect::Stale)
+            }
+            Action::UnknownResolved => {
+                let detail = json!({
+                    "fingerprint": a.fingerprint, "alertname": a.alertname(), "labels": a.labels,
+                    "starts_at": stamp_exact(a.starts_at),
+                });
+                self.append(NewEntry::new(Event::AlertResolvedUnknown, detail), now)?;
+                Ok(AlertEffect::UnknownResolved)
+            }
+        }
+    }
+
+    fn latest(&self, fingerprint: &str) -> Result<Option<Latest>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, state, starts_at FROM incidents WHERE fingerprint = ?1
+                 ORDER BY starts_at DESC LIMIT 1",
+            )?
+            .query_row([fingerprint], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((id, state, starts_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Latest {
+            state: State::parse(&state).ok_or_else(|| {
+                StoreError::Corrupt(format!("incident {id}: unknown state {state:?}"))
+            })?,
+            starts_at: parse_time(&starts_at).ok_or_else(|| {
+                StoreError::Corrupt(format!("incident {id}: bad starts_at {starts_at:?}"))
+            })?,
+            id,
+        }))
+    }
+
+    /// Opens an incident for a new firing period and records how it was routed.
+    fn open(&mut self, a: Alert, routed: Routed, now: DateTime<Utc>) -> Result<State, StoreError> {
+        let id = self
+            .ids
+            .generate_from_datetime(now.into())
+            .unwrap_or_else(|_| ulid::Ulid::new())
+            .to_string();
+        let (state, reason, route, runbook) = match &routed {
+            Routed::Runbook { route, runbook } => (
+                State::Queued,
+                None,
+                Some(route.as_str()),
+                Some(runbook.as_str()),
+            ),
+            Routed::NoRunbook { .. } => (State::Escalated, Some(Reason::NoRunbook), None, None),
+        };
+        let ts = stamp(now);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
+                    starts_at, state, is_open, reason, route, runbook, deliveries, created_at, updated_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12)",
+            )?
+            .execute(params![
+                id,
+                a.fingerprint,
+                a.alertname(),
+                to_json(&a.labels),
+                to_json(&a.annotations),
+                a.generator_url,
+                stamp_exact(a.starts_at),
+                state.as_str(),
+                reason.map(Reason::as_str),
+                route,
+                runbook,
+                ts,
+            ])?;
+        let opened = json!({
+            "fingerprint": a.fingerprint,
+            "alertname": a.alertname(),
+            "labels": a.labels,
+            "annotations": a.annotations,
+            "starts_at": stamp_exact(a.starts_at),
+            "generator_url": a.generator_url,
+            "state": State::Queued,
+            "extra": a.extra,
+        });
+        self.append(
+            NewEntry::for_incident(Event::IncidentOpened, &id, opened),
+            now,
+        )?;
+        match routed {
+            Routed::Runbook { route, runbook } => {
+                let detail = json!({"route": route, "runbook": runbook});
+                self.append(
+                    NewEntry::for_incident(Event::RouteMatched, &id, detail),
+                    now,
+                )?;
+            }
+            Routed::NoRunbook { why } => {
+                self.append(
+                    NewEntry::for_incident(Event::RouteMissed, &id, json!({ "why": why })),
+                    now,
+                )?;
+                let detail = json!({"from": State::Queued, "to": State::Escalated, "reason": Reason::NoRunbook});
+                self.append(
+                    NewEntry::for_incident(Event::StateChanged, &id, detail),
+                    now,
+                )?;
+            }
+        }
+        Ok(state)
+    }
+
+    fn resolve(
+        &mut self,
+        id: &str,
+        from: State,
+        outcome: Outcome,
+        ends_at: Option<DateTime<Utc>>,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let ts = stamp(now);
+        self.conn
+            .prepare_cached(
+                "UPDATE incidents SET state = 'resolved', is_open = 0, outcome = ?2, resolved_at = ?3,
+                    updated_at = ?3, last_seen_at = ?3, deliveries = deliveries + 1
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, outcome.as_str(), ts])?;
+        let mut detail = json!({"from": from, "to": State::Resolved, "outcome": outcome});
+        if let Some(t) = ends_at {
+            detail["ends_at"] = json!(stamp_exact(t));
+        }
+        if let Some(note) = note {
+            detail["note"] = json!(note);
+        }
+        self.append(NewEntry::for_incident(Event::StateChanged, id, detail), now)
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+const INCIDENT_COLUMNS: &str =
+    "id, fingerprint, alertname, labels, annotations, state, reason, outcome, route, runbook,
+    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries";
+
+/// Maps an incident row; the inner result reports values this build cannot read.
+fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident, StoreError>> {
+    let id: String = r.get(0)?;
+    let labels: String = r.get(3)?;
+    let annotations: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let reason: Option<String> = r.get(6)?;
+    let outcome: Option<String> = r.get(7)?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("incident {id}: {what}"));
+    let build = || -> Result<Incident, StoreError> {
+        Ok(Incident {
+            fingerprint: r.get(1)?,
+            alertname: r.get(2)?,
+            labels: serde_json::from_str(&labels).map_err(|_| corrupt("labels are not JSON"))?,
+            annotations: serde_json::from_str(&annotations)
+                .map_err(|_| corrupt("annotations are not JSON"))?,
+            state: State::parse(&state).ok_or_else(|| corrupt("unknown state"))?,
+            reason: match reason {
+                Some(r) => Some(Reason::parse(&r).ok_or_else(|| corrupt("unknown reason"))?),
+                None => None,
+            },
+            outcome: match outcome {
+                Some(o) => Some(Outcome::parse(&o).ok_or_else(|| corrupt("unknown outcome"))?),
+                None => None,
+            },
+            route: r.get(8)?,
+            runbook: r.get(9)?,
+            generator_url: r.get(10)?,
+            started_at: r.get(11)?,
+            updated_at: r.get(12)?,
+            last_seen_at: r.get(13)?,
+            resolved_at: r.get(14)?,
+            deliveries: r.get::<_, i64>(15)? as u64,
+            timeline: None,
+            id: id.clone(),
+        })
+    };
+    Ok(build())
+}

@@ -1,0 +1,251 @@
+//! Store tests against a real SQLite file in a temporary directory.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+use serde_json::Map;
+
+use super::*;
+use crate::audit::Verifier;
+use crate::ingest::payload::{Alert, Status};
+
+fn alert(fp: &str, status: Status, minute: u32) -> Alert {
+    let labels: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", fp)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Alert {
+        status,
+        labels,
+        annotations: BTreeMap::new(),
+        starts_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, minute, 0).unwrap(),
+        ends_at: None,
+        generator_url: String::new(),
+        fingerprint: fp.to_string(),
+        extra: Map::new(),
+    }
+}
+
+fn delivery(alerts: Vec<Alert>) -> Delivery {
+    Delivery {
+        received_at: Utc::now(),
+        source: "127.0.0.1:5000".into(),
+        receiver: "medic".into(),
+        status: Status::Firing,
+        group_key: "{}".into(),
+        external_url: String::new(),
+        truncated_alerts: 0,
+        extra: Map::new(),
+        alerts: alerts
+            .into_iter()
+            .map(|a| {
+                (
+                    a,
+                    Routed::Runbook {
+                        route: "disk".into(),
+                        runbook: "disk_full.rhai".into(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    let url = format!("sqlite://{}", dir.path().join("data/medic.db").display());
+    Store::open(&url, StoreMetrics::default()).expect("open")
+}
+
+async fn verify(store: &Store) -> u64 {
+    let mut v = Verifier::default();
+    for e in store.audit_page(0, 100_000).await.unwrap() {
+        v.check(&e).unwrap_or_else(|b| panic!("{b}"));
+    }
+    v.summary().0
+}
+
+#[tokio::test]
+async fn firing_resend_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let fx = |s, m| delivery(vec![alert("aaaa", s, m)]);
+
+    assert_eq!(
+        store.ingest(fx(Status::Firing, 0)).await.unwrap(),
+        [AlertEffect::Opened(State::Queued)]
+    );
+    assert_eq!(
+        store.ingest(fx(Status::Firing, 0)).await.unwrap(),
+        [AlertEffect::Deduplicated]
+    );
+    assert_eq!(
+        store.ingest(fx(Status::Resolved, 0)).await.unwrap(),
+        [AlertEffect::Resolved]
+    );
+    // A late retry of the firing never reopens it.
+    assert_eq!(
+        store.ingest(fx(Status::Firing, 0)).await.unwrap(),
+        [AlertEffect::Stale]
+    );
+    // A new firing period opens a new incident.
+    assert_eq!(
+        store.ingest(fx(Status::Firing, 7)).await.unwrap(),
+        [AlertEffect::Opened(State::Queued)]
+    );
+
+    let all = store
+        .incidents(IncidentFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let (newest, first) = (&all[0], &all[1]);
+    assert_eq!(newest.state, State::Queued);
+    assert_eq!(first.state, State::Resolved);
+    assert_eq!(first.outcome, Some(Outcome::ResolvedBeforeAction));
+    assert_eq!(first.deliveries, 3);
+    assert_eq!(first.runbook.as_deref(), Some("disk_full.rhai"));
+
+    let shown = store.incident(&first.id).await.unwrap().unwrap();
+    let events: Vec<&str> = shown
+        .timeline
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|t| t.event.as_str())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "incident_opened",
+            "route_matched",
+            "alert_deduplicated",
+            "state_changed",
+            "alert_stale"
+        ]
+    );
+    // 5 deliveries + the entries above + the second incident's two.
+    assert_eq!(verify(&store).await, 5 + 5 + 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn no_runbook_is_escalated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut d = delivery(vec![alert("bbbb", Status::Firing, 0)]);
+    d.alerts[0].1 = Routed::NoRunbook {
+        why: "no route matched the alert".into(),
+    };
+    assert_eq!(
+        store.ingest(d).await.unwrap(),
+        [AlertEffect::Opened(State::Escalated)]
+    );
+    let list = store
+        .incidents(IncidentFilter {
+            state: Some(State::Escalated),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason, Some(Reason::NoRunbook));
+    let json = serde_json::to_value(&list[0]).unwrap();
+    assert_eq!(json["state"], "escalated");
+    assert_eq!(json["reason"], "no_runbook");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_share_commits_and_never_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        // 50 distinct alerts, each delivered 4 times concurrently.
+        let fp = format!("fp{:02}", i % 50);
+        tasks.push(tokio::spawn(async move {
+            store
+                .ingest(delivery(vec![alert(&fp, Status::Firing, 0)]))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut opened = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap()[0], AlertEffect::Opened(_)) {
+            opened += 1;
+        }
+    }
+    assert_eq!(opened, 50);
+    let all = store
+        .incidents(IncidentFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 50);
+    assert!(all.iter().all(|i| i.deliveries == 4));
+    verify(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn survives_reopen_and_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .ingest(delivery(vec![alert("cccc", Status::Firing, 0)]))
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.ingest(delivery(vec![])).await,
+        Err(StoreError::Closed)
+    ));
+
+    let store = open(&dir);
+    assert_eq!(
+        store
+            .ingest(delivery(vec![alert("cccc", Status::Firing, 0)]))
+            .await
+            .unwrap(),
+        [AlertEffect::Deduplicated]
+    );
+    assert_eq!(verify(&store).await, 5);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn audit_rows_cannot_be_updated_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .ingest(delivery(vec![alert("dddd", Status::Firing, 0)]))
+        .await
+        .unwrap();
+    store.close().await;
+    let conn = rusqlite::Connection::open(dir.path().join("data/medic.db")).unwrap();
+    let err = conn
+        .execute("UPDATE audit SET detail = '{}' WHERE seq = 1", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let err = conn.execute("DELETE FROM audit", []).unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
+
+#[test]
+fn unsupported_urls_are_named() {
+    let err = Store::open("mysql://x", StoreMetrics::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "store url \"mysql://x\": unsupported scheme; this build supports sqlite://"
+    );
+}

@@ -1,0 +1,381 @@
+//! The webhook endpoint through real HTTP against the real binary: what it accepts, how it
+//! deduplicates, and how it refuses bad input (each refusal clear, nothing stored, the
+//! server still healthy).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn stores_deduplicates_and_resolves() {
+    let m = Medic::start();
+    let firing = body(vec![alert("ServiceDown", "web1:80", "firing")]);
+    let (status, reply) = post_webhook(&m, &firing).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["opened"], 1);
+    // Alertmanager resends the same alert: joined, counted, never duplicated.
+    for _ in 0..3 {
+        assert_eq!(post_webhook(&m, &firing).await.0, 200);
+    }
+    let list = incidents(&m).await;
+    assert_eq!(list.len(), 1);
+    let inc = &list[0];
+    assert_eq!(inc["state"], "queued");
+    assert_eq!(inc["runbook"], "restart.rhai");
+    assert_eq!(inc["route"], "restart");
+    assert_eq!(inc["deliveries"], 4);
+    assert_eq!(inc["alertname"], "ServiceDown");
+    assert_eq!(inc["labels"]["instance"], "web1:80");
+    assert_eq!(inc["annotations"]["description"], "multi\nline");
+    assert!(inc["started_at"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-11-23T10:00:00"));
+
+    let resolved = body(vec![alert("ServiceDown", "web1:80", "resolved")]);
+    assert_eq!(post_webhook(&m, &resolved).await.0, 200);
+    let id = inc["id"].as_str().unwrap();
+    let one = api(&m, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(one["state"], "resolved");
+    assert_eq!(one["outcome"], "resolved_before_action");
+    let events: Vec<&str> = one["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "incident_opened",
+            "route_matched",
+            "alert_deduplicated",
+            "alert_deduplicated",
+            "alert_deduplicated",
+            "state_changed"
+        ]
+    );
+    assert_eq!(one["timeline"][5]["detail"]["to"], "resolved");
+
+    // An alert no route takes is recorded for escalation.
+    let other = body(vec![alert("DiskFull", "db1:9100", "firing")]);
+    assert_eq!(post_webhook(&m, &other).await.0, 200);
+    let esc = api(&m, "/api/v1/incidents?state=escalated").await;
+    assert_eq!(esc["incidents"][0]["reason"], "no_runbook");
+    assert_eq!(esc["incidents"][0]["alertname"], "DiskFull");
+    let only = api(&m, "/api/v1/incidents?alertname=DiskFull&limit=5").await;
+    assert_eq!(only["incidents"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn keeps_fields_from_newer_alertmanagers() {
+    let m = Medic::start();
+    let mut b = body(vec![alert("ServiceDown", "web2:80", "firing")]);
+    b["notification_reason"] = json!("repeat_interval");
+    b["routeLabels"] = json!({"team": "web"});
+    b["alerts"][0]["silencedBy"] = json!([]);
+    assert_eq!(post_webhook(&m, &b).await.0, 200);
+    let id = incidents(&m).await[0]["id"].as_str().unwrap().to_string();
+    let one = api(&m, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(
+        one["timeline"][0]["detail"]["extra"]["silencedBy"],
+        json!([])
+    );
+    let (code, out, _) = m.run_cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn basic_auth_with_the_token_as_password() {
+    let m = Medic::start();
+    let r = client()
+        .post(m.url("/webhook"))
+        .basic_auth("alertmanager", Some(WEBHOOK_TOKEN))
+        .json(&body(vec![alert("ServiceDown", "web3:80", "firing")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// Sends raw bytes with the given content type and token; returns (status, error text).
+async fn raw(
+    m: &Medic,
+    bytes: Vec<u8>,
+    content_type: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut req = client().post(m.url("/webhook")).body(bytes);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, v["error"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn refuses_bad_input_clearly_and_stores_nothing() {
+    let m = Medic::start();
+    let json_ct = Some("application/json");
+    let tok = Some(WEBHOOK_TOKEN);
+    let good = body(vec![alert("ServiceDown", "web1:80", "firing")]);
+    let with = |pointer: &str, v: Value| {
+        let mut b = good.clone();
+        *b.pointer_mut(pointer).unwrap() = v;
+        serde_json::to_vec(&b).unwrap()
+    };
+    let mut no_alerts = good.clone();
+    no_alerts.as_object_mut().unwrap().remove("alerts");
+    let many_labels: serde_json::Map<String, Value> =
+        (0..10_000).map(|i| (format!("l{i}"), json!("v"))).collect();
+
+    // (case, body, content type, token, expected status, expected error prefix)
+    type Case<'a> = (
+        &'a str,
+        Vec<u8>,
+        Option<&'a str>,
+        Option<&'a str>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "invalid JSON",
+            b"{\"version\": \"4\",".to_vec(),
+            json_ct,
+            tok,
+            400,
+            "body is not valid JSON",
+        ),
+        (
+            "wrong version",
+            with("/version", json!("3")),
+            json_ct,
+            tok,
+            400,
+            "version: unsupported webhook version \"3\", expected \"4\"",
+        ),
+        (
+            "missing alerts",
+            serde_json::to_vec(&no_alerts).unwrap(),
+            json_ct,
+            tok,
+            400,
+            ".: missing field `alerts`",
+        ),
+        (
+            "wrong type",
+            with("/alerts/0/labels", json!(["a"])),
+            json_ct,
+            tok,
+            400,
+            "alerts[0].labels: invalid type: sequence, expected a map",
+        ),
+        (
+            "NUL in a label name",
+            with(
+                "/alerts/0/labels",
+                json!({"alertname": "X", "a\u{0}b": "v"}),
+            ),
+            json_ct,
+            tok,
+            400,
+            "alerts[0].labels: name \"a\\0b\" contains control character '\\0'",
+        ),
+        (
+            "NUL in a label value",
+            with("/alerts/0/labels/instance", json!("x\u{0}y")),
+            json_ct,
+            tok,
+            400,
+            "alerts[0].labels.instance: value contains control character '\\0'",
+        ),
+        (
+            "newline in a label value",
+            with("/alerts/0/labels/instance", json!("x\ntouch /tmp/pwned")),
+            json_ct,
+            tok,
+            400,
+            "alerts[0].labels.instance: value contains control character '\\n'",
+        ),
+        (
+            "100 KB label value",
+            with("/alerts/0/labels/instance", json!("x".repeat(100_000))),
+            json_ct,
+            tok,
+            400,
+            "alerts[0].labels.instance: value is 100000 bytes, at most 16384",
+        ),
+        (
+            "megabyte-long string",
+            with(
+                "/alerts/0/annotations/description",
+                json!("x".repeat(1 << 20)),
+            ),
+            json_ct,
+            tok,
+            413,
+            "body exceeds the limit of 1048576 bytes",
+        ),
+        (
+            "10,000 labels",
+            with("/alerts/0/labels", Value::Object(many_labels)),
+            json_ct,
+            tok,
+            400,
+            "alerts[0].labels: 10000 labels, at most 256",
+        ),
+        (
+            "wrong token",
+            serde_json::to_vec(&good).unwrap(),
+            json_ct,
+            Some("nope"),
+            401,
+            "missing or wrong credentials",
+        ),
+        (
+            "missing token",
+            serde_json::to_vec(&good).unwrap(),
+            json_ct,
+            None,
+            401,
+            "missing or wrong credentials",
+        ),
+        (
+            "wrong content type",
+            serde_json::to_vec(&good).unwrap(),
+            Some("text/plain"),
+            tok,
+            415,
+            "Content-Type must be application/json, got \"text/plain\"",
+        ),
+        (
+            "no content type",
+            serde_json::to_vec(&good).unwrap(),
+            None,
+            tok,
+            415,
+            "Content-Type must be application/json, got \"none\"",
+        ),
+    ];
+    for (name, bytes, ct, token, want_status, want_error) in cases {
+        let (status, error) = raw(&m, bytes, ct, token).await;
+        assert_eq!(status, want_status, "{name}: {error}");
+        assert!(
+            error.starts_with(want_error),
+            "{name}: got {error:?}, want {want_error:?}"
+        );
+        // Still healthy after each.
+        let h = client().get(m.url("/healthz")).send().await.unwrap();
+        assert_eq!(h.status().as_u16(), 200, "{name}");
+    }
+    assert!(
+        incidents(&m).await.is_empty(),
+        "nothing may be stored from bad input"
+    );
+
+    let metrics = client()
+        .get(m.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "medic_webhook_rejected_total{reason=\"unauthorized\"} 2",
+        "medic_webhook_rejected_total{reason=\"content_type\"} 2",
+        "medic_webhook_rejected_total{reason=\"body_too_large\"} 1",
+        "medic_webhook_rejected_total{reason=\"limits\"} 2",
+        "medic_webhook_deliveries_total{outcome=\"rejected\"} 12",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    // The server is still fully usable afterwards.
+    assert_eq!(post_webhook(&m, &good).await.0, 200);
+}
+
+#[tokio::test]
+async fn api_requires_its_token() {
+    let m = Medic::start();
+    let r = client()
+        .get(m.url("/api/v1/incidents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client()
+        .get(m.url("/api/v1/incidents"))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client()
+        .get(m.url("/api/v1/incidents?state=sleepy"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = client()
+        .get(m.url("/api/v1/incidents/nope"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn operations_endpoints() {
+    let m = Medic::start();
+    assert_eq!(
+        post_webhook(&m, &body(vec![alert("ServiceDown", "w:1", "firing")]))
+            .await
+            .0,
+        200
+    );
+    let ready = client().get(m.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let text = client()
+        .get(m.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "medic_webhook_deliveries_total{outcome=\"accepted\"} 1",
+        "medic_alerts_received_total{status=\"firing\"} 1",
+        "medic_incidents{state=\"queued\"} 1",
+        "medic_store_commit_duration_seconds_bucket",
+        "medic_store_commit_batch_size_bucket",
+        "medic_webhook_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "missing {name:?} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly() {
+    let mut m = Medic::start();
+    assert_eq!(
+        post_webhook(&m, &body(vec![alert("ServiceDown", "w:2", "firing")]))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(m.stop(), Some(0), "{}", m.log_text());
+    assert!(m.log_text().contains("\"stopped\""), "{}", m.log_text());
+    let (code, out, _) = m.run_cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("audit log intact"), "{out}");
+}
