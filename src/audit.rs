@@ -6,7 +6,7 @@
 //! updates or deletes one. `medic audit verify` walks the chain with [`Verifier`] and names
 //! the first entry that was edited, removed or moved.
 
-use serde_json::Value;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// The `prev_hash` of the first entry.
@@ -64,25 +64,44 @@ impl Event {
 pub struct NewEntry {
     pub event: Event,
     pub incident_id: Option<String>,
-    pub detail: Value,
+    /// The detail, already serialized: this exact text is stored and hashed.
+    pub detail: String,
 }
 
 impl NewEntry {
-    pub fn new(event: Event, detail: Value) -> Self {
+    /// An entry about no particular incident. `detail` is any serializable value.
+    pub fn new(event: Event, detail: &impl Serialize) -> Self {
         NewEntry {
             event,
             incident_id: None,
+            detail: to_json(detail),
+        }
+    }
+
+    /// An entry whose detail is already JSON text.
+    pub fn raw(event: Event, incident_id: Option<String>, detail: String) -> Self {
+        NewEntry {
+            event,
+            incident_id,
             detail,
         }
     }
 
-    pub fn for_incident(event: Event, incident_id: &str, detail: Value) -> Self {
+    /// An entry in an incident's timeline.
+    pub fn for_incident(event: Event, incident_id: &str, detail: &impl Serialize) -> Self {
         NewEntry {
             event,
             incident_id: Some(incident_id.to_string()),
-            detail,
+            detail: to_json(detail),
         }
     }
+}
+
+/// Serializes a detail. Maps with non-string keys are the only failure serde_json has, and
+/// no detail has one; should one appear, the entry still records that it could not.
+fn to_json(detail: &impl Serialize) -> String {
+    serde_json::to_string(detail)
+        .unwrap_or_else(|e| format!("{{\"unserializable_detail\":{:?}}}", e.to_string()))
 }
 
 /// An entry as stored.

@@ -161,7 +161,7 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let config_text = std::fs::read(path).unwrap_or_default();
     let loaded = NewEntry::new(
         Event::ConfigLoaded,
-        json!({
+        &json!({
             "file": path.display().to_string(),
             "sha256": hex::encode(Sha256::digest(&config_text)),
             "routes": engine.config.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),

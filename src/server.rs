@@ -72,7 +72,7 @@ pub async fn run(
     let engine = app.engine();
     let started = NewEntry::new(
         Event::ServerStarted,
-        json!({"version": env!("CARGO_PKG_VERSION"), "listen": addr.to_string(),
+        &json!({"version": env!("CARGO_PKG_VERSION"), "listen": addr.to_string(),
                "config": engine.config.source.display().to_string()}),
     );
     if let Err(e) = app.store.audit(vec![started]).await {
@@ -103,7 +103,7 @@ pub async fn run(
             "requests still in flight after the grace period were abandoned (none was acknowledged)"
         ),
     }
-    let stopped = NewEntry::new(Event::ServerStopped, json!({"listen": addr.to_string()}));
+    let stopped = NewEntry::new(Event::ServerStopped, &json!({"listen": addr.to_string()}));
     if let Err(e) = app.store.audit(vec![stopped]).await {
         tracing::warn!(error = %e, "could not record the stop in the audit log");
     }

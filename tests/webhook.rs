@@ -379,3 +379,61 @@ async fn sigterm_stops_cleanly() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("audit log intact"), "{out}");
 }
+
+/// The server in-process (as `medic serve` runs it), so the test can break its store.
+#[tokio::test]
+async fn store_failure_answers_503_so_alertmanager_retries() {
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("runbooks")).unwrap();
+    std::fs::write(dir.join("runbooks/restart.rhai"), "log(\"x\");").unwrap();
+    let config =
+        medic::config::Config::parse(&dir.join("medic.toml"), &default_config(dir), &|_| None)
+            .unwrap();
+    let engine = medic::engine::Engine::from_config(config).unwrap();
+    let metrics = Arc::new(medic::metrics::Metrics::default());
+    let store = medic::store::Store::open(&engine.config.store.url, metrics.store.clone()).unwrap();
+    let app = medic::server::App::new(engine, store.clone(), metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(medic::server::run(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let url = |p: &str| format!("http://{addr}{p}");
+    let b = body(vec![alert("ServiceDown", "s1", "firing")]);
+    let post = || {
+        client()
+            .post(url("/webhook"))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .json(&b)
+            .send()
+    };
+
+    assert_eq!(post().await.unwrap().status().as_u16(), 200);
+    // The store goes away (in production: a full disk, a lost database).
+    store.close().await;
+    let r = post().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error"],
+        "cannot store the delivery: the store is shut down"
+    );
+    let ready = client().get(url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(
+        client()
+            .get(url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -142,7 +142,7 @@ async fn handle(
             tracing::warn!(source = %peer, error = %e.message, "webhook rejected");
             let entry = NewEntry::new(
                 Event::DeliveryRejected,
-                json!({"source": peer.to_string(), "reason": e.kind, "error": truncate(&e.message, 512)}),
+                &json!({"source": peer.to_string(), "reason": e.kind, "error": truncate(&e.message, 512)}),
             );
             // Best effort: a refused body must not wait on, or fail because of, the store.
             let store = app.store.clone();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,8 +41,19 @@ type Jobs = Arc<Mutex<Option<mpsc::Sender<Box<dyn Job>>>>>;
 pub(super) struct Sqlite {
     jobs: Jobs,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    checkpointer: Arc<Mutex<Option<Checkpointer>>>,
     reader: Arc<Mutex<Connection>>,
 }
+
+/// Copies the WAL back into the database file in the background, so that the writer never
+/// spends a commit's time on it. Stopped (and joined) on close.
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// How often the background checkpoint runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 impl Sqlite {
     pub(super) fn open(path: &Path, metrics: StoreMetrics) -> Result<Sqlite, StoreError> {
@@ -54,6 +66,10 @@ impl Sqlite {
         }
         let mut conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
         configure(&conn).map_err(|e| open_err(Box::new(e)))?;
+        // The writer's page cache holds a whole group commit; its savepoints stay in memory;
+        // checkpoints are the checkpointer's job.
+        conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;")
+            .map_err(|e| open_err(Box::new(e)))?;
         migrate(&mut conn)?;
         let head = audit_head(&conn)?;
         let reader = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
@@ -69,9 +85,26 @@ impl Sqlite {
             .name("medic-store-writer".into())
             .spawn(move || writer.run(rx, metrics))
             .map_err(|e| open_err(Box::new(e)))?;
+        let checkpoint_conn = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
+        configure(&checkpoint_conn).map_err(|e| open_err(Box::new(e)))?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let checkpoint = std::thread::Builder::new()
+            .name("medic-store-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    if let Err(e) = checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(error = %e, "store: background checkpoint failed; will retry");
+                    }
+                }
+            })
+            .map_err(|e| open_err(Box::new(e)))?;
         Ok(Sqlite {
             jobs: Arc::new(Mutex::new(Some(tx))),
             writer: Arc::new(Mutex::new(Some(handle))),
+            checkpointer: Arc::new(Mutex::new(Some(Checkpointer {
+                stop,
+                handle: checkpoint,
+            }))),
             reader: Arc::new(Mutex::new(reader)),
         })
     }
@@ -106,14 +139,15 @@ impl Sqlite {
     }
 
     pub(super) async fn ingest(&self, d: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
-        self.write(move |w| w.ingest(d)).await
+        // Render the JSON here, on the caller's thread; the writer only binds it.
+        let prepared = Prepared::new(d);
+        self.write(move |w| w.ingest(prepared)).await
     }
 
     pub(super) async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         self.write(move |w| {
-            entries
-                .into_iter()
-                .try_for_each(|e| w.append(e, Utc::now()))
+            let now = stamp(Utc::now());
+            entries.into_iter().try_for_each(|e| w.append(e, &now))
         })
         .await
     }
@@ -217,6 +251,9 @@ impl Sqlite {
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        if lock(&self.jobs).is_none() {
+            return Err(StoreError::Closed);
+        }
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
@@ -225,9 +262,18 @@ impl Sqlite {
         // Dropping the last sender lets the writer finish what is queued, then exit.
         lock(&self.jobs).take();
         let handle = lock(&self.writer).take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        let checkpointer = lock(&self.checkpointer).take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(c) = checkpointer {
+                let _ = c.stop.send(());
+                let _ = c.handle.join();
+            }
+            // The writer checkpoints what is left as it exits.
+            if let Some(h) = handle {
+                let _ = h.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -357,6 +403,10 @@ impl Writer {
                 .observe(started.elapsed().as_secs_f64());
             metrics.batch_size.observe(size as f64);
         }
+        // Closed: fold the WAL into the database file so a stopped medic leaves one file.
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "store: final checkpoint failed; the WAL is kept and replayed at next open");
+        }
     }
 
     fn commit_batch(&mut self, batch: Vec<Box<dyn Job>>) {
@@ -408,19 +458,17 @@ impl Writer {
         }
     }
 
-    /// Appends one audit entry, chained to the current head.
-    fn append(&mut self, e: NewEntry, at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Appends one audit entry at time `at` (a stored stamp), chained to the current head.
+    fn append(&mut self, e: NewEntry, at: &str) -> Result<(), StoreError> {
         let seq = self.head.0 + 1;
-        let at = stamp(at);
-        let detail = e.detail.to_string();
         let event = e.event.as_str();
         let hash = chain_hash(
             &self.head.1,
             seq,
-            &at,
+            at,
             event,
             e.incident_id.as_deref(),
-            &detail,
+            &e.detail,
         );
         self.conn
             .prepare_cached(
@@ -432,7 +480,7 @@ impl Writer {
                 at,
                 event,
                 e.incident_id,
-                detail,
+                e.detail,
                 self.head.1,
                 hash
             ])?;
@@ -440,50 +488,38 @@ impl Writer {
         Ok(())
     }
 
-    fn ingest(&mut self, d: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
-        let now = d.received_at;
+    fn ingest(&mut self, d: Prepared) -> Result<Vec<AlertEffect>, StoreError> {
         self.append(
-            NewEntry::new(
-                Event::DeliveryReceived,
-                json!({
-                    "source": d.source,
-                    "receiver": d.receiver,
-                    "status": d.status,
-                    "group_key": d.group_key,
-                    "alerts": d.alerts.len(),
-                    "truncated_alerts": d.truncated_alerts,
-                    "external_url": d.external_url,
-                    "extra": d.extra,
-                }),
-            ),
-            now,
+            NewEntry::raw(Event::DeliveryReceived, None, d.received),
+            &d.now,
         )?;
         let mut effects = Vec::with_capacity(d.alerts.len());
-        for (alert, routed) in d.alerts {
-            effects.push(self.ingest_alert(alert, routed, now)?);
+        for alert in &d.alerts {
+            effects.push(self.ingest_alert(alert, &d.now)?);
         }
         Ok(effects)
     }
 
-    fn ingest_alert(
-        &mut self,
-        a: Alert,
-        routed: Routed,
-        now: DateTime<Utc>,
-    ) -> Result<AlertEffect, StoreError> {
+    fn ingest_alert(&mut self, p: &PreparedAlert, now: &str) -> Result<AlertEffect, StoreError> {
+        let a = &p.alert;
         let latest = self.latest(&a.fingerprint)?;
         match incident::decide(latest.as_ref(), a.status, a.starts_at) {
-            Action::Open => Ok(AlertEffect::Opened(self.open(a, routed, now)?)),
+            Action::Open => Ok(AlertEffect::Opened(self.open(p, now)?)),
             Action::Duplicate { id } => {
                 self.conn
                     .prepare_cached(
                         "UPDATE incidents SET deliveries = deliveries + 1, last_seen_at = ?2, annotations = ?3
                          WHERE id = ?1",
                     )?
-                    .execute(params![id, stamp(now), to_json(&a.annotations)])?;
-                let detail = json!({"status": a.status, "starts_at": stamp_exact(a.starts_at), "extra": a.extra});
+                    .execute(params![id, now, p.annotations.get()])?;
+                let detail = details::Notification {
+                    status: a.status,
+                    starts_at: &p.starts_at,
+                    why: None,
+                    extra: &a.extra,
+                };
                 self.append(
-                    NewEntry::for_incident(Event::AlertDeduplicated, &id, detail),
+                    NewEntry::for_incident(Event::AlertDeduplicated, &id, &detail),
                     now,
                 )?;
                 Ok(AlertEffect::Deduplicated)
@@ -497,20 +533,24 @@ impl Writer {
                 let from = latest.map(|l| l.state).unwrap_or(State::Queued);
                 let note = "a newer firing arrived; this period's resolution was never delivered";
                 self.resolve(&id, from, outcome, None, Some(note), now)?;
-                Ok(AlertEffect::Superseded(self.open(a, routed, now)?))
+                Ok(AlertEffect::Superseded(self.open(p, now)?))
             }
             Action::Stale { id, why } => {
-                let detail =
-                    json!({"status": a.status, "starts_at": stamp_exact(a.starts_at), "why": why});
-                self.append(NewEntry::for_incident(Event::AlertStale, &id, detail), now)?;
+                let detail = details::Notification {
+                    status: a.status,
+                    starts_at: &p.starts_at,
+                    why: Some(why),
+                    extra: &a.extra,
+                };
+                self.append(NewEntry::for_incident(Event::AlertStale, &id, &detail), now)?;
                 Ok(AlertEffect::Stale)
             }
             Action::UnknownResolved => {
                 let detail = json!({
-                    "fingerprint": a.fingerprint, "alertname": a.alertname(), "labels": a.labels,
-                    "starts_at": stamp_exact(a.starts_at),
+                    "fingerprint": a.fingerprint, "alertname": a.alertname(), "labels": p.labels,
+                    "starts_at": p.starts_at,
                 });
-                self.append(NewEntry::new(Event::AlertResolvedUnknown, detail), now)?;
+                self.append(NewEntry::new(Event::AlertResolvedUnknown, &detail), now)?;
                 Ok(AlertEffect::UnknownResolved)
             }
         }
@@ -546,13 +586,14 @@ impl Writer {
     }
 
     /// Opens an incident for a new firing period and records how it was routed.
-    fn open(&mut self, a: Alert, routed: Routed, now: DateTime<Utc>) -> Result<State, StoreError> {
+    fn open(&mut self, p: &PreparedAlert, now: &str) -> Result<State, StoreError> {
+        let a = &p.alert;
         let id = self
             .ids
-            .generate_from_datetime(now.into())
+            .generate()
             .unwrap_or_else(|_| ulid::Ulid::new())
             .to_string();
-        let (state, reason, route, runbook) = match &routed {
+        let (state, reason, route, runbook) = match &p.routed {
             Routed::Runbook { route, runbook } => (
                 State::Queued,
                 None,
@@ -561,7 +602,6 @@ impl Writer {
             ),
             Routed::NoRunbook { .. } => (State::Escalated, Some(Reason::NoRunbook), None, None),
         };
-        let ts = stamp(now);
         self.conn
             .prepare_cached(
                 "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
@@ -572,46 +612,46 @@ impl Writer {
                 id,
                 a.fingerprint,
                 a.alertname(),
-                to_json(&a.labels),
-                to_json(&a.annotations),
+                p.labels.get(),
+                p.annotations.get(),
                 a.generator_url,
-                stamp_exact(a.starts_at),
+                p.starts_at,
                 state.as_str(),
                 reason.map(Reason::as_str),
                 route,
                 runbook,
-                ts,
+                now,
             ])?;
-        let opened = json!({
-            "fingerprint": a.fingerprint,
-            "alertname": a.alertname(),
-            "labels": a.labels,
-            "annotations": a.annotations,
-            "starts_at": stamp_exact(a.starts_at),
-            "generator_url": a.generator_url,
-            "state": State::Queued,
-            "extra": a.extra,
-        });
+        let opened = details::IncidentOpened {
+            fingerprint: &a.fingerprint,
+            alertname: a.alertname(),
+            labels: &p.labels,
+            annotations: &p.annotations,
+            starts_at: &p.starts_at,
+            generator_url: &a.generator_url,
+            state: State::Queued,
+            extra: &a.extra,
+        };
         self.append(
-            NewEntry::for_incident(Event::IncidentOpened, &id, opened),
+            NewEntry::for_incident(Event::IncidentOpened, &id, &opened),
             now,
         )?;
-        match routed {
+        match &p.routed {
             Routed::Runbook { route, runbook } => {
-                let detail = json!({"route": route, "runbook": runbook});
+                let detail = details::RouteMatched { route, runbook };
                 self.append(
-                    NewEntry::for_incident(Event::RouteMatched, &id, detail),
+                    NewEntry::for_incident(Event::RouteMatched, &id, &detail),
                     now,
                 )?;
             }
             Routed::NoRunbook { why } => {
                 self.append(
-                    NewEntry::for_incident(Event::RouteMissed, &id, json!({ "why": why })),
+                    NewEntry::for_incident(Event::RouteMissed, &id, &json!({ "why": why })),
                     now,
                 )?;
                 let detail = json!({"from": State::Queued, "to": State::Escalated, "reason": Reason::NoRunbook});
                 self.append(
-                    NewEntry::for_incident(Event::StateChanged, &id, detail),
+                    NewEntry::for_incident(Event::StateChanged, &id, &detail),
                     now,
                 )?;
             }
@@ -626,16 +666,15 @@ impl Writer {
         outcome: Outcome,
         ends_at: Option<DateTime<Utc>>,
         note: Option<&str>,
-        now: DateTime<Utc>,
+        now: &str,
     ) -> Result<(), StoreError> {
-        let ts = stamp(now);
         self.conn
             .prepare_cached(
                 "UPDATE incidents SET state = 'resolved', is_open = 0, outcome = ?2, resolved_at = ?3,
                     updated_at = ?3, last_seen_at = ?3, deliveries = deliveries + 1
                  WHERE id = ?1",
             )?
-            .execute(params![id, outcome.as_str(), ts])?;
+            .execute(params![id, outcome.as_str(), now])?;
         let mut detail = json!({"from": from, "to": State::Resolved, "outcome": outcome});
         if let Some(t) = ends_at {
             detail["ends_at"] = json!(stamp_exact(t));
@@ -643,12 +682,120 @@ impl Writer {
         if let Some(note) = note {
             detail["note"] = json!(note);
         }
-        self.append(NewEntry::for_incident(Event::StateChanged, id, detail), now)
+        self.append(
+            NewEntry::for_incident(Event::StateChanged, id, &detail),
+            now,
+        )
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+/// The audit details written on the intake path, as typed structs: serialized straight to
+/// text, with no intermediate JSON tree.
+mod details {
+    use serde::Serialize;
+    use serde_json::value::RawValue;
+    use serde_json::{Map, Value};
+
+    use crate::incident::State;
+    use crate::ingest::payload::Status;
+
+    #[derive(Serialize)]
+    pub struct DeliveryReceived<'a> {
+        pub source: &'a str,
+        pub receiver: &'a str,
+        pub status: Status,
+        pub group_key: &'a str,
+        pub alerts: usize,
+        pub truncated_alerts: u64,
+        pub external_url: &'a str,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        pub extra: &'a Map<String, Value>,
+    }
+
+    #[derive(Serialize)]
+    pub struct IncidentOpened<'a> {
+        pub fingerprint: &'a str,
+        pub alertname: &'a str,
+        pub labels: &'a RawValue,
+        pub annotations: &'a RawValue,
+        pub starts_at: &'a str,
+        pub generator_url: &'a str,
+        pub state: State,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        pub extra: &'a Map<String, Value>,
+    }
+
+    #[derive(Serialize)]
+    pub struct RouteMatched<'a> {
+        pub route: &'a str,
+        pub runbook: &'a str,
+    }
+
+    /// A notification that changed nothing (a duplicate or a stale one).
+    #[derive(Serialize)]
+    pub struct Notification<'a> {
+        pub status: Status,
+        pub starts_at: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub why: Option<&'a str>,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        pub extra: &'a Map<String, Value>,
+    }
+}
+
+/// A delivery with its JSON and timestamps rendered on the caller's thread, so that the one
+/// writer thread only binds text.
+struct Prepared {
+    now: String,
+    /// The `delivery_received` detail.
+    received: String,
+    alerts: Vec<PreparedAlert>,
+}
+
+struct PreparedAlert {
+    alert: Alert,
+    routed: Routed,
+    starts_at: String,
+    labels: Box<RawValue>,
+    annotations: Box<RawValue>,
+}
+
+impl Prepared {
+    fn new(d: Delivery) -> Prepared {
+        let received = details::DeliveryReceived {
+            source: &d.source,
+            receiver: &d.receiver,
+            status: d.status,
+            group_key: &d.group_key,
+            alerts: d.alerts.len(),
+            truncated_alerts: d.truncated_alerts,
+            external_url: &d.external_url,
+            extra: &d.extra,
+        };
+        let received = serde_json::to_string(&received).unwrap_or_else(|_| "{}".into());
+        let alerts = d
+            .alerts
+            .into_iter()
+            .map(|(alert, routed)| PreparedAlert {
+                starts_at: stamp_exact(alert.starts_at),
+                labels: raw_json(&alert.labels),
+                annotations: raw_json(&alert.annotations),
+                alert,
+                routed,
+            })
+            .collect();
+        Prepared {
+            now: stamp(d.received_at),
+            received,
+            alerts,
+        }
+    }
+}
+
+/// A string map as JSON text (maps of strings always serialize).
+fn raw_json(map: &std::collections::BTreeMap<String, String>) -> Box<RawValue> {
+    serde_json::value::to_raw_value(map)
+        .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
