@@ -31,7 +31,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &app.engine().config.server.api_token {
+    if let Some(token) = &app.loaded().config.server.api_token {
         if !crate::auth::bearer_ok(req.headers(), token) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong API token");
         }

@@ -35,6 +35,25 @@ pub enum Event {
     StateChanged,
     /// A configuration (and runbook set) was loaded.
     ConfigLoaded,
+    /// A reload was refused; the previous configuration stays in force.
+    ConfigReloadFailed,
+    /// A runbook run began (runbook, its content hash, route, dry-run).
+    RunStarted,
+    /// A runbook run ended (completed, or stopped with a reason).
+    RunFinished,
+    /// A step is about to run (its arguments).
+    StepStarted,
+    /// A step ran (exit code or status, duration, output excerpt).
+    StepFinished,
+    /// A step failed or was refused (not allowed, timed out, transport error).
+    StepFailed,
+    /// Dry run: the step that would have run, with its arguments.
+    StepWouldRun,
+    /// A runbook's `log`, `print` or `debug` line.
+    RunbookLog,
+    /// An Alertmanager silence was created or expired for an incident.
+    SilenceCreated,
+    SilenceExpired,
     /// The server started or stopped.
     ServerStarted,
     ServerStopped,
@@ -53,6 +72,16 @@ impl Event {
             Event::RouteMissed => "route_missed",
             Event::StateChanged => "state_changed",
             Event::ConfigLoaded => "config_loaded",
+            Event::ConfigReloadFailed => "config_reload_failed",
+            Event::RunStarted => "run_started",
+            Event::RunFinished => "run_finished",
+            Event::StepStarted => "step_started",
+            Event::StepFinished => "step_finished",
+            Event::StepFailed => "step_failed",
+            Event::StepWouldRun => "step_would_run",
+            Event::RunbookLog => "runbook_log",
+            Event::SilenceCreated => "silence_created",
+            Event::SilenceExpired => "silence_expired",
             Event::ServerStarted => "server_started",
             Event::ServerStopped => "server_stopped",
         }

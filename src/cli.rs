@@ -9,12 +9,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::json;
-use sha2::{Digest, Sha256};
 
-use crate::audit::{Event, NewEntry, Verifier};
+use crate::audit::Verifier;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::loaded::Loaded;
 use crate::metrics::Metrics;
 use crate::server::App;
 use crate::store::Store;
@@ -116,13 +114,13 @@ fn init_logging(format: LogFormat) {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match Engine::load(path) {
-        Ok(engine) => {
+    match Loaded::load(path) {
+        Ok(loaded) => {
             println!(
                 "{}: ok ({} routes, {} runbooks)",
                 path.display(),
-                engine.config.routes.len(),
-                engine.catalog.len()
+                loaded.config.routes.len(),
+                loaded.catalog.len()
             );
             ExitCode::SUCCESS
         }
@@ -137,7 +135,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
-    let engine = match Engine::load(path) {
+    let loaded = match Loaded::load(path) {
         Ok(e) => e,
         Err(problems) => {
             for p in &problems {
@@ -150,29 +148,20 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    if engine.config.server.webhook_token.is_none() {
+    if loaded.config.server.webhook_token.is_none() {
         tracing::warn!(
             "server.webhook_token is not set: /webhook accepts unauthenticated deliveries"
         );
     }
     let metrics = Arc::new(Metrics::default());
-    let store = Store::open(&engine.config.store.url, metrics.store.clone())
-        .with_context(|| format!("opening the store {}", engine.config.store.url))?;
-    let config_text = std::fs::read(path).unwrap_or_default();
-    let loaded = NewEntry::new(
-        Event::ConfigLoaded,
-        &json!({
-            "file": path.display().to_string(),
-            "sha256": hex::encode(Sha256::digest(&config_text)),
-            "routes": engine.config.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            "runbooks": engine.catalog.iter().map(|r| json!({"name": r.name, "sha256": r.hash})).collect::<Vec<_>>(),
-        }),
-    );
+    let store = Store::open(&loaded.config.store.url, metrics.store.clone())
+        .with_context(|| format!("opening the store {}", loaded.config.store.url))?;
+    let entry = loaded.audit_entry("start");
     store
-        .audit(vec![loaded])
+        .audit(vec![entry])
         .await
         .context("writing the audit log")?;
-    let listen = engine.config.server.listen;
+    let listen = loaded.config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
@@ -181,7 +170,7 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
                 path.display()
             )
         })?;
-    let app = App::new(engine, store, metrics);
+    let app = App::new(loaded, store, metrics);
     crate::server::run(listener, app, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

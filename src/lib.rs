@@ -2,18 +2,22 @@
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! `ingest` (webhook intake) → `routing` (which runbook) → `store` (incidents and the
-//! audit log, durably) → later stages run, verify and escalate.
+//! audit log, durably) → `runner` (claims queued incidents) → `runbook` (the sandboxed
+//! script) → `steps` (the world) → later stages verify and escalate.
 
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod engine;
 pub mod incident;
 pub mod ingest;
+pub mod loaded;
 pub mod metrics;
+pub mod reload;
 pub mod routing;
 pub mod runbook;
+pub mod runner;
 pub mod server;
+pub mod steps;
 pub mod store;

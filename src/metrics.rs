@@ -33,6 +33,17 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
 /// The store's own instruments.
 #[derive(Clone)]
 pub struct StoreMetrics {
@@ -71,6 +82,18 @@ pub struct Metrics {
     /// Seconds from a delivery's arrival to its answer.
     pub webhook_seconds: Histogram,
     pub store: StoreMetrics,
+    /// Runbook runs by how they ended: `completed` or the escalation reason.
+    pub runs: Family<ResultLabel, Counter>,
+    /// Runbook runs in progress.
+    pub runs_in_flight: Gauge,
+    /// Seconds per runbook run.
+    pub run_seconds: Histogram,
+    /// Steps by kind and result.
+    pub steps: Family<StepLabels, Counter>,
+    /// 1 when the last config reload succeeded (or none was tried), 0 when it failed.
+    pub config_reload_success: Gauge,
+    /// Reloads refused.
+    pub config_reload_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -86,8 +109,41 @@ impl Default for Metrics {
             incidents: Family::default(),
             webhook_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             store: StoreMetrics::default(),
+            runs: Family::default(),
+            runs_in_flight: Gauge::default(),
+            run_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            steps: Family::default(),
+            config_reload_success: Gauge::default(),
+            config_reload_failures: Counter::default(),
             registry: Registry::default(),
         };
+        m.config_reload_success.set(1);
+        registry.register("runbook_runs", "Runbook runs by result", m.runs.clone());
+        registry.register(
+            "runbook_runs_in_flight",
+            "Runbook runs in progress",
+            m.runs_in_flight.clone(),
+        );
+        registry.register(
+            "runbook_run_duration_seconds",
+            "Seconds per runbook run",
+            m.run_seconds.clone(),
+        );
+        registry.register(
+            "runbook_steps",
+            "Runbook steps by kind and result",
+            m.steps.clone(),
+        );
+        registry.register(
+            "config_reload_success",
+            "1 if the last configuration reload succeeded, else 0",
+            m.config_reload_success.clone(),
+        );
+        registry.register(
+            "config_reload_failures",
+            "Configuration reloads refused",
+            m.config_reload_failures.clone(),
+        );
         registry.register(
             "webhook_deliveries",
             "Webhook deliveries by outcome",

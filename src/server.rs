@@ -5,7 +5,7 @@
 //! requests in flight finish (bounded by a deadline), and closes the store, which commits
 //! everything already acknowledged.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::audit::{Event, NewEntry};
-use crate::engine::Engine;
+use crate::loaded::Loaded;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -28,23 +28,34 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What every request handler shares.
 pub struct App {
-    engine: RwLock<Arc<Engine>>,
+    loaded: RwLock<Arc<Loaded>>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// Wakes the runner when an incident may have been queued.
+    pub wake: crate::runner::Wake,
 }
 
 impl App {
-    pub fn new(engine: Engine, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
+    pub fn new(loaded: Loaded, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
         Arc::new(App {
-            engine: RwLock::new(Arc::new(engine)),
+            loaded: RwLock::new(Arc::new(loaded)),
             store,
             metrics,
+            wake: Default::default(),
         })
     }
 
-    /// The engine definition in force now. Holders keep the version they took.
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine
+    /// Puts a newly loaded configuration in force. Runs in flight keep the one they took.
+    pub fn replace_loaded(&self, loaded: Loaded) {
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
+    }
+
+    /// The loaded config, routes and runbooks in force now. Holders keep the version they took.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
@@ -69,11 +80,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let engine = app.engine();
+    let loaded = app.loaded();
     let started = NewEntry::new(
         Event::ServerStarted,
         &json!({"version": env!("CARGO_PKG_VERSION"), "listen": addr.to_string(),
-               "config": engine.config.source.display().to_string()}),
+               "config": loaded.config.source.display().to_string()}),
     );
     if let Err(e) = app.store.audit(vec![started]).await {
         tracing::error!(error = %e, "cannot write to the store at start-up");
@@ -82,17 +93,22 @@ pub async fn run(
     tracing::info!(addr = %addr, "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let mut stop_for_server = stop_rx.clone();
-    let server = tokio::spawn(async move {
+    let server = tokio::spawn(
         axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stop_for_server.wait_for(|s| *s).await;
-            })
-            .await
-    });
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let runner = tokio::spawn(crate::runner::run(app.clone(), stopped()));
+    let reloader = tokio::spawn(crate::reload::watch(app.clone(), stopped()));
     shutdown.await;
-    tracing::info!("stopping: no new connections; finishing requests in flight");
+    tracing::info!("stopping: no new connections; finishing requests in flight, cancelling runs");
     let _ = stop_tx.send(true);
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
@@ -103,6 +119,10 @@ pub async fn run(
             "requests still in flight after the grace period were abandoned (none was acknowledged)"
         ),
     }
+    if let Err(e) = runner.await {
+        tracing::error!(error = %e, "the runner failed while stopping");
+    }
+    let _ = reloader.await;
     let stopped = NewEntry::new(Event::ServerStopped, &json!({"listen": addr.to_string()}));
     if let Err(e) = app.store.audit(vec![stopped]).await {
         tracing::warn!(error = %e, "could not record the stop in the audit log");
@@ -117,11 +137,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let engine = app.engine();
+    let loaded = app.loaded();
     match app.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(json!({"ready": true, "runbooks": engine.catalog.len(), "routes": engine.config.routes.len()})),
+            axum::Json(json!({"ready": true, "runbooks": loaded.catalog.len(), "routes": loaded.config.routes.len()})),
         )
             .into_response(),
         Err(e) => (

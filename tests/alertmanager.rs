@@ -37,15 +37,14 @@ async fn alerts_flow_from_alertmanager_into_incidents() {
     .await;
     let list = eventually(
         Duration::from_secs(30),
-        "two incidents from Alertmanager",
+        "two incidents from Alertmanager, remediated",
         || async {
             let l = incidents(&m).await;
-            (l.len() == 2).then_some(l)
+            (l.len() == 2 && l.iter().all(|i| i["state"] == "verifying")).then_some(l)
         },
     )
     .await;
     for inc in &list {
-        assert_eq!(inc["state"], "queued", "{inc}");
         assert_eq!(inc["runbook"], "restart.rhai");
         // medic's fallback fingerprint is Alertmanager's own.
         let labels: BTreeMap<String, String> =
@@ -92,14 +91,14 @@ async fn alerts_flow_from_alertmanager_into_incidents() {
             .find(|i| i["labels"]["instance"] == "web1:80" && i["state"] == "resolved")
     })
     .await;
-    assert_eq!(resolved["outcome"], "resolved_before_action");
+    assert_eq!(resolved["outcome"], "auto_remediated");
     let others = incidents(&m).await;
     assert_eq!(others.len(), 2);
     let web2 = others
         .iter()
         .find(|i| i["labels"]["instance"] == "web2:80")
         .unwrap();
-    assert_eq!(web2["state"], "queued");
+    assert_eq!(web2["state"], "verifying");
 
     // Every delivery came from Alertmanager with the bearer token and was audited.
     let id = resolved["id"].as_str().unwrap();

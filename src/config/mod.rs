@@ -67,7 +67,23 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[escalation]`
     pub escalation: EscalationConfig,
+    /// `[alertmanager]`: enables the `silence` step (and API verification).
+    pub alertmanager: Option<ServiceConfig>,
+    /// `[prometheus]`: enables the `query` step.
+    pub prometheus: Option<ServiceConfig>,
 }
+
+/// An HTTP service medic calls (`[alertmanager]`, `[prometheus]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Base URL, `http://` or `https://`, without a trailing slash.
+    pub url: String,
+    /// Time limit of one call.
+    pub timeout: Duration,
+}
+
+/// Default timeout of calls to Alertmanager and Prometheus.
+pub const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Config {
     /// Reads and validates the file at `path`, expanding `${VAR}` from the
@@ -159,8 +175,8 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// `[runbooks]`: where runbooks are and what they may run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[runbooks]`: where runbooks are, what they may run, and their limits.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RunbooksConfig {
     /// Directory of the `.rhai` files, as written (relative paths are left
     /// for the caller to resolve).
@@ -169,7 +185,51 @@ pub struct RunbooksConfig {
     pub allowed_commands: Vec<String>,
     /// Wall-clock limit of one runbook run.
     pub timeout: Duration,
+    /// Record steps as "would run" instead of running them, for every route.
+    pub dry_run: bool,
+    /// Time limit of one `exec`.
+    pub step_timeout: Duration,
+    /// Bytes kept of each of stdout and stderr of one `exec`.
+    pub output_limit: usize,
+    /// Environment variables passed from medic's environment to `exec`ed programs
+    /// (besides a fixed `PATH`); everything else is cleared.
+    pub pass_env: Vec<String>,
+    /// Named secrets a runbook reads as `secrets.NAME`; their values are redacted
+    /// from the audit log and timelines.
+    pub secrets: Vec<(String, String)>,
+    /// Time limit of one `http` call.
+    pub http_timeout: Duration,
+    /// Largest response body an `http` call reads.
+    pub http_max_body: usize,
+    /// Hosts `http` may call; empty allows any.
+    pub http_allowed_hosts: Vec<String>,
+    /// Rhai operations one run may perform.
+    pub max_operations: u64,
+    /// Deepest function-call nesting.
+    pub max_call_depth: usize,
+    /// Deepest expression nesting.
+    pub max_expr_depth: usize,
+    /// Longest string a runbook may build, in bytes.
+    pub max_string_size: usize,
+    /// Largest array a runbook may build.
+    pub max_array_size: usize,
+    /// Largest map a runbook may build.
+    pub max_map_size: usize,
 }
+
+/// Defaults of the `[runbooks]` limits.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HTTP_MAX_BODY: usize = 1024 * 1024;
+pub const DEFAULT_MAX_OPERATIONS: u64 = 1_000_000;
+pub const DEFAULT_MAX_CALL_DEPTH: usize = 32;
+pub const DEFAULT_MAX_EXPR_DEPTH: usize = 64;
+pub const DEFAULT_MAX_STRING_SIZE: usize = 1024 * 1024;
+pub const DEFAULT_MAX_ARRAY_SIZE: usize = 10_000;
+pub const DEFAULT_MAX_MAP_SIZE: usize = 10_000;
+/// Default `runbooks.pass_env`.
+pub const DEFAULT_PASS_ENV: &[&str] = &["LANG", "TZ"];
 
 impl Default for RunbooksConfig {
     fn default() -> RunbooksConfig {
@@ -177,7 +237,50 @@ impl Default for RunbooksConfig {
             dir: PathBuf::from(DEFAULT_RUNBOOKS_DIR),
             allowed_commands: Vec::new(),
             timeout: DEFAULT_RUNBOOK_TIMEOUT,
+            dry_run: false,
+            step_timeout: DEFAULT_STEP_TIMEOUT,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+            pass_env: DEFAULT_PASS_ENV.iter().map(|s| s.to_string()).collect(),
+            secrets: Vec::new(),
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+            http_max_body: DEFAULT_HTTP_MAX_BODY,
+            http_allowed_hosts: Vec::new(),
+            max_operations: DEFAULT_MAX_OPERATIONS,
+            max_call_depth: DEFAULT_MAX_CALL_DEPTH,
+            max_expr_depth: DEFAULT_MAX_EXPR_DEPTH,
+            max_string_size: DEFAULT_MAX_STRING_SIZE,
+            max_array_size: DEFAULT_MAX_ARRAY_SIZE,
+            max_map_size: DEFAULT_MAX_MAP_SIZE,
         }
+    }
+}
+
+impl fmt::Debug for RunbooksConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secrets: Vec<(&str, Redacted)> = self
+            .secrets
+            .iter()
+            .map(|(k, _)| (k.as_str(), Redacted))
+            .collect();
+        f.debug_struct("RunbooksConfig")
+            .field("dir", &self.dir)
+            .field("allowed_commands", &self.allowed_commands)
+            .field("timeout", &self.timeout)
+            .field("dry_run", &self.dry_run)
+            .field("step_timeout", &self.step_timeout)
+            .field("output_limit", &self.output_limit)
+            .field("pass_env", &self.pass_env)
+            .field("secrets", &secrets)
+            .field("http_timeout", &self.http_timeout)
+            .field("http_max_body", &self.http_max_body)
+            .field("http_allowed_hosts", &self.http_allowed_hosts)
+            .field("max_operations", &self.max_operations)
+            .field("max_call_depth", &self.max_call_depth)
+            .field("max_expr_depth", &self.max_expr_depth)
+            .field("max_string_size", &self.max_string_size)
+            .field("max_array_size", &self.max_array_size)
+            .field("max_map_size", &self.max_map_size)
+            .finish()
     }
 }
 

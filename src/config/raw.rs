@@ -28,6 +28,16 @@ pub(crate) struct RawConfig {
     pub limits: RawLimits,
     pub routes: Vec<Spanned<RawRoute>>,
     pub escalation: RawEscalation,
+    pub alertmanager: Option<RawService>,
+    pub prometheus: Option<RawService>,
+}
+
+/// `[alertmanager]` and `[prometheus]`: an HTTP service medic calls.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub url: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 /// `[server]`
@@ -56,6 +66,24 @@ pub(crate) struct RawRunbooks {
     #[serde(default)]
     pub allowed_commands: Vec<Text>,
     pub timeout: Option<Text>,
+    #[serde(default)]
+    pub dry_run: bool,
+    pub step_timeout: Option<Text>,
+    pub output_limit: Option<Spanned<RawSize>>,
+    #[serde(default)]
+    pub pass_env: Vec<Text>,
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, Text>,
+    pub http_timeout: Option<Text>,
+    pub http_max_body: Option<Spanned<RawSize>>,
+    #[serde(default)]
+    pub http_allowed_hosts: Vec<Text>,
+    pub max_operations: Option<Spanned<Integer>>,
+    pub max_call_depth: Option<Spanned<Integer>>,
+    pub max_expr_depth: Option<Spanned<Integer>>,
+    pub max_string_size: Option<Spanned<RawSize>>,
+    pub max_array_size: Option<Spanned<Integer>>,
+    pub max_map_size: Option<Spanned<Integer>>,
 }
 
 /// `[limits]`

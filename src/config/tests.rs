@@ -158,7 +158,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
     (
         "unknown-top-level-key",
         &[
-            r#"unknown-top-level-key.toml:5:2: unknown field `alerting`, expected one of `server`, `store`, `runbooks`, `limits`, `routes`, `escalation`"#,
+            r#"unknown-top-level-key.toml:5:2: unknown field `alerting`, expected one of `server`, `store`, `runbooks`, `limits`, `routes`, `escalation`, `alertmanager`, `prometheus`"#,
         ],
     ),
     (
@@ -309,6 +309,7 @@ fn the_full_example_parses_to_typed_values() {
                 "/usr/local/bin/cleanup-disk".to_owned()
             ],
             timeout: 5 * MINUTE,
+            ..RunbooksConfig::default()
         }
     );
     assert_eq!(

@@ -17,15 +17,16 @@ use toml::Spanned;
 use super::expand::expand;
 use super::raw::{
     Integer, RawBreaker, RawChannel, RawConfig, RawEscalation, RawLimits, RawRoute, RawRunbooks,
-    RawServer, RawSize, RawStore, Text,
+    RawServer, RawService, RawSize, RawStore, Text,
 };
 use super::units::{parse_duration, parse_rate, parse_size, size_from_bytes};
 use super::{
     is_identifier, redact_url_password, BreakerConfig, ChannelConfig, ChannelKind, Config,
     ConfigError, ConfigErrors, EscalationConfig, LimitsConfig, Location, RouteConfig,
-    RunbookTarget, RunbooksConfig, ServerConfig, StoreConfig, DEFAULT_BODY_LIMIT, DEFAULT_LISTEN,
-    DEFAULT_MAX_CONCURRENT, DEFAULT_PAGERDUTY_URL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR,
-    DEFAULT_RUNBOOK_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_VERIFY_FOR,
+    RunbookTarget, RunbooksConfig, ServerConfig, ServiceConfig, StoreConfig, DEFAULT_BODY_LIMIT,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT, DEFAULT_PAGERDUTY_URL, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT, DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL,
+    DEFAULT_VERIFY_FOR,
 };
 use crate::routing::matcher::parse_matchers;
 
@@ -50,6 +51,14 @@ pub(crate) fn validate(
         limits: validator.limits(&raw.limits),
         routes: validator.routes(&raw.routes),
         escalation: validator.escalation(&raw.escalation),
+        alertmanager: raw
+            .alertmanager
+            .as_ref()
+            .and_then(|s| validator.service("alertmanager", s)),
+        prometheus: raw
+            .prometheus
+            .as_ref()
+            .and_then(|s| validator.service("prometheus", s)),
     };
     let mut errors = validator.errors;
     if errors.is_empty() {
@@ -136,11 +145,148 @@ impl Validator<'_> {
             DEFAULT_RUNBOOK_TIMEOUT,
             parse_duration,
         );
+        let d = RunbooksConfig::default();
+        let step_timeout = self.optional(
+            "runbooks.step_timeout",
+            raw.step_timeout.as_ref(),
+            d.step_timeout,
+            parse_duration,
+        );
+        let http_timeout = self.optional(
+            "runbooks.http_timeout",
+            raw.http_timeout.as_ref(),
+            d.http_timeout,
+            parse_duration,
+        );
+        let pass_env = if raw.pass_env.is_empty() {
+            d.pass_env.clone()
+        } else {
+            self.list("runbooks.pass_env", &raw.pass_env, |name| {
+                if name.is_empty() || name.contains(['=', '\0']) {
+                    Err(format!("invalid environment variable name {name:?}"))
+                } else {
+                    Ok(name.to_owned())
+                }
+            })
+        };
+        let mut secrets = Vec::new();
+        for (name, value) in &raw.secrets {
+            let key = format!("runbooks.secrets.{name}");
+            if !is_identifier(name) {
+                self.error(
+                    &key,
+                    value.span(),
+                    format!("invalid secret name {name:?}: use letters, digits and _"),
+                );
+                continue;
+            }
+            if let Some(v) = self.string(&key, value) {
+                secrets.push((name.clone(), v));
+            }
+        }
+        let http_allowed_hosts = self.list(
+            "runbooks.http_allowed_hosts",
+            &raw.http_allowed_hosts,
+            |h| {
+                if h.is_empty() || h.contains(['/', ' ', '\0']) {
+                    Err(format!(
+                        "invalid host {h:?}: write a host name, optionally with :port"
+                    ))
+                } else {
+                    Ok(h.to_ascii_lowercase())
+                }
+            },
+        );
         RunbooksConfig {
             dir,
             allowed_commands,
             timeout,
+            dry_run: raw.dry_run,
+            step_timeout,
+            output_limit: self.optional_size(
+                "runbooks.output_limit",
+                raw.output_limit.as_ref(),
+                d.output_limit,
+            ),
+            pass_env,
+            secrets,
+            http_timeout,
+            http_max_body: self.optional_size(
+                "runbooks.http_max_body",
+                raw.http_max_body.as_ref(),
+                d.http_max_body,
+            ),
+            http_allowed_hosts,
+            max_operations: self.optional_positive(
+                "runbooks.max_operations",
+                raw.max_operations.as_ref(),
+                d.max_operations,
+            ),
+            max_call_depth: self.optional_positive(
+                "runbooks.max_call_depth",
+                raw.max_call_depth.as_ref(),
+                d.max_call_depth,
+            ),
+            max_expr_depth: self.optional_positive(
+                "runbooks.max_expr_depth",
+                raw.max_expr_depth.as_ref(),
+                d.max_expr_depth,
+            ),
+            max_string_size: self.optional_size(
+                "runbooks.max_string_size",
+                raw.max_string_size.as_ref(),
+                d.max_string_size,
+            ),
+            max_array_size: self.optional_positive(
+                "runbooks.max_array_size",
+                raw.max_array_size.as_ref(),
+                d.max_array_size,
+            ),
+            max_map_size: self.optional_positive(
+                "runbooks.max_map_size",
+                raw.max_map_size.as_ref(),
+                d.max_map_size,
+            ),
         }
+    }
+
+    fn service(&mut self, section: &str, raw: &RawService) -> Option<ServiceConfig> {
+        let Some(url) = raw.url.as_ref() else {
+            // An empty section (or only a timeout) leaves the service off.
+            return None;
+        };
+        let url = self.parse(&format!("{section}.url"), url, check_http_url)?;
+        let timeout = self.optional(
+            &format!("{section}.timeout"),
+            raw.timeout.as_ref(),
+            DEFAULT_SERVICE_TIMEOUT,
+            parse_duration,
+        );
+        Some(ServiceConfig {
+            url: url.trim_end_matches('/').to_owned(),
+            timeout,
+        })
+    }
+
+    fn optional_size(
+        &mut self,
+        key: &str,
+        value: Option<&Spanned<RawSize>>,
+        default: usize,
+    ) -> usize {
+        match value {
+            Some(v) => self.size(key, v),
+            None => default,
+        }
+    }
+
+    fn optional_positive<T: TryFrom<i64>>(
+        &mut self,
+        key: &str,
+        value: Option<&Spanned<Integer>>,
+        default: T,
+    ) -> T {
+        value.and_then(|v| self.positive(key, v)).unwrap_or(default)
     }
 
     fn limits(&mut self, raw: &RawLimits) -> LimitsConfig {

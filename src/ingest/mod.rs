@@ -50,8 +50,8 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> (&'static str, Response) {
-    let engine = app.engine();
-    let server = &engine.config.server;
+    let loaded = app.loaded();
+    let server = &loaded.config.server;
     let reject = |reason: &'static str| {
         app.metrics
             .rejected
@@ -153,12 +153,12 @@ async fn handle(
         }
     };
 
-    let exists = |name: &str| engine.catalog.contains(name);
+    let exists = |name: &str| loaded.catalog.contains(name);
     let alerts = parsed
         .alerts
         .into_iter()
         .map(|a| {
-            let routed = engine.router.route(&a.labels, &a.annotations, &exists);
+            let routed = loaded.router.route(&a.labels, &a.annotations, &exists);
             (a, routed)
         })
         .collect::<Vec<_>>();
@@ -221,6 +221,16 @@ async fn handle(
         }
     }
     m.incidents_opened.inc_by(opened);
+    let queued = effects.iter().any(|e| {
+        matches!(
+            e,
+            AlertEffect::Opened(crate::incident::State::Queued)
+                | AlertEffect::Superseded(crate::incident::State::Queued)
+        )
+    });
+    if queued {
+        app.wake.wake();
+    }
     let body = json!({"status": "stored", "alerts": effects.len(), "opened": opened});
     ("accepted", (StatusCode::OK, Json(body)).into_response())
 }

@@ -118,6 +118,10 @@ pub struct Incident {
     pub resolved_at: Option<String>,
     /// How many notifications were received for this incident (resends included).
     pub deliveries: u64,
+    /// How many times its runbook was started.
+    pub attempts: u32,
+    /// Why it was escalated, in words (with `reason`).
+    pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineEntry>>,
 }
@@ -129,6 +133,34 @@ pub struct TimelineEntry {
     pub at: String,
     pub event: String,
     pub detail: Value,
+}
+
+/// An incident claimed for a run: moved from `queued` to `remediating`, with what the
+/// runbook needs to know about its alert.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: String,
+    pub fingerprint: String,
+    pub alertname: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    pub generator_url: String,
+    pub route: Option<String>,
+    pub runbook: String,
+    /// This run's number: 1 for the first.
+    pub attempt: u32,
+}
+
+/// How a run ended, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunResult {
+    /// The runbook ended normally: the incident waits for verification.
+    Completed,
+    /// The runbook was stopped: escalate.
+    Escalated { reason: Reason, message: String },
+    /// The run was interrupted and the route allows one more try: back to `queued`.
+    Requeue { message: String },
 }
 
 /// The handle every other module uses. Cheap to clone.
@@ -173,6 +205,68 @@ impl Store {
     pub async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.audit(entries).await,
+        }
+    }
+
+    /// Moves up to `limit` queued incidents (oldest first) to `remediating` and returns
+    /// them. One claim per incident: a claimed incident is no longer queued.
+    pub async fn claim_queued(&self, limit: usize) -> Result<Vec<Claim>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.claim_queued(limit).await,
+        }
+    }
+
+    /// Records how the run of incident `id` ended. Returns the new state, or `None` when
+    /// the incident had already moved on (its alert resolved during the run).
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        result: RunResult,
+    ) -> Result<Option<State>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.finish_run(id, result).await,
+        }
+    }
+
+    /// At start-up: incidents left `remediating` by a process that died. Each is requeued
+    /// once if its route is in `idempotent_routes` and it ran only once, else escalated
+    /// `interrupted`. Returns what was done to each.
+    pub async fn recover_interrupted(
+        &self,
+        idempotent_routes: Vec<String>,
+    ) -> Result<Vec<(String, State)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.recover_interrupted(idempotent_routes).await,
+        }
+    }
+
+    /// Remembers a silence created for an incident, to expire it when the incident ends.
+    pub async fn record_silence(
+        &self,
+        incident_id: &str,
+        silence_id: &str,
+        ends_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.record_silence(incident_id, silence_id, ends_at).await,
+        }
+    }
+
+    /// Silences whose incident has ended and that were not expired yet: (incident, silence).
+    pub async fn silences_to_expire(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.silences_to_expire().await,
+        }
+    }
+
+    /// Marks a silence expired and audits it.
+    pub async fn silence_expired(
+        &self,
+        incident_id: &str,
+        silence_id: &str,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.silence_expired(incident_id, silence_id).await,
         }
     }
 

@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    stamp, stamp_exact, AlertEffect, Delivery, Incident, IncidentFilter, Routed, StoreError,
-    TimelineEntry,
+    stamp, stamp_exact, AlertEffect, Claim, Delivery, Incident, IncidentFilter, Routed, RunResult,
+    StoreError, TimelineEntry,
 };
 use crate::audit::{self, chain_hash, Event, NewEntry};
 use crate::incident::{self, Action, Latest, Outcome, Reason, State};
@@ -32,7 +32,10 @@ const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 8192;
 
 /// Schema migrations, embedded in the binary, applied in order at open.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (2, include_str!("migrations/sqlite/0002_runs.sql")),
+];
 
 /// Where jobs wait for the writer; `None` once the store is closed.
 type Jobs = Arc<Mutex<Option<mpsc::Sender<Box<dyn Job>>>>>;
@@ -148,6 +151,74 @@ impl Sqlite {
         self.write(move |w| {
             let now = stamp(Utc::now());
             entries.into_iter().try_for_each(|e| w.append(e, &now))
+        })
+        .await
+    }
+
+    pub(super) async fn claim_queued(&self, limit: usize) -> Result<Vec<Claim>, StoreError> {
+        self.write(move |w| w.claim_queued(limit)).await
+    }
+
+    pub(super) async fn finish_run(
+        &self,
+        id: &str,
+        result: RunResult,
+    ) -> Result<Option<State>, StoreError> {
+        let id = id.to_string();
+        self.write(move |w| w.finish_run(&id, result)).await
+    }
+
+    pub(super) async fn recover_interrupted(
+        &self,
+        idempotent: Vec<String>,
+    ) -> Result<Vec<(String, State)>, StoreError> {
+        self.write(move |w| w.recover_interrupted(&idempotent))
+            .await
+    }
+
+    pub(super) async fn record_silence(
+        &self,
+        incident_id: &str,
+        silence_id: &str,
+        ends_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (incident_id, silence_id) = (incident_id.to_string(), silence_id.to_string());
+        self.write(move |w| {
+            w.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO silences (silence_id, incident_id, ends_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![silence_id, incident_id, stamp(ends_at), stamp(Utc::now())])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn silences_to_expire(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT s.incident_id, s.silence_id FROM silences s JOIN incidents i ON i.id = s.incident_id
+                 WHERE s.expired_at IS NULL AND i.is_open = 0 LIMIT 100",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn silence_expired(
+        &self,
+        incident_id: &str,
+        silence_id: &str,
+    ) -> Result<(), StoreError> {
+        let (incident_id, silence_id) = (incident_id.to_string(), silence_id.to_string());
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            w.conn
+                .prepare_cached("UPDATE silences SET expired_at = ?2 WHERE silence_id = ?1 AND expired_at IS NULL")?
+                .execute(params![silence_id, now])?;
+            let detail = json!({ "silence_id": silence_id });
+            w.append(NewEntry::for_incident(Event::SilenceExpired, &incident_id, &detail), &now)
         })
         .await
     }
@@ -585,6 +656,177 @@ impl Writer {
         }))
     }
 
+    /// Moves one incident's state, conditionally on where it is now, and audits the change.
+    /// Returns false (and changes nothing) when the incident is not in `from`.
+    fn transition(&mut self, id: &str, m: Move<'_>, now: &str) -> Result<bool, StoreError> {
+        let Move {
+            from,
+            to,
+            reason,
+            message,
+            extra,
+        } = m;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE incidents SET state = ?3, reason = COALESCE(?4, reason), message = COALESCE(?5, message),
+                    updated_at = ?6
+                 WHERE id = ?1 AND state = ?2",
+            )?
+            .execute(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now])?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let mut detail = json!({"from": from, "to": to});
+        if let Some(r) = reason {
+            detail["reason"] = json!(r);
+        }
+        if let Some(m) = message {
+            detail["message"] = json!(m);
+        }
+        if let Value::Object(extra) = extra {
+            for (k, v) in extra {
+                detail[k] = v;
+            }
+        }
+        self.append(
+            NewEntry::for_incident(Event::StateChanged, id, &detail),
+            now,
+        )?;
+        Ok(true)
+    }
+
+    fn claim_queued(&mut self, limit: usize) -> Result<Vec<Claim>, StoreError> {
+        let rows = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, fingerprint, alertname, labels, annotations, starts_at, generator_url, route, runbook, attempts
+                 FROM incidents WHERE state = 'queued' ORDER BY id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, i64>(9)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let now = stamp(Utc::now());
+        let mut claims = Vec::with_capacity(rows.len());
+        for (
+            id,
+            fingerprint,
+            alertname,
+            labels,
+            annotations,
+            starts_at,
+            generator_url,
+            route,
+            runbook,
+            attempts,
+        ) in rows
+        {
+            let attempt = attempts as u32 + 1;
+            self.conn
+                .prepare_cached("UPDATE incidents SET attempts = ?2 WHERE id = ?1")?
+                .execute(params![id, attempt])?;
+            let claimed = Move {
+                extra: json!({ "attempt": attempt }),
+                ..Move::new(State::Queued, State::Remediating)
+            };
+            self.transition(&id, claimed, &now)?;
+            let corrupt = |what: &str| StoreError::Corrupt(format!("incident {id}: {what}"));
+            claims.push(Claim {
+                labels: serde_json::from_str(&labels)
+                    .map_err(|_| corrupt("labels are not JSON"))?,
+                annotations: serde_json::from_str(&annotations)
+                    .map_err(|_| corrupt("annotations are not JSON"))?,
+                runbook: runbook.ok_or_else(|| corrupt("queued without a runbook"))?,
+                id,
+                fingerprint,
+                alertname,
+                starts_at,
+                generator_url,
+                route,
+                attempt,
+            });
+        }
+        Ok(claims)
+    }
+
+    fn finish_run(&mut self, id: &str, result: RunResult) -> Result<Option<State>, StoreError> {
+        let now = stamp(Utc::now());
+        let (to, reason, message) = match &result {
+            RunResult::Completed => (State::Verifying, None, None),
+            RunResult::Escalated { reason, message } => {
+                (State::Escalated, Some(*reason), Some(message.as_str()))
+            }
+            RunResult::Requeue { message } => (State::Queued, None, Some(message.as_str())),
+        };
+        let m = Move {
+            reason,
+            message,
+            ..Move::new(State::Remediating, to)
+        };
+        let moved = self.transition(id, m, &now)?;
+        Ok(moved.then_some(to))
+    }
+
+    fn recover_interrupted(
+        &mut self,
+        idempotent: &[String],
+    ) -> Result<Vec<(String, State)>, StoreError> {
+        let rows = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, route, attempts FROM incidents WHERE state = 'remediating' ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let now = stamp(Utc::now());
+        let mut out = Vec::new();
+        for (id, route, attempts) in rows {
+            let rerun = attempts < 2 && route.as_ref().is_some_and(|r| idempotent.contains(r));
+            if rerun {
+                let message =
+                    "medic stopped during the run; the route is idempotent, so it runs once more";
+                let m = Move {
+                    message: Some(message),
+                    ..Move::new(State::Remediating, State::Queued)
+                };
+                self.transition(&id, m, &now)?;
+                out.push((id, State::Queued));
+            } else {
+                let message = if attempts >= 2 {
+                    "medic stopped during the run again; not re-running a second time"
+                } else {
+                    "medic stopped during the run; steps may have partly run, so it is not re-run"
+                };
+                let m = Move {
+                    reason: Some(Reason::Interrupted),
+                    message: Some(message),
+                    ..Move::new(State::Remediating, State::Escalated)
+                };
+                self.transition(&id, m, &now)?;
+                out.push((id, State::Escalated));
+            }
+        }
+        Ok(out)
+    }
+
     /// Opens an incident for a new firing period and records how it was routed.
     fn open(&mut self, p: &PreparedAlert, now: &str) -> Result<State, StoreError> {
         let a = &p.alert;
@@ -743,6 +985,27 @@ mod details {
     }
 }
 
+/// A conditional state change: `from` → `to`, with why, and extra audit detail.
+struct Move<'a> {
+    from: State,
+    to: State,
+    reason: Option<Reason>,
+    message: Option<&'a str>,
+    extra: Value,
+}
+
+impl Move<'_> {
+    fn new(from: State, to: State) -> Self {
+        Move {
+            from,
+            to,
+            reason: None,
+            message: None,
+            extra: Value::Null,
+        }
+    }
+}
+
 /// A delivery with its JSON and timestamps rendered on the caller's thread, so that the one
 /// writer thread only binds text.
 struct Prepared {
@@ -806,7 +1069,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 const INCIDENT_COLUMNS: &str =
     "id, fingerprint, alertname, labels, annotations, state, reason, outcome, route, runbook,
-    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries";
+    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message";
 
 /// Maps an incident row; the inner result reports values this build cannot read.
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident, StoreError>> {
@@ -841,6 +1104,8 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident, Stor
             last_seen_at: r.get(13)?,
             resolved_at: r.get(14)?,
             deliveries: r.get::<_, i64>(15)? as u64,
+            attempts: r.get::<_, i64>(16)? as u32,
+            message: r.get(17)?,
             timeline: None,
             id: id.clone(),
         })

@@ -1,0 +1,196 @@
+//! Hot reload: the config file and the runbook files are watched (and SIGHUP asks too).
+//!
+//! A reload loads and checks everything again, exactly as `medic check` does. If anything
+//! is wrong, the previous configuration and runbooks stay in force, and why is logged,
+//! audited and shown in `/metrics` (`medic_config_reload_success` 0 and
+//! `medic_config_reload_failures_total`). Runs in flight finish on the version they
+//! started with. `server.listen` and `store.url` only change with a restart.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::audit::{Event, NewEntry};
+use crate::loaded::{Loaded, Problem};
+use crate::server::App;
+
+/// Edits arrive as bursts of events (write, rename, chmod): wait this long for quiet.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Watches until `stop` completes.
+pub async fn watch(app: Arc<App>, stop: impl Future<Output = ()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let loaded = app.loaded();
+    let config_path = loaded.config.source.clone();
+    let mut watched = watched_dirs(&loaded);
+    let filter = Relevant::new(&loaded);
+    let filter = Arc::new(std::sync::RwLock::new(filter));
+    let f = filter.clone();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let relevant = f
+                .read()
+                .map(|f| event.paths.iter().any(|p| f.matches(p)))
+                .unwrap_or(true);
+            if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP instead");
+            None
+        }
+    };
+    if let Some(w) = watcher.as_mut() {
+        for dir in &watched {
+            if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; reload with SIGHUP instead");
+            }
+        }
+    }
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    tokio::pin!(stop);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let trigger = tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = rx.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                "file change"
+            }
+            _ = hangup => "SIGHUP",
+        };
+        if reload(&app, &config_path, trigger).await.is_ok() {
+            // The runbook directory may have moved: watch the new one.
+            let loaded = app.loaded();
+            let now = watched_dirs(&loaded);
+            if now != watched {
+                if let Some(w) = watcher.as_mut() {
+                    for dir in &watched {
+                        let _ = w.unwatch(dir);
+                    }
+                    for dir in &now {
+                        let _ = w.watch(dir, RecursiveMode::NonRecursive);
+                    }
+                }
+                watched = now;
+            }
+            if let Ok(mut f) = filter.write() {
+                *f = Relevant::new(&loaded);
+            }
+        }
+    }
+}
+
+/// Loads the config at `path` again and puts it in force if it is entirely valid.
+pub async fn reload(app: &App, path: &Path, trigger: &str) -> Result<(), Vec<Problem>> {
+    let p = path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || Loaded::load(&p))
+        .await
+        .unwrap_or_else(|e| Err(vec![Problem(format!("reload panicked: {e}"))]));
+    match result {
+        Ok(new) => {
+            let old = app.loaded();
+            if new.config.server.listen != old.config.server.listen
+                || new.config.store.url != old.config.store.url
+            {
+                tracing::warn!(
+                    "server.listen and store.url changes take effect at the next restart"
+                );
+            }
+            let entry = new.audit_entry(trigger);
+            app.replace_loaded(new);
+            app.metrics.config_reload_success.set(1);
+            if let Err(e) = app.store.audit(vec![entry]).await {
+                tracing::error!(error = %e, "reloaded, but cannot write the audit log");
+            }
+            tracing::info!(trigger, "configuration and runbooks reloaded");
+            app.wake.wake();
+            Ok(())
+        }
+        Err(problems) => {
+            app.metrics.config_reload_success.set(0);
+            app.metrics.config_reload_failures.inc();
+            for p in &problems {
+                tracing::error!(problem = %p, trigger, "reload refused; the previous configuration stays in force");
+            }
+            let detail = json!({
+                "file": path.display().to_string(),
+                "trigger": trigger,
+                "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            });
+            if let Err(e) = app
+                .store
+                .audit(vec![NewEntry::new(Event::ConfigReloadFailed, &detail)])
+                .await
+            {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// The directories to watch: the config file's and the runbooks'.
+fn watched_dirs(loaded: &Loaded) -> Vec<PathBuf> {
+    let config_dir = loaded
+        .config
+        .source
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut dirs = vec![config_dir, loaded.config.runbooks.dir.clone()];
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Which changed paths matter: the config file and `*.rhai` files in the runbook directory.
+struct Relevant {
+    config_name: Option<std::ffi::OsString>,
+    runbooks: PathBuf,
+}
+
+impl Relevant {
+    fn new(loaded: &Loaded) -> Relevant {
+        Relevant {
+            config_name: loaded.config.source.file_name().map(|n| n.to_owned()),
+            runbooks: std::fs::canonicalize(&loaded.config.runbooks.dir)
+                .unwrap_or_else(|_| loaded.config.runbooks.dir.clone()),
+        }
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        if path.file_name().map(|n| n.to_owned()) == self.config_name {
+            return true;
+        }
+        let in_runbooks = path.parent().is_some_and(|p| {
+            std::fs::canonicalize(p)
+                .map(|p| p == self.runbooks)
+                .unwrap_or(false)
+                || p == self.runbooks
+        });
+        in_runbooks && path.extension().is_some_and(|e| e == "rhai")
+    }
+}

@@ -1,0 +1,319 @@
+//! The runner: takes queued incidents from the store and runs their runbooks.
+//!
+//! It claims incidents (queued → remediating, in the store, so that resends of an alert
+//! can never start a second run), runs each on tokio's blocking pool under a global
+//! concurrency cap, and records how each run ended: remediating → verifying when the
+//! runbook ended normally, → escalated with a reason when it was stopped. Runs use the
+//! configuration they started with, even if a reload happens meanwhile.
+//!
+//! At start-up, incidents a dead process left `remediating` are escalated `interrupted`
+//! (or run once more, for routes marked `idempotent`). At shutdown, runs in flight are
+//! cancelled at their next step and the same rule applies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, Map};
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::audit::{Event, NewEntry};
+use crate::incident::Reason;
+use crate::loaded::Loaded;
+use crate::metrics::ResultLabel;
+use crate::runbook::sandbox::{Cancel, RunEnd, Stop};
+use crate::server::App;
+use crate::steps::StepHost;
+use crate::store::{Claim, RunResult};
+
+/// How often the runner looks for work when nobody woke it.
+const POLL: Duration = Duration::from_secs(1);
+/// How long a stop waits for cancelled runs to record their end.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Wakes the runner when new work may be queued.
+#[derive(Debug, Default)]
+pub struct Wake(Notify);
+
+impl Wake {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Runs until `stop` completes, then cancels runs in flight and waits for them.
+pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
+    recover(&app).await;
+    let max = app.loaded().config.limits.max_concurrent;
+    let slots = Arc::new(Semaphore::new(max));
+    let mut runs: JoinSet<()> = JoinSet::new();
+    let mut cancels: Vec<(tokio::task::Id, Cancel)> = Vec::new();
+    let mut last_housekeeping = Instant::now();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = app.wake.0.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            Some(done) = runs.join_next_with_id() => {
+                let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
+                cancels.retain(|(t, _)| *t != id);
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a runbook task failed");
+                }
+            }
+        }
+        if last_housekeeping.elapsed() >= POLL {
+            last_housekeeping = Instant::now();
+            expire_silences(&app).await;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            continue;
+        }
+        let claims = match app.store.claim_queued(free).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim queued incidents; will retry");
+                continue;
+            }
+        };
+        for claim in claims {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let cancel = Cancel::default();
+            let app = app.clone();
+            let c = cancel.clone();
+            let handle = runs.spawn(async move {
+                let _permit = permit;
+                run_one(&app, claim, c).await;
+            });
+            cancels.push((handle.id(), cancel));
+        }
+    }
+    if !runs.is_empty() {
+        tracing::info!(runs = runs.len(), "cancelling runbook runs in flight");
+    }
+    for (_, c) in &cancels {
+        c.cancel();
+    }
+    let drained = tokio::time::timeout(STOP_GRACE, async {
+        while runs.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(runs = runs.len(), "runs did not stop within the grace period; they are left remediating and will be recovered at next start");
+    }
+}
+
+/// Start-up recovery of runs a dead process left behind.
+async fn recover(app: &App) {
+    let loaded = app.loaded();
+    let idempotent: Vec<String> = loaded
+        .config
+        .routes
+        .iter()
+        .filter(|r| r.idempotent)
+        .map(|r| r.name.clone())
+        .collect();
+    match app.store.recover_interrupted(idempotent).await {
+        Ok(done) if !done.is_empty() => {
+            tracing::warn!(
+                incidents = done.len(),
+                "runs interrupted by a previous stop were recovered"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted runs"),
+    }
+}
+
+/// Expires the Alertmanager silences of incidents that have ended.
+async fn expire_silences(app: &App) {
+    let loaded = app.loaded();
+    let Some(am) = &loaded.config.alertmanager else {
+        return;
+    };
+    let Ok(pending) = app.store.silences_to_expire().await else {
+        return;
+    };
+    for (incident, silence) in pending {
+        match crate::steps::alertmanager::expire_silence(&loaded.toolkit.client, am, &silence).await
+        {
+            Ok(()) => {
+                let _ = app.store.silence_expired(&incident, &silence).await;
+            }
+            Err(e) => {
+                tracing::warn!(silence = %silence, error = %e, "cannot expire a silence; will retry")
+            }
+        }
+    }
+}
+
+/// The `alert` map a runbook sees.
+fn alert_map(claim: &Claim) -> Map {
+    let strings = |m: &std::collections::BTreeMap<String, String>| -> Map {
+        m.iter()
+            .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+            .collect()
+    };
+    let mut alert = Map::new();
+    alert.insert("status".into(), Dynamic::from("firing".to_string()));
+    alert.insert("labels".into(), Dynamic::from_map(strings(&claim.labels)));
+    alert.insert(
+        "annotations".into(),
+        Dynamic::from_map(strings(&claim.annotations)),
+    );
+    alert.insert(
+        "fingerprint".into(),
+        Dynamic::from(claim.fingerprint.clone()),
+    );
+    alert.insert("starts_at".into(), Dynamic::from(claim.starts_at.clone()));
+    alert.insert(
+        "generator_url".into(),
+        Dynamic::from(claim.generator_url.clone()),
+    );
+    alert
+}
+
+/// Runs one claimed incident's runbook and records the end.
+async fn run_one(app: &Arc<App>, claim: Claim, cancel: Cancel) {
+    let loaded: Arc<Loaded> = app.loaded();
+    let started = Instant::now();
+    app.metrics.runs_in_flight.inc();
+    let route = claim
+        .route
+        .as_deref()
+        .and_then(|name| loaded.config.routes.iter().find(|r| r.name == name));
+    let dry_run = loaded.config.runbooks.dry_run || route.is_some_and(|r| r.dry_run);
+    let idempotent = route.is_some_and(|r| r.idempotent);
+
+    let end = match loaded.catalog.get(&claim.runbook) {
+        None => RunEnd::Stopped(Stop::new(
+            Reason::RunbookError,
+            format!(
+                "runbook {:?} is not loaded (removed or broken by a reload?)",
+                claim.runbook
+            ),
+        )),
+        Some(runbook) => {
+            let detail = json!({
+                "runbook": runbook.name, "sha256": runbook.hash, "route": claim.route,
+                "dry_run": dry_run, "attempt": claim.attempt,
+            });
+            let entry = NewEntry::for_incident(Event::RunStarted, &claim.id, &detail);
+            if let Err(e) = app.store.audit(vec![entry]).await {
+                RunEnd::Stopped(Stop::new(
+                    Reason::RunbookError,
+                    format!("cannot write the audit log: {e}"),
+                ))
+            } else {
+                let host = StepHost {
+                    rt: tokio::runtime::Handle::current(),
+                    store: app.store.clone(),
+                    incident_id: claim.id.clone(),
+                    labels: claim.labels.clone(),
+                    toolkit: loaded.toolkit.clone(),
+                    dry_run,
+                    cancel: cancel.clone(),
+                    metrics: app.metrics.clone(),
+                };
+                let secrets: Map = loaded
+                    .config
+                    .runbooks
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+                    .collect();
+                let mut incident = Map::new();
+                incident.insert("id".into(), Dynamic::from(claim.id.clone()));
+                incident.insert(
+                    "route".into(),
+                    Dynamic::from(claim.route.clone().unwrap_or_default()),
+                );
+                incident.insert("runbook".into(), Dynamic::from(claim.runbook.clone()));
+                incident.insert("attempt".into(), Dynamic::from(claim.attempt as i64));
+                incident.insert("dry_run".into(), Dynamic::from(dry_run));
+                let vars = [
+                    ("alert", Dynamic::from_map(alert_map(&claim))),
+                    ("incident", Dynamic::from_map(incident)),
+                    ("secrets", Dynamic::from_map(secrets)),
+                ];
+                let sandbox = loaded.sandbox.clone();
+                let ast = runbook.ast.clone();
+                let c = cancel.clone();
+                tokio::task::spawn_blocking(move || {
+                    let vars = vars.iter().map(|(n, v)| (*n, v.clone())).collect();
+                    sandbox.run(&ast, vars, Box::new(host), c)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    RunEnd::Stopped(Stop::new(
+                        Reason::RunbookError,
+                        format!("the run panicked: {e}"),
+                    ))
+                })
+            }
+        }
+    };
+
+    let (result, label) = match &end {
+        RunEnd::Completed => (RunResult::Completed, "completed"),
+        RunEnd::Stopped(stop)
+            if stop.reason == Reason::Interrupted && idempotent && claim.attempt < 2 =>
+        {
+            (
+                RunResult::Requeue {
+                    message: format!(
+                        "{}; the route is idempotent, so it runs once more",
+                        stop.message
+                    ),
+                },
+                "requeued",
+            )
+        }
+        RunEnd::Stopped(stop) => (
+            RunResult::Escalated {
+                reason: stop.reason,
+                message: stop.message.clone(),
+            },
+            stop.reason.as_str(),
+        ),
+    };
+    let elapsed = started.elapsed();
+    let detail = match &end {
+        RunEnd::Completed => {
+            json!({"result": "completed", "duration_ms": elapsed.as_millis() as u64})
+        }
+        RunEnd::Stopped(s) => {
+            json!({"result": "stopped", "reason": s.reason, "message": loaded.toolkit.redactor.apply(&s.message),
+                                     "duration_ms": elapsed.as_millis() as u64})
+        }
+    };
+    let finished = NewEntry::for_incident(Event::RunFinished, &claim.id, &detail);
+    if let Err(e) = app.store.audit(vec![finished]).await {
+        tracing::error!(incident = %claim.id, error = %e, "cannot record the end of a run");
+    }
+    match app.store.finish_run(&claim.id, result).await {
+        Ok(Some(state)) => {
+            tracing::info!(incident = %claim.id, runbook = %claim.runbook, state = state.as_str(), result = label, "run finished")
+        }
+        Ok(None) => {
+            tracing::info!(incident = %claim.id, "run finished after the incident moved on (its alert resolved)")
+        }
+        Err(e) => {
+            tracing::error!(incident = %claim.id, error = %e, "cannot record the end of a run; it will be recovered at next start")
+        }
+    }
+    if label == "requeued" {
+        app.wake.wake();
+    }
+    app.metrics
+        .runs
+        .get_or_create(&ResultLabel { result: label })
+        .inc();
+    app.metrics.run_seconds.observe(elapsed.as_secs_f64());
+    app.metrics.runs_in_flight.dec();
+}

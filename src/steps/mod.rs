@@ -1,0 +1,503 @@
+//! Steps: the only way a runbook touches the world.
+//!
+//! [`StepHost`] implements the sandbox's [`Host`] for one run. Every step is written to the
+//! audit log before it runs (its arguments) and after (exit code or status, duration, an
+//! output excerpt), with the configured secrets redacted; if the audit log cannot be
+//! written, the step does not run. In a dry run a step is recorded as "would run" and
+//! returns a documented synthetic result instead.
+//!
+//! Each kind of step is one file: [`exec`] (allow-listed programs, argv only),
+//! [`http`] (bounded HTTP calls), [`alertmanager`] (silences) and [`prometheus`] (queries).
+
+pub mod alertmanager;
+pub mod exec;
+pub mod http;
+pub mod prometheus;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::{Array, Dynamic, Map};
+use serde_json::{json, Value};
+
+use crate::audit::{Event, NewEntry};
+use crate::config::{Config, ServiceConfig};
+use crate::incident::Reason;
+use crate::metrics::{Metrics, StepLabels};
+use crate::runbook::sandbox::{Cancel, Host, Stop};
+use crate::store::Store;
+
+/// How much of a step's output goes into the audit log (the runbook gets all of it, up to
+/// `runbooks.output_limit`).
+const EXCERPT: usize = 4096;
+
+/// What every run of one loaded configuration shares: the resolved allowlist, an HTTP
+/// client, limits, services and the secrets to redact.
+pub struct Toolkit {
+    pub allow: exec::Allowlist,
+    pub exec_limits: exec::ExecLimits,
+    pub http: http::HttpStep,
+    pub alertmanager: Option<ServiceConfig>,
+    pub prometheus: Option<ServiceConfig>,
+    pub redactor: Redactor,
+    pub client: reqwest::Client,
+}
+
+/// The `PATH` given to programs, and used to resolve `allowed_commands` by name.
+pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Toolkit {
+    /// Builds the toolkit for `config`; every problem (an allowed command not found, ...)
+    /// is returned, one line each.
+    pub fn new(config: &Config) -> Result<Toolkit, Vec<String>> {
+        let rb = &config.runbooks;
+        let allow = exec::Allowlist::resolve(&rb.allowed_commands, SAFE_PATH)?;
+        let mut env = vec![("PATH".to_string(), SAFE_PATH.to_string())];
+        for name in &rb.pass_env {
+            if let Ok(value) = std::env::var(name) {
+                env.push((name.clone(), value));
+            }
+        }
+        let exec_limits = exec::ExecLimits {
+            timeout: rb.step_timeout,
+            output_limit: rb.output_limit,
+            env,
+            ..exec::ExecLimits::default()
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("medic/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| vec![format!("cannot build the HTTP client: {e}")])?;
+        let mut secrets: Vec<(String, String)> = rb.secrets.clone();
+        if let Some(t) = &config.server.webhook_token {
+            secrets.push(("server.webhook_token".into(), t.clone()));
+        }
+        if let Some(t) = &config.server.api_token {
+            secrets.push(("server.api_token".into(), t.clone()));
+        }
+        Ok(Toolkit {
+            allow,
+            exec_limits,
+            http: http::HttpStep {
+                timeout: rb.http_timeout,
+                max_body: rb.http_max_body,
+                allowed_hosts: rb.http_allowed_hosts.clone(),
+            },
+            alertmanager: config.alertmanager.clone(),
+            prometheus: config.prometheus.clone(),
+            redactor: Redactor::new(secrets),
+            client,
+        })
+    }
+}
+
+/// Replaces secret values with `<redacted:NAME>` in anything written to the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<(String, String)>,
+}
+
+impl Redactor {
+    pub fn new(mut secrets: Vec<(String, String)>) -> Redactor {
+        // Very short values would redact ordinary text; longest first so that a secret
+        // containing another is replaced whole.
+        secrets.retain(|(_, v)| v.len() >= 4);
+        secrets.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        Redactor { secrets }
+    }
+
+    pub fn apply(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (name, value) in &self.secrets {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), &format!("<redacted:{name}>"));
+            }
+        }
+        out
+    }
+
+    /// Redacts every string inside a JSON value.
+    pub fn apply_json(&self, v: Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(self.apply(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(|x| self.apply_json(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .map(|(k, x)| (k, self.apply_json(x)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+}
+
+/// A text cut to the audit excerpt size, with a marker saying how much was left out.
+pub fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT {
+        return text.to_string();
+    }
+    let mut end = EXCERPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} more bytes]", &text[..end], text.len() - end)
+}
+
+/// The steps of one run.
+pub struct StepHost {
+    pub rt: tokio::runtime::Handle,
+    pub store: Store,
+    pub incident_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub toolkit: Arc<Toolkit>,
+    pub dry_run: bool,
+    pub cancel: Cancel,
+    pub metrics: Arc<Metrics>,
+}
+
+impl StepHost {
+    /// Writes one audit entry about this incident; a step whose record cannot be written
+    /// does not run.
+    fn record(&self, event: Event, detail: Value) -> Result<(), Stop> {
+        let detail = self.toolkit.redactor.apply_json(detail);
+        let entry = NewEntry::for_incident(event, &self.incident_id, &detail);
+        self.rt
+            .block_on(self.store.audit(vec![entry]))
+            .map_err(|e| {
+                Stop::new(
+                    Reason::StepFailed,
+                    format!("cannot write the audit log, so the step was not run: {e}"),
+                )
+            })
+    }
+
+    fn count(&self, step: &'static str, result: &'static str) {
+        self.metrics
+            .steps
+            .get_or_create(&StepLabels { step, result })
+            .inc();
+    }
+
+    /// Records a failure and turns it into the run's stop.
+    fn fail(&self, step: &'static str, args: Value, reason: Reason, message: String) -> Stop {
+        let message = self.toolkit.redactor.apply(&message);
+        let _ = self.record(
+            Event::StepFailed,
+            json!({"step": step, "args": args, "reason": reason, "error": message}),
+        );
+        self.count(
+            step,
+            if reason == Reason::Timeout {
+                "timeout"
+            } else {
+                "failed"
+            },
+        );
+        Stop::new(reason, format!("{step}: {message}"))
+    }
+
+    /// Dry run: record the step and return its synthetic result.
+    fn would_run(&self, step: &'static str, args: Value, result: Map) -> Result<Map, Stop> {
+        self.record(Event::StepWouldRun, json!({"step": step, "args": args}))?;
+        self.count(step, "dry_run");
+        Ok(result)
+    }
+}
+
+fn map(pairs: Vec<(&str, Dynamic)>) -> Map {
+    pairs.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
+
+impl Host for StepHost {
+    fn exec(&self, program: &str, args: Vec<String>) -> Result<Map, Stop> {
+        let shown_args = json!({"program": program, "args": args});
+        let Some(path) = self
+            .toolkit
+            .allow
+            .lookup(program)
+            .map(|p| p.display().to_string())
+        else {
+            let err = exec::ExecError::NotAllowed {
+                program: program.to_string(),
+            };
+            return Err(self.fail("exec", shown_args, Reason::StepFailed, err.to_string()));
+        };
+        let args_json = json!({"program": program, "path": path, "args": args});
+        if self.dry_run {
+            return self.would_run(
+                "exec",
+                args_json,
+                map(vec![
+                    ("code", Dynamic::from(0_i64)),
+                    ("stdout", Dynamic::from(String::new())),
+                    ("stderr", Dynamic::from(String::new())),
+                    ("duration_ms", Dynamic::from(0_i64)),
+                    ("dry_run", Dynamic::from(true)),
+                ]),
+            );
+        }
+        self.record(
+            Event::StepStarted,
+            json!({"step": "exec", "args": args_json}),
+        )?;
+        let cancelled = self.cancel.cancelled();
+        let result = self.rt.block_on(exec::run(
+            &self.toolkit.allow,
+            program,
+            &args,
+            &self.toolkit.exec_limits,
+            cancelled,
+        ));
+        match result {
+            Ok(out) => {
+                let duration_ms = out.duration.as_millis() as i64;
+                self.record(
+                    Event::StepFinished,
+                    json!({
+                        "step": "exec", "program": program, "code": out.code, "duration_ms": duration_ms,
+                        "stdout": excerpt(&out.stdout), "stderr": excerpt(&out.stderr),
+                        "stdout_truncated": out.stdout_truncated, "stderr_truncated": out.stderr_truncated,
+                    }),
+                )?;
+                self.count("exec", if out.code == 0 { "ok" } else { "nonzero" });
+                Ok(map(vec![
+                    ("code", Dynamic::from(out.code)),
+                    ("stdout", Dynamic::from(out.stdout)),
+                    ("stderr", Dynamic::from(out.stderr)),
+                    ("duration_ms", Dynamic::from(duration_ms)),
+                    ("stdout_truncated", Dynamic::from(out.stdout_truncated)),
+                    ("stderr_truncated", Dynamic::from(out.stderr_truncated)),
+                ]))
+            }
+            Err(e) => {
+                let reason = match &e {
+                    exec::ExecError::Timeout { .. } => Reason::Timeout,
+                    exec::ExecError::Cancelled { .. } => Reason::Interrupted,
+                    _ => Reason::StepFailed,
+                };
+                Err(self.fail("exec", args_json, reason, e.to_string()))
+            }
+        }
+    }
+
+    fn http(&self, method: &str, url: &str, body: &str) -> Result<Map, Stop> {
+        let args = json!({"method": method, "url": url, "body": excerpt(body)});
+        let request = match self.toolkit.http.check(method, url) {
+            Ok(r) => r,
+            Err(message) => return Err(self.fail("http", args, Reason::StepFailed, message)),
+        };
+        if self.dry_run {
+            return self.would_run(
+                "http",
+                args,
+                map(vec![
+                    ("status", Dynamic::from(200_i64)),
+                    ("body", Dynamic::from(String::new())),
+                    ("dry_run", Dynamic::from(true)),
+                ]),
+            );
+        }
+        self.record(Event::StepStarted, json!({"step": "http", "args": args}))?;
+        let started = Instant::now();
+        let call = self
+            .toolkit
+            .http
+            .send(&self.toolkit.client, request, body.to_string());
+        let cancelled = self.cancel.cancelled();
+        let result = self.rt.block_on(async {
+            tokio::select! {
+                r = call => Some(r),
+                _ = cancelled => None,
+            }
+        });
+        let Some(result) = result else {
+            return Err(self.fail("http", args, Reason::Interrupted, "cancelled".into()));
+        };
+        match result {
+            Ok(resp) => {
+                let duration_ms = started.elapsed().as_millis() as i64;
+                self.record(
+                    Event::StepFinished,
+                    json!({"step": "http", "method": method, "url": url, "status": resp.status,
+                           "duration_ms": duration_ms, "body": excerpt(&resp.body), "truncated": resp.truncated}),
+                )?;
+                self.count(
+                    "http",
+                    if resp.status < 400 {
+                        "ok"
+                    } else {
+                        "error_status"
+                    },
+                );
+                Ok(map(vec![
+                    ("status", Dynamic::from(resp.status as i64)),
+                    ("body", Dynamic::from(resp.body)),
+                    ("truncated", Dynamic::from(resp.truncated)),
+                    ("duration_ms", Dynamic::from(duration_ms)),
+                ]))
+            }
+            Err(http::HttpError::Timeout(t)) => Err(self.fail(
+                "http",
+                args,
+                Reason::Timeout,
+                format!(
+                    "no answer within runbooks.http_timeout ({})",
+                    humantime::format_duration(t)
+                ),
+            )),
+            Err(e) => Err(self.fail("http", args, Reason::StepFailed, e.to_string())),
+        }
+    }
+
+    fn log(&self, message: &str) {
+        let _ = self.record(Event::RunbookLog, json!({ "message": excerpt(message) }));
+    }
+
+    fn sleep(&self, duration: Duration) -> Result<(), Stop> {
+        let args = json!({"seconds": duration.as_secs_f64()});
+        if self.dry_run {
+            self.would_run("sleep", args, Map::new())?;
+            return Ok(());
+        }
+        self.record(Event::StepStarted, json!({"step": "sleep", "args": args}))?;
+        let cancelled = self.cancel.cancelled();
+        let finished = self.rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => true,
+                _ = cancelled => false,
+            }
+        });
+        if !finished {
+            return Err(self.fail("sleep", args, Reason::Interrupted, "cancelled".into()));
+        }
+        self.record(
+            Event::StepFinished,
+            json!({"step": "sleep", "duration_ms": duration.as_millis() as u64}),
+        )?;
+        self.count("sleep", "ok");
+        Ok(())
+    }
+
+    fn silence(&self, duration: &str, comment: &str) -> Result<String, Stop> {
+        let args = json!({"duration": duration, "comment": comment, "matchers": self.labels});
+        let Some(am) = &self.toolkit.alertmanager else {
+            return Err(self.fail(
+                "silence",
+                args,
+                Reason::StepFailed,
+                "needs [alertmanager] url in the config".into(),
+            ));
+        };
+        let length = match humantime::parse_duration(duration) {
+            Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(7 * 24 * 3600) => d,
+            _ => {
+                let message =
+                    format!("invalid duration {duration:?}: expected e.g. \"30m\", at most 7 days");
+                return Err(self.fail("silence", args, Reason::StepFailed, message));
+            }
+        };
+        if self.dry_run {
+            self.would_run("silence", args, Map::new())?;
+            return Ok("dry-run".into());
+        }
+        self.record(Event::StepStarted, json!({"step": "silence", "args": args}))?;
+        let comment = format!("medic incident {}: {comment}", self.incident_id);
+        let call =
+            alertmanager::create_silence(&self.toolkit.client, am, &self.labels, length, &comment);
+        match self.rt.block_on(call) {
+            Ok((id, ends_at)) => {
+                self.rt
+                    .block_on(self.store.record_silence(&self.incident_id, &id, ends_at))
+                    .map_err(|e| {
+                        Stop::new(
+                            Reason::StepFailed,
+                            format!("silence {id} created but not recorded: {e}"),
+                        )
+                    })?;
+                self.record(
+                    Event::SilenceCreated,
+                    json!({"silence_id": id, "ends_at": ends_at.to_rfc3339()}),
+                )?;
+                self.count("silence", "ok");
+                Ok(id)
+            }
+            Err(e) => Err(self.fail("silence", args, Reason::StepFailed, e)),
+        }
+    }
+
+    fn query(&self, promql: &str) -> Result<Array, Stop> {
+        let args = json!({"query": promql});
+        let Some(prom) = &self.toolkit.prometheus else {
+            return Err(self.fail(
+                "query",
+                args,
+                Reason::StepFailed,
+                "needs [prometheus] url in the config".into(),
+            ));
+        };
+        if self.dry_run {
+            self.would_run("query", args, Map::new())?;
+            return Ok(Array::new());
+        }
+        self.record(Event::StepStarted, json!({"step": "query", "args": args}))?;
+        let started = Instant::now();
+        match self.rt.block_on(prometheus::instant_query(
+            &self.toolkit.client,
+            prom,
+            promql,
+        )) {
+            Ok(samples) => {
+                self.record(
+                    Event::StepFinished,
+                    json!({"step": "query", "results": samples.len(), "duration_ms": started.elapsed().as_millis() as u64,
+                           "first": samples.first().map(|s| json!({"labels": s.labels, "value": s.value}))}),
+                )?;
+                self.count("query", "ok");
+                Ok(samples
+                    .into_iter()
+                    .map(|s| {
+                        let labels: Map = s
+                            .labels
+                            .into_iter()
+                            .map(|(k, v)| (k.into(), Dynamic::from(v)))
+                            .collect();
+                        Dynamic::from_map(map(vec![
+                            ("labels", Dynamic::from_map(labels)),
+                            ("value", Dynamic::from(s.value)),
+                        ]))
+                    })
+                    .collect())
+            }
+            Err(e) => Err(self.fail("query", args, Reason::StepFailed, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_replaces_secret_values() {
+        let r = Redactor::new(vec![
+            ("ADMIN_TOKEN".into(), "s3cr3t-value".into()),
+            ("SHORT".into(), "ab".into()),
+        ]);
+        assert_eq!(
+            r.apply("curl -H 'Authorization: Bearer s3cr3t-value' ab"),
+            "curl -H 'Authorization: Bearer <redacted:ADMIN_TOKEN>' ab"
+        );
+        let v = r.apply_json(json!({"args": ["x", "s3cr3t-value"], "n": 1}));
+        assert_eq!(v, json!({"args": ["x", "<redacted:ADMIN_TOKEN>"], "n": 1}));
+    }
+
+    #[test]
+    fn excerpts_are_marked() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(5000);
+        let e = excerpt(&long);
+        assert!(e.ends_with("…[5904 more bytes]"), "{}", &e[e.len() - 30..]);
+    }
+}
