@@ -189,6 +189,9 @@ pub struct RunbooksConfig {
     pub dry_run: bool,
     /// Time limit of one `exec`.
     pub step_timeout: Duration,
+    /// The search path that resolves bare names in `allowed_commands`, and the `PATH`
+    /// programs get.
+    pub exec_path: String,
     /// Bytes kept of each of stdout and stderr of one `exec`.
     pub output_limit: usize,
     /// Environment variables passed from medic's environment to `exec`ed programs
@@ -228,6 +231,8 @@ pub const DEFAULT_MAX_EXPR_DEPTH: usize = 64;
 pub const DEFAULT_MAX_STRING_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_MAX_ARRAY_SIZE: usize = 10_000;
 pub const DEFAULT_MAX_MAP_SIZE: usize = 10_000;
+/// Default `runbooks.exec_path`.
+pub const DEFAULT_EXEC_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Default `runbooks.pass_env`.
 pub const DEFAULT_PASS_ENV: &[&str] = &["LANG", "TZ"];
 
@@ -239,6 +244,7 @@ impl Default for RunbooksConfig {
             timeout: DEFAULT_RUNBOOK_TIMEOUT,
             dry_run: false,
             step_timeout: DEFAULT_STEP_TIMEOUT,
+            exec_path: DEFAULT_EXEC_PATH.to_string(),
             output_limit: DEFAULT_OUTPUT_LIMIT,
             pass_env: DEFAULT_PASS_ENV.iter().map(|s| s.to_string()).collect(),
             secrets: Vec::new(),
@@ -268,6 +274,7 @@ impl fmt::Debug for RunbooksConfig {
             .field("timeout", &self.timeout)
             .field("dry_run", &self.dry_run)
             .field("step_timeout", &self.step_timeout)
+            .field("exec_path", &self.exec_path)
             .field("output_limit", &self.output_limit)
             .field("pass_env", &self.pass_env)
             .field("secrets", &secrets)

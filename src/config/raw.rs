@@ -69,6 +69,7 @@ pub(crate) struct RawRunbooks {
     #[serde(default)]
     pub dry_run: bool,
     pub step_timeout: Option<Text>,
+    pub exec_path: Option<Text>,
     pub output_limit: Option<Spanned<RawSize>>,
     #[serde(default)]
     pub pass_env: Vec<Text>,

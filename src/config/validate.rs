@@ -203,6 +203,13 @@ impl Validator<'_> {
             timeout,
             dry_run: raw.dry_run,
             step_timeout,
+            exec_path: self.optional("runbooks.exec_path", raw.exec_path.as_ref(), d.exec_path.clone(), |p| {
+                if p.split(':').any(|d| !d.starts_with('/')) {
+                    Err(format!("invalid search path {p:?}: a colon-separated list of absolute directories"))
+                } else {
+                    Ok(p.to_owned())
+                }
+            }),
             output_limit: self.optional_size(
                 "runbooks.output_limit",
                 raw.output_limit.as_ref(),

@@ -44,16 +44,13 @@ pub struct Toolkit {
     pub client: reqwest::Client,
 }
 
-/// The `PATH` given to programs, and used to resolve `allowed_commands` by name.
-pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 impl Toolkit {
     /// Builds the toolkit for `config`; every problem (an allowed command not found, ...)
     /// is returned, one line each.
     pub fn new(config: &Config) -> Result<Toolkit, Vec<String>> {
         let rb = &config.runbooks;
-        let allow = exec::Allowlist::resolve(&rb.allowed_commands, SAFE_PATH)?;
-        let mut env = vec![("PATH".to_string(), SAFE_PATH.to_string())];
+        let allow = exec::Allowlist::resolve(&rb.allowed_commands, &rb.exec_path)?;
+        let mut env = vec![("PATH".to_string(), rb.exec_path.clone())];
         for name in &rb.pass_env {
             if let Ok(value) = std::env::var(name) {
                 env.push((name.clone(), value));

@@ -835,6 +835,10 @@ impl Writer {
             .generate()
             .unwrap_or_else(|_| ulid::Ulid::new())
             .to_string();
+        let why = match &p.routed {
+            Routed::NoRunbook { why } => Some(why.as_str()),
+            Routed::Runbook { .. } => None,
+        };
         let (state, reason, route, runbook) = match &p.routed {
             Routed::Runbook { route, runbook } => (
                 State::Queued,
@@ -847,8 +851,9 @@ impl Writer {
         self.conn
             .prepare_cached(
                 "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
-                    starts_at, state, is_open, reason, route, runbook, deliveries, created_at, updated_at, last_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12)",
+                    starts_at, state, is_open, reason, route, runbook, deliveries, created_at, updated_at, last_seen_at,
+                    message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13)",
             )?
             .execute(params![
                 id,
@@ -863,6 +868,7 @@ impl Writer {
                 route,
                 runbook,
                 now,
+                why,
             ])?;
         let opened = details::IncidentOpened {
             fingerprint: &a.fingerprint,
