@@ -64,3 +64,40 @@ verify_for = "soon"
         )
     );
 }
+
+#[test]
+fn runbook_compile_errors_are_reported_with_file_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("runbooks")).unwrap();
+    std::fs::write(dir.join("runbooks/good.rhai"), "log(\"ok\");\n").unwrap();
+    std::fs::write(
+        dir.join("runbooks/broken.rhai"),
+        "log(\"one\");\nlet x = ;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("runbooks/sneaky.rhai"),
+        "eval(\"exec('sh', [])\");\n",
+    )
+    .unwrap();
+    let config = dir.join("medic.toml");
+    std::fs::write(
+        &config,
+        "[runbooks]\ndir = \"runbooks\"\nallowed_commands = [\"no-such-program-here\"]\n\n[[routes]]\nrunbook = \"broken.rhai\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = medic_cli(dir, &["check"], &config);
+    assert_eq!(code, 1, "{out}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains(
+            "runbooks.allowed_commands: allowed command \"no-such-program-here\" not found"
+        ),
+        "{out}"
+    );
+    assert!(lines[1].starts_with("runbooks/broken.rhai:2:9: "), "{out}");
+    assert!(lines[2].starts_with("runbooks/sneaky.rhai:1:1: "), "{out}");
+}

@@ -20,7 +20,7 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// Longest label value, in bytes. Labels identify an alert; they are never documents.
 pub const MAX_LABEL_VALUE_BYTES: usize = 16 * 1024;
 /// Longest annotation value, in bytes (descriptions may be long, but not unbounded).
-pub const MAX_ANNOTATION_VALUE_BYTES: usize = 64 * 1024;
+pub const MAX_ANNOTATION_VALUE_BYTES: usize = 128 * 1024;
 /// Most alerts in one delivery.
 pub const MAX_ALERTS: usize = 10_000;
 
