@@ -22,12 +22,21 @@ use crate::server::App;
 /// Edits arrive as bursts of events (write, rename, chmod): wait this long for quiet.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Watches until `stop` completes.
-pub async fn watch(app: Arc<App>, stop: impl Future<Output = ()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+/// The file watches, registered before the server says it is listening, so that no edit
+/// made after start-up is missed.
+pub struct Watch {
+    app: Arc<App>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: Vec<PathBuf>,
+    filter: Arc<std::sync::RwLock<Relevant>>,
+    rx: mpsc::UnboundedReceiver<()>,
+}
+
+/// Registers the watches for `app`'s config file and runbook directory.
+pub fn start(app: Arc<App>) -> Watch {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
     let loaded = app.loaded();
-    let config_path = loaded.config.source.clone();
-    let mut watched = watched_dirs(&loaded);
+    let watched = watched_dirs(&loaded);
     let filter = Relevant::new(&loaded);
     let filter = Arc::new(std::sync::RwLock::new(filter));
     let f = filter.clone();
@@ -56,6 +65,25 @@ pub async fn watch(app: Arc<App>, stop: impl Future<Output = ()>) {
             }
         }
     }
+    Watch {
+        app,
+        watcher,
+        watched,
+        filter,
+        rx,
+    }
+}
+
+/// Reloads on file changes and SIGHUP until `stop` completes.
+pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
+    let Watch {
+        app,
+        mut watcher,
+        mut watched,
+        filter,
+        mut rx,
+    } = w;
+    let config_path = app.loaded().config.source.clone();
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::pin!(stop);

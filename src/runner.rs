@@ -18,7 +18,6 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::audit::{Event, NewEntry};
 use crate::incident::Reason;
 use crate::loaded::Loaded;
 use crate::metrics::ResultLabel;
@@ -51,6 +50,8 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     let mut cancels: Vec<(tokio::task::Id, Cancel)> = Vec::new();
     let mut last_housekeeping = Instant::now();
     tokio::pin!(stop);
+    // Look for work at once: incidents may have been queued while medic was down.
+    app.wake.wake();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -72,7 +73,9 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         if free == 0 {
             continue;
         }
-        let claims = match app.store.claim_queued(free).await {
+        let loaded = app.loaded();
+        let describe = move |claim: &Claim| run_started(&loaded, claim);
+        let claims = match app.store.claim_queued(free, describe).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot claim queued incidents; will retry");
@@ -178,6 +181,24 @@ fn alert_map(claim: &Claim) -> Map {
     alert
 }
 
+/// The `run_started` detail of a claimed run, written with the claim.
+fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
+    let route = claim
+        .route
+        .as_deref()
+        .and_then(|name| loaded.config.routes.iter().find(|r| r.name == name));
+    let dry_run = loaded.config.runbooks.dry_run || route.is_some_and(|r| r.dry_run);
+    match loaded.catalog.get(&claim.runbook) {
+        Some(runbook) => json!({
+            "runbook": runbook.name, "sha256": runbook.hash, "route": claim.route,
+            "dry_run": dry_run, "attempt": claim.attempt,
+        }),
+        None => {
+            json!({"runbook": claim.runbook, "route": claim.route, "attempt": claim.attempt, "error": "runbook not loaded"})
+        }
+    }
+}
+
 /// Runs one claimed incident's runbook and records the end.
 async fn run_one(app: &Arc<App>, claim: Claim, cancel: Cancel) {
     let loaded: Arc<Loaded> = app.loaded();
@@ -199,63 +220,51 @@ async fn run_one(app: &Arc<App>, claim: Claim, cancel: Cancel) {
             ),
         )),
         Some(runbook) => {
-            let detail = json!({
-                "runbook": runbook.name, "sha256": runbook.hash, "route": claim.route,
-                "dry_run": dry_run, "attempt": claim.attempt,
-            });
-            let entry = NewEntry::for_incident(Event::RunStarted, &claim.id, &detail);
-            if let Err(e) = app.store.audit(vec![entry]).await {
+            let host = StepHost {
+                rt: tokio::runtime::Handle::current(),
+                store: app.store.clone(),
+                incident_id: claim.id.clone(),
+                labels: claim.labels.clone(),
+                toolkit: loaded.toolkit.clone(),
+                dry_run,
+                cancel: cancel.clone(),
+                metrics: app.metrics.clone(),
+            };
+            let secrets: Map = loaded
+                .config
+                .runbooks
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+                .collect();
+            let mut incident = Map::new();
+            incident.insert("id".into(), Dynamic::from(claim.id.clone()));
+            incident.insert(
+                "route".into(),
+                Dynamic::from(claim.route.clone().unwrap_or_default()),
+            );
+            incident.insert("runbook".into(), Dynamic::from(claim.runbook.clone()));
+            incident.insert("attempt".into(), Dynamic::from(claim.attempt as i64));
+            incident.insert("dry_run".into(), Dynamic::from(dry_run));
+            let vars = [
+                ("alert", Dynamic::from_map(alert_map(&claim))),
+                ("incident", Dynamic::from_map(incident)),
+                ("secrets", Dynamic::from_map(secrets)),
+            ];
+            let sandbox = loaded.sandbox.clone();
+            let ast = runbook.ast.clone();
+            let c = cancel.clone();
+            tokio::task::spawn_blocking(move || {
+                let vars = vars.iter().map(|(n, v)| (*n, v.clone())).collect();
+                sandbox.run(&ast, vars, Box::new(host), c)
+            })
+            .await
+            .unwrap_or_else(|e| {
                 RunEnd::Stopped(Stop::new(
                     Reason::RunbookError,
-                    format!("cannot write the audit log: {e}"),
+                    format!("the run panicked: {e}"),
                 ))
-            } else {
-                let host = StepHost {
-                    rt: tokio::runtime::Handle::current(),
-                    store: app.store.clone(),
-                    incident_id: claim.id.clone(),
-                    labels: claim.labels.clone(),
-                    toolkit: loaded.toolkit.clone(),
-                    dry_run,
-                    cancel: cancel.clone(),
-                    metrics: app.metrics.clone(),
-                };
-                let secrets: Map = loaded
-                    .config
-                    .runbooks
-                    .secrets
-                    .iter()
-                    .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
-                    .collect();
-                let mut incident = Map::new();
-                incident.insert("id".into(), Dynamic::from(claim.id.clone()));
-                incident.insert(
-                    "route".into(),
-                    Dynamic::from(claim.route.clone().unwrap_or_default()),
-                );
-                incident.insert("runbook".into(), Dynamic::from(claim.runbook.clone()));
-                incident.insert("attempt".into(), Dynamic::from(claim.attempt as i64));
-                incident.insert("dry_run".into(), Dynamic::from(dry_run));
-                let vars = [
-                    ("alert", Dynamic::from_map(alert_map(&claim))),
-                    ("incident", Dynamic::from_map(incident)),
-                    ("secrets", Dynamic::from_map(secrets)),
-                ];
-                let sandbox = loaded.sandbox.clone();
-                let ast = runbook.ast.clone();
-                let c = cancel.clone();
-                tokio::task::spawn_blocking(move || {
-                    let vars = vars.iter().map(|(n, v)| (*n, v.clone())).collect();
-                    sandbox.run(&ast, vars, Box::new(host), c)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    RunEnd::Stopped(Stop::new(
-                        Reason::RunbookError,
-                        format!("the run panicked: {e}"),
-                    ))
-                })
-            }
+            })
         }
     };
 
@@ -292,11 +301,7 @@ async fn run_one(app: &Arc<App>, claim: Claim, cancel: Cancel) {
                                      "duration_ms": elapsed.as_millis() as u64})
         }
     };
-    let finished = NewEntry::for_incident(Event::RunFinished, &claim.id, &detail);
-    if let Err(e) = app.store.audit(vec![finished]).await {
-        tracing::error!(incident = %claim.id, error = %e, "cannot record the end of a run");
-    }
-    match app.store.finish_run(&claim.id, result).await {
+    match app.store.finish_run(&claim.id, result, detail).await {
         Ok(Some(state)) => {
             tracing::info!(incident = %claim.id, runbook = %claim.runbook, state = state.as_str(), result = label, "run finished")
         }

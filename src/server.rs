@@ -90,6 +90,7 @@ pub async fn run(
         tracing::error!(error = %e, "cannot write to the store at start-up");
         return Err(std::io::Error::other(e.to_string()));
     }
+    let watch = crate::reload::start(app.clone());
     tracing::info!(addr = %addr, "listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -106,7 +107,7 @@ pub async fn run(
             .into_future(),
     );
     let runner = tokio::spawn(crate::runner::run(app.clone(), stopped()));
-    let reloader = tokio::spawn(crate::reload::watch(app.clone(), stopped()));
+    let reloader = tokio::spawn(crate::reload::watch(watch, stopped()));
     shutdown.await;
     tracing::info!("stopping: no new connections; finishing requests in flight, cancelling runs");
     let _ = stop_tx.send(true);

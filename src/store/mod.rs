@@ -210,21 +210,30 @@ impl Store {
 
     /// Moves up to `limit` queued incidents (oldest first) to `remediating` and returns
     /// them. One claim per incident: a claimed incident is no longer queued.
-    pub async fn claim_queued(&self, limit: usize) -> Result<Vec<Claim>, StoreError> {
+    ///
+    /// `started` describes each run for its `run_started` audit entry, written in the same
+    /// commit as the claim.
+    pub async fn claim_queued(
+        &self,
+        limit: usize,
+        started: impl Fn(&Claim) -> Value + Send + 'static,
+    ) -> Result<Vec<Claim>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.claim_queued(limit).await,
+            Backend::Sqlite(s) => s.claim_queued(limit, Box::new(started)).await,
         }
     }
 
-    /// Records how the run of incident `id` ended. Returns the new state, or `None` when
-    /// the incident had already moved on (its alert resolved during the run).
+    /// Records how the run of incident `id` ended: its `run_finished` entry (`finished`)
+    /// and the state change, in one commit. Returns the new state, or `None` when the
+    /// incident had already moved on (its alert resolved during the run).
     pub async fn finish_run(
         &self,
         id: &str,
         result: RunResult,
+        finished: Value,
     ) -> Result<Option<State>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(s) => s.finish_run(id, result).await,
+            Backend::Sqlite(s) => s.finish_run(id, result, finished).await,
         }
     }
 

@@ -37,6 +37,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_runs.sql")),
 ];
 
+/// Describes a claimed run for its `run_started` audit entry.
+pub(super) type Describe = Box<dyn Fn(&Claim) -> Value + Send>;
+
 /// Where jobs wait for the writer; `None` once the store is closed.
 type Jobs = Arc<Mutex<Option<mpsc::Sender<Box<dyn Job>>>>>;
 
@@ -155,17 +158,23 @@ impl Sqlite {
         .await
     }
 
-    pub(super) async fn claim_queued(&self, limit: usize) -> Result<Vec<Claim>, StoreError> {
-        self.write(move |w| w.claim_queued(limit)).await
+    pub(super) async fn claim_queued(
+        &self,
+        limit: usize,
+        started: Describe,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.write(move |w| w.claim_queued(limit, &started)).await
     }
 
     pub(super) async fn finish_run(
         &self,
         id: &str,
         result: RunResult,
+        finished: Value,
     ) -> Result<Option<State>, StoreError> {
         let id = id.to_string();
-        self.write(move |w| w.finish_run(&id, result)).await
+        self.write(move |w| w.finish_run(&id, result, &finished))
+            .await
     }
 
     pub(super) async fn recover_interrupted(
@@ -696,7 +705,7 @@ impl Writer {
         Ok(true)
     }
 
-    fn claim_queued(&mut self, limit: usize) -> Result<Vec<Claim>, StoreError> {
+    fn claim_queued(&mut self, limit: usize, started: &Describe) -> Result<Vec<Claim>, StoreError> {
         let rows = {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT id, fingerprint, alertname, labels, annotations, starts_at, generator_url, route, runbook, attempts
@@ -757,12 +766,28 @@ impl Writer {
                 route,
                 attempt,
             });
+            if let Some(claim) = claims.last() {
+                let detail = started(claim);
+                self.append(
+                    NewEntry::for_incident(Event::RunStarted, &claim.id, &detail),
+                    &now,
+                )?;
+            }
         }
         Ok(claims)
     }
 
-    fn finish_run(&mut self, id: &str, result: RunResult) -> Result<Option<State>, StoreError> {
+    fn finish_run(
+        &mut self,
+        id: &str,
+        result: RunResult,
+        finished: &Value,
+    ) -> Result<Option<State>, StoreError> {
         let now = stamp(Utc::now());
+        self.append(
+            NewEntry::for_incident(Event::RunFinished, id, finished),
+            &now,
+        )?;
         let (to, reason, message) = match &result {
             RunResult::Completed => (State::Verifying, None, None),
             RunResult::Escalated { reason, message } => {
