@@ -1,4 +1,5 @@
-//! Hot reload: the config file and the runbook files are watched (and SIGHUP asks too).
+//! Hot reload: the runbook files are watched, the config file is polled (its directory may
+//! also hold the busy database), and SIGHUP asks too.
 //!
 //! A reload loads and checks everything again, exactly as `medic check` does. If anything
 //! is wrong, the previous configuration and runbooks stay in force, and why is logged,
@@ -21,6 +22,14 @@ use crate::server::App;
 
 /// Edits arrive as bursts of events (write, rename, chmod): wait this long for quiet.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often the config file's modification time and size are compared.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// What identifies a version of the config file without reading it.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
 
 /// The file watches, registered before the server says it is listening, so that no edit
 /// made after start-up is missed.
@@ -84,6 +93,9 @@ pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
         mut rx,
     } = w;
     let config_path = app.loaded().config.source.clone();
+    let mut config_stamp = file_stamp(&config_path);
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::pin!(stop);
@@ -107,7 +119,16 @@ pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
                 "file change"
             }
             _ = hangup => "SIGHUP",
+            _ = poll.tick() => {
+                let now = file_stamp(&config_path);
+                if now == config_stamp {
+                    continue;
+                }
+                tokio::time::sleep(DEBOUNCE).await;
+                "config file change"
+            }
         };
+        config_stamp = file_stamp(&config_path);
         if reload(&app, &config_path, trigger).await.is_ok() {
             // The runbook directory may have moved: watch the new one.
             let loaded = app.loaded();
@@ -179,39 +200,28 @@ pub async fn reload(app: &App, path: &Path, trigger: &str) -> Result<(), Vec<Pro
     }
 }
 
-/// The directories to watch: the config file's and the runbooks'.
+/// The directories to watch: the runbooks'.
 fn watched_dirs(loaded: &Loaded) -> Vec<PathBuf> {
-    let config_dir = loaded
-        .config
-        .source
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let mut dirs = vec![config_dir, loaded.config.runbooks.dir.clone()];
-    dirs.sort();
-    dirs.dedup();
-    dirs
+    vec![loaded.config.runbooks.dir.clone()]
 }
 
-/// Which changed paths matter: the config file and `*.rhai` files in the runbook directory.
+/// Which changed paths matter: `*.rhai` files in the runbook directory.
 struct Relevant {
-    config_name: Option<std::ffi::OsString>,
     runbooks: PathBuf,
 }
 
 impl Relevant {
     fn new(loaded: &Loaded) -> Relevant {
         Relevant {
-            config_name: loaded.config.source.file_name().map(|n| n.to_owned()),
             runbooks: std::fs::canonicalize(&loaded.config.runbooks.dir)
                 .unwrap_or_else(|_| loaded.config.runbooks.dir.clone()),
         }
     }
 
+    /// Cheap checks first: the database may live in a watched directory and write often.
     fn matches(&self, path: &Path) -> bool {
-        if path.file_name().map(|n| n.to_owned()) == self.config_name {
-            return true;
+        if path.extension().is_none_or(|e| e != "rhai") {
+            return false;
         }
         let in_runbooks = path.parent().is_some_and(|p| {
             std::fs::canonicalize(p)

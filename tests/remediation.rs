@@ -406,6 +406,40 @@ async fn hot_reload_keeps_the_old_runbook_on_a_broken_edit() {
     let inc = settled(&m, "HotTwo").await;
     assert_eq!(events(&inc, "runbook_log")[0]["message"], "v2");
 
+    // A config edit is picked up too: a typo is refused, the fix applied.
+    let cfg_path = dir.join("medic.toml");
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(
+        &cfg_path,
+        good.replace("[runbooks]", "[runbooks]\ntimeuot = \"1m\""),
+    )
+    .unwrap();
+    eventually(WAIT, "the broken config to be refused", || async {
+        (metric("medic_config_reload_failures_total ")
+            .await
+            .as_deref()
+            == Some("2"))
+        .then_some(())
+    })
+    .await;
+    std::fs::write(
+        &cfg_path,
+        good.replace("alertname=~\"Hot.*\"", "alertname=~\"Hot.*|Warm\""),
+    )
+    .unwrap();
+    eventually(WAIT, "the fixed config", || async {
+        (metric("medic_config_reload_success ").await.as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        post_webhook(&m, &body(vec![alert("Warm", "h", "firing")]))
+            .await
+            .0,
+        200
+    );
+    let inc = settled(&m, "Warm").await;
+    assert_eq!(inc["runbook"], "hot.rhai", "the edited route is in force");
+
     // Both decisions are in the audit log.
     let (code, out, _) = m.run_cli(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
