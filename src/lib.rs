@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod incident;
 pub mod ingest;
+pub mod guard;
 pub mod loaded;
 pub mod metrics;
 pub mod reload;

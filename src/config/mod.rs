@@ -298,15 +298,56 @@ pub struct LimitsConfig {
     pub max_concurrent: usize,
     /// Runbook runs per window, if limited.
     pub rate: Option<Rate>,
+    /// `false` starts medic paused (the kill switch in the config).
+    pub enabled: bool,
+    /// Incidents that may wait in `queued`; beyond, new ones escalate `rate_limited`.
+    pub max_queued: usize,
+    /// `exec` calls per window, counted per program.
+    pub exec_rate: Option<Rate>,
+    /// `http` calls per window, counted per host.
+    pub http_rate: Option<Rate>,
+    /// Escalations of one route and reason within this window form one group.
+    pub storm_window: Duration,
 }
+
+/// Default `limits.max_queued`.
+pub const DEFAULT_MAX_QUEUED: usize = 1000;
+/// Default `limits.storm_window`.
+pub const DEFAULT_STORM_WINDOW: Duration = Duration::from_secs(60);
 
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
         LimitsConfig {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             rate: None,
+            enabled: true,
+            max_queued: DEFAULT_MAX_QUEUED,
+            exec_rate: None,
+            http_rate: None,
+            storm_window: DEFAULT_STORM_WINDOW,
         }
     }
+}
+
+/// A weekly time window, in a time zone: `weekdays` (empty: every day), from `start` to
+/// `end` (`"HH:MM"`; an `end` before `start` crosses midnight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowConfig {
+    pub weekdays: Vec<chrono::Weekday>,
+    /// Minutes after midnight.
+    pub start: u32,
+    /// Minutes after midnight; 1440 for the end of the day.
+    pub end: u32,
+    pub timezone: chrono_tz::Tz,
+}
+
+/// What a route does with an incident inside a maintenance window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowAction {
+    /// Keep it queued until the window ends.
+    Wait,
+    /// Escalate it at once (reason `paused`).
+    Escalate,
 }
 
 /// At most `count` events per `per`, written `"<count>/<duration>"`.
@@ -343,6 +384,10 @@ pub struct RouteConfig {
     pub idempotent: bool,
     /// Stop running after repeated failures, if set.
     pub breaker: Option<BreakerConfig>,
+    /// Times during which the route does not remediate.
+    pub maintenance: Vec<WindowConfig>,
+    /// What happens to incidents during `maintenance`.
+    pub maintenance_action: WindowAction,
     /// Where the route's table starts in the file.
     pub location: Location,
 }

@@ -93,6 +93,22 @@ pub(crate) struct RawRunbooks {
 pub(crate) struct RawLimits {
     pub max_concurrent: Option<Spanned<Integer>>,
     pub rate: Option<Text>,
+    pub enabled: Option<bool>,
+    pub max_queued: Option<Spanned<Integer>>,
+    pub exec_rate: Option<Text>,
+    pub http_rate: Option<Text>,
+    pub storm_window: Option<Text>,
+}
+
+/// One `maintenance = [{ ... }]` window of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWindow {
+    #[serde(default)]
+    pub weekdays: Vec<Text>,
+    pub start: Option<Text>,
+    pub end: Option<Text>,
+    pub timezone: Option<Text>,
 }
 
 /// One `[[routes]]` table.
@@ -116,6 +132,9 @@ pub(crate) struct RawRoute {
     #[serde(default)]
     pub idempotent: bool,
     pub breaker: Option<Spanned<RawBreaker>>,
+    #[serde(default)]
+    pub maintenance: Vec<Spanned<RawWindow>>,
+    pub maintenance_action: Option<Text>,
 }
 
 /// A route's `breaker = { ... }`.

@@ -320,6 +320,7 @@ fn the_full_example_parses_to_typed_values() {
                 count: 60,
                 per: MINUTE
             }),
+            ..LimitsConfig::default()
         }
     );
 

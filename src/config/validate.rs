@@ -17,13 +17,14 @@ use toml::Spanned;
 use super::expand::expand;
 use super::raw::{
     Integer, RawBreaker, RawChannel, RawConfig, RawEscalation, RawLimits, RawRoute, RawRunbooks,
-    RawServer, RawService, RawSize, RawStore, Text,
+    RawServer, RawService, RawSize, RawStore, RawWindow, Text,
 };
 use super::units::{parse_duration, parse_rate, parse_size, size_from_bytes};
 use super::{
     is_identifier, redact_url_password, BreakerConfig, ChannelConfig, ChannelKind, Config,
     ConfigError, ConfigErrors, EscalationConfig, LimitsConfig, Location, RouteConfig,
-    RunbookTarget, RunbooksConfig, ServerConfig, ServiceConfig, StoreConfig, DEFAULT_BODY_LIMIT,
+    RunbookTarget, RunbooksConfig, ServerConfig, ServiceConfig, StoreConfig, WindowAction, WindowConfig,
+    DEFAULT_MAX_QUEUED, DEFAULT_STORM_WINDOW, DEFAULT_BODY_LIMIT,
     DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT, DEFAULT_PAGERDUTY_URL, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT, DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL,
     DEFAULT_VERIFY_FOR,
@@ -307,7 +308,60 @@ impl Validator<'_> {
                 .rate
                 .as_ref()
                 .and_then(|rate| self.parse("limits.rate", rate, parse_rate)),
+            enabled: raw.enabled.unwrap_or(true),
+            max_queued: raw
+                .max_queued
+                .as_ref()
+                .and_then(|value| self.positive("limits.max_queued", value))
+                .unwrap_or(DEFAULT_MAX_QUEUED),
+            exec_rate: raw
+                .exec_rate
+                .as_ref()
+                .and_then(|rate| self.parse("limits.exec_rate", rate, parse_rate)),
+            http_rate: raw
+                .http_rate
+                .as_ref()
+                .and_then(|rate| self.parse("limits.http_rate", rate, parse_rate)),
+            storm_window: self.optional(
+                "limits.storm_window",
+                raw.storm_window.as_ref(),
+                DEFAULT_STORM_WINDOW,
+                parse_duration,
+            ),
         }
+    }
+
+    fn window(&mut self, key: &str, spanned: &Spanned<RawWindow>) -> Option<WindowConfig> {
+        let raw = spanned.get_ref();
+        let weekdays = self.list(&format!("{key}.weekdays"), &raw.weekdays, |d| {
+            d.parse::<chrono::Weekday>()
+                .map_err(|_| format!("invalid weekday {d:?}: use mon, tue, wed, thu, fri, sat, sun"))
+        });
+        let clock = |text: &str| -> Result<u32, String> {
+            let bad = || format!("invalid time {text:?}: expected HH:MM, 00:00 to 24:00");
+            let (h, m) = text.split_once(':').ok_or_else(bad)?;
+            let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if m >= 60 || h > 24 || (h == 24 && m != 0) {
+                return Err(bad());
+            }
+            Ok(h * 60 + m)
+        };
+        let start = self.optional(&format!("{key}.start"), raw.start.as_ref(), 0, clock);
+        let end = self.optional(&format!("{key}.end"), raw.end.as_ref(), 24 * 60, clock);
+        let timezone = self.optional(&format!("{key}.timezone"), raw.timezone.as_ref(), chrono_tz::UTC, |tz| {
+            tz.parse::<chrono_tz::Tz>()
+                .map_err(|_| format!("unknown time zone {tz:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\""))
+        });
+        if start == end {
+            self.error(key, spanned.span(), "start and end are equal: the window would be empty");
+            return None;
+        }
+        Some(WindowConfig {
+            weekdays,
+            start,
+            end,
+            timezone,
+        })
     }
 
     fn routes(&mut self, raw: &[Spanned<RawRoute>]) -> Vec<RouteConfig> {
@@ -393,6 +447,22 @@ impl Validator<'_> {
             .breaker
             .as_ref()
             .and_then(|breaker| self.breaker(&key("breaker"), breaker));
+        let maintenance = raw
+            .maintenance
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| self.window(&key(&format!("maintenance[{i}]")), w))
+            .collect();
+        let maintenance_action = self.optional(
+            &key("maintenance_action"),
+            raw.maintenance_action.as_ref(),
+            WindowAction::Wait,
+            |a| match a {
+                "wait" => Ok(WindowAction::Wait),
+                "escalate" => Ok(WindowAction::Escalate),
+                other => Err(format!("unknown action {other:?}: use \"wait\" or \"escalate\"")),
+            },
+        );
 
         Some(RouteConfig {
             name,
@@ -406,6 +476,8 @@ impl Validator<'_> {
             dry_run: raw.dry_run,
             idempotent: raw.idempotent,
             breaker,
+            maintenance,
+            maintenance_action,
             location: self.location(&span),
         })
     }

@@ -1,0 +1,401 @@
+//! Guards: what may run, and when. Rate limits, circuit breakers, concurrency caps,
+//! maintenance windows and the pause switch.
+//!
+//! The runner asks [`Guards::admit`] before it claims a queued incident; the answer is run
+//! (with a [`Ticket`] that holds the in-flight slot), wait (stay queued, in the store), or
+//! refuse (escalate with `rate_limited`, `circuit_open` or `paused`, naming the limit).
+//! Steps ask [`Guards::step`] before they act. Decisions are in memory and cheap; the
+//! breakers' state and the pause switch are also persisted by the store, so they survive
+//! a restart. Rate limits use `governor`'s keyed limiters on a clock that follows tokio's,
+//! so tests drive them with `tokio::time::pause`.
+
+pub mod breaker;
+pub mod storm;
+pub mod window;
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use serde::Serialize;
+
+use crate::config::{Config, Rate, RouteConfig, WindowAction};
+use crate::incident::Reason;
+use breaker::{Admit, Breaker};
+
+/// governor's clock, following tokio's (so `tokio::time::pause` drives it in tests).
+#[derive(Debug, Clone, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> Self::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+/// A queued incident, as the guards see it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: String,
+    pub route: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The answer for one queued incident.
+#[derive(Debug)]
+pub enum Decision {
+    Run(Ticket),
+    /// Stay queued; `why` names the cap or window.
+    Wait(&'static str),
+    /// Escalate now.
+    Refuse {
+        reason: Reason,
+        /// The limit that refused, for metrics and the audit log.
+        limit: &'static str,
+        message: String,
+    },
+}
+
+/// An admitted run: holds its in-flight slot until released.
+#[derive(Debug)]
+pub struct Ticket {
+    pub incident: String,
+    in_flight: Option<String>,
+    /// The breaker this run reports to, if its route has one.
+    pub breaker: Option<String>,
+}
+
+/// Who paused medic, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Pause {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// A breaker with what identifies it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerEntry {
+    pub id: String,
+    pub route: String,
+    pub key: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub breaker: Breaker,
+}
+
+/// The limits of one configuration, with limiters reused across reloads when unchanged.
+struct Limits {
+    global: Option<(Rate, Arc<Limiter>)>,
+    routes: HashMap<String, (Rate, Arc<Limiter>)>,
+    exec: Option<(Rate, Arc<Limiter>)>,
+    http: Option<(Rate, Arc<Limiter>)>,
+    config: Arc<Config>,
+}
+
+pub struct Guards {
+    limits: RwLock<Limits>,
+    /// Every limiter built so far, by scope and rate, so a reload keeps their windows.
+    built: Mutex<HashMap<String, Arc<Limiter>>>,
+    in_flight: Mutex<HashMap<String, u32>>,
+    breakers: Mutex<HashMap<String, BreakerEntry>>,
+    paused: RwLock<Option<Pause>>,
+}
+
+fn quota(rate: Rate) -> Quota {
+    let count = NonZeroU32::new(rate.count.max(1)).unwrap_or(NonZeroU32::MIN);
+    let per_one = rate.per / rate.count.max(1);
+    Quota::with_period(per_one.max(std::time::Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(count))
+        .allow_burst(count)
+}
+
+fn show(rate: Rate) -> String {
+    format!("{}/{}", rate.count, humantime::format_duration(rate.per))
+}
+
+/// The value of `labels` for `key`, as `a=1,b=2` (missing labels are empty).
+fn key_of(labels: &BTreeMap<String, String>, key: &[String]) -> String {
+    key.iter()
+        .map(|k| format!("{k}={}", labels.get(k).map(String::as_str).unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A breaker's id: stable, URL-safe, derived from its route and key values.
+pub fn breaker_id(route: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{route}\u{1f}{key}").as_bytes());
+    hex::encode(&h[..8])
+}
+
+impl Guards {
+    pub fn new(config: Arc<Config>, breakers: Vec<BreakerEntry>, paused: Option<Pause>) -> Guards {
+        let g = Guards {
+            limits: RwLock::new(Limits {
+                global: None,
+                routes: HashMap::new(),
+                exec: None,
+                http: None,
+                config: config.clone(),
+            }),
+            built: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(breakers.into_iter().map(|b| (b.id.clone(), b)).collect()),
+            paused: RwLock::new(paused),
+        };
+        g.reconfigure(config);
+        g
+    }
+
+    /// Applies a (re)loaded configuration. Limiters whose scope and rate are unchanged are
+    /// kept, so a reload does not refill anyone's budget.
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        let limiter = |scope: String, rate: Rate| -> (Rate, Arc<Limiter>) {
+            let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+            let l = built
+                .entry(format!("{scope}|{}|{:?}", rate.count, rate.per))
+                .or_insert_with(|| Arc::new(RateLimiter::new(quota(rate), DefaultKeyedStateStore::default(), TokioClock)))
+                .clone();
+            (rate, l)
+        };
+        let limits = Limits {
+            global: config.limits.rate.map(|r| limiter("global".into(), r)),
+            routes: config
+                .routes
+                .iter()
+                .filter_map(|r| r.rate.map(|rate| (r.name.clone(), limiter(format!("route:{}", r.name), rate))))
+                .collect(),
+            exec: config.limits.exec_rate.map(|r| limiter("exec".into(), r)),
+            http: config.limits.http_rate.map(|r| limiter("http".into(), r)),
+            config,
+        };
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    pub fn paused(&self) -> Option<Pause> {
+        self.paused.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_paused(&self, pause: Option<Pause>) {
+        *self.paused.write().unwrap_or_else(|p| p.into_inner()) = pause;
+    }
+
+    /// May this queued incident run now?
+    pub fn admit(&self, c: &Candidate, now: DateTime<Utc>) -> Decision {
+        if let Some(p) = self.paused() {
+            return Decision::Refuse {
+                reason: Reason::Paused,
+                limit: "paused",
+                message: format!("medic is paused (by {} at {}: {})", p.by, p.at.to_rfc3339(), p.reason),
+            };
+        }
+        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
+        let route: Option<&RouteConfig> = c
+            .route
+            .as_deref()
+            .and_then(|name| limits.config.routes.iter().find(|r| r.name == name));
+
+        if let Some(r) = route {
+            if let Some(w) = r.maintenance.iter().find(|w| window::contains(w, now)) {
+                return match r.maintenance_action {
+                    WindowAction::Wait => Decision::Wait("maintenance window"),
+                    WindowAction::Escalate => Decision::Refuse {
+                        reason: Reason::Paused,
+                        limit: "maintenance",
+                        message: format!(
+                            "route {:?} is in a maintenance window ({:02}:{:02}-{:02}:{:02} {})",
+                            r.name,
+                            w.start / 60,
+                            w.start % 60,
+                            w.end / 60,
+                            w.end % 60,
+                            w.timezone
+                        ),
+                    },
+                };
+            }
+        }
+
+        // Concurrency caps: waiting, not refusing; the incident stays queued in the store.
+        let in_flight = route.and_then(|r| r.max_in_flight.map(|max| (r, max))).map(|(r, max)| {
+            (format!("{}\u{1f}{}", r.name, key_of(&c.labels, &r.in_flight_key)), max)
+        });
+        if let Some((key, max)) = &in_flight {
+            let counts = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if counts.get(key).copied().unwrap_or(0) >= *max {
+                return Decision::Wait("max_in_flight");
+            }
+        }
+
+        // The breaker, looked at without changing it yet.
+        let breaker = route.and_then(|r| r.breaker.as_ref().map(|b| (r, b)));
+        let breaker_key = breaker.map(|(r, b)| {
+            let key = key_of(&c.labels, &b.key);
+            let labels: BTreeMap<String, String> =
+                b.key.iter().map(|k| (k.clone(), c.labels.get(k).cloned().unwrap_or_default())).collect();
+            (breaker_id(&r.name, &key), r.name.clone(), labels, b)
+        });
+        if let Some((id, _, _, cfg)) = &breaker_key {
+            let cooldown = chrono::Duration::from_std(cfg.cooldown).unwrap_or(chrono::Duration::MAX);
+            let mut b = self.breaker_state(id);
+            if let Admit::Refuse { failures, until } = b.admit(&c.id, now, cooldown) {
+                return Decision::Refuse {
+                    reason: Reason::CircuitOpen,
+                    limit: "breaker",
+                    message: format!(
+                        "the circuit breaker of route {:?} is open after failed remediations of incidents {}{}",
+                        route.map(|r| r.name.as_str()).unwrap_or(""),
+                        failures.join(", "),
+                        until.map(|u| format!("; it lets one trial through after {}", u.to_rfc3339())).unwrap_or_default()
+                    ),
+                };
+            }
+        }
+
+        // Rate limits: a refusal escalates, it never drops the alert.
+        if let Some(r) = route {
+            if let Some((rate, limiter)) = limits.routes.get(&r.name) {
+                let key = key_of(&c.labels, &r.rate_key);
+                if limiter.check_key(&key).is_err() {
+                    let per = if r.rate_key.is_empty() { String::new() } else { format!(" per {key}") };
+                    return Decision::Refuse {
+                        reason: Reason::RateLimited,
+                        limit: "route_rate",
+                        message: format!("route {:?} allows {} runs{per} (routes.rate)", r.name, show(*rate)),
+                    };
+                }
+            }
+        }
+        if let Some((rate, limiter)) = &limits.global {
+            if limiter.check_key(&String::new()).is_err() {
+                return Decision::Refuse {
+                    reason: Reason::RateLimited,
+                    limit: "global_rate",
+                    message: format!("medic allows {} runbook runs in all (limits.rate)", show(*rate)),
+                };
+            }
+        }
+
+        // Admitted: take the breaker's trial slot if it is half-open, and the in-flight slot.
+        let mut ticket = Ticket {
+            incident: c.id.clone(),
+            in_flight: None,
+            breaker: None,
+        };
+        if let Some((id, route_name, key, cfg)) = breaker_key {
+            let cooldown = chrono::Duration::from_std(cfg.cooldown).unwrap_or(chrono::Duration::MAX);
+            let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = breakers.entry(id.clone()).or_insert_with(|| BreakerEntry {
+                id: id.clone(),
+                route: route_name,
+                key,
+                breaker: Breaker::default(),
+            });
+            entry.breaker.admit(&c.id, now, cooldown);
+            ticket.breaker = Some(id);
+        }
+        if let Some((key, _)) = in_flight {
+            *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_insert(0) += 1;
+            ticket.in_flight = Some(key);
+        }
+        Decision::Run(ticket)
+    }
+
+    /// Gives back a run's in-flight slot.
+    pub fn release(&self, ticket: &Ticket) {
+        if let Some(key) = &ticket.in_flight {
+            let mut counts = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = counts.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Records a remediation's result with breaker `id`; returns the breaker to persist
+    /// when it changed state (or when it remembered a new failure).
+    pub fn record(&self, id: &str, incident: &str, success: bool, now: DateTime<Utc>) -> Option<(BreakerEntry, bool)> {
+        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = breakers.get_mut(id)?;
+        let threshold = limits
+            .config
+            .routes
+            .iter()
+            .find(|r| r.name == entry.route)
+            .and_then(|r| r.breaker.as_ref())
+            .map(|b| b.failures)
+            .unwrap_or(u32::MAX);
+        let before = entry.breaker.clone();
+        let changed_state = entry.breaker.record(incident, success, now, threshold);
+        (entry.breaker != before).then(|| (entry.clone(), changed_state))
+    }
+
+    /// Finds the breaker of an incident by its route and labels, if the route has one.
+    pub fn breaker_for(&self, route: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
+        let r = limits.config.routes.iter().find(|r| r.name == route)?;
+        let b = r.breaker.as_ref()?;
+        Some(breaker_id(&r.name, &key_of(labels, &b.key)))
+    }
+
+    /// Closes a breaker by hand; returns it to persist.
+    pub fn reset(&self, id: &str) -> Option<BreakerEntry> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = breakers.get_mut(id)?;
+        entry.breaker.reset();
+        Some(entry.clone())
+    }
+
+    pub fn breakers(&self) -> Vec<BreakerEntry> {
+        let mut v: Vec<BreakerEntry> = self.breakers.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| (&a.route, &a.id).cmp(&(&b.route, &b.id)));
+        v
+    }
+
+    fn breaker_state(&self, id: &str) -> Breaker {
+        self.breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|e| e.breaker.clone())
+            .unwrap_or_default()
+    }
+
+    /// May a step run now? `kind` is `exec` (key: the program) or `http` (key: the host).
+    pub fn step(&self, kind: &str, key: &str) -> Result<(), (Reason, &'static str, String)> {
+        if let Some(p) = self.paused() {
+            return Err((Reason::Paused, "paused", format!("medic was paused by {} at {}: {}", p.by, p.at.to_rfc3339(), p.reason)));
+        }
+        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
+        let (limit, name, setting) = match kind {
+            "exec" => (&limits.exec, "exec_rate", "limits.exec_rate"),
+            "http" => (&limits.http, "http_rate", "limits.http_rate"),
+            _ => return Ok(()),
+        };
+        if let Some((rate, limiter)) = limit {
+            if limiter.check_key(&key.to_string()).is_err() {
+                return Err((
+                    Reason::RateLimited,
+                    name,
+                    format!("{kind} of {key} refused: {setting} allows {} per {}", show(*rate), if kind == "exec" { "program" } else { "host" }),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
