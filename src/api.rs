@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -23,6 +23,10 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/incidents", get(list))
         .route("/incidents/{id}", get(show))
+        .route("/breakers", get(breakers))
+        .route("/breakers/{id}/reset", post(reset_breaker))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
         .layer(middleware::from_fn_with_state(app, require_token))
 }
 
@@ -80,4 +84,83 @@ async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id:?}")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     }
+}
+
+async fn breakers(State(app): State<Arc<App>>) -> Response {
+    Json(json!({ "breakers": app.guards.breakers() })).into_response()
+}
+
+/// Who is acting, from an optional JSON body `{"by": "...", "reason": "..."}`.
+#[derive(Deserialize, Default)]
+struct Actor {
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+fn actor(body: &axum::body::Bytes) -> Result<Actor, Response> {
+    if body.is_empty() {
+        return Ok(Actor::default());
+    }
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))
+}
+
+fn clip(s: Option<String>, default: &str) -> String {
+    let s = s
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default.to_string());
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+async fn reset_breaker(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match actor(&body) {
+        Ok(a) => clip(a.by, "api"),
+        Err(r) => return r,
+    };
+    let Some(entry) = app.guards.reset(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no breaker {id:?}"));
+    };
+    let detail = json!({ "reset_by": who });
+    if let Err(e) = app.store.save_breaker(entry.clone(), detail).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
+    }
+    app.wake.wake();
+    Json(json!({ "breaker": entry })).into_response()
+}
+
+async fn pause(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let a = match actor(&body) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let p = crate::guard::Pause {
+        by: clip(a.by, "api"),
+        at: chrono::Utc::now(),
+        reason: clip(a.reason, "paused through the API"),
+    };
+    if let Err(e) = app.store.set_pause(Some(p.clone()), &p.by).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
+    }
+    app.guards.set_paused(Some(p.clone()));
+    app.metrics.paused.set(1);
+    tracing::warn!(by = %p.by, reason = %p.reason, "automation paused");
+    Json(json!({ "paused": p })).into_response()
+}
+
+async fn resume(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let who = match actor(&body) {
+        Ok(a) => clip(a.by, "api"),
+        Err(r) => return r,
+    };
+    if let Err(e) = app.store.set_pause(None, &who).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
+    }
+    app.guards.set_paused(None);
+    app.metrics.paused.set(0);
+    tracing::warn!(by = %who, "automation resumed");
+    app.wake.wake();
+    Json(json!({ "paused": null })).into_response()
 }

@@ -51,6 +51,13 @@ pub enum Event {
     StepWouldRun,
     /// A runbook's `log`, `print` or `debug` line.
     RunbookLog,
+    /// A queued incident was put in a storm group of escalations.
+    EscalationGrouped,
+    /// A circuit breaker changed (opened, half-opened, closed, reset).
+    BreakerChanged,
+    /// The kill switch: someone paused or resumed automation.
+    Paused,
+    Resumed,
     /// An Alertmanager silence was created or expired for an incident.
     SilenceCreated,
     SilenceExpired,
@@ -80,6 +87,10 @@ impl Event {
             Event::StepFailed => "step_failed",
             Event::StepWouldRun => "step_would_run",
             Event::RunbookLog => "runbook_log",
+            Event::EscalationGrouped => "escalation_grouped",
+            Event::BreakerChanged => "breaker_changed",
+            Event::Paused => "paused",
+            Event::Resumed => "resumed",
             Event::SilenceCreated => "silence_created",
             Event::SilenceExpired => "silence_expired",
             Event::ServerStarted => "server_started",

@@ -40,6 +40,16 @@ pub struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -94,6 +104,12 @@ pub struct Metrics {
     pub config_reload_success: Gauge,
     /// Reloads refused.
     pub config_reload_failures: Counter,
+    /// Runs and steps refused by a guard, by the limit that refused.
+    pub refusals: Family<LimitLabel, Counter>,
+    /// Per route: the most open of its breakers (0 closed, 1 half-open, 2 open).
+    pub breaker_state: Family<RouteLabel, Gauge>,
+    /// 1 while automation is paused.
+    pub paused: Gauge,
 }
 
 impl Default for Metrics {
@@ -115,8 +131,22 @@ impl Default for Metrics {
             steps: Family::default(),
             config_reload_success: Gauge::default(),
             config_reload_failures: Counter::default(),
+            refusals: Family::default(),
+            breaker_state: Family::default(),
+            paused: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "guard_refusals",
+            "Runbook runs and steps refused by a guard, by limit",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Per route, the most open circuit breaker: 0 closed, 1 half-open, 2 open",
+            m.breaker_state.clone(),
+        );
+        registry.register("paused", "1 while automation is paused", m.paused.clone());
         m.config_reload_success.set(1);
         registry.register("runbook_runs", "Runbook runs by result", m.runs.clone());
         registry.register(

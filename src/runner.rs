@@ -18,13 +18,15 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::guard::{Candidate, Decision, Ticket};
 use crate::incident::Reason;
 use crate::loaded::Loaded;
+use crate::metrics::LimitLabel;
 use crate::metrics::ResultLabel;
 use crate::runbook::sandbox::{Cancel, RunEnd, Stop};
 use crate::server::App;
 use crate::steps::StepHost;
-use crate::store::{Claim, RunResult};
+use crate::store::{Claim, Refusal, RunResult};
 
 /// How often the runner looks for work when nobody woke it.
 const POLL: Duration = Duration::from_secs(1);
@@ -69,21 +71,59 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             last_housekeeping = Instant::now();
             expire_silences(&app).await;
         }
+        // Beyond the queue's bound, the newest queued incidents escalate rather than pile up.
+        let max_queued = app.loaded().config.limits.max_queued;
+        match app.store.shed_queue(max_queued).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    incidents = n,
+                    max_queued,
+                    "queue full: escalated the newest incidents as rate_limited"
+                );
+                app.metrics
+                    .refusals
+                    .get_or_create(&LimitLabel {
+                        limit: "max_queued",
+                    })
+                    .inc_by(n as u64);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot check the queue bound"),
+        }
         let free = slots.available_permits();
         if free == 0 {
             continue;
         }
-        let loaded = app.loaded();
-        let describe = move |claim: &Claim| run_started(&loaded, claim);
-        let claims = match app.store.claim_queued(free, describe).await {
-            Ok(c) => c,
+        let tickets = match admit(&app, free).await {
+            Ok(t) => t,
             Err(e) => {
-                tracing::error!(error = %e, "cannot claim queued incidents; will retry");
+                tracing::error!(error = %e, "cannot read queued incidents; will retry");
                 continue;
             }
         };
+        if tickets.is_empty() {
+            continue;
+        }
+        let loaded = app.loaded();
+        let describe = move |claim: &Claim| run_started(&loaded, claim);
+        let ids = tickets.keys().cloned().collect();
+        let claims = match app.store.claim(ids, describe).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim queued incidents; will retry");
+                for t in tickets.values() {
+                    app.guards.release(t);
+                }
+                continue;
+            }
+        };
+        let mut tickets = tickets;
         for claim in claims {
+            let Some(ticket) = tickets.remove(&claim.id) else {
+                continue;
+            };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
+                app.guards.release(&ticket);
                 break;
             };
             let cancel = Cancel::default();
@@ -91,9 +131,13 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             let c = cancel.clone();
             let handle = runs.spawn(async move {
                 let _permit = permit;
-                run_one(&app, claim, c).await;
+                run_one(&app, claim, ticket, c).await;
             });
             cancels.push((handle.id(), cancel));
+        }
+        // Admitted but not claimed (the alert resolved meanwhile): give the slots back.
+        for t in tickets.values() {
+            app.guards.release(t);
         }
     }
     if !runs.is_empty() {
@@ -109,6 +153,56 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     if drained.is_err() {
         tracing::warn!(runs = runs.len(), "runs did not stop within the grace period; they are left remediating and will be recovered at next start");
     }
+}
+
+/// Asks the guards about the oldest queued incidents; refusals are escalated at once, in
+/// one commit; admitted ones come back with their tickets (at most `free`).
+async fn admit(
+    app: &App,
+    free: usize,
+) -> Result<std::collections::HashMap<String, Ticket>, crate::store::StoreError> {
+    // Look further than `free`: some at the front may have to wait (in-flight caps).
+    let queued = app.store.queued(free * 4 + 32).await?;
+    let now = chrono::Utc::now();
+    let mut admitted = std::collections::HashMap::new();
+    let mut refusals = Vec::new();
+    for q in queued {
+        if admitted.len() >= free {
+            break;
+        }
+        let candidate = Candidate {
+            id: q.id.clone(),
+            route: q.route.clone(),
+            labels: q.labels,
+        };
+        match app.guards.admit(&candidate, now) {
+            Decision::Run(ticket) => {
+                admitted.insert(q.id, ticket);
+            }
+            Decision::Wait(_) => {}
+            Decision::Refuse {
+                reason,
+                limit,
+                message,
+            } => {
+                app.metrics
+                    .refusals
+                    .get_or_create(&LimitLabel { limit })
+                    .inc();
+                tracing::info!(incident = %q.id, limit, %message, "refused by a guard; escalating");
+                refusals.push(Refusal {
+                    id: q.id,
+                    reason,
+                    limit,
+                    message,
+                });
+            }
+        }
+    }
+    if !refusals.is_empty() {
+        app.store.refuse(refusals).await?;
+    }
+    Ok(admitted)
 }
 
 /// Start-up recovery of runs a dead process left behind.
@@ -181,6 +275,22 @@ fn alert_map(claim: &Claim) -> Map {
     alert
 }
 
+/// Records a remediation result with a breaker and persists the breaker if it changed.
+pub async fn record_breaker(app: &App, breaker: &str, incident: &str, success: bool) {
+    if let Some((entry, changed_state)) =
+        app.guards
+            .record(breaker, incident, success, chrono::Utc::now())
+    {
+        if changed_state {
+            tracing::warn!(breaker, route = %entry.route, state = entry.breaker.state.as_str(), "circuit breaker changed state");
+        }
+        let detail = serde_json::json!({ "incident": incident, "success": success });
+        if let Err(e) = app.store.save_breaker(entry, detail).await {
+            tracing::error!(breaker, error = %e, "cannot persist a circuit breaker");
+        }
+    }
+}
+
 /// The `run_started` detail of a claimed run, written with the claim.
 fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
     let route = claim
@@ -200,7 +310,7 @@ fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
 }
 
 /// Runs one claimed incident's runbook and records the end.
-async fn run_one(app: &Arc<App>, claim: Claim, cancel: Cancel) {
+async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
     let loaded: Arc<Loaded> = app.loaded();
     let started = Instant::now();
     app.metrics.runs_in_flight.inc();
@@ -229,6 +339,7 @@ async fn run_one(app: &Arc<App>, claim: Claim, cancel: Cancel) {
                 dry_run,
                 cancel: cancel.clone(),
                 metrics: app.metrics.clone(),
+                guards: app.guards.clone(),
             };
             let secrets: Map = loaded
                 .config
@@ -314,6 +425,13 @@ async fn run_one(app: &Arc<App>, claim: Claim, cancel: Cancel) {
     }
     if label == "requeued" {
         app.wake.wake();
+    }
+    app.guards.release(&ticket);
+    // A run that failed counts against its breaker now; a completed one counts as a
+    // success only once its alert resolves (see ingest).
+    let failed = matches!(&end, RunEnd::Stopped(s) if matches!(s.reason, Reason::RunbookError | Reason::StepFailed | Reason::Timeout));
+    if let (true, Some(breaker)) = (failed, ticket.breaker.as_deref()) {
+        record_breaker(app, breaker, &claim.id, false).await;
     }
     app.metrics
         .runs

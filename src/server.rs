@@ -33,20 +33,46 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Wakes the runner when an incident may have been queued.
     pub wake: crate::runner::Wake,
+    /// Rate limits, breakers, caps, windows and the pause switch.
+    pub guards: Arc<crate::guard::Guards>,
 }
 
 impl App {
     pub fn new(loaded: Loaded, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
+        let guards = crate::guard::Guards::new(Arc::new(loaded.config.clone()), Vec::new(), None);
+        store.set_storm_window(loaded.config.limits.storm_window);
         Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             store,
             metrics,
             wake: Default::default(),
+            guards: Arc::new(guards),
         })
+    }
+
+    /// Loads what the guards keep in the store (breakers, the pause switch) and applies
+    /// `limits.enabled = false`. Called once at start-up.
+    pub async fn restore_guards(&self) -> Result<(), crate::store::StoreError> {
+        let loaded = self.loaded();
+        let breakers = self.store.breakers().await?;
+        let mut paused = self.store.pause().await?;
+        if !loaded.config.limits.enabled && paused.is_none() {
+            paused = Some(crate::guard::Pause {
+                by: "config (limits.enabled = false)".into(),
+                at: chrono::Utc::now(),
+                reason: "automation is disabled in the configuration".into(),
+            });
+        }
+        self.metrics.paused.set(i64::from(paused.is_some()));
+        self.guards.restore(breakers, paused);
+        Ok(())
     }
 
     /// Puts a newly loaded configuration in force. Runs in flight keep the one they took.
     pub fn replace_loaded(&self, loaded: Loaded) {
+        self.guards.reconfigure(Arc::new(loaded.config.clone()));
+        self.store
+            .set_storm_window(loaded.config.limits.storm_window);
         *self
             .loaded
             .write()
@@ -80,6 +106,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    if let Err(e) = app.restore_guards().await {
+        tracing::error!(error = %e, "cannot read breakers and the pause switch from the store");
+        return Err(std::io::Error::other(e.to_string()));
+    }
     let loaded = app.loaded();
     let started = NewEntry::new(
         Event::ServerStarted,
@@ -139,10 +169,12 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let loaded = app.loaded();
+    let paused = app.guards.paused();
     match app.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(json!({"ready": true, "runbooks": loaded.catalog.len(), "routes": loaded.config.routes.len()})),
+            axum::Json(json!({"ready": true, "runbooks": loaded.catalog.len(), "routes": loaded.config.routes.len(),
+                              "paused": paused})),
         )
             .into_response(),
         Err(e) => (
@@ -154,6 +186,20 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut worst: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for b in app.guards.breakers() {
+        let v = worst.entry(b.route.clone()).or_insert(0);
+        *v = (*v).max(b.breaker.state.gauge());
+    }
+    for (route, v) in worst {
+        app.metrics
+            .breaker_state
+            .get_or_create(&crate::metrics::RouteLabel { route })
+            .set(v);
+    }
+    app.metrics
+        .paused
+        .set(i64::from(app.guards.paused().is_some()));
     match app.store.count_by_state().await {
         Ok(counts) => app.metrics.set_incident_counts(&counts),
         Err(e) => tracing::warn!(error = %e, "cannot count incidents for /metrics"),

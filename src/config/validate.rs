@@ -23,11 +23,10 @@ use super::units::{parse_duration, parse_rate, parse_size, size_from_bytes};
 use super::{
     is_identifier, redact_url_password, BreakerConfig, ChannelConfig, ChannelKind, Config,
     ConfigError, ConfigErrors, EscalationConfig, LimitsConfig, Location, RouteConfig,
-    RunbookTarget, RunbooksConfig, ServerConfig, ServiceConfig, StoreConfig, WindowAction, WindowConfig,
-    DEFAULT_MAX_QUEUED, DEFAULT_STORM_WINDOW, DEFAULT_BODY_LIMIT,
-    DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT, DEFAULT_PAGERDUTY_URL, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT, DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL,
-    DEFAULT_VERIFY_FOR,
+    RunbookTarget, RunbooksConfig, ServerConfig, ServiceConfig, StoreConfig, WindowAction,
+    WindowConfig, DEFAULT_BODY_LIMIT, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUED,
+    DEFAULT_PAGERDUTY_URL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT,
+    DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_STORM_WINDOW, DEFAULT_VERIFY_FOR,
 };
 use crate::routing::matcher::parse_matchers;
 
@@ -334,8 +333,9 @@ impl Validator<'_> {
     fn window(&mut self, key: &str, spanned: &Spanned<RawWindow>) -> Option<WindowConfig> {
         let raw = spanned.get_ref();
         let weekdays = self.list(&format!("{key}.weekdays"), &raw.weekdays, |d| {
-            d.parse::<chrono::Weekday>()
-                .map_err(|_| format!("invalid weekday {d:?}: use mon, tue, wed, thu, fri, sat, sun"))
+            d.parse::<chrono::Weekday>().map_err(|_| {
+                format!("invalid weekday {d:?}: use mon, tue, wed, thu, fri, sat, sun")
+            })
         });
         let clock = |text: &str| -> Result<u32, String> {
             let bad = || format!("invalid time {text:?}: expected HH:MM, 00:00 to 24:00");
@@ -353,7 +353,11 @@ impl Validator<'_> {
                 .map_err(|_| format!("unknown time zone {tz:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\""))
         });
         if start == end {
-            self.error(key, spanned.span(), "start and end are equal: the window would be empty");
+            self.error(
+                key,
+                spanned.span(),
+                "start and end are equal: the window would be empty",
+            );
             return None;
         }
         Some(WindowConfig {
@@ -460,7 +464,9 @@ impl Validator<'_> {
             |a| match a {
                 "wait" => Ok(WindowAction::Wait),
                 "escalate" => Ok(WindowAction::Escalate),
-                other => Err(format!("unknown action {other:?}: use \"wait\" or \"escalate\"")),
+                other => Err(format!(
+                    "unknown action {other:?}: use \"wait\" or \"escalate\""
+                )),
             },
         );
 

@@ -69,7 +69,10 @@ pub enum Admit {
     /// Allowed as the half-open trial.
     Trial,
     /// Refused: the breaker is open (or half-open with its trial in flight).
-    Refuse { failures: Vec<String>, until: Option<DateTime<Utc>> },
+    Refuse {
+        failures: Vec<String>,
+        until: Option<DateTime<Utc>>,
+    },
 }
 
 impl Breaker {
@@ -102,7 +105,13 @@ impl Breaker {
     }
 
     /// Records a remediation's result. Returns true when the state changed.
-    pub fn record(&mut self, incident: &str, success: bool, now: DateTime<Utc>, threshold: u32) -> bool {
+    pub fn record(
+        &mut self,
+        incident: &str,
+        success: bool,
+        now: DateTime<Utc>,
+        threshold: u32,
+    ) -> bool {
         let before = self.state;
         let is_trial = self.trial.as_deref() == Some(incident);
         match (self.state, success) {
@@ -196,11 +205,17 @@ mod tests {
     fn half_opens_after_the_cooldown_and_closes_on_a_good_trial() {
         let mut b = Breaker::default();
         b.record("i1", false, t(0), 1);
-        assert!(matches!(admit(&mut b, "i2", COOLDOWN - 1), Admit::Refuse { .. }));
+        assert!(matches!(
+            admit(&mut b, "i2", COOLDOWN - 1),
+            Admit::Refuse { .. }
+        ));
         assert_eq!(admit(&mut b, "trial", COOLDOWN), Admit::Trial);
         assert_eq!(b.state, State::HalfOpen);
         // Only one trial at a time.
-        assert!(matches!(admit(&mut b, "other", COOLDOWN), Admit::Refuse { .. }));
+        assert!(matches!(
+            admit(&mut b, "other", COOLDOWN),
+            Admit::Refuse { .. }
+        ));
         assert!(b.record("trial", true, t(COOLDOWN + 1), 1));
         assert_eq!(b, Breaker::default());
         assert_eq!(admit(&mut b, "next", COOLDOWN + 2), Admit::Allow);
@@ -213,8 +228,15 @@ mod tests {
         assert_eq!(admit(&mut b, "trial", COOLDOWN), Admit::Trial);
         assert!(b.record("trial", false, t(COOLDOWN + 1), 1));
         assert_eq!(b.state, State::Open);
-        assert_eq!(b.opened_at, Some(t(COOLDOWN + 1)), "the cooldown starts again");
-        assert!(matches!(admit(&mut b, "x", COOLDOWN + 2), Admit::Refuse { .. }));
+        assert_eq!(
+            b.opened_at,
+            Some(t(COOLDOWN + 1)),
+            "the cooldown starts again"
+        );
+        assert!(matches!(
+            admit(&mut b, "x", COOLDOWN + 2),
+            Admit::Refuse { .. }
+        ));
         assert_eq!(admit(&mut b, "y", 2 * COOLDOWN + 1), Admit::Trial);
     }
 

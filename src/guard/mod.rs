@@ -40,7 +40,12 @@ impl Clock for TokioClock {
     }
 }
 
-type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, TokioClock, NoOpMiddleware<std::time::Instant>>;
+type Limiter = RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    TokioClock,
+    NoOpMiddleware<std::time::Instant>,
+>;
 
 /// A queued incident, as the guards see it.
 #[derive(Debug, Clone)]
@@ -163,7 +168,13 @@ impl Guards {
             let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
             let l = built
                 .entry(format!("{scope}|{}|{:?}", rate.count, rate.per))
-                .or_insert_with(|| Arc::new(RateLimiter::new(quota(rate), DefaultKeyedStateStore::default(), TokioClock)))
+                .or_insert_with(|| {
+                    Arc::new(RateLimiter::new(
+                        quota(rate),
+                        DefaultKeyedStateStore::default(),
+                        TokioClock,
+                    ))
+                })
                 .clone();
             (rate, l)
         };
@@ -172,7 +183,10 @@ impl Guards {
             routes: config
                 .routes
                 .iter()
-                .filter_map(|r| r.rate.map(|rate| (r.name.clone(), limiter(format!("route:{}", r.name), rate))))
+                .filter_map(|r| {
+                    r.rate
+                        .map(|rate| (r.name.clone(), limiter(format!("route:{}", r.name), rate)))
+                })
                 .collect(),
             exec: config.limits.exec_rate.map(|r| limiter("exec".into(), r)),
             http: config.limits.http_rate.map(|r| limiter("http".into(), r)),
@@ -181,8 +195,18 @@ impl Guards {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
+    /// Puts back what the store kept: the breakers and the pause switch.
+    pub fn restore(&self, breakers: Vec<BreakerEntry>, paused: Option<Pause>) {
+        *self.breakers.lock().unwrap_or_else(|p| p.into_inner()) =
+            breakers.into_iter().map(|b| (b.id.clone(), b)).collect();
+        self.set_paused(paused);
+    }
+
     pub fn paused(&self) -> Option<Pause> {
-        self.paused.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.paused
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_paused(&self, pause: Option<Pause>) {
@@ -195,7 +219,12 @@ impl Guards {
             return Decision::Refuse {
                 reason: Reason::Paused,
                 limit: "paused",
-                message: format!("medic is paused (by {} at {}: {})", p.by, p.at.to_rfc3339(), p.reason),
+                message: format!(
+                    "medic is paused (by {} at {}: {})",
+                    p.by,
+                    p.at.to_rfc3339(),
+                    p.reason
+                ),
             };
         }
         let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
@@ -226,9 +255,14 @@ impl Guards {
         }
 
         // Concurrency caps: waiting, not refusing; the incident stays queued in the store.
-        let in_flight = route.and_then(|r| r.max_in_flight.map(|max| (r, max))).map(|(r, max)| {
-            (format!("{}\u{1f}{}", r.name, key_of(&c.labels, &r.in_flight_key)), max)
-        });
+        let in_flight = route
+            .and_then(|r| r.max_in_flight.map(|max| (r, max)))
+            .map(|(r, max)| {
+                (
+                    format!("{}\u{1f}{}", r.name, key_of(&c.labels, &r.in_flight_key)),
+                    max,
+                )
+            });
         if let Some((key, max)) = &in_flight {
             let counts = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             if counts.get(key).copied().unwrap_or(0) >= *max {
@@ -240,12 +274,16 @@ impl Guards {
         let breaker = route.and_then(|r| r.breaker.as_ref().map(|b| (r, b)));
         let breaker_key = breaker.map(|(r, b)| {
             let key = key_of(&c.labels, &b.key);
-            let labels: BTreeMap<String, String> =
-                b.key.iter().map(|k| (k.clone(), c.labels.get(k).cloned().unwrap_or_default())).collect();
+            let labels: BTreeMap<String, String> = b
+                .key
+                .iter()
+                .map(|k| (k.clone(), c.labels.get(k).cloned().unwrap_or_default()))
+                .collect();
             (breaker_id(&r.name, &key), r.name.clone(), labels, b)
         });
         if let Some((id, _, _, cfg)) = &breaker_key {
-            let cooldown = chrono::Duration::from_std(cfg.cooldown).unwrap_or(chrono::Duration::MAX);
+            let cooldown =
+                chrono::Duration::from_std(cfg.cooldown).unwrap_or(chrono::Duration::MAX);
             let mut b = self.breaker_state(id);
             if let Admit::Refuse { failures, until } = b.admit(&c.id, now, cooldown) {
                 return Decision::Refuse {
@@ -266,11 +304,19 @@ impl Guards {
             if let Some((rate, limiter)) = limits.routes.get(&r.name) {
                 let key = key_of(&c.labels, &r.rate_key);
                 if limiter.check_key(&key).is_err() {
-                    let per = if r.rate_key.is_empty() { String::new() } else { format!(" per {key}") };
+                    let per = if r.rate_key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" per {key}")
+                    };
                     return Decision::Refuse {
                         reason: Reason::RateLimited,
                         limit: "route_rate",
-                        message: format!("route {:?} allows {} runs{per} (routes.rate)", r.name, show(*rate)),
+                        message: format!(
+                            "route {:?} allows {} runs{per} (routes.rate)",
+                            r.name,
+                            show(*rate)
+                        ),
                     };
                 }
             }
@@ -280,7 +326,10 @@ impl Guards {
                 return Decision::Refuse {
                     reason: Reason::RateLimited,
                     limit: "global_rate",
-                    message: format!("medic allows {} runbook runs in all (limits.rate)", show(*rate)),
+                    message: format!(
+                        "medic allows {} runbook runs in all (limits.rate)",
+                        show(*rate)
+                    ),
                 };
             }
         }
@@ -292,7 +341,8 @@ impl Guards {
             breaker: None,
         };
         if let Some((id, route_name, key, cfg)) = breaker_key {
-            let cooldown = chrono::Duration::from_std(cfg.cooldown).unwrap_or(chrono::Duration::MAX);
+            let cooldown =
+                chrono::Duration::from_std(cfg.cooldown).unwrap_or(chrono::Duration::MAX);
             let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
             let entry = breakers.entry(id.clone()).or_insert_with(|| BreakerEntry {
                 id: id.clone(),
@@ -304,7 +354,12 @@ impl Guards {
             ticket.breaker = Some(id);
         }
         if let Some((key, _)) = in_flight {
-            *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_insert(0) += 1;
+            *self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key.clone())
+                .or_insert(0) += 1;
             ticket.in_flight = Some(key);
         }
         Decision::Run(ticket)
@@ -325,7 +380,13 @@ impl Guards {
 
     /// Records a remediation's result with breaker `id`; returns the breaker to persist
     /// when it changed state (or when it remembered a new failure).
-    pub fn record(&self, id: &str, incident: &str, success: bool, now: DateTime<Utc>) -> Option<(BreakerEntry, bool)> {
+    pub fn record(
+        &self,
+        id: &str,
+        incident: &str,
+        success: bool,
+        now: DateTime<Utc>,
+    ) -> Option<(BreakerEntry, bool)> {
         let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         let entry = breakers.get_mut(id)?;
@@ -359,7 +420,13 @@ impl Guards {
     }
 
     pub fn breakers(&self) -> Vec<BreakerEntry> {
-        let mut v: Vec<BreakerEntry> = self.breakers.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut v: Vec<BreakerEntry> = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| (&a.route, &a.id).cmp(&(&b.route, &b.id)));
         v
     }
@@ -376,7 +443,16 @@ impl Guards {
     /// May a step run now? `kind` is `exec` (key: the program) or `http` (key: the host).
     pub fn step(&self, kind: &str, key: &str) -> Result<(), (Reason, &'static str, String)> {
         if let Some(p) = self.paused() {
-            return Err((Reason::Paused, "paused", format!("medic was paused by {} at {}: {}", p.by, p.at.to_rfc3339(), p.reason)));
+            return Err((
+                Reason::Paused,
+                "paused",
+                format!(
+                    "medic was paused by {} at {}: {}",
+                    p.by,
+                    p.at.to_rfc3339(),
+                    p.reason
+                ),
+            ));
         }
         let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
         let (limit, name, setting) = match kind {
@@ -389,7 +465,11 @@ impl Guards {
                 return Err((
                     Reason::RateLimited,
                     name,
-                    format!("{kind} of {key} refused: {setting} allows {} per {}", show(*rate), if kind == "exec" { "program" } else { "host" }),
+                    format!(
+                        "{kind} of {key} refused: {setting} allows {} per {}",
+                        show(*rate),
+                        if kind == "exec" { "program" } else { "host" }
+                    ),
                 ));
             }
         }

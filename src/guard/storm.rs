@@ -35,10 +35,20 @@ mod tests {
     #[test]
     fn joins_within_the_window_only() {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
-        let g = Group { id: "g1".into(), opened_at: t0, size: 3 };
+        let g = Group {
+            id: "g1".into(),
+            opened_at: t0,
+            size: 3,
+        };
         let w = Duration::seconds(60);
         assert_eq!(assign(None, t0, w), Grouping::Open);
-        assert_eq!(assign(Some(&g), t0 + Duration::seconds(59), w), Grouping::Join("g1".into()));
-        assert_eq!(assign(Some(&g), t0 + Duration::seconds(60), w), Grouping::Open);
+        assert_eq!(
+            assign(Some(&g), t0 + Duration::seconds(59), w),
+            Grouping::Join("g1".into())
+        );
+        assert_eq!(
+            assign(Some(&g), t0 + Duration::seconds(60), w),
+            Grouping::Open
+        );
     }
 }

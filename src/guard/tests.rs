@@ -16,7 +16,10 @@ fn cand(id: &str, route: &str, labels: &[(&str, &str)]) -> Candidate {
     Candidate {
         id: id.into(),
         route: Some(route.into()),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -26,7 +29,11 @@ fn now() -> DateTime<Utc> {
 
 fn refused(d: &Decision) -> (&'static str, Reason, String) {
     match d {
-        Decision::Refuse { reason, limit, message } => (limit, *reason, message.clone()),
+        Decision::Refuse {
+            reason,
+            limit,
+            message,
+        } => (limit, *reason, message.clone()),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -48,9 +55,15 @@ async fn route_rate_refuses_exactly_past_its_budget_and_recovers() {
     }
     let (limit, reason, msg) = refused(&g.admit(&a(3), now()));
     assert_eq!((limit, reason), ("route_rate", Reason::RateLimited));
-    assert_eq!(msg, "route \"disk\" allows 3/10m runs per instance=a (routes.rate)");
+    assert_eq!(
+        msg,
+        "route \"disk\" allows 3/10m runs per instance=a (routes.rate)"
+    );
     // Another instance has its own budget.
-    assert!(matches!(g.admit(&cand("b0", "disk", &[("instance", "b")]), now()), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("b0", "disk", &[("instance", "b")]), now()),
+        Decision::Run(_)
+    ));
     // One run's worth comes back after a third of the window, all of it after the window.
     tokio::time::advance(Duration::from_secs(199)).await;
     assert!(matches!(g.admit(&a(4), now()), Decision::Refuse { .. }));
@@ -66,23 +79,43 @@ async fn route_rate_refuses_exactly_past_its_budget_and_recovers() {
 #[tokio::test(start_paused = true)]
 async fn global_rate_counts_every_route() {
     let g = guards("[limits]\nrate = \"2/1m\"\n[[routes]]\nname = \"r\"\nrunbook = \"r.rhai\"\n");
-    assert!(matches!(g.admit(&cand("1", "r", &[]), now()), Decision::Run(_)));
-    assert!(matches!(g.admit(&cand("2", "other", &[]), now()), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("1", "r", &[]), now()),
+        Decision::Run(_)
+    ));
+    assert!(matches!(
+        g.admit(&cand("2", "other", &[]), now()),
+        Decision::Run(_)
+    ));
     let (limit, _, msg) = refused(&g.admit(&cand("3", "r", &[]), now()));
     assert_eq!(limit, "global_rate");
     assert_eq!(msg, "medic allows 2/1m runbook runs in all (limits.rate)");
     tokio::time::advance(Duration::from_secs(30)).await;
-    assert!(matches!(g.admit(&cand("4", "r", &[]), now()), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("4", "r", &[]), now()),
+        Decision::Run(_)
+    ));
 }
 
 #[tokio::test]
 async fn in_flight_cap_makes_incidents_wait_per_key() {
     let g = guards("[[routes]]\nname = \"svc\"\nrunbook = \"r.rhai\"\nmax_in_flight = 1\nin_flight_key = [\"service\"]\n");
-    let Decision::Run(t1) = g.admit(&cand("1", "svc", &[("service", "db")]), now()) else { panic!() };
-    assert!(matches!(g.admit(&cand("2", "svc", &[("service", "db")]), now()), Decision::Wait("max_in_flight")));
-    assert!(matches!(g.admit(&cand("3", "svc", &[("service", "web")]), now()), Decision::Run(_)));
+    let Decision::Run(t1) = g.admit(&cand("1", "svc", &[("service", "db")]), now()) else {
+        panic!()
+    };
+    assert!(matches!(
+        g.admit(&cand("2", "svc", &[("service", "db")]), now()),
+        Decision::Wait("max_in_flight")
+    ));
+    assert!(matches!(
+        g.admit(&cand("3", "svc", &[("service", "web")]), now()),
+        Decision::Run(_)
+    ));
     g.release(&t1);
-    assert!(matches!(g.admit(&cand("2", "svc", &[("service", "db")]), now()), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("2", "svc", &[("service", "db")]), now()),
+        Decision::Run(_)
+    ));
 }
 
 const BREAKER: &str = r#"
@@ -98,7 +131,9 @@ async fn breaker_opens_half_opens_and_closes() {
     let c = |id: &str| cand(id, "restart", &[("instance", "a")]);
     let t = |min: i64| now() + chrono::Duration::minutes(min);
     for id in ["i1", "i2"] {
-        let Decision::Run(ticket) = g.admit(&c(id), t(0)) else { panic!() };
+        let Decision::Run(ticket) = g.admit(&c(id), t(0)) else {
+            panic!()
+        };
         let bid = ticket.breaker.clone().unwrap();
         g.record(&bid, id, false, t(1));
     }
@@ -106,11 +141,18 @@ async fn breaker_opens_half_opens_and_closes() {
     assert_eq!((limit, reason), ("breaker", Reason::CircuitOpen));
     assert!(msg.contains("incidents i1, i2"), "{msg}");
     // Another instance has its own breaker.
-    assert!(matches!(g.admit(&cand("b1", "restart", &[("instance", "b")]), t(2)), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("b1", "restart", &[("instance", "b")]), t(2)),
+        Decision::Run(_)
+    ));
     // After the cooldown one trial goes through; others wait for its result.
-    let Decision::Run(trial) = g.admit(&c("trial"), t(16)) else { panic!("trial") };
+    let Decision::Run(trial) = g.admit(&c("trial"), t(16)) else {
+        panic!("trial")
+    };
     assert!(matches!(g.admit(&c("i4"), t(16)), Decision::Refuse { .. }));
-    let (entry, changed) = g.record(trial.breaker.as_deref().unwrap(), "trial", true, t(17)).unwrap();
+    let (entry, changed) = g
+        .record(trial.breaker.as_deref().unwrap(), "trial", true, t(17))
+        .unwrap();
     assert!(changed);
     assert_eq!(entry.breaker.state, breaker::State::Closed);
     assert_eq!(entry.key.get("instance").map(String::as_str), Some("a"));
@@ -125,7 +167,9 @@ async fn breaker_state_is_restored_from_what_the_store_kept() {
     let kept = BreakerEntry {
         id: id.clone(),
         route: "restart".into(),
-        key: [("instance".to_string(), "a".to_string())].into_iter().collect(),
+        key: [("instance".to_string(), "a".to_string())]
+            .into_iter()
+            .collect(),
         breaker: Breaker {
             state: breaker::State::Open,
             consecutive_failures: 2,
@@ -138,19 +182,29 @@ async fn breaker_state_is_restored_from_what_the_store_kept() {
     let (limit, _, _) = refused(&g.admit(&cand("z", "restart", &[("instance", "a")]), now()));
     assert_eq!(limit, "breaker");
     assert_eq!(g.reset(&id).unwrap().breaker.state, breaker::State::Closed);
-    assert!(matches!(g.admit(&cand("z", "restart", &[("instance", "a")]), now()), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("z", "restart", &[("instance", "a")]), now()),
+        Decision::Run(_)
+    ));
 }
 
 #[tokio::test]
 async fn pause_refuses_runs_and_steps() {
     let g = guards("[limits]\nexec_rate = \"2/1m\"\n");
-    g.set_paused(Some(Pause { by: "alice".into(), at: now(), reason: "deploy".into() }));
+    g.set_paused(Some(Pause {
+        by: "alice".into(),
+        at: now(),
+        reason: "deploy".into(),
+    }));
     let (limit, reason, msg) = refused(&g.admit(&cand("1", "any", &[]), now()));
     assert_eq!((limit, reason), ("paused", Reason::Paused));
     assert!(msg.contains("by alice") && msg.contains("deploy"), "{msg}");
     assert_eq!(g.step("exec", "systemctl").unwrap_err().0, Reason::Paused);
     g.set_paused(None);
-    assert!(matches!(g.admit(&cand("1", "any", &[]), now()), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("1", "any", &[]), now()),
+        Decision::Run(_)
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,8 +214,14 @@ async fn step_rates_count_per_program_and_host() {
     assert!(g.step("exec", "systemctl").is_ok());
     let (reason, limit, msg) = g.step("exec", "systemctl").unwrap_err();
     assert_eq!((reason, limit), (Reason::RateLimited, "exec_rate"));
-    assert_eq!(msg, "exec of systemctl refused: limits.exec_rate allows 2/1m per program");
-    assert!(g.step("exec", "df").is_ok(), "another program has its own budget");
+    assert_eq!(
+        msg,
+        "exec of systemctl refused: limits.exec_rate allows 2/1m per program"
+    );
+    assert!(
+        g.step("exec", "df").is_ok(),
+        "another program has its own budget"
+    );
     assert!(g.step("http", "admin:8080").is_ok());
     assert!(g.step("http", "admin:8080").is_err());
     tokio::time::advance(Duration::from_secs(60)).await;
@@ -184,12 +244,21 @@ maintenance_action = "escalate"
 "#;
     let g = guards(toml);
     // 2026-11-23 10:00 UTC is a Monday, inside both windows.
-    assert!(matches!(g.admit(&cand("1", "waits", &[]), now()), Decision::Wait("maintenance window")));
+    assert!(matches!(
+        g.admit(&cand("1", "waits", &[]), now()),
+        Decision::Wait("maintenance window")
+    ));
     let (limit, reason, msg) = refused(&g.admit(&cand("2", "escalates", &[]), now()));
     assert_eq!((limit, reason), ("maintenance", Reason::Paused));
-    assert!(msg.contains("maintenance window (09:00-11:00 UTC)"), "{msg}");
+    assert!(
+        msg.contains("maintenance window (09:00-11:00 UTC)"),
+        "{msg}"
+    );
     let later = now() + chrono::Duration::hours(2);
-    assert!(matches!(g.admit(&cand("1", "waits", &[]), later), Decision::Run(_)));
+    assert!(matches!(
+        g.admit(&cand("1", "waits", &[]), later),
+        Decision::Run(_)
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -201,17 +270,26 @@ async fn a_reload_keeps_the_rate_windows() {
     }
     let cfg = Config::parse(std::path::Path::new("t.toml"), ROUTE_RATE, &|_| None).unwrap();
     g.reconfigure(Arc::new(cfg));
-    assert!(matches!(g.admit(&a(3), now()), Decision::Refuse { .. }), "a reload must not refill the budget");
+    assert!(
+        matches!(g.admit(&a(3), now()), Decision::Refuse { .. }),
+        "a reload must not refill the budget"
+    );
 }
 
 #[test]
 fn one_decision_is_cheap() {
     // Not a performance assertion (see benches/guards.rs): just that deciding works in a loop.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let g = guards(BREAKER);
         for i in 0..1000 {
-            let d = g.admit(&cand(&i.to_string(), "restart", &[("instance", "a")]), now());
+            let d = g.admit(
+                &cand(&i.to_string(), "restart", &[("instance", "a")]),
+                now(),
+            );
             if let Decision::Run(t) = d {
                 g.release(&t);
             }

@@ -60,9 +60,15 @@ mod tests {
     fn windows_may_cross_midnight() {
         let w = window(&[Weekday::Sat], 22 * 60, 6 * 60, chrono_tz::UTC);
         assert!(contains(&w, at(28, 23, 0)), "Saturday night");
-        assert!(contains(&w, at(29, 5, 0)), "early Sunday belongs to Saturday's window");
+        assert!(
+            contains(&w, at(29, 5, 0)),
+            "early Sunday belongs to Saturday's window"
+        );
         assert!(!contains(&w, at(29, 7, 0)));
-        assert!(!contains(&w, at(28, 5, 0)), "early Saturday belongs to Friday, not in the list");
+        assert!(
+            !contains(&w, at(28, 5, 0)),
+            "early Saturday belongs to Friday, not in the list"
+        );
         let all_day = window(&[Weekday::Sun], 0, 24 * 60, chrono_tz::UTC);
         assert!(contains(&all_day, at(29, 23, 59)));
     }

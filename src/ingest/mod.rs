@@ -163,6 +163,18 @@ async fn handle(
         })
         .collect::<Vec<_>>();
     let statuses: Vec<&'static str> = alerts.iter().map(|(a, _)| a.status.as_str()).collect();
+    // For breakers: a resolution after medic's run is a successful remediation.
+    let breakers: Vec<Option<String>> = alerts
+        .iter()
+        .map(|(a, routed)| match routed {
+            crate::routing::Decision::Runbook { route, .. }
+                if a.status == payload::Status::Resolved =>
+            {
+                app.guards.breaker_for(route, &a.labels)
+            }
+            _ => None,
+        })
+        .collect();
     let delivery = Delivery {
         received_at: Utc::now(),
         source: peer.to_string(),
@@ -217,10 +229,22 @@ async fn handle(
             AlertEffect::Stale => {
                 m.alerts_stale.inc();
             }
-            AlertEffect::Resolved | AlertEffect::UnknownResolved => {}
+            AlertEffect::Resolved { .. } | AlertEffect::UnknownResolved => {}
         }
     }
     m.incidents_opened.inc_by(opened);
+    for (effect, breaker) in effects.iter().zip(&breakers) {
+        if let (
+            AlertEffect::Resolved {
+                id,
+                outcome: crate::incident::Outcome::AutoRemediated,
+            },
+            Some(b),
+        ) = (effect, breaker)
+        {
+            crate::runner::record_breaker(app, b, id, true).await;
+        }
+    }
     let queued = effects.iter().any(|e| {
         matches!(
             e,

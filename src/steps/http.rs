@@ -37,6 +37,17 @@ pub enum HttpError {
     Transport(String),
 }
 
+impl Checked {
+    /// `host:port`, the key of per-host limits.
+    pub fn host(&self) -> String {
+        format!(
+            "{}:{}",
+            self.url.host_str().unwrap_or(""),
+            self.url.port_or_known_default().unwrap_or(0)
+        )
+    }
+}
+
 impl HttpStep {
     /// Checks the method, the URL and the host before anything is sent.
     pub fn check(&self, method: &str, url: &str) -> Result<Checked, String> {

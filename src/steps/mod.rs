@@ -152,6 +152,7 @@ pub struct StepHost {
     pub dry_run: bool,
     pub cancel: Cancel,
     pub metrics: Arc<Metrics>,
+    pub guards: Arc<crate::guard::Guards>,
 }
 
 impl StepHost {
@@ -195,6 +196,20 @@ impl StepHost {
         Stop::new(reason, format!("{step}: {message}"))
     }
 
+    /// Asks the guards whether a step may run (the pause switch, per-step rate limits).
+    fn guard(&self, step: &'static str, key: &str, args: &Value) -> Result<(), Stop> {
+        match self.guards.step(step, key) {
+            Ok(()) => Ok(()),
+            Err((reason, limit, message)) => {
+                self.metrics
+                    .refusals
+                    .get_or_create(&crate::metrics::LimitLabel { limit })
+                    .inc();
+                Err(self.fail(step, args.clone(), reason, message))
+            }
+        }
+    }
+
     /// Dry run: record the step and return its synthetic result.
     fn would_run(&self, step: &'static str, args: Value, result: Map) -> Result<Map, Stop> {
         self.record(Event::StepWouldRun, json!({"step": step, "args": args}))?;
@@ -222,6 +237,7 @@ impl Host for StepHost {
             return Err(self.fail("exec", shown_args, Reason::StepFailed, err.to_string()));
         };
         let args_json = json!({"program": program, "path": path, "args": args});
+        self.guard("exec", program, &args_json)?;
         if self.dry_run {
             return self.would_run(
                 "exec",
@@ -285,6 +301,7 @@ impl Host for StepHost {
             Ok(r) => r,
             Err(message) => return Err(self.fail("http", args, Reason::StepFailed, message)),
         };
+        self.guard("http", &request.host(), &args)?;
         if self.dry_run {
             return self.would_run(
                 "http",
@@ -354,6 +371,7 @@ impl Host for StepHost {
 
     fn sleep(&self, duration: Duration) -> Result<(), Stop> {
         let args = json!({"seconds": duration.as_secs_f64()});
+        self.guard("sleep", "", &args)?;
         if self.dry_run {
             self.would_run("sleep", args, Map::new())?;
             return Ok(());
@@ -395,6 +413,7 @@ impl Host for StepHost {
                 return Err(self.fail("silence", args, Reason::StepFailed, message));
             }
         };
+        self.guard("silence", "", &args)?;
         if self.dry_run {
             self.would_run("silence", args, Map::new())?;
             return Ok("dry-run".into());
@@ -434,6 +453,7 @@ impl Host for StepHost {
                 "needs [prometheus] url in the config".into(),
             ));
         };
+        self.guard("query", "", &args)?;
         if self.dry_run {
             self.would_run("query", args, Map::new())?;
             return Ok(Array::new());

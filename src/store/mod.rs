@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::audit::{self, NewEntry};
+use crate::guard::{BreakerEntry, Pause};
 use crate::incident::{Outcome, Reason, State};
 use crate::ingest::payload::{Alert, Status};
 use crate::metrics::StoreMetrics;
@@ -79,11 +80,15 @@ pub struct Delivery {
 }
 
 /// What a committed delivery did to each of its alerts, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlertEffect {
     Opened(State),
     Deduplicated,
-    Resolved,
+    /// Incident `id` was resolved, with this outcome.
+    Resolved {
+        id: String,
+        outcome: Outcome,
+    },
     /// An open incident was closed by a newer firing, and a new one opened.
     Superseded(State),
     Stale,
@@ -122,6 +127,9 @@ pub struct Incident {
     pub attempts: u32,
     /// Why it was escalated, in words (with `reason`).
     pub message: Option<String>,
+    /// The storm group of its escalation, shared with other escalations of the same route
+    /// and reason close in time.
+    pub escalation_group: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineEntry>>,
 }
@@ -150,6 +158,24 @@ pub struct Claim {
     pub runbook: String,
     /// This run's number: 1 for the first.
     pub attempt: u32,
+}
+
+/// A queued incident, as the guards need to see it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: String,
+    pub route: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A queued incident the guards refused.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub id: String,
+    pub reason: Reason,
+    /// The limit that refused (`route_rate`, `breaker`, `paused`, ...).
+    pub limit: &'static str,
+    pub message: String,
 }
 
 /// How a run ended, as the store records it.
@@ -208,21 +234,6 @@ impl Store {
         }
     }
 
-    /// Moves up to `limit` queued incidents (oldest first) to `remediating` and returns
-    /// them. One claim per incident: a claimed incident is no longer queued.
-    ///
-    /// `started` describes each run for its `run_started` audit entry, written in the same
-    /// commit as the claim.
-    pub async fn claim_queued(
-        &self,
-        limit: usize,
-        started: impl Fn(&Claim) -> Value + Send + 'static,
-    ) -> Result<Vec<Claim>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.claim_queued(limit, Box::new(started)).await,
-        }
-    }
-
     /// Records how the run of incident `id` ended: its `run_finished` entry (`finished`)
     /// and the state change, in one commit. Returns the new state, or `None` when the
     /// incident had already moved on (its alert resolved during the run).
@@ -276,6 +287,77 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.silence_expired(incident_id, silence_id).await,
+        }
+    }
+
+    /// Up to `limit` queued incidents, oldest first, as the guards see them (a read).
+    pub async fn queued(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.queued(limit).await,
+        }
+    }
+
+    /// Claims the given queued incidents (queued → remediating), writing each one's
+    /// `run_started` entry (`started`) in the same commit. Incidents no longer queued are
+    /// skipped.
+    pub async fn claim(
+        &self,
+        ids: Vec<String>,
+        started: impl Fn(&Claim) -> Value + Send + 'static,
+    ) -> Result<Vec<Claim>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.claim(ids, Box::new(started)).await,
+        }
+    }
+
+    /// Escalates queued incidents the guards refused, each with its reason, message and
+    /// the limit that refused it, in one commit.
+    pub async fn refuse(&self, refusals: Vec<Refusal>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.refuse(refusals).await,
+        }
+    }
+
+    /// Escalates the newest queued incidents beyond `max_queued` (`rate_limited`).
+    /// Returns how many.
+    pub async fn shed_queue(&self, max_queued: usize) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.shed_queue(max_queued).await,
+        }
+    }
+
+    /// Every persisted circuit breaker.
+    pub async fn breakers(&self) -> Result<Vec<BreakerEntry>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.breakers().await,
+        }
+    }
+
+    /// Persists a breaker and audits why (`detail`).
+    pub async fn save_breaker(&self, entry: BreakerEntry, detail: Value) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.save_breaker(entry, detail).await,
+        }
+    }
+
+    /// The persisted pause switch.
+    pub async fn pause(&self) -> Result<Option<Pause>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.pause().await,
+        }
+    }
+
+    /// Sets (or clears) the pause switch and audits who did it.
+    pub async fn set_pause(&self, pause: Option<Pause>, by: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_pause(pause, by).await,
+        }
+    }
+
+    /// Escalations of one route and reason within `window` are grouped (storm handling).
+    pub fn set_storm_window(&self, window: std::time::Duration) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_storm_window(window),
         }
     }
 

@@ -18,10 +18,11 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    stamp, stamp_exact, AlertEffect, Claim, Delivery, Incident, IncidentFilter, Routed, RunResult,
-    StoreError, TimelineEntry,
+    stamp, stamp_exact, AlertEffect, Claim, Delivery, Incident, IncidentFilter, Queued, Refusal,
+    Routed, RunResult, StoreError, TimelineEntry,
 };
 use crate::audit::{self, chain_hash, Event, NewEntry};
+use crate::guard::{storm, BreakerEntry, Pause};
 use crate::incident::{self, Action, Latest, Outcome, Reason, State};
 use crate::ingest::payload::Alert;
 use crate::metrics::StoreMetrics;
@@ -35,6 +36,7 @@ const QUEUE: usize = 8192;
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_runs.sql")),
+    (3, include_str!("migrations/sqlite/0003_guards.sql")),
 ];
 
 /// Describes a claimed run for its `run_started` audit entry.
@@ -49,6 +51,8 @@ pub(super) struct Sqlite {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     checkpointer: Arc<Mutex<Option<Checkpointer>>>,
     reader: Arc<Mutex<Connection>>,
+    /// The storm-grouping window in milliseconds, shared with the writer.
+    storm_window: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Copies the WAL back into the database file in the background, so that the writer never
@@ -82,10 +86,12 @@ impl Sqlite {
         configure(&reader).map_err(|e| open_err(Box::new(e)))?;
 
         let (tx, rx) = mpsc::channel(QUEUE);
+        let storm_window = Arc::new(std::sync::atomic::AtomicU64::new(60_000));
         let writer = Writer {
             conn,
             head,
             ids: ulid::Generator::new(),
+            storm_window: storm_window.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("medic-store-writer".into())
@@ -112,7 +118,181 @@ impl Sqlite {
                 handle: checkpoint,
             }))),
             reader: Arc::new(Mutex::new(reader)),
+            storm_window,
         })
+    }
+
+    pub(super) fn set_storm_window(&self, window: Duration) {
+        self.storm_window.store(
+            window.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub(super) async fn queued(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, route, labels FROM incidents WHERE state = 'queued' ORDER BY id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, route, labels) = row?;
+                let labels = serde_json::from_str(&labels)
+                    .map_err(|_| StoreError::Corrupt(format!("incident {id}: labels are not JSON")))?;
+                out.push(Queued { id, route, labels });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn claim(
+        &self,
+        ids: Vec<String>,
+        started: Describe,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.write(move |w| w.claim(&ids, &started)).await
+    }
+
+    pub(super) async fn refuse(&self, refusals: Vec<Refusal>) -> Result<(), StoreError> {
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            for r in refusals {
+                let m = Move {
+                    reason: Some(r.reason),
+                    message: Some(&r.message),
+                    extra: json!({ "refused_by": r.limit }),
+                    ..Move::new(State::Queued, State::Escalated)
+                };
+                w.transition(&r.id, m, &now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn shed_queue(&self, max_queued: usize) -> Result<usize, StoreError> {
+        self.write(move |w| {
+            let ids: Vec<String> = {
+                let mut stmt = w.conn.prepare_cached(
+                    "SELECT id FROM incidents WHERE state = 'queued' ORDER BY id DESC LIMIT -1 OFFSET ?1",
+                )?;
+                let rows = stmt.query_map([max_queued as i64], |r| r.get(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let now = stamp(Utc::now());
+            let message = format!("the queue of incidents waiting to run is full (limits.max_queued = {max_queued})");
+            for id in &ids {
+                let m = Move {
+                    reason: Some(Reason::RateLimited),
+                    message: Some(&message),
+                    extra: json!({ "refused_by": "max_queued" }),
+                    ..Move::new(State::Queued, State::Escalated)
+                };
+                w.transition(id, m, &now)?;
+            }
+            Ok(ids.len())
+        })
+        .await
+    }
+
+    pub(super) async fn breakers(&self) -> Result<Vec<BreakerEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id, route, key, data FROM breakers ORDER BY route, id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, route, key, data) = row?;
+                let corrupt = |what: &str| StoreError::Corrupt(format!("breaker {id}: {what}"));
+                out.push(BreakerEntry {
+                    key: serde_json::from_str(&key).map_err(|_| corrupt("key is not JSON"))?,
+                    breaker: serde_json::from_str(&data)
+                        .map_err(|_| corrupt("state is not valid"))?,
+                    id,
+                    route,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn save_breaker(
+        &self,
+        entry: BreakerEntry,
+        detail: Value,
+    ) -> Result<(), StoreError> {
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            w.conn
+                .prepare_cached(
+                    "INSERT INTO breakers (id, route, key, state, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data,
+                        updated_at = excluded.updated_at",
+                )?
+                .execute(params![
+                    entry.id,
+                    entry.route,
+                    to_json(&entry.key),
+                    entry.breaker.state.as_str(),
+                    to_json(&entry.breaker),
+                    now
+                ])?;
+            let mut detail = detail;
+            detail["breaker"] = json!(entry.id);
+            detail["route"] = json!(entry.route);
+            detail["key"] = json!(entry.key);
+            detail["state"] = json!(entry.breaker.state);
+            w.append(NewEntry::new(Event::BreakerChanged, &detail), &now)
+        })
+        .await
+    }
+
+    pub(super) async fn pause(&self) -> Result<Option<Pause>, StoreError> {
+        self.read(|c| {
+            let v: Option<String> = c
+                .query_row("SELECT value FROM settings WHERE name = 'pause'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
+        })
+        .await
+    }
+
+    pub(super) async fn set_pause(&self, pause: Option<Pause>, by: &str) -> Result<(), StoreError> {
+        let by = by.to_string();
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            let (event, detail) = match &pause {
+                Some(p) => {
+                    w.conn
+                        .prepare_cached(
+                            "INSERT INTO settings (name, value, updated_at) VALUES ('pause', ?1, ?2)
+                             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                        )?
+                        .execute(params![to_json(p), now])?;
+                    (Event::Paused, json!({"by": p.by, "reason": p.reason}))
+                }
+                None => {
+                    w.conn.execute("DELETE FROM settings WHERE name = 'pause'", [])?;
+                    (Event::Resumed, json!({ "by": by }))
+                }
+            };
+            w.append(NewEntry::new(event, &detail), &now)
+        })
+        .await
     }
 
     /// Runs `f` on the writer inside the next group commit; answers after the commit.
@@ -156,14 +336,6 @@ impl Sqlite {
             entries.into_iter().try_for_each(|e| w.append(e, &now))
         })
         .await
-    }
-
-    pub(super) async fn claim_queued(
-        &self,
-        limit: usize,
-        started: Describe,
-    ) -> Result<Vec<Claim>, StoreError> {
-        self.write(move |w| w.claim_queued(limit, &started)).await
     }
 
     pub(super) async fn finish_run(
@@ -463,6 +635,7 @@ pub(super) struct Writer {
     /// The newest audit entry's (seq, hash): the link the next entry chains to.
     head: (i64, String),
     ids: ulid::Generator,
+    storm_window: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
@@ -607,7 +780,7 @@ impl Writer {
             Action::Resolve { id, outcome } => {
                 let from = latest.map(|l| l.state).unwrap_or(State::Queued);
                 self.resolve(&id, from, outcome, a.ends_at, None, now)?;
-                Ok(AlertEffect::Resolved)
+                Ok(AlertEffect::Resolved { id, outcome })
             }
             Action::Supersede { id, outcome } => {
                 let from = latest.map(|l| l.state).unwrap_or(State::Queued);
@@ -702,46 +875,117 @@ impl Writer {
             NewEntry::for_incident(Event::StateChanged, id, &detail),
             now,
         )?;
+        if let (State::Escalated, Some(reason)) = (to, reason) {
+            self.group_escalation(id, reason, now)?;
+        }
         Ok(true)
     }
 
-    fn claim_queued(&mut self, limit: usize, started: &Describe) -> Result<Vec<Claim>, StoreError> {
-        let rows = {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT id, fingerprint, alertname, labels, annotations, starts_at, generator_url, route, runbook, attempts
-                 FROM incidents WHERE state = 'queued' ORDER BY id LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([limit as i64], |r| {
+    /// Puts an escalation into its storm group: the open group of its route and reason,
+    /// or a new one (see `guard::storm`).
+    fn group_escalation(&mut self, id: &str, reason: Reason, now: &str) -> Result<(), StoreError> {
+        let route: String = self
+            .conn
+            .prepare_cached("SELECT COALESCE(route, '') FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        let latest = self
+            .conn
+            .prepare_cached(
+                "SELECT id, opened_at, size FROM escalation_groups WHERE route = ?1 AND reason = ?2
+                 ORDER BY opened_at DESC LIMIT 1",
+            )?
+            .query_row(params![route, reason.as_str()], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, i64>(9)?,
+                    r.get::<_, i64>(2)?,
                 ))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
+            })
+            .optional()?
+            .and_then(|(gid, opened, size)| {
+                Some(storm::Group {
+                    id: gid,
+                    opened_at: parse_time(&opened)?,
+                    size: size as u32,
+                })
+            });
+        let now_t = parse_time(now).unwrap_or_else(Utc::now);
+        let window_ms = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        let (group, size, first) = match storm::assign(
+            latest.as_ref(),
+            now_t,
+            chrono::Duration::milliseconds(window_ms),
+        ) {
+            storm::Grouping::Join(gid) => {
+                self.conn
+                    .prepare_cached("UPDATE escalation_groups SET size = size + 1 WHERE id = ?1")?
+                    .execute([&gid])?;
+                let size = latest.map(|g| g.size + 1).unwrap_or(1);
+                (gid, size, false)
+            }
+            storm::Grouping::Open => {
+                let gid = self
+                    .ids
+                    .generate()
+                    .unwrap_or_else(|_| ulid::Ulid::new())
+                    .to_string();
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO escalation_groups (id, route, reason, opened_at, size) VALUES (?1, ?2, ?3, ?4, 1)",
+                    )?
+                    .execute(params![gid, route, reason.as_str(), now])?;
+                (gid, 1, true)
+            }
         };
+        self.conn
+            .prepare_cached("UPDATE incidents SET escalation_group = ?2 WHERE id = ?1")?
+            .execute(params![id, group])?;
+        let detail =
+            json!({"group": group, "route": route, "reason": reason, "first": first, "size": size});
+        self.append(
+            NewEntry::for_incident(Event::EscalationGrouped, id, &detail),
+            now,
+        )
+    }
+
+    fn claim(&mut self, ids: &[String], started: &Describe) -> Result<Vec<Claim>, StoreError> {
         let now = stamp(Utc::now());
-        let mut claims = Vec::with_capacity(rows.len());
-        for (
-            id,
-            fingerprint,
-            alertname,
-            labels,
-            annotations,
-            starts_at,
-            generator_url,
-            route,
-            runbook,
-            attempts,
-        ) in rows
-        {
+        let mut claims = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = self
+                .conn
+                .prepare_cached(
+                    "SELECT fingerprint, alertname, labels, annotations, starts_at, generator_url, route, runbook, attempts
+                     FROM incidents WHERE id = ?1 AND state = 'queued'",
+                )?
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, i64>(8)?,
+                    ))
+                })
+                .optional()?;
+            let Some((
+                fingerprint,
+                alertname,
+                labels,
+                annotations,
+                starts_at,
+                generator_url,
+                route,
+                runbook,
+                attempts,
+            )) = row
+            else {
+                continue;
+            };
             let attempt = attempts as u32 + 1;
             self.conn
                 .prepare_cached("UPDATE incidents SET attempts = ?2 WHERE id = ?1")?
@@ -750,29 +994,25 @@ impl Writer {
                 extra: json!({ "attempt": attempt }),
                 ..Move::new(State::Queued, State::Remediating)
             };
-            self.transition(&id, claimed, &now)?;
+            self.transition(id, claimed, &now)?;
             let corrupt = |what: &str| StoreError::Corrupt(format!("incident {id}: {what}"));
-            claims.push(Claim {
+            let claim = Claim {
                 labels: serde_json::from_str(&labels)
                     .map_err(|_| corrupt("labels are not JSON"))?,
                 annotations: serde_json::from_str(&annotations)
                     .map_err(|_| corrupt("annotations are not JSON"))?,
                 runbook: runbook.ok_or_else(|| corrupt("queued without a runbook"))?,
-                id,
+                id: id.clone(),
                 fingerprint,
                 alertname,
                 starts_at,
                 generator_url,
                 route,
                 attempt,
-            });
-            if let Some(claim) = claims.last() {
-                let detail = started(claim);
-                self.append(
-                    NewEntry::for_incident(Event::RunStarted, &claim.id, &detail),
-                    &now,
-                )?;
-            }
+            };
+            let detail = started(&claim);
+            self.append(NewEntry::for_incident(Event::RunStarted, id, &detail), &now)?;
+            claims.push(claim);
         }
         Ok(claims)
     }
@@ -1092,6 +1332,10 @@ fn raw_json(map: &std::collections::BTreeMap<String, String>) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
@@ -1100,7 +1344,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 const INCIDENT_COLUMNS: &str =
     "id, fingerprint, alertname, labels, annotations, state, reason, outcome, route, runbook,
-    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message";
+    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message, escalation_group";
 
 /// Maps an incident row; the inner result reports values this build cannot read.
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident, StoreError>> {
@@ -1137,6 +1381,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident, Stor
             deliveries: r.get::<_, i64>(15)? as u64,
             attempts: r.get::<_, i64>(16)? as u32,
             message: r.get(17)?,
+            escalation_group: r.get(18)?,
             timeline: None,
             id: id.clone(),
         })

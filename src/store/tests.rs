@@ -78,9 +78,21 @@ async fn firing_resend_resolve() {
         store.ingest(fx(Status::Firing, 0)).await.unwrap(),
         [AlertEffect::Deduplicated]
     );
+    let first = store
+        .incidents(IncidentFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
     assert_eq!(
         store.ingest(fx(Status::Resolved, 0)).await.unwrap(),
-        [AlertEffect::Resolved]
+        [AlertEffect::Resolved {
+            id: first,
+            outcome: Outcome::ResolvedBeforeAction
+        }]
     );
     // A late retry of the firing never reopens it.
     assert_eq!(
