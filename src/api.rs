@@ -97,11 +97,12 @@ struct Actor {
     reason: Option<String>,
 }
 
-fn actor(body: &axum::body::Bytes) -> Result<Actor, Response> {
+fn actor(body: &axum::body::Bytes) -> Result<Actor, Box<Response>> {
     if body.is_empty() {
         return Ok(Actor::default());
     }
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("body: {e}"))))
 }
 
 fn clip(s: Option<String>, default: &str) -> String {
@@ -118,7 +119,7 @@ async fn reset_breaker(
 ) -> Response {
     let who = match actor(&body) {
         Ok(a) => clip(a.by, "api"),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(entry) = app.guards.reset(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no breaker {id:?}"));
@@ -134,7 +135,7 @@ async fn reset_breaker(
 async fn pause(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
     let a = match actor(&body) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let p = crate::guard::Pause {
         by: clip(a.by, "api"),
@@ -153,7 +154,7 @@ async fn pause(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response
 async fn resume(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
     let who = match actor(&body) {
         Ok(a) => clip(a.by, "api"),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(e) = app.store.set_pause(None, &who).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
