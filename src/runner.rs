@@ -95,7 +95,13 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             continue;
         }
         let tickets = match admit(&app, free).await {
-            Ok(t) => t,
+            Ok((t, more)) => {
+                if more {
+                    // A full page was decided: look again at once rather than at the next tick.
+                    app.wake.wake();
+                }
+                t
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read queued incidents; will retry");
                 continue;
@@ -157,12 +163,15 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
 
 /// Asks the guards about the oldest queued incidents; refusals are escalated at once, in
 /// one commit; admitted ones come back with their tickets (at most `free`).
+/// Also says whether a full page was refused, so the caller looks again at once.
 async fn admit(
     app: &App,
     free: usize,
-) -> Result<std::collections::HashMap<String, Ticket>, crate::store::StoreError> {
+) -> Result<(std::collections::HashMap<String, Ticket>, bool), crate::store::StoreError> {
     // Look further than `free`: some at the front may have to wait (in-flight caps).
-    let queued = app.store.queued(free * 4 + 32).await?;
+    let page = free * 4 + 32;
+    let queued = app.store.queued(page).await?;
+    let full = queued.len() == page;
     let now = chrono::Utc::now();
     let mut admitted = std::collections::HashMap::new();
     let mut refusals = Vec::new();
@@ -199,10 +208,11 @@ async fn admit(
             }
         }
     }
-    if !refusals.is_empty() {
+    let refused = !refusals.is_empty();
+    if refused {
         app.store.refuse(refusals).await?;
     }
-    Ok(admitted)
+    Ok((admitted, full && refused))
 }
 
 /// Start-up recovery of runs a dead process left behind.
