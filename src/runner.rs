@@ -30,6 +30,8 @@ use crate::store::{Claim, Refusal, RunResult};
 
 /// How often the runner looks for work when nobody woke it.
 const POLL: Duration = Duration::from_secs(1);
+/// How often the queue's bound is enforced.
+const SHED_EVERY: Duration = Duration::from_millis(250);
 /// How long a stop waits for cancelled runs to record their end.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -51,6 +53,7 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     let mut runs: JoinSet<()> = JoinSet::new();
     let mut cancels: Vec<(tokio::task::Id, Cancel)> = Vec::new();
     let mut last_housekeeping = Instant::now();
+    let mut last_shed = Instant::now() - SHED_EVERY;
     tokio::pin!(stop);
     // Look for work at once: incidents may have been queued while medic was down.
     app.wake.wake();
@@ -72,23 +75,27 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             expire_silences(&app).await;
         }
         // Beyond the queue's bound, the newest queued incidents escalate rather than pile up.
-        let max_queued = app.loaded().config.limits.max_queued;
-        match app.store.shed_queue(max_queued).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(
-                    incidents = n,
-                    max_queued,
-                    "queue full: escalated the newest incidents as rate_limited"
-                );
-                app.metrics
-                    .refusals
-                    .get_or_create(&LimitLabel {
-                        limit: "max_queued",
-                    })
-                    .inc_by(n as u64);
+        // Checked a few times a second, not on every wake: in a storm, wakes are many.
+        if last_shed.elapsed() >= SHED_EVERY {
+            last_shed = Instant::now();
+            let max_queued = app.loaded().config.limits.max_queued;
+            match app.store.shed_queue(max_queued).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(
+                        incidents = n,
+                        max_queued,
+                        "queue full: escalated the newest incidents as rate_limited"
+                    );
+                    app.metrics
+                        .refusals
+                        .get_or_create(&LimitLabel {
+                            limit: "max_queued",
+                        })
+                        .inc_by(n as u64);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot check the queue bound"),
             }
-            Err(e) => tracing::error!(error = %e, "cannot check the queue bound"),
         }
         let free = slots.available_permits();
         if free == 0 {

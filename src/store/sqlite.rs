@@ -1,7 +1,8 @@
 //! The embedded SQLite backend.
 //!
 //! One writer thread owns the write connection and commits in groups: it takes the first
-//! waiting job, drains whatever else is already queued (up to [`MAX_BATCH`]), runs each in
+//! waiting job, drains whatever else is already queued (up to [`MAX_BATCH`] jobs and
+//! [`MAX_BATCH_WEIGHT`] alerts), runs each in
 //! its own savepoint inside one transaction, commits once (one fsync in WAL mode with
 //! `synchronous=FULL`) and only then answers every caller. A failing job rolls back to its
 //! savepoint and fails alone; a failing commit fails the whole batch, and nothing in it was
@@ -29,6 +30,9 @@ use crate::metrics::StoreMetrics;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// Most work (alerts, for deliveries; 1 for anything else) in one transaction: a commit
+/// stays short, so a small delivery never waits long behind a storm's big ones.
+const MAX_BATCH_WEIGHT: usize = 200;
 /// Jobs waiting for the writer before senders wait too (back-pressure).
 const QUEUE: usize = 8192;
 
@@ -301,12 +305,22 @@ impl Sqlite {
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_weighted(1, f).await
+    }
+
+    /// [`Self::write`] for a job worth `weight` units of work (a delivery: its alerts).
+    async fn write_weighted<T, F>(&self, weight: usize, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    {
         let sender = lock(&self.jobs).clone().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(FnJob {
             f: Some(f),
             out: None,
             reply,
+            weight,
         });
         sender.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -327,7 +341,9 @@ impl Sqlite {
     pub(super) async fn ingest(&self, d: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
         // Render the JSON here, on the caller's thread; the writer only binds it.
         let prepared = Prepared::new(d);
-        self.write(move |w| w.ingest(prepared)).await
+        let weight = prepared.alerts.len().max(1);
+        self.write_weighted(weight, move |w| w.ingest(prepared))
+            .await
     }
 
     pub(super) async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
@@ -594,12 +610,14 @@ fn audit_head(c: &Connection) -> Result<(i64, String), StoreError> {
 trait Job: Send {
     fn run(&mut self, w: &mut Writer) -> Result<(), StoreError>;
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    fn weight(&self) -> usize;
 }
 
 struct FnJob<T, F> {
     f: Option<F>,
     out: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    weight: usize,
 }
 
 impl<T, F> Job for FnJob<T, F>
@@ -616,6 +634,10 @@ where
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn weight(&self) -> usize {
+        self.weight
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -640,11 +662,28 @@ pub(super) struct Writer {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Box<dyn Job>>, metrics: StoreMetrics) {
-        while let Some(first) = rx.blocking_recv() {
+        // A job taken from the queue that did not fit in the last batch goes first.
+        let mut carry: Option<Box<dyn Job>> = None;
+        loop {
+            let first = match carry.take() {
+                Some(job) => job,
+                None => match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let mut weight = first.weight();
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && weight < MAX_BATCH_WEIGHT {
                 match rx.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) if weight + job.weight() > MAX_BATCH_WEIGHT => {
+                        carry = Some(job);
+                        break;
+                    }
+                    Ok(job) => {
+                        weight += job.weight();
+                        batch.push(job);
+                    }
                     Err(_) => break,
                 }
             }
