@@ -544,3 +544,34 @@ async fn sigterm_cancels_a_run_at_its_next_step() {
     assert_eq!(inc["reason"], "interrupted");
     assert!(events(&inc, "runbook_log").is_empty());
 }
+
+#[tokio::test]
+async fn an_http_call_without_an_answer_is_a_result_the_runbook_handles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Nothing listens on port 1: the connection is refused.
+    runbook(
+        dir,
+        "probe.rhai",
+        "let r = http(\"GET\", \"http://127.0.0.1:1/healthz\");\nif r.status == 0 { log(`no answer: ${r.error}`); }\n",
+    );
+    let routes = "[[routes]]\nmatchers = ['alertname=\"Probe\"']\nrunbook = \"probe.rhai\"\n";
+    let m = Medic::start_in(dir, &config(dir, "", routes));
+    assert_eq!(
+        post_webhook(&m, &body(vec![alert("Probe", "h", "firing")]))
+            .await
+            .0,
+        200
+    );
+    let inc = settled(&m, "Probe").await;
+    assert_eq!(inc["state"], "verifying", "{inc:#}");
+    let log = events(&inc, "runbook_log")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        log.starts_with("no answer: ") && log.contains("127.0.0.1:1"),
+        "{log}"
+    );
+    assert_eq!(events(&inc, "step_finished")[0]["status"], 0);
+}

@@ -352,16 +352,33 @@ impl Host for StepHost {
                     ("duration_ms", Dynamic::from(duration_ms)),
                 ]))
             }
-            Err(http::HttpError::Timeout(t)) => Err(self.fail(
-                "http",
-                args,
-                Reason::Timeout,
-                format!(
-                    "no answer within runbooks.http_timeout ({})",
-                    humantime::format_duration(t)
-                ),
-            )),
-            Err(e) => Err(self.fail("http", args, Reason::StepFailed, e.to_string())),
+            // No HTTP answer (refused, reset, timed out): a result, not a stop, so a runbook
+            // can react to a dead service. `status` 0 says there was no answer.
+            Err(e) => {
+                let error = match e {
+                    http::HttpError::Timeout(t) => {
+                        format!(
+                            "no answer within runbooks.http_timeout ({})",
+                            humantime::format_duration(t)
+                        )
+                    }
+                    other => other.to_string(),
+                };
+                let duration_ms = started.elapsed().as_millis() as i64;
+                self.record(
+                    Event::StepFinished,
+                    json!({"step": "http", "method": method, "url": url, "status": 0,
+                           "duration_ms": duration_ms, "error": error}),
+                )?;
+                self.count("http", "no_answer");
+                Ok(map(vec![
+                    ("status", Dynamic::from(0_i64)),
+                    ("body", Dynamic::from(String::new())),
+                    ("error", Dynamic::from(error)),
+                    ("truncated", Dynamic::from(false)),
+                    ("duration_ms", Dynamic::from(duration_ms)),
+                ]))
+            }
         }
     }
 
