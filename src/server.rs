@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::audit::{Event, NewEntry};
 use crate::loaded::Loaded;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Plans, Store};
 
 /// How long a stop waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,20 +33,34 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Wakes the runner when an incident may have been queued.
     pub wake: crate::runner::Wake,
+    /// Which escalation channels keep failing.
+    pub escalation: crate::escalate::Health,
+    /// The address the server listens on, once bound.
+    listening: std::sync::OnceLock<SocketAddr>,
 }
 
 impl App {
     pub fn new(loaded: Loaded, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
+        store.set_plans(Plans::from_config(&loaded.config));
         Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             store,
             metrics,
             wake: Default::default(),
+            escalation: Default::default(),
+            listening: Default::default(),
         })
+    }
+
+    /// medic's external URL, for links in messages: `server.external_url`, else the
+    /// address it listens on.
+    pub fn medic_url(&self) -> String {
+        crate::escalate::message::medic_url(&self.loaded().config, self.listening.get().copied())
     }
 
     /// Puts a newly loaded configuration in force. Runs in flight keep the one they took.
     pub fn replace_loaded(&self, loaded: Loaded) {
+        self.store.set_plans(Plans::from_config(&loaded.config));
         *self
             .loaded
             .write()
@@ -80,6 +94,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let _ = app.listening.set(addr);
     let loaded = app.loaded();
     let started = NewEntry::new(
         Event::ServerStarted,
@@ -107,6 +122,8 @@ pub async fn run(
             .into_future(),
     );
     let runner = tokio::spawn(crate::runner::run(app.clone(), stopped()));
+    let verifier = tokio::spawn(crate::verify::run(app.clone(), stopped()));
+    let sender = tokio::spawn(crate::escalate::run(app.clone(), stopped()));
     let reloader = tokio::spawn(crate::reload::watch(watch, stopped()));
     shutdown.await;
     tracing::info!("stopping: no new connections; finishing requests in flight, cancelling runs");
@@ -124,6 +141,10 @@ pub async fn run(
         tracing::error!(error = %e, "the runner failed while stopping");
     }
     let _ = reloader.await;
+    let _ = verifier.await;
+    if let Err(e) = sender.await {
+        tracing::error!(error = %e, "the escalation sender failed while stopping");
+    }
     let stopped = NewEntry::new(Event::ServerStopped, &json!({"listen": addr.to_string()}));
     if let Err(e) = app.store.audit(vec![stopped]).await {
         tracing::warn!(error = %e, "could not record the stop in the audit log");
@@ -140,11 +161,22 @@ async fn healthz() -> &'static str {
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let loaded = app.loaded();
     match app.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(json!({"ready": true, "runbooks": loaded.catalog.len(), "routes": loaded.config.routes.len()})),
-        )
-            .into_response(),
+        Ok(()) => {
+            // A failing channel does not make medic unready (it still remediates and
+            // queues notifications), but it is shown.
+            let failing: Vec<_> = app
+                .escalation
+                .failing(loaded.config.escalation.retry.fall_through_after)
+                .into_iter()
+                .map(|(channel, failures)| json!({"channel": channel, "consecutive_failures": failures}))
+                .collect();
+            (
+                StatusCode::OK,
+                axum::Json(json!({"ready": true, "runbooks": loaded.catalog.len(), "routes": loaded.config.routes.len(),
+                                  "failing_channels": failing})),
+            )
+                .into_response()
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"ready": false, "error": format!("store: {e}")})),
@@ -157,6 +189,13 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     match app.store.count_by_state().await {
         Ok(counts) => app.metrics.set_incident_counts(&counts),
         Err(e) => tracing::warn!(error = %e, "cannot count incidents for /metrics"),
+    }
+    match app.store.outbox_counts().await {
+        Ok(c) => {
+            app.metrics.outbox_pending.set(c.pending as i64);
+            app.metrics.outbox_failed.set(c.failed as i64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
     }
     (
         [(
