@@ -105,8 +105,7 @@ ensure_alertmanager() {
     echo "alertmanager: $MEDIC_ALERTMANAGER_BIN ($("$MEDIC_ALERTMANAGER_BIN" --version 2>&1 | head -1))"
 }
 
-# Hook: Python SMTP sink for the e-mail notification tests.
-# Not called yet; call it from main once a test needs it.
+# Python SMTP sink (aiosmtpd) for the e-mail notification tests.
 ensure_smtp_sink() {
     if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         return 0
@@ -159,6 +158,7 @@ ensure_postgres() {
 
 banner "install test dependencies"
 ensure_alertmanager
+ensure_smtp_sink
 
 LOCKED=()
 if [ -f Cargo.lock ]; then

@@ -60,7 +60,7 @@ pub enum SendError {
     Timeout,
     #[error("cannot connect: {0}")]
     Connect(String),
-    #[error("answered HTTP {status}: {body}")]
+    #[error("answered HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
     Http { status: u16, body: String },
     #[error("SMTP: {message}")]
     Smtp {
@@ -244,7 +244,10 @@ impl Health {
 pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
     let wake = app.store.outbox_wake();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let taken: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    // Notifications in flight, and those whose attempt was recorded since the last look:
+    // an id leaves `taken` only before a fresh read of the outbox, one that sees its record.
+    let mut taken: HashSet<i64> = HashSet::new();
+    let finished: Arc<Mutex<Vec<i64>>> = Arc::default();
     let mut sends: JoinSet<()> = JoinSet::new();
     let mut last_renotify = Instant::now();
     tokio::pin!(stop);
@@ -270,6 +273,9 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
                 Err(e) => tracing::warn!(error = %e, "cannot start renotify rounds; will retry"),
             }
         }
+        for id in lock(&finished).drain(..) {
+            taken.remove(&id);
+        }
         let due = match app.store.outbox_due(Utc::now(), BATCH).await {
             Ok(d) => d,
             Err(e) => {
@@ -278,17 +284,17 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
             }
         };
         for n in due {
-            if !lock(&taken).insert(n.id) {
-                continue; // in flight
+            if !taken.insert(n.id) {
+                continue; // in flight, or its record is not read back yet
             }
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (app, taken) = (app.clone(), taken.clone());
+            let (app, finished) = (app.clone(), finished.clone());
             sends.spawn(async move {
                 let id = n.id;
                 deliver(&app, n).await;
-                lock(&taken).remove(&id);
+                lock(&finished).push(id);
                 drop(permit);
             });
         }
