@@ -114,8 +114,7 @@ ensure_smtp_sink() {
     quiet python3 -m pip install --quiet aiosmtpd
 }
 
-# Hook: Prometheus server for tests that run a real Prometheus.
-# Not called yet; call it from main once a test needs it. Exports
+# Prometheus server for the end-to-end demo test (scripts/demo.sh). Exports
 # MEDIC_PROMETHEUS_BIN.
 ensure_prometheus() {
     local bin=${MEDIC_PROMETHEUS_BIN:-}
@@ -159,6 +158,8 @@ ensure_postgres() {
 banner "install test dependencies"
 ensure_alertmanager
 ensure_smtp_sink
+ensure_prometheus
+command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
 
 LOCKED=()
 if [ -f Cargo.lock ]; then

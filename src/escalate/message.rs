@@ -423,15 +423,17 @@ impl Message {
     fn tried_line(&self) -> String {
         match &self.runbook {
             None => "Nothing: no runbook handles this alert.".into(),
-            Some(rb) if self.steps.is_empty() => {
-                format!("Runbook {rb} (no step ran).")
-            }
             Some(rb) => {
+                let actions = self.steps.iter().filter(|s| s.what != "log").count();
                 let failed = self.steps.iter().filter(|s| !s.ok).count();
-                format!(
-                    "Runbook {rb}: {} step(s), {failed} failed.",
-                    self.steps.len() + self.more_steps
-                )
+                if actions == 0 && self.more_steps == 0 {
+                    format!("Runbook {rb} (no step ran).")
+                } else {
+                    format!(
+                        "Runbook {rb}: {} step(s), {failed} failed.",
+                        actions + self.more_steps
+                    )
+                }
             }
         }
     }
@@ -439,7 +441,10 @@ impl Message {
 
 /// The reason and its words.
 fn why(incident: &Incident) -> String {
-    match (incident.reason, incident.message.as_deref()) {
+    match (
+        incident.reason,
+        incident.message.as_deref().map(str::trim_end),
+    ) {
         (Some(r), Some(m)) if !m.is_empty() => format!("{}: {m}", r.as_str()),
         (Some(r), _) => r.as_str().to_string(),
         (None, Some(m)) => m.to_string(),
@@ -741,7 +746,7 @@ mod tests {
         assert!(text.contains("DiskFull: Disk /var is 97% full"), "{text}");
         assert!(text.contains("severity: critical   firing since: 2026-11-23T10:00:00Z"));
         assert!(
-            text.contains("Runbook disk_full.rhai: 3 step(s), 1 failed."),
+            text.contains("Runbook disk_full.rhai: 2 step(s), 1 failed."),
             "{text}"
         );
         assert!(text.contains(
