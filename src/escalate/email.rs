@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{Outgoing, SendError};
@@ -40,15 +41,13 @@ pub async fn send(mail: &Email<'_>, out: &Outgoing<'_>) -> Result<(), SendError>
         TlsParameters::new(host.to_string())
             .map_err(|e| SendError::Invalid(format!("TLS settings for {host}: {e}")))
     };
-    let tls = match mail.tls {
-        SmtpTls::None => Tls::None,
-        SmtpTls::Opportunistic => Tls::Opportunistic(tls(host)?),
-        SmtpTls::StartTls => Tls::Required(tls(host)?),
-        SmtpTls::Tls => Tls::Wrapper(tls(host)?),
-    };
+    if mail.tls != SmtpTls::Tls {
+        return converse(host, port, mail, &message, tls).await;
+    }
+    // TLS from the first byte: lettre's transport opens the connection.
     let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(port)
-        .tls(tls)
+        .tls(Tls::Wrapper(tls(host)?))
         .timeout(Some(mail.timeout));
     if let Some((user, password)) = mail.auth {
         transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
@@ -59,6 +58,56 @@ pub async fn send(mail: &Email<'_>, out: &Outgoing<'_>) -> Result<(), SendError>
         .await
         .map(drop)
         .map_err(classify)
+}
+
+/// One SMTP conversation over a connection opened here, with Nagle's algorithm off: the
+/// end of the message (`.`) is a small write after a large one, which would otherwise wait
+/// for the server's delayed ACK (tens of milliseconds per mail).
+async fn converse(
+    host: &str,
+    port: u16,
+    mail: &Email<'_>,
+    message: &lettre::Message,
+    tls: impl Fn(&str) -> Result<TlsParameters, SendError>,
+) -> Result<(), SendError> {
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| SendError::Connect(format!("{host}:{port}: {e}")))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+    let hello = ClientId::default();
+    let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+        .await
+        .map_err(classify)?;
+    let offered = conn.can_starttls();
+    match mail.tls {
+        SmtpTls::StartTls if !offered => {
+            conn.abort().await;
+            return Err(SendError::Invalid(format!(
+                "{host}:{port} does not offer STARTTLS, and tls = \"starttls\" requires it"
+            )));
+        }
+        SmtpTls::StartTls | SmtpTls::Opportunistic if offered => {
+            conn.starttls(tls(host)?, &hello).await.map_err(classify)?;
+        }
+        _ => {}
+    }
+    if let Some((user, password)) = mail.auth {
+        let credentials = Credentials::new(user.clone(), password.clone());
+        conn.auth(DEFAULT_MECHANISMS, &credentials)
+            .await
+            .map_err(classify)?;
+    }
+    let sent = conn
+        .send(message.envelope(), &message.formatted())
+        .await
+        .map_err(classify);
+    if sent.is_ok() {
+        let _ = conn.quit().await;
+    } else {
+        conn.abort().await;
+    }
+    sent.map(drop)
 }
 
 /// The mail for `out`: subject, addresses, identity headers, and both parts.
