@@ -117,7 +117,8 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     /// Notifications given up on, refreshed at each scrape.
     pub outbox_failed: Gauge,
-    /// Verifications by result: `resolved`, `still_firing`.
+    /// Verifications medic ended itself, by result: `resolved` (Alertmanager's API no
+    /// longer lists the alert), `still_firing`. (A resolved notification ends one in ingest.)
     pub verifications: Family<ResultLabel, Counter>,
 }
 
@@ -202,7 +203,7 @@ impl Default for Metrics {
         );
         registry.register(
             "verifications",
-            "Verifications after a run by result (resolved, still_firing)",
+            "Verifications ended by medic's own checks, by result (resolved through the Alertmanager API, still_firing)",
             m.verifications.clone(),
         );
         registry.register(

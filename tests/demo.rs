@@ -67,8 +67,8 @@ fn a_killed_service_is_restarted_and_the_incident_ends_auto_remediated() {
         "runbook_log",
         "run_finished",
         "state_changed",
-        "state_changed",
         "verification_succeeded",
+        "state_changed",
     ];
     let found: Vec<&str> = names
         .iter()

@@ -48,6 +48,8 @@ const RENOTIFY_EVERY: Duration = Duration::from_secs(1);
 const MAX_IN_FLIGHT: usize = 32;
 /// Notifications taken from the outbox per look.
 const BATCH: usize = 128;
+/// The shortest wait while sends are in flight.
+const IN_FLIGHT_TICK: Duration = Duration::from_millis(20);
 /// How long a stop waits for sends in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Most of an HTTP error body kept in an error message.
@@ -252,13 +254,18 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
     let mut last_renotify = Instant::now();
     tokio::pin!(stop);
     loop {
-        let wait = match app.store.outbox_next_due().await {
+        let mut wait = match app.store.outbox_next_due().await {
             Ok(Some(due)) => (due - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(POLL),
             _ => POLL,
         };
+        if !sends.is_empty() {
+            // The due notification may be one in flight: do not spin on it (a finished
+            // send wakes the loop anyway).
+            wait = wait.max(IN_FLIGHT_TICK);
+        }
         tokio::select! {
             _ = &mut stop => break,
             _ = wake.notified() => {}

@@ -1182,6 +1182,12 @@ impl Writer {
                  WHERE id = ?1",
             )?
             .execute(params![id, r.outcome.as_str(), now, i64::from(r.delivery)])?;
+        if from == State::Verifying {
+            let how = r
+                .note
+                .unwrap_or("Alertmanager sent the resolved notification");
+            self.verification_ended(id, true, how, now)?;
+        }
         let mut detail = json!({"from": from, "to": State::Resolved, "outcome": r.outcome});
         if let Some(t) = r.ends_at {
             detail["ends_at"] = json!(stamp_exact(t));
@@ -1193,15 +1199,8 @@ impl Writer {
             NewEntry::for_incident(Event::StateChanged, id, &detail),
             now,
         )?;
-        match from {
-            State::Verifying => {
-                let how = r
-                    .note
-                    .unwrap_or("Alertmanager sent the resolved notification");
-                self.verification_ended(id, true, how, now)?;
-            }
-            State::Escalated | State::Acknowledged => self.announce_resolution(id, now)?,
-            _ => {}
+        if matches!(from, State::Escalated | State::Acknowledged) {
+            self.announce_resolution(id, now)?;
         }
         Ok(())
     }
