@@ -361,3 +361,28 @@ async fn renotify_starts_a_new_round_until_acked() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(store.renotify_due().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_notification_delivered_after_the_resolution_is_owed_the_end_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    run(&store, "f1", stopped()).await;
+    // The sender took `a`; the alert resolves before its attempt is recorded.
+    let a = store
+        .outbox_due(Utc::now(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.channel == "a")
+        .unwrap();
+    store
+        .ingest(delivery(alert("f1", Status::Resolved)))
+        .await
+        .unwrap();
+    assert!(due_channels(&store, 16 * MINUTE).await.is_empty());
+    store.outbox_attempt(a.id, Attempt::Sent).await.unwrap();
+    assert_eq!(
+        due_channels(&store, Duration::ZERO).await,
+        [("a".into(), 0, Resolved)]
+    );
+}
