@@ -105,8 +105,7 @@ ensure_alertmanager() {
     echo "alertmanager: $MEDIC_ALERTMANAGER_BIN ($("$MEDIC_ALERTMANAGER_BIN" --version 2>&1 | head -1))"
 }
 
-# Hook: Python SMTP sink for the e-mail notification tests.
-# Not called yet; call it from main once a test needs it.
+# Python SMTP sink (aiosmtpd) for the e-mail notification tests.
 ensure_smtp_sink() {
     if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         return 0
@@ -115,8 +114,7 @@ ensure_smtp_sink() {
     quiet python3 -m pip install --quiet aiosmtpd
 }
 
-# Hook: Prometheus server for tests that run a real Prometheus.
-# Not called yet; call it from main once a test needs it. Exports
+# Prometheus server for the end-to-end demo test (scripts/demo.sh). Exports
 # MEDIC_PROMETHEUS_BIN.
 ensure_prometheus() {
     local bin=${MEDIC_PROMETHEUS_BIN:-}
@@ -159,6 +157,9 @@ ensure_postgres() {
 
 banner "install test dependencies"
 ensure_alertmanager
+ensure_smtp_sink
+ensure_prometheus
+command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
 
 LOCKED=()
 if [ -f Cargo.lock ]; then

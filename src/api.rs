@@ -1,7 +1,9 @@
-//! The incidents API under `/api/v1`, guarded by `server.api_token`.
+//! The incidents API under `/api/v1`, guarded by `server.api_token`: list and show
+//! incidents, and acknowledge an escalated one.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -13,7 +15,10 @@ use serde_json::json;
 
 use crate::incident::State as IncidentState;
 use crate::server::App;
-use crate::store::IncidentFilter;
+use crate::store::{Ack, IncidentFilter};
+
+/// Longest `by` of an ack.
+const MAX_BY: usize = 200;
 
 /// Default and largest page of `GET /incidents`.
 const DEFAULT_LIMIT: usize = 100;
@@ -27,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/breakers/{id}/reset", post(reset_breaker))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .route("/incidents/{id}/ack", post(ack))
         .layer(middleware::from_fn_with_state(app, require_token))
 }
 
@@ -164,4 +170,58 @@ async fn resume(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Respons
     tracing::warn!(by = %who, "automation resumed");
     app.wake.wake();
     Json(json!({ "paused": null })).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: Option<String>,
+}
+
+/// `POST /incidents/{id}/ack`, body `{"by": "name"}` (optional): a person takes the
+/// incident over; later escalation tiers are cancelled. 200 with the incident; 404 for an
+/// unknown one; 409 when it is not escalated. Acking twice is not an error.
+async fn ack(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let parsed: AckBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AckBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+        }
+    };
+    let by = parsed
+        .by
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty());
+    if by
+        .as_ref()
+        .is_some_and(|b| b.len() > MAX_BY || b.chars().any(char::is_control))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("by: at most {MAX_BY} bytes, no control characters"),
+        );
+    }
+    let result = match app.store.ack(&id, by.clone()).await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
+    match result {
+        Ack::Acknowledged => {
+            tracing::info!(incident = %id, by = by.as_deref().unwrap_or("-"), "incident acknowledged");
+        }
+        Ack::Already(_) => {}
+        Ack::NotFound => return error(StatusCode::NOT_FOUND, format!("no incident {id:?}")),
+        Ack::NotEscalated(state) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "incident {id} is {}: only an escalated incident can be acknowledged",
+                    state.as_str()
+                ),
+            )
+        }
+    }
+    show(State(app), Path(id)).await
 }

@@ -64,6 +64,22 @@ pub enum Event {
     /// The server started or stopped.
     ServerStarted,
     ServerStopped,
+    /// An escalation round was planned: its tiers, channels and when each is due.
+    EscalationScheduled,
+    /// A notification was delivered (channel, tier, attempt).
+    NotificationSent,
+    /// A notification attempt failed (transient or permanent, the error, what happens next).
+    NotificationFailed,
+    /// Notifications not sent yet were cancelled (an ack, or the alert resolved).
+    NotificationsCancelled,
+    /// A failing channel made the next tier due at once.
+    EscalationFellThrough,
+    /// A person took the incident over.
+    IncidentAcknowledged,
+    /// The alert resolved while medic waited after a run (the remediation worked).
+    VerificationSucceeded,
+    /// The alert was still firing when the wait ended.
+    VerificationFailed,
 }
 
 impl Event {
@@ -95,6 +111,14 @@ impl Event {
             Event::SilenceExpired => "silence_expired",
             Event::ServerStarted => "server_started",
             Event::ServerStopped => "server_stopped",
+            Event::EscalationScheduled => "escalation_scheduled",
+            Event::NotificationSent => "notification_sent",
+            Event::NotificationFailed => "notification_failed",
+            Event::NotificationsCancelled => "notifications_cancelled",
+            Event::EscalationFellThrough => "escalation_fell_through",
+            Event::IncidentAcknowledged => "incident_acknowledged",
+            Event::VerificationSucceeded => "verification_succeeded",
+            Event::VerificationFailed => "verification_failed",
         }
     }
 }

@@ -3,13 +3,14 @@
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! `ingest` (webhook intake) → `routing` (which runbook) → `store` (incidents and the
 //! audit log, durably) → `runner` (claims queued incidents) → `runbook` (the sandboxed
-//! script) → `steps` (the world) → later stages verify and escalate.
+//! script) → `steps` (the world) → `verify` (did the alert resolve?) → `escalate` (tell a person).
 
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod escalate;
 pub mod guard;
 pub mod incident;
 pub mod ingest;
@@ -22,3 +23,4 @@ pub mod runner;
 pub mod server;
 pub mod steps;
 pub mod store;
+pub mod verify;

@@ -54,6 +54,19 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// A configured channel's name (a handful per config).
+    pub channel: String,
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
+}
+
 /// The store's own instruments.
 #[derive(Clone)]
 pub struct StoreMetrics {
@@ -110,6 +123,19 @@ pub struct Metrics {
     pub breaker_state: Family<RouteLabel, Gauge>,
     /// 1 while automation is paused.
     pub paused: Gauge,
+    /// Notification attempts by channel, kind and result.
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// Seconds per notification attempt.
+    pub notification_seconds: Histogram,
+    /// 1 for a channel whose recent attempts all failed.
+    pub channel_failing: Family<ChannelLabel, Gauge>,
+    /// Notifications waiting in the outbox (due or not), refreshed at each scrape.
+    pub outbox_pending: Gauge,
+    /// Notifications given up on, refreshed at each scrape.
+    pub outbox_failed: Gauge,
+    /// Verifications medic ended itself, by result: `resolved` (Alertmanager's API no
+    /// longer lists the alert), `still_firing`. (A resolved notification ends one in ingest.)
+    pub verifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -134,6 +160,12 @@ impl Default for Metrics {
             refusals: Family::default(),
             breaker_state: Family::default(),
             paused: Gauge::default(),
+            notifications: Family::default(),
+            notification_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+            channel_failing: Family::default(),
+            outbox_pending: Gauge::default(),
+            outbox_failed: Gauge::default(),
+            verifications: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,6 +205,36 @@ impl Default for Metrics {
             "config_reload_failures",
             "Configuration reloads refused",
             m.config_reload_failures.clone(),
+        );
+        registry.register(
+            "escalation_notifications",
+            "Notification attempts by channel, kind (escalated, resolved) and result",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "escalation_notification_duration_seconds",
+            "Seconds per notification attempt",
+            m.notification_seconds.clone(),
+        );
+        registry.register(
+            "escalation_channel_failing",
+            "1 while a channel's recent attempts all fail",
+            m.channel_failing.clone(),
+        );
+        registry.register(
+            "escalation_outbox_pending",
+            "Notifications waiting in the outbox",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "escalation_outbox_failed",
+            "Notifications given up on",
+            m.outbox_failed.clone(),
+        );
+        registry.register(
+            "verifications",
+            "Verifications ended by medic's own checks, by result (resolved through the Alertmanager API, still_firing)",
+            m.verifications.clone(),
         );
         registry.register(
             "webhook_deliveries",
@@ -239,6 +301,14 @@ impl Metrics {
                 })
                 .set(n as i64);
         }
+    }
+
+    pub fn set_channel_failing(&self, channel: &str, failing: bool) {
+        self.channel_failing
+            .get_or_create(&ChannelLabel {
+                channel: channel.to_string(),
+            })
+            .set(i64::from(failing));
     }
 
     /// Renders every metric in the Prometheus text format.

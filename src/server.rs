@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::audit::{Event, NewEntry};
 use crate::loaded::Loaded;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Plans, Store};
 
 /// How long a stop waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -35,18 +35,25 @@ pub struct App {
     pub wake: crate::runner::Wake,
     /// Rate limits, breakers, caps, windows and the pause switch.
     pub guards: Arc<crate::guard::Guards>,
+    /// Which escalation channels keep failing.
+    pub escalation: crate::escalate::Health,
+    /// The address the server listens on, once bound.
+    listening: std::sync::OnceLock<SocketAddr>,
 }
 
 impl App {
     pub fn new(loaded: Loaded, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
         let guards = crate::guard::Guards::new(Arc::new(loaded.config.clone()), Vec::new(), None);
         store.set_storm_window(loaded.config.limits.storm_window);
+        store.set_plans(Plans::from_config(&loaded.config));
         Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             store,
             metrics,
             wake: Default::default(),
             guards: Arc::new(guards),
+            escalation: Default::default(),
+            listening: Default::default(),
         })
     }
 
@@ -68,11 +75,18 @@ impl App {
         Ok(())
     }
 
+    /// medic's external URL, for links in messages: `server.external_url`, else the
+    /// address it listens on.
+    pub fn medic_url(&self) -> String {
+        crate::escalate::message::medic_url(&self.loaded().config, self.listening.get().copied())
+    }
+
     /// Puts a newly loaded configuration in force. Runs in flight keep the one they took.
     pub fn replace_loaded(&self, loaded: Loaded) {
         self.guards.reconfigure(Arc::new(loaded.config.clone()));
         self.store
             .set_storm_window(loaded.config.limits.storm_window);
+        self.store.set_plans(Plans::from_config(&loaded.config));
         *self
             .loaded
             .write()
@@ -110,6 +124,7 @@ pub async fn run(
         tracing::error!(error = %e, "cannot read breakers and the pause switch from the store");
         return Err(std::io::Error::other(e.to_string()));
     }
+    let _ = app.listening.set(addr);
     let loaded = app.loaded();
     let started = NewEntry::new(
         Event::ServerStarted,
@@ -137,6 +152,8 @@ pub async fn run(
             .into_future(),
     );
     let runner = tokio::spawn(crate::runner::run(app.clone(), stopped()));
+    let verifier = tokio::spawn(crate::verify::run(app.clone(), stopped()));
+    let sender = tokio::spawn(crate::escalate::run(app.clone(), stopped()));
     let reloader = tokio::spawn(crate::reload::watch(watch, stopped()));
     shutdown.await;
     tracing::info!("stopping: no new connections; finishing requests in flight, cancelling runs");
@@ -154,6 +171,10 @@ pub async fn run(
         tracing::error!(error = %e, "the runner failed while stopping");
     }
     let _ = reloader.await;
+    let _ = verifier.await;
+    if let Err(e) = sender.await {
+        tracing::error!(error = %e, "the escalation sender failed while stopping");
+    }
     let stopped = NewEntry::new(Event::ServerStopped, &json!({"listen": addr.to_string()}));
     if let Err(e) = app.store.audit(vec![stopped]).await {
         tracing::warn!(error = %e, "could not record the stop in the audit log");
@@ -171,12 +192,22 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     let loaded = app.loaded();
     let paused = app.guards.paused();
     match app.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(json!({"ready": true, "runbooks": loaded.catalog.len(), "routes": loaded.config.routes.len(),
-                              "paused": paused})),
-        )
-            .into_response(),
+        Ok(()) => {
+            // A failing channel does not make medic unready (it still remediates and
+            // queues notifications), but it is shown.
+            let failing: Vec<_> = app
+                .escalation
+                .failing(loaded.config.escalation.retry.fall_through_after)
+                .into_iter()
+                .map(|(channel, failures)| json!({"channel": channel, "consecutive_failures": failures}))
+                .collect();
+            (
+                StatusCode::OK,
+                axum::Json(json!({"ready": true, "runbooks": loaded.catalog.len(), "routes": loaded.config.routes.len(),
+                                  "failing_channels": failing, "paused": paused})),
+            )
+                .into_response()
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"ready": false, "error": format!("store: {e}")})),
@@ -203,6 +234,13 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     match app.store.count_by_state().await {
         Ok(counts) => app.metrics.set_incident_counts(&counts),
         Err(e) => tracing::warn!(error = %e, "cannot count incidents for /metrics"),
+    }
+    match app.store.outbox_counts().await {
+        Ok(c) => {
+            app.metrics.outbox_pending.set(c.pending as i64);
+            app.metrics.outbox_failed.set(c.failed as i64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
     }
     (
         [(

@@ -123,6 +123,9 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Time limit for handling one request.
     pub request_timeout: Duration,
+    /// How people reach medic's API, for links in escalation messages (no trailing
+    /// slash); `None`: `http://` and the address medic listens on.
+    pub external_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +136,7 @@ impl Default for ServerConfig {
             api_token: None,
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            external_url: None,
         }
     }
 }
@@ -148,6 +152,7 @@ impl fmt::Debug for ServerConfig {
             .field("api_token", &self.api_token.as_ref().map(|_| Redacted))
             .field("body_limit", &self.body_limit)
             .field("request_timeout", &self.request_timeout)
+            .field("external_url", &self.external_url)
             .finish()
     }
 }
@@ -370,6 +375,10 @@ pub struct RouteConfig {
     pub target: RunbookTarget,
     /// How long the alert has, after the runbook ends, to resolve.
     pub verify_for: Duration,
+    /// How medic learns that the alert resolved.
+    pub verify: VerifyMode,
+    /// This route's escalation policy; `None` uses `[escalation]`'s.
+    pub policy: Option<Policy>,
     /// Runs per window for this route, if limited.
     pub rate: Option<Rate>,
     /// Labels whose values each get their own `rate`.
@@ -420,7 +429,93 @@ pub struct EscalationConfig {
     pub notify: Vec<String>,
     /// Every defined channel, in file order.
     pub channels: Vec<ChannelConfig>,
+    /// The default policy: `tiers`, or else `notify` as one tier, at once.
+    pub policy: Policy,
+    /// How failed sends are retried.
+    pub retry: RetryConfig,
 }
+
+impl EscalationConfig {
+    /// The channel named `name`.
+    pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+}
+
+impl Config {
+    /// The escalation policy of the route named `route` (its own, else the default); the
+    /// default for an incident no route took.
+    pub fn policy_for(&self, route: Option<&str>) -> &Policy {
+        route
+            .and_then(|name| self.routes.iter().find(|r| r.name == name))
+            .and_then(|r| r.policy.as_ref())
+            .unwrap_or(&self.escalation.policy)
+    }
+}
+
+/// How medic learns that a remediated alert resolved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// `verify = "notification"`: Alertmanager's resolved notification.
+    #[default]
+    Notification,
+    /// `verify = "alertmanager"`: that, and polling Alertmanager's API v2 for the alert
+    /// (for receivers without `send_resolved`).
+    Alertmanager,
+}
+
+/// An escalation policy: ordered tiers, and how often an unacknowledged incident that
+/// keeps firing is escalated again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// In order of `after`; may be empty (nobody is told).
+    pub tiers: Vec<Tier>,
+    /// Runs the policy again this long after the last round, while the incident is
+    /// escalated and not acknowledged; `None`: once.
+    pub renotify: Option<Duration>,
+}
+
+/// One tier: `after` the escalation, notify these channels (unless acknowledged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub after: Duration,
+    /// Channel names; each names one of `escalation.channels`.
+    pub notify: Vec<String>,
+}
+
+/// Retries of a notification that failed transiently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// The first wait; doubled on each retry, with jitter.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// Attempts before giving up on one notification.
+    pub attempts: u32,
+    /// Failed attempts after which the next tier is notified at once.
+    pub fall_through_after: u32,
+}
+
+/// Defaults of `escalation.retry_*`.
+pub const DEFAULT_RETRY: RetryConfig = RetryConfig {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(5 * 60),
+    attempts: 10,
+    fall_through_after: 3,
+};
+
+impl Default for RetryConfig {
+    fn default() -> RetryConfig {
+        DEFAULT_RETRY
+    }
+}
+
+/// Default `timeout` of one notification.
+pub const DEFAULT_CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `default_severity` of a `pagerduty` channel.
+pub const DEFAULT_PAGERDUTY_SEVERITY: &str = "error";
+/// PagerDuty's severities.
+pub const PAGERDUTY_SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
 
 /// One `[[escalation.channels]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,6 +524,8 @@ pub struct ChannelConfig {
     pub name: String,
     /// The channel's type and its settings.
     pub kind: ChannelKind,
+    /// Time limit of one send.
+    pub timeout: Duration,
     /// Where the channel's table starts in the file.
     pub location: Location,
 }
@@ -447,6 +544,10 @@ pub enum ChannelKind {
         from: String,
         /// Recipient addresses; at least one.
         to: Vec<String>,
+        /// Transport security.
+        tls: SmtpTls,
+        /// `username` and `password`, when the server wants a login.
+        auth: Option<(String, String)>,
     },
     /// `type = "webhook"`: a JSON POST.
     Webhook {
@@ -464,27 +565,56 @@ pub enum ChannelKind {
         routing_key: String,
         /// Events endpoint; [`DEFAULT_PAGERDUTY_URL`] unless set.
         url: String,
+        /// Severity when the alert's `severity` label is not one of PagerDuty's four.
+        default_severity: String,
     },
+}
+
+/// How an `email` channel secures its SMTP connection (`tls = "..."`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `"none"`: plain SMTP.
+    None,
+    /// `"opportunistic"` (default): STARTTLS when the server offers it.
+    #[default]
+    Opportunistic,
+    /// `"starttls"`: STARTTLS, required.
+    StartTls,
+    /// `"tls"`: TLS from the first byte (SMTPS, usually port 465).
+    Tls,
 }
 
 impl fmt::Debug for ChannelKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ChannelKind::Email { smtp, from, to } => f
+            ChannelKind::Email {
+                smtp,
+                from,
+                to,
+                tls,
+                auth,
+            } => f
                 .debug_struct("Email")
                 .field("smtp", smtp)
                 .field("from", from)
                 .field("to", to)
+                .field("tls", tls)
+                .field("auth", &auth.as_ref().map(|(user, _)| (user, Redacted)))
                 .finish(),
             ChannelKind::Webhook { url } => f
                 .debug_struct("Webhook")
                 .field("url", &redact_url_password(url))
                 .finish(),
             ChannelKind::Slack { .. } => f.debug_struct("Slack").field("url", &Redacted).finish(),
-            ChannelKind::PagerDuty { url, .. } => f
+            ChannelKind::PagerDuty {
+                url,
+                default_severity,
+                ..
+            } => f
                 .debug_struct("PagerDuty")
                 .field("routing_key", &Redacted)
                 .field("url", &redact_url_password(url))
+                .field("default_severity", default_severity)
                 .finish(),
         }
     }

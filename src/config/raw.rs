@@ -49,6 +49,7 @@ pub(crate) struct RawServer {
     pub api_token: Option<Text>,
     pub body_limit: Option<Spanned<RawSize>>,
     pub request_timeout: Option<Text>,
+    pub external_url: Option<Text>,
 }
 
 /// `[store]`
@@ -121,6 +122,9 @@ pub(crate) struct RawRoute {
     pub runbook: Option<Text>,
     pub runbook_from: Option<Text>,
     pub verify_for: Option<Text>,
+    pub verify: Option<Text>,
+    pub tiers: Option<Spanned<Vec<Spanned<RawTier>>>>,
+    pub renotify: Option<Text>,
     pub rate: Option<Text>,
     #[serde(default)]
     pub rate_key: Vec<Text>,
@@ -155,6 +159,21 @@ pub(crate) struct RawEscalation {
     pub notify: Vec<Text>,
     #[serde(default)]
     pub channels: Vec<Spanned<RawChannel>>,
+    pub tiers: Option<Spanned<Vec<Spanned<RawTier>>>>,
+    pub renotify: Option<Text>,
+    pub retry_initial: Option<Text>,
+    pub retry_max: Option<Text>,
+    pub max_attempts: Option<Spanned<Integer>>,
+    pub fall_through_after: Option<Spanned<Integer>>,
+}
+
+/// One escalation tier, `{ after = "15m", notify = ["pager"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTier {
+    pub after: Option<Text>,
+    #[serde(default)]
+    pub notify: Vec<Text>,
 }
 
 /// One `[[escalation.channels]]` table, with the keys of every channel type.
@@ -172,6 +191,11 @@ pub(crate) struct RawChannel {
     pub to: Option<Spanned<Vec<Text>>>,
     pub url: Option<Text>,
     pub routing_key: Option<Text>,
+    pub tls: Option<Text>,
+    pub username: Option<Text>,
+    pub password: Option<Text>,
+    pub default_severity: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 /// A TOML integer. (A plain `i64` would make serde's type errors say

@@ -20,6 +20,25 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bad-escalation",
+        &[
+            r#"bad-escalation.toml:4:9: escalation.tiers: set either "notify" (one tier, at once) or "tiers", not both"#,
+            r#"bad-escalation.toml:4:57: escalation.tiers[1].after: invalid duration "soon": expected a number at position 1"#,
+            r#"bad-escalation.toml:4:75: escalation.tiers[1].notify[0]: unknown channel "nobody": no escalation.channels entry has that name"#,
+            r#"bad-escalation.toml:5:12: escalation.renotify: invalid duration "0s": must be greater than zero"#,
+            r#"bad-escalation.toml:6:16: escalation.max_attempts: must be at least 1, not 0"#,
+            r#"bad-escalation.toml:8:1: escalation.channels[0]: set both "username" and "password", or neither"#,
+            r#"bad-escalation.toml:14:7: escalation.channels[0].tls: unknown tls mode "ssl" (use none, opportunistic, starttls or tls)"#,
+            r#"bad-escalation.toml:21:20: escalation.channels[1].default_severity: unknown severity "high" (use critical, error, warning or info)"#,
+            r#"bad-escalation.toml:22:7: escalation.channels[1].tls: not allowed for a channel of type "pagerduty" (allowed: routing_key, url, default_severity)"#,
+            r#"bad-escalation.toml:26:10: routes[0].verify: verify = "alertmanager" needs [alertmanager] url"#,
+            r#"bad-escalation.toml:27:59: routes[0].tiers[1].after: tiers must be in order of "after": 5m comes after a tier at 15m"#,
+            r#"bad-escalation.toml:27:86: routes[0].tiers[2]: missing required key "after""#,
+            r#"bad-escalation.toml:27:86: routes[0].tiers[2]: "notify" must name at least one channel"#,
+            r#"bad-escalation.toml:31:10: routes[1].verify: unknown verification "poll" (use "notification" or "alertmanager")"#,
+        ],
+    ),
+    (
         "bad-channels",
         &[
             r#"bad-channels.toml:2:1: escalation.channels[0]: missing required key "name""#,
@@ -152,7 +171,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
     (
         "unknown-route-key",
         &[
-            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `verify_for`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`"#,
+            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `verify_for`, `verify`, `tiers`, `renotify`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`"#,
         ],
     ),
     (
@@ -297,6 +316,7 @@ fn the_full_example_parses_to_typed_values() {
             api_token: None,
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(5),
+            external_url: None,
         }
     );
     assert_eq!(config.store.url, "sqlite://data/medic.db");
@@ -417,6 +437,8 @@ fn the_full_example_parses_to_typed_values() {
                     smtp: "127.0.0.1:25".to_owned(),
                     from: "medic@example.com".to_owned(),
                     to: vec!["oncall@example.com".to_owned()],
+                    tls: SmtpTls::Opportunistic,
+                    auth: None,
                 },
                 42
             ),
@@ -439,6 +461,7 @@ fn the_full_example_parses_to_typed_values() {
                 ChannelKind::PagerDuty {
                     routing_key: "pd-routing-secret".to_owned(),
                     url: DEFAULT_PAGERDUTY_URL.to_owned(),
+                    default_severity: "error".to_owned(),
                 },
                 59
             ),
@@ -736,4 +759,101 @@ fn label_names() {
     for invalid in ["", "1a", "pod-name", "a.b", "é", " a"] {
         assert!(!is_identifier(invalid), "{invalid:?}");
     }
+}
+
+#[test]
+fn escalation_policies_channel_options_and_verification() {
+    let config = parse_ok(&read_fixture("valid-escalation"), &[]);
+    assert_eq!(
+        config.server.external_url.as_deref(),
+        Some("https://medic.example.com")
+    );
+    let default = Policy {
+        tiers: vec![
+            Tier {
+                after: Duration::ZERO,
+                notify: vec!["oncall-mail".to_owned(), "chat".to_owned()],
+            },
+            Tier {
+                after: 15 * MINUTE,
+                notify: vec!["pager".to_owned()],
+            },
+        ],
+        renotify: Some(4 * 60 * MINUTE),
+    };
+    assert_eq!(config.escalation.policy, default);
+    assert_eq!(
+        config.escalation.retry,
+        RetryConfig {
+            initial: Duration::from_millis(200),
+            max: MINUTE,
+            attempts: 5,
+            fall_through_after: 2,
+        }
+    );
+    let mail = config.escalation.channel("oncall-mail").expect("mail");
+    assert_eq!(mail.timeout, Duration::from_secs(5));
+    assert_eq!(
+        mail.kind,
+        ChannelKind::Email {
+            smtp: "smtp.example.com:587".to_owned(),
+            from: "medic@example.com".to_owned(),
+            to: vec![
+                "oncall@example.com".to_owned(),
+                "lead@example.com".to_owned()
+            ],
+            tls: SmtpTls::StartTls,
+            auth: Some(("medic".to_owned(), "mail-secret".to_owned())),
+        }
+    );
+    assert!(!format!("{mail:?}").contains("mail-secret"));
+    let pager = config.escalation.channel("pager").expect("pager");
+    assert!(
+        matches!(&pager.kind, ChannelKind::PagerDuty { default_severity, .. } if default_severity == "warning")
+    );
+    assert_eq!(pager.timeout, DEFAULT_CHANNEL_TIMEOUT);
+
+    let [db, web, plain] = config.routes.as_slice() else {
+        panic!("three routes");
+    };
+    assert_eq!(db.verify, VerifyMode::Alertmanager);
+    assert_eq!(db.verify_for, 2 * MINUTE);
+    assert_eq!(
+        config.policy_for(Some("db")),
+        &Policy {
+            tiers: vec![Tier {
+                after: Duration::ZERO,
+                notify: vec!["pager".to_owned()],
+            }],
+            renotify: None,
+        }
+    );
+    assert_eq!(web.verify, VerifyMode::Notification);
+    // `renotify` alone: the default tiers, repeated every 30m.
+    assert_eq!(
+        config.policy_for(Some("web")),
+        &Policy {
+            renotify: Some(30 * MINUTE),
+            ..default.clone()
+        }
+    );
+    assert_eq!(plain.policy, None);
+    assert_eq!(config.policy_for(Some("plain")), &default);
+    assert_eq!(config.policy_for(None), &default);
+}
+
+#[test]
+fn notify_is_the_default_policy_at_once() {
+    let config = parse_ok(
+        "[escalation]\nnotify = [\"hook\"]\n[[escalation.channels]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://h/x\"\n",
+        &[],
+    );
+    assert_eq!(
+        config.escalation.policy.tiers,
+        [Tier {
+            after: Duration::ZERO,
+            notify: vec!["hook".to_owned()],
+        }]
+    );
+    assert_eq!(config.escalation.policy.renotify, None);
 }

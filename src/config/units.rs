@@ -14,6 +14,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     positive_duration(text).map_err(|reason| format!("invalid duration {text:?}: {reason}"))
 }
 
+/// Parses a delay: a humantime duration that may be zero (`"0s"`: at once), like an
+/// escalation tier's `after`.
+pub(crate) fn parse_delay(text: &str) -> Result<Duration, String> {
+    match positive_duration(text) {
+        Ok(duration) => Ok(duration),
+        Err(reason) if reason == ZERO => Ok(Duration::ZERO),
+        Err(reason) => Err(format!("invalid duration {text:?}: {reason}")),
+    }
+}
+
 /// Parses a rate, `"<count>/<duration>"`, like `"3/10m"`: at most `count`
 /// events per `duration`. The duration is required (`"3/m"` is an error).
 pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
@@ -83,6 +93,9 @@ pub(crate) fn size_from_bytes(bytes: i64) -> Result<usize, String> {
     usize::try_from(bytes).map_err(|_| format!("invalid size {bytes}: too large"))
 }
 
+/// Why a zero duration is refused where one must be positive.
+const ZERO: &str = "must be greater than zero";
+
 /// Parses a duration, giving only the reason when it is invalid.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     use humantime::DurationError as E;
@@ -105,7 +118,7 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         E::NumberOverflow => "number is too large".to_owned(),
     })?;
     if duration.is_zero() {
-        return Err("must be greater than zero".to_owned());
+        return Err(ZERO.to_owned());
     }
     Ok(duration)
 }
@@ -137,6 +150,12 @@ mod tests {
         check(
             "0s",
             Err("invalid duration \"0s\": must be greater than zero"),
+        );
+        assert_eq!(parse_delay("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("15m"), Ok(15 * MINUTE));
+        assert_eq!(
+            parse_delay("soon"),
+            Err("invalid duration \"soon\": expected a number at position 1".to_owned())
         );
         check(
             "5",

@@ -17,9 +17,9 @@ use toml::Spanned;
 use super::expand::expand;
 use super::raw::{
     Integer, RawBreaker, RawChannel, RawConfig, RawEscalation, RawLimits, RawRoute, RawRunbooks,
-    RawServer, RawService, RawSize, RawStore, RawWindow, Text,
+    RawServer, RawService, RawSize, RawStore, RawTier, RawWindow, Text,
 };
-use super::units::{parse_duration, parse_rate, parse_size, size_from_bytes};
+use super::units::{parse_delay, parse_duration, parse_rate, parse_size, size_from_bytes};
 use super::{
     is_identifier, redact_url_password, BreakerConfig, ChannelConfig, ChannelKind, Config,
     ConfigError, ConfigErrors, EscalationConfig, LimitsConfig, Location, RouteConfig,
@@ -27,6 +27,10 @@ use super::{
     WindowConfig, DEFAULT_BODY_LIMIT, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUED,
     DEFAULT_PAGERDUTY_URL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT,
     DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_STORM_WINDOW, DEFAULT_VERIFY_FOR,
+};
+use super::{
+    Policy, RetryConfig, SmtpTls, Tier, VerifyMode, DEFAULT_CHANNEL_TIMEOUT,
+    DEFAULT_PAGERDUTY_SEVERITY, PAGERDUTY_SEVERITIES,
 };
 use crate::routing::matcher::parse_matchers;
 
@@ -42,7 +46,12 @@ pub(crate) fn validate(
         text,
         env,
         errors: Vec::new(),
+        channel_names: UniqueNames::default(),
+        has_alertmanager: raw.alertmanager.as_ref().is_some_and(|a| a.url.is_some()),
+        default_tiers: Vec::new(),
     };
+    // Channels first: routes' tiers name them.
+    let escalation = validator.escalation(&raw.escalation);
     let config = Config {
         source: source.to_path_buf(),
         server: validator.server(&raw.server),
@@ -50,7 +59,7 @@ pub(crate) fn validate(
         runbooks: validator.runbooks(&raw.runbooks),
         limits: validator.limits(&raw.limits),
         routes: validator.routes(&raw.routes),
-        escalation: validator.escalation(&raw.escalation),
+        escalation,
         alertmanager: raw
             .alertmanager
             .as_ref()
@@ -76,6 +85,12 @@ struct Validator<'a> {
     text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
+    /// Every named escalation channel (known once `escalation` ran).
+    channel_names: UniqueNames,
+    /// Whether `[alertmanager] url` is set (for `verify = "alertmanager"`).
+    has_alertmanager: bool,
+    /// The default policy's tiers (known once `escalation` ran).
+    default_tiers: Vec<Tier>,
 }
 
 impl Validator<'_> {
@@ -101,6 +116,10 @@ impl Validator<'_> {
                 DEFAULT_REQUEST_TIMEOUT,
                 parse_duration,
             ),
+            external_url: raw.external_url.as_ref().and_then(|url| {
+                self.parse("server.external_url", url, check_http_url)
+                    .map(|url| url.trim_end_matches('/').to_owned())
+            }),
         }
     }
 
@@ -437,6 +456,41 @@ impl Validator<'_> {
             DEFAULT_VERIFY_FOR,
             parse_duration,
         );
+        let verify = match &raw.verify {
+            None => VerifyMode::Notification,
+            Some(text) => {
+                let mode = self.parse(&key("verify"), text, |mode| match mode {
+                    "notification" => Ok(VerifyMode::Notification),
+                    "alertmanager" => Ok(VerifyMode::Alertmanager),
+                    other => Err(format!(
+                        "unknown verification {other:?} (use \"notification\" or \"alertmanager\")"
+                    )),
+                });
+                if mode == Some(VerifyMode::Alertmanager) && !self.has_alertmanager {
+                    self.error(
+                        &key("verify"),
+                        text.span(),
+                        "verify = \"alertmanager\" needs [alertmanager] url",
+                    );
+                }
+                mode.unwrap_or_default()
+            }
+        };
+        let renotify = raw
+            .renotify
+            .as_ref()
+            .and_then(|text| self.parse(&key("renotify"), text, parse_duration));
+        let policy = match &raw.tiers {
+            Some(tiers) => Some(Policy {
+                tiers: self.tiers(&key("tiers"), tiers),
+                renotify,
+            }),
+            // `renotify` alone repeats the default tiers.
+            None => renotify.map(|renotify| Policy {
+                tiers: self.default_tiers.clone(),
+                renotify: Some(renotify),
+            }),
+        };
         let rate = raw
             .rate
             .as_ref()
@@ -475,6 +529,8 @@ impl Validator<'_> {
             matchers,
             target: target?,
             verify_for,
+            verify,
+            policy,
             rate,
             rate_key,
             max_in_flight,
@@ -528,27 +584,125 @@ impl Validator<'_> {
                 }
             };
             let kind = self.channel_kind(&prefix, spanned.span(), channel);
+            let timeout = self.optional(
+                &format!("{prefix}.timeout"),
+                channel.timeout.as_ref(),
+                DEFAULT_CHANNEL_TIMEOUT,
+                parse_duration,
+            );
             if let (Some(name), Some(kind)) = (name, kind) {
                 channels.push(ChannelConfig {
                     name,
                     kind,
+                    timeout,
                     location: self.location(&spanned.span()),
                 });
             }
         }
-
         // Checked against every named channel, even one with other errors,
         // so that a mistake in a channel is not reported twice.
         let notify = self.list("escalation.notify", &raw.notify, |name| {
-            if names.contains(name) {
-                Ok(name.to_owned())
-            } else {
-                Err(format!(
-                    "unknown channel {name:?}: no escalation.channels entry has that name"
-                ))
-            }
+            check_channel(&names, name)
         });
-        EscalationConfig { notify, channels }
+        self.channel_names = names;
+        let tiers = match &raw.tiers {
+            Some(tiers) => {
+                if !raw.notify.is_empty() {
+                    self.error(
+                        "escalation.tiers",
+                        tiers.span(),
+                        "set either \"notify\" (one tier, at once) or \"tiers\", not both",
+                    );
+                }
+                self.tiers("escalation.tiers", tiers)
+            }
+            None if notify.is_empty() => Vec::new(),
+            None => vec![Tier {
+                after: std::time::Duration::ZERO,
+                notify: notify.clone(),
+            }],
+        };
+        self.default_tiers = tiers.clone();
+        let renotify = raw
+            .renotify
+            .as_ref()
+            .and_then(|text| self.parse("escalation.renotify", text, parse_duration));
+        let d = RetryConfig::default();
+        let retry = RetryConfig {
+            initial: self.optional(
+                "escalation.retry_initial",
+                raw.retry_initial.as_ref(),
+                d.initial,
+                parse_duration,
+            ),
+            max: self.optional(
+                "escalation.retry_max",
+                raw.retry_max.as_ref(),
+                d.max,
+                parse_duration,
+            ),
+            attempts: self.optional_positive(
+                "escalation.max_attempts",
+                raw.max_attempts.as_ref(),
+                d.attempts,
+            ),
+            fall_through_after: self.optional_positive(
+                "escalation.fall_through_after",
+                raw.fall_through_after.as_ref(),
+                d.fall_through_after,
+            ),
+        };
+        EscalationConfig {
+            notify,
+            channels,
+            policy: Policy { tiers, renotify },
+            retry,
+        }
+    }
+
+    /// An escalation policy's tiers: each names known channels, in order of `after`.
+    fn tiers(&mut self, key: &str, raw: &Spanned<Vec<Spanned<RawTier>>>) -> Vec<Tier> {
+        let mut tiers: Vec<Tier> = Vec::new();
+        for (index, spanned) in raw.get_ref().iter().enumerate() {
+            let prefix = format!("{key}[{index}]");
+            let tier = spanned.get_ref();
+            let after = match &tier.after {
+                Some(after) => self.parse(&format!("{prefix}.after"), after, parse_delay),
+                None => {
+                    self.error(&prefix, spanned.span(), "missing required key \"after\"");
+                    None
+                }
+            };
+            if tier.notify.is_empty() {
+                self.error(
+                    &prefix,
+                    spanned.span(),
+                    "\"notify\" must name at least one channel",
+                );
+            }
+            let names = std::mem::take(&mut self.channel_names);
+            let notify = self.list(&format!("{prefix}.notify"), &tier.notify, |name| {
+                check_channel(&names, name)
+            });
+            self.channel_names = names;
+            let Some(after) = after else { continue };
+            if let Some(previous) = tiers.last().filter(|t| t.after > after) {
+                self.error(
+                    &format!("{prefix}.after"),
+                    tier.after
+                        .as_ref()
+                        .map(Spanned::span)
+                        .unwrap_or(spanned.span()),
+                    format!(
+                        "tiers must be in order of \"after\": {} comes after a tier at {}",
+                        humantime::format_duration(after),
+                        humantime::format_duration(previous.after)
+                    ),
+                );
+            }
+            tiers.push(Tier { after, notify });
+        }
+        tiers
     }
 
     /// A channel's type and settings. Keys that the type does not allow are
@@ -587,6 +741,13 @@ impl Validator<'_> {
             ("to", raw.to.as_ref().map(Spanned::span)),
             ("url", raw.url.as_ref().map(Spanned::span)),
             ("routing_key", raw.routing_key.as_ref().map(Spanned::span)),
+            ("tls", raw.tls.as_ref().map(Spanned::span)),
+            ("username", raw.username.as_ref().map(Spanned::span)),
+            ("password", raw.password.as_ref().map(Spanned::span)),
+            (
+                "default_severity",
+                raw.default_severity.as_ref().map(Spanned::span),
+            ),
         ];
         let mut misplaced = false;
         for (key, key_span) in present {
@@ -643,10 +804,48 @@ impl Validator<'_> {
             let checked = self.list(&table.key("to"), addresses, check_email_address);
             (checked.len() == addresses.len()).then_some(checked)
         });
+        let tls = self.optional(
+            &table.key("tls"),
+            raw.tls.as_ref(),
+            SmtpTls::default(),
+            |tls| match tls {
+                "none" => Ok(SmtpTls::None),
+                "opportunistic" => Ok(SmtpTls::Opportunistic),
+                "starttls" => Ok(SmtpTls::StartTls),
+                "tls" => Ok(SmtpTls::Tls),
+                other => Err(format!(
+                    "unknown tls mode {other:?} (use none, opportunistic, starttls or tls)"
+                )),
+            },
+        );
+        let username = raw
+            .username
+            .as_ref()
+            .and_then(|u| self.string(&table.key("username"), u));
+        let password = raw
+            .password
+            .as_ref()
+            .and_then(|p| self.string(&table.key("password"), p));
+        let auth = match (username, password) {
+            (Some(user), Some(password)) if !user.is_empty() => Some((user, password)),
+            // An empty user (an unset `${SMTP_USER:-}`) means no login.
+            (Some(user), _) if user.is_empty() => None,
+            (None, None) => None,
+            _ => {
+                self.error(
+                    table.prefix,
+                    table.span.clone(),
+                    "set both \"username\" and \"password\", or neither",
+                );
+                None
+            }
+        };
         Some(ChannelKind::Email {
             smtp: smtp?,
             from: from?,
             to: to?,
+            tls,
+            auth,
         })
     }
 
@@ -669,9 +868,24 @@ impl Validator<'_> {
             Some(url) => self.parse(&table.key("url"), url, check_http_url),
             None => Some(DEFAULT_PAGERDUTY_URL.to_owned()),
         };
+        let default_severity = self.optional(
+            &table.key("default_severity"),
+            raw.default_severity.as_ref(),
+            DEFAULT_PAGERDUTY_SEVERITY.to_owned(),
+            |severity| {
+                if PAGERDUTY_SEVERITIES.contains(&severity) {
+                    Ok(severity.to_owned())
+                } else {
+                    Err(format!(
+                        "unknown severity {severity:?} (use critical, error, warning or info)"
+                    ))
+                }
+            },
+        );
         Some(ChannelKind::PagerDuty {
             routing_key: routing_key?,
             url: url?,
+            default_severity,
         })
     }
 
@@ -871,9 +1085,9 @@ impl ChannelType {
 
     fn allowed_keys(self) -> &'static [&'static str] {
         match self {
-            ChannelType::Email => &["smtp", "from", "to"],
+            ChannelType::Email => &["smtp", "from", "to", "tls", "username", "password"],
             ChannelType::Webhook | ChannelType::Slack => &["url"],
-            ChannelType::PagerDuty => &["routing_key", "url"],
+            ChannelType::PagerDuty => &["routing_key", "url", "default_severity"],
         }
     }
 }
@@ -896,6 +1110,17 @@ impl ChannelTable<'_> {
 }
 
 // ----- checks of single values -----
+
+/// A channel name that `names` defines.
+fn check_channel(names: &UniqueNames, name: &str) -> Result<String, String> {
+    if names.contains(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "unknown channel {name:?}: no escalation.channels entry has that name"
+        ))
+    }
+}
 
 /// `<ip>:<port>`; host names are not resolved.
 fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {

@@ -11,14 +11,17 @@
 
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::audit::{self, NewEntry};
+use crate::config::{Config, Policy, DEFAULT_VERIFY_FOR};
 use crate::guard::{BreakerEntry, Pause};
 use crate::incident::{Outcome, Reason, State};
 use crate::ingest::payload::{Alert, Status};
@@ -130,6 +133,14 @@ pub struct Incident {
     /// The storm group of its escalation, shared with other escalations of the same route
     /// and reason close in time.
     pub escalation_group: Option<String>,
+    /// Alertmanager's external URL, from the latest delivery about this alert.
+    pub external_url: String,
+    /// While `verifying`: when it is escalated `still_firing` unless the alert resolves.
+    pub verify_until: Option<String>,
+    /// When it was escalated.
+    pub escalated_at: Option<String>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineEntry>>,
 }
@@ -160,6 +171,15 @@ pub struct Claim {
     pub attempt: u32,
 }
 
+/// One incident of a storm group, for the group's summary notification.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupMember {
+    pub id: String,
+    pub alertname: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: String,
+}
+
 /// A queued incident, as the guards need to see it.
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -187,6 +207,135 @@ pub enum RunResult {
     Escalated { reason: Reason, message: String },
     /// The run was interrupted and the route allows one more try: back to `queued`.
     Requeue { message: String },
+}
+
+/// What the store needs of the configuration to plan what happens next, inside the same
+/// transaction that escalates or starts a verification: each route's verification window
+/// and escalation policy, and the default policy. Replaced on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    pub default: Policy,
+    pub routes: HashMap<String, RoutePlan>,
+}
+
+/// One route's part of [`Plans`].
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    pub verify_for: Duration,
+    pub policy: Policy,
+}
+
+impl Plans {
+    pub fn from_config(config: &Config) -> Plans {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let policy = config.policy_for(Some(&r.name)).clone();
+                let plan = RoutePlan {
+                    verify_for: r.verify_for,
+                    policy,
+                };
+                (r.name.clone(), plan)
+            })
+            .collect();
+        Plans {
+            default: config.escalation.policy.clone(),
+            routes,
+        }
+    }
+
+    /// The policy of incidents of `route` (the default for none, or a route since removed).
+    pub fn policy(&self, route: Option<&str>) -> &Policy {
+        route
+            .and_then(|r| self.routes.get(r))
+            .map(|r| &r.policy)
+            .unwrap_or(&self.default)
+    }
+
+    pub fn verify_for(&self, route: Option<&str>) -> Duration {
+        route
+            .and_then(|r| self.routes.get(r))
+            .map(|r| r.verify_for)
+            .unwrap_or(DEFAULT_VERIFY_FOR)
+    }
+}
+
+/// An incident waiting, after its run, for its alert to resolve.
+#[derive(Debug, Clone)]
+pub struct Verifying {
+    pub id: String,
+    pub route: Option<String>,
+    pub fingerprint: String,
+    pub labels: BTreeMap<String, String>,
+    pub verify_until: DateTime<Utc>,
+}
+
+/// What a notification tells a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// The incident was escalated: a person is needed.
+    Escalated,
+    /// An escalated incident's alert resolved.
+    Resolved,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Escalated => "escalated",
+            NotificationKind::Resolved => "resolved",
+        }
+    }
+}
+
+/// A notification owed, as the sender takes it from the outbox.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub id: i64,
+    /// Its idempotency key: one per incident, round, tier and channel (or per incident and
+    /// channel for a resolution).
+    pub key: String,
+    pub incident_id: String,
+    pub kind: NotificationKind,
+    pub round: u32,
+    pub tier: u32,
+    pub channel: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// How one delivery attempt went, as the store records it.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Sent,
+    Failed {
+        error: String,
+        permanent: bool,
+        /// When to try again; `None`: give up.
+        retry_at: Option<DateTime<Utc>>,
+        /// Make the next tier due now (the channel keeps failing, or cannot deliver).
+        fall_through: bool,
+    },
+}
+
+/// What an ack did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    Acknowledged,
+    /// It was already acknowledged, by this person (if known).
+    Already(Option<String>),
+    /// Only an escalated incident can be acknowledged; it is in this state.
+    NotEscalated(State),
+    NotFound,
+}
+
+/// Counts of the outbox, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub failed: u64,
 }
 
 /// The handle every other module uses. Cheap to clone.
@@ -354,6 +503,17 @@ impl Store {
         }
     }
 
+    /// The incidents of storm group `group` (at most `limit`), with the group's size.
+    pub async fn group_members(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<(u64, Vec<GroupMember>), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.group_members(group, limit).await,
+        }
+    }
+
     /// Escalations of one route and reason within `window` are grouped (storm handling).
     pub fn set_storm_window(&self, window: std::time::Duration) {
         match &self.backend {
@@ -393,6 +553,92 @@ impl Store {
         }
     }
 
+    /// Puts the plans of a newly loaded configuration in force.
+    pub fn set_plans(&self, plans: Plans) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_plans(plans),
+        }
+    }
+
+    /// Notified after a commit that made a notification due (an escalation, a retry moved
+    /// forward, a resolution to announce).
+    pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.outbox_wake(),
+        }
+    }
+
+    /// Incidents in `verifying`, soonest deadline first.
+    pub async fn verifying(&self, limit: usize) -> Result<Vec<Verifying>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.verifying(limit).await,
+        }
+    }
+
+    /// The wait after a run ended and the alert still fires: escalates `still_firing` with
+    /// `message` (and schedules its notifications in the same commit). False when the
+    /// incident was no longer verifying.
+    pub async fn verification_failed(&self, id: &str, message: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.verification_failed(id, message).await,
+        }
+    }
+
+    /// The alert of a verifying incident is gone (`how` says how medic knows): resolved,
+    /// `auto_remediated`. False when the incident was no longer verifying.
+    pub async fn verification_resolved(&self, id: &str, how: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.verification_resolved(id, how).await,
+        }
+    }
+
+    /// A person (`by`, if given) takes an escalated incident over: → `acknowledged`, and
+    /// the notifications of later tiers are cancelled.
+    pub async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.ack(id, by).await,
+        }
+    }
+
+    /// Notifications due at `now`, oldest first.
+    pub async fn outbox_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.outbox_due(now, limit).await,
+        }
+    }
+
+    /// When the next pending notification is due, if any.
+    pub async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.outbox_next_due().await,
+        }
+    }
+
+    /// Records one delivery attempt of notification `id` and audits it.
+    pub async fn outbox_attempt(&self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.outbox_attempt(id, attempt).await,
+        }
+    }
+
+    /// Starts a new escalation round for every escalated, unacknowledged incident whose
+    /// policy renotifies and whose last round is that old. Returns how many.
+    pub async fn renotify_due(&self) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.renotify_due().await,
+        }
+    }
+
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.outbox_counts().await,
+        }
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.backend {
@@ -421,3 +667,6 @@ pub(crate) fn stamp_exact(t: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod escalation_tests;

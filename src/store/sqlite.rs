@@ -9,18 +9,19 @@
 //! acknowledged. Reads use a separate connection, which WAL lets run beside the writer.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
-    stamp, stamp_exact, AlertEffect, Claim, Delivery, Incident, IncidentFilter, Queued, Refusal,
-    Routed, RunResult, StoreError, TimelineEntry,
+    stamp, stamp_exact, Ack, AlertEffect, Attempt, Claim, Delivery, GroupMember, Incident,
+    IncidentFilter, Notification, NotificationKind, OutboxCounts, Plans, Queued, Refusal, Routed,
+    RunResult, StoreError, TimelineEntry, Verifying,
 };
 use crate::audit::{self, chain_hash, Event, NewEntry};
 use crate::guard::{storm, BreakerEntry, Pause};
@@ -41,6 +42,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_runs.sql")),
     (3, include_str!("migrations/sqlite/0003_guards.sql")),
+    (4, include_str!("migrations/sqlite/0004_escalation.sql")),
 ];
 
 /// Describes a claimed run for its `run_started` audit entry.
@@ -57,7 +59,12 @@ pub(super) struct Sqlite {
     reader: Arc<Mutex<Connection>>,
     /// The storm-grouping window in milliseconds, shared with the writer.
     storm_window: Arc<std::sync::atomic::AtomicU64>,
+    plans: SharedPlans,
+    outbox_wake: Arc<Notify>,
 }
+
+/// The plans in force, shared by the handle (which replaces them) and the writer.
+type SharedPlans = Arc<RwLock<Arc<Plans>>>;
 
 /// Copies the WAL back into the database file in the background, so that the writer never
 /// spends a commit's time on it. Stopped (and joined) on close.
@@ -91,11 +98,16 @@ impl Sqlite {
 
         let (tx, rx) = mpsc::channel(QUEUE);
         let storm_window = Arc::new(std::sync::atomic::AtomicU64::new(60_000));
+        let plans: SharedPlans = Arc::default();
+        let outbox_wake = Arc::new(Notify::new());
         let writer = Writer {
             conn,
             head,
             ids: ulid::Generator::new(),
             storm_window: storm_window.clone(),
+            plans: plans.clone(),
+            outbox_wake: outbox_wake.clone(),
+            outbox_touched: false,
         };
         let handle = std::thread::Builder::new()
             .name("medic-store-writer".into())
@@ -123,7 +135,214 @@ impl Sqlite {
             }))),
             reader: Arc::new(Mutex::new(reader)),
             storm_window,
+            plans,
+            outbox_wake,
         })
+    }
+
+    pub(super) fn set_plans(&self, plans: Plans) {
+        *self
+            .plans
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(plans);
+    }
+
+    pub(super) fn outbox_wake(&self) -> Arc<Notify> {
+        self.outbox_wake.clone()
+    }
+
+    pub(super) async fn verifying(&self, limit: usize) -> Result<Vec<Verifying>, StoreError> {
+        let plans = current(&self.plans);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, route, fingerprint, labels, verify_until, updated_at FROM incidents
+                 WHERE state = 'verifying' ORDER BY verify_until LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, route, fingerprint, labels, until, updated) = row?;
+                // Verifying since before timers were stored: from its last change.
+                let until = match until.as_deref().and_then(parse_time) {
+                    Some(t) => t,
+                    None => {
+                        parse_time(&updated).unwrap_or_else(Utc::now)
+                            + plans.verify_for(route.as_deref())
+                    }
+                };
+                out.push(Verifying {
+                    labels: serde_json::from_str(&labels).map_err(|_| {
+                        StoreError::Corrupt(format!("incident {id}: labels are not JSON"))
+                    })?,
+                    id,
+                    route,
+                    fingerprint,
+                    verify_until: until,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn verification_failed(
+        &self,
+        id: &str,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, message) = (id.to_string(), message.to_string());
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            if w.state_of(&id)? != Some(State::Verifying) {
+                return Ok(false);
+            }
+            w.verification_ended(&id, false, &message, &now)?;
+            let m = Move {
+                reason: Some(Reason::StillFiring),
+                message: Some(&message),
+                ..Move::new(State::Verifying, State::Escalated)
+            };
+            w.transition(&id, m, &now)
+        })
+        .await
+    }
+
+    pub(super) async fn verification_resolved(
+        &self,
+        id: &str,
+        how: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, how) = (id.to_string(), how.to_string());
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            if w.state_of(&id)? != Some(State::Verifying) {
+                return Ok(false);
+            }
+            let r = Resolution {
+                outcome: Outcome::AutoRemediated,
+                ends_at: None,
+                note: Some(&how),
+                delivery: false,
+            };
+            w.resolve(&id, State::Verifying, r, &now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+        let id = id.to_string();
+        self.write(move |w| w.ack(&id, by)).await
+    }
+
+    pub(super) async fn outbox_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, key, incident_id, kind, round, tier, channel, attempts FROM outbox
+                 WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![stamp(now), limit as i64], |r| {
+                let kind: String = r.get(3)?;
+                Ok(Notification {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    incident_id: r.get(2)?,
+                    kind: if kind == "resolved" {
+                        NotificationKind::Resolved
+                    } else {
+                        NotificationKind::Escalated
+                    },
+                    round: r.get::<_, i64>(4)? as u32,
+                    tier: r.get::<_, i64>(5)? as u32,
+                    channel: r.get(6)?,
+                    attempts: r.get::<_, i64>(7)? as u32,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read(|c| {
+            let next: Option<String> = c.query_row(
+                "SELECT MIN(due_at) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(next.as_deref().and_then(parse_time))
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_attempt(&self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
+        self.write(move |w| w.outbox_attempt(id, attempt)).await
+    }
+
+    pub(super) async fn renotify_due(&self) -> Result<usize, StoreError> {
+        self.write(|w| w.renotify_due()).await
+    }
+
+    pub(super) async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT state, COUNT(*) FROM outbox WHERE state IN ('pending', 'failed') GROUP BY state",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut counts = OutboxCounts::default();
+            for row in rows {
+                match row? {
+                    (state, n) if state == "pending" => counts.pending = n as u64,
+                    (_, n) => counts.failed = n as u64,
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    pub(super) async fn group_members(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<(u64, Vec<GroupMember>), StoreError> {
+        let group = group.to_string();
+        self.read(move |c| {
+            let total: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM incidents WHERE escalation_group = ?1")?
+                .query_row([&group], |r| r.get(0))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT id, alertname, labels, state FROM incidents WHERE escalation_group = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![group, limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, alertname, labels, state) = row?;
+                out.push(GroupMember {
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    id,
+                    alertname,
+                    state,
+                });
+            }
+            Ok((total as u64, out))
+        })
+        .await
     }
 
     pub(super) fn set_storm_window(&self, window: Duration) {
@@ -545,6 +764,14 @@ impl Sqlite {
     }
 }
 
+/// The plans in force now.
+fn current(plans: &SharedPlans) -> Arc<Plans> {
+    plans
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves no broken invariant behind.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -658,6 +885,11 @@ pub(super) struct Writer {
     head: (i64, String),
     ids: ulid::Generator,
     storm_window: Arc<std::sync::atomic::AtomicU64>,
+    plans: SharedPlans,
+    /// Wakes the sender after a commit that made a notification due.
+    outbox_wake: Arc<Notify>,
+    /// Set by a job of the current batch that touched the outbox.
+    outbox_touched: bool,
 }
 
 impl Writer {
@@ -703,6 +935,7 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: Vec<Box<dyn Job>>) {
         let head_before = self.head.clone();
+        self.outbox_touched = false;
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             tracing::error!(error = %msg, "store: cannot begin a transaction");
@@ -744,6 +977,9 @@ impl Writer {
                 job.finish(Err(StoreError::Commit(msg.clone())));
             }
             return;
+        }
+        if self.outbox_touched {
+            self.outbox_wake.notify_one();
         }
         for (job, r) in batch.into_iter().zip(results) {
             job.finish(r);
@@ -800,10 +1036,11 @@ impl Writer {
             Action::Duplicate { id } => {
                 self.conn
                     .prepare_cached(
-                        "UPDATE incidents SET deliveries = deliveries + 1, last_seen_at = ?2, annotations = ?3
+                        "UPDATE incidents SET deliveries = deliveries + 1, last_seen_at = ?2, annotations = ?3,
+                            external_url = ?4
                          WHERE id = ?1",
                     )?
-                    .execute(params![id, now, p.annotations.get()])?;
+                    .execute(params![id, now, p.annotations.get(), p.external_url])?;
                 let detail = details::Notification {
                     status: a.status,
                     starts_at: &p.starts_at,
@@ -818,13 +1055,25 @@ impl Writer {
             }
             Action::Resolve { id, outcome } => {
                 let from = latest.map(|l| l.state).unwrap_or(State::Queued);
-                self.resolve(&id, from, outcome, a.ends_at, None, now)?;
+                let r = Resolution {
+                    outcome,
+                    ends_at: a.ends_at,
+                    note: None,
+                    delivery: true,
+                };
+                self.resolve(&id, from, r, now)?;
                 Ok(AlertEffect::Resolved { id, outcome })
             }
             Action::Supersede { id, outcome } => {
                 let from = latest.map(|l| l.state).unwrap_or(State::Queued);
                 let note = "a newer firing arrived; this period's resolution was never delivered";
-                self.resolve(&id, from, outcome, None, Some(note), now)?;
+                let r = Resolution {
+                    outcome,
+                    ends_at: None,
+                    note: Some(note),
+                    delivery: true,
+                };
+                self.resolve(&id, from, r, now)?;
                 Ok(AlertEffect::Superseded(self.open(p, now)?))
             }
             Action::Stale { id, why } => {
@@ -887,18 +1136,30 @@ impl Writer {
             message,
             extra,
         } = m;
+        // Entering `verifying` starts the verification timer; leaving it stops it.
+        let verify_until = match to {
+            State::Verifying => {
+                let route = self.route_of(id)?;
+                let verify_for = current(&self.plans).verify_for(route.as_deref());
+                Some(stamp(parse_time(now).unwrap_or_else(Utc::now) + verify_for))
+            }
+            _ => None,
+        };
         let changed = self
             .conn
             .prepare_cached(
                 "UPDATE incidents SET state = ?3, reason = COALESCE(?4, reason), message = COALESCE(?5, message),
-                    updated_at = ?6
+                    updated_at = ?6, verify_until = ?7
                  WHERE id = ?1 AND state = ?2",
             )?
-            .execute(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now])?;
+            .execute(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now, verify_until])?;
         if changed == 0 {
             return Ok(false);
         }
         let mut detail = json!({"from": from, "to": to});
+        if let Some(until) = &verify_until {
+            detail["verify_until"] = json!(until);
+        }
         if let Some(r) = reason {
             detail["reason"] = json!(r);
         }
@@ -914,8 +1175,12 @@ impl Writer {
             NewEntry::for_incident(Event::StateChanged, id, &detail),
             now,
         )?;
-        if let (State::Escalated, Some(reason)) = (to, reason) {
-            self.group_escalation(id, reason, now)?;
+        if to == State::Escalated {
+            if let Some(reason) = reason {
+                self.group_escalation(id, reason, now)?;
+            }
+            // The notifications are committed with the escalation: none is ever lost.
+            self.escalate(id, now)?;
         }
         Ok(true)
     }
@@ -970,9 +1235,10 @@ impl Writer {
                     .to_string();
                 self.conn
                     .prepare_cached(
-                        "INSERT INTO escalation_groups (id, route, reason, opened_at, size) VALUES (?1, ?2, ?3, ?4, 1)",
+                        "INSERT INTO escalation_groups (id, route, reason, opened_at, size, leader)
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                     )?
-                    .execute(params![gid, route, reason.as_str(), now])?;
+                    .execute(params![gid, route, reason.as_str(), now, id])?;
                 (gid, 1, true)
             }
         };
@@ -1156,8 +1422,8 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
                     starts_at, state, is_open, reason, route, runbook, deliveries, created_at, updated_at, last_seen_at,
-                    message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13)",
+                    message, external_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13, ?14)",
             )?
             .execute(params![
                 id,
@@ -1173,6 +1439,7 @@ impl Writer {
                 runbook,
                 now,
                 why,
+                p.external_url,
             ])?;
         let opened = details::IncidentOpened {
             fingerprint: &a.fingerprint,
@@ -1206,6 +1473,7 @@ impl Writer {
                     NewEntry::for_incident(Event::StateChanged, &id, &detail),
                     now,
                 )?;
+                self.escalate(&id, now)?;
             }
         }
         Ok(state)
@@ -1215,30 +1483,474 @@ impl Writer {
         &mut self,
         id: &str,
         from: State,
-        outcome: Outcome,
-        ends_at: Option<DateTime<Utc>>,
-        note: Option<&str>,
+        r: Resolution<'_>,
         now: &str,
     ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "UPDATE incidents SET state = 'resolved', is_open = 0, outcome = ?2, resolved_at = ?3,
-                    updated_at = ?3, last_seen_at = ?3, deliveries = deliveries + 1
+                    updated_at = ?3, last_seen_at = ?3, deliveries = deliveries + ?4, verify_until = NULL
                  WHERE id = ?1",
             )?
-            .execute(params![id, outcome.as_str(), now])?;
-        let mut detail = json!({"from": from, "to": State::Resolved, "outcome": outcome});
-        if let Some(t) = ends_at {
+            .execute(params![id, r.outcome.as_str(), now, i64::from(r.delivery)])?;
+        if from == State::Verifying {
+            let how = r
+                .note
+                .unwrap_or("Alertmanager sent the resolved notification");
+            self.verification_ended(id, true, how, now)?;
+        }
+        let mut detail = json!({"from": from, "to": State::Resolved, "outcome": r.outcome});
+        if let Some(t) = r.ends_at {
             detail["ends_at"] = json!(stamp_exact(t));
         }
-        if let Some(note) = note {
+        if let Some(note) = r.note {
             detail["note"] = json!(note);
         }
         self.append(
             NewEntry::for_incident(Event::StateChanged, id, &detail),
             now,
+        )?;
+        if matches!(from, State::Escalated | State::Acknowledged) {
+            self.announce_resolution(id, now)?;
+        }
+        Ok(())
+    }
+
+    /// The end of a verification: `success` when the alert resolved while medic waited
+    /// after a run, not when the wait ran out. Every verification ends here, inside the
+    /// transaction that resolves or escalates the incident: this is where a route's
+    /// circuit breaker records its success or failure.
+    fn verification_ended(
+        &mut self,
+        id: &str,
+        success: bool,
+        how: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let event = if success {
+            Event::VerificationSucceeded
+        } else {
+            Event::VerificationFailed
+        };
+        let route = self.route_of(id)?;
+        let detail = json!({"route": route, "how": how});
+        self.append(NewEntry::for_incident(event, id, &detail), now)
+    }
+
+    fn state_of(&self, id: &str) -> Result<Option<State>, StoreError> {
+        let state: Option<String> = self
+            .conn
+            .prepare_cached("SELECT state FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        state
+            .map(|s| {
+                State::parse(&s).ok_or_else(|| {
+                    StoreError::Corrupt(format!("incident {id}: unknown state {s:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    fn route_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT route FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// An incident was just escalated: its first round of notifications.
+    fn escalate(&mut self, id: &str, now: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE incidents SET escalated_at = COALESCE(escalated_at, ?2), round = 1, round_at = ?2
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now])?;
+        // Storm grouping: the group's first incident is notified at once, as usual. The others
+        // are not notified one by one: when the first of them joins, one summary notification
+        // of the group is scheduled for the end of its window, listing every member then.
+        let group = self
+            .conn
+            .prepare_cached(
+                "SELECT g.id, g.leader, g.opened_at, g.size FROM incidents i
+                 JOIN escalation_groups g ON g.id = i.escalation_group WHERE i.id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        match group {
+            Some((gid, leader, opened_at, size)) if leader != id => {
+                let detail = json!({"round": 1, "grouped_into": leader, "group": gid,
+                                    "note": "covered by the group's summary notification; not notified on its own"});
+                self.append(
+                    NewEntry::for_incident(Event::EscalationScheduled, id, &detail),
+                    now,
+                )?;
+                if size == 2 {
+                    self.schedule_group_summary(&gid, &leader, &opened_at, now)?;
+                }
+                Ok(())
+            }
+            _ => self.schedule_round(id, 1, now),
+        }
+    }
+
+    /// Puts the summary notification of storm group `gid` in the outbox, on its first
+    /// incident's channels, due when the group's window ends.
+    fn schedule_group_summary(
+        &mut self,
+        gid: &str,
+        leader: &str,
+        opened_at: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let route = self.route_of(leader)?;
+        let plans = current(&self.plans);
+        let policy = plans.policy(route.as_deref());
+        let window = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        let start =
+            parse_time(opened_at).unwrap_or_else(Utc::now) + chrono::Duration::milliseconds(window);
+        for (index, tier) in policy.tiers.iter().enumerate() {
+            let number = index + 1;
+            let due = stamp(start + tier.after);
+            for channel in &tier.notify {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
+                         VALUES (?1, ?2, 'escalated', 1, ?3, ?4, 'pending', ?5, ?6)",
+                    )?
+                    .execute(params![format!("{leader}/group/{gid}/{number}/{channel}"), leader, number as i64, channel, due, now])?;
+            }
+        }
+        self.outbox_touched = true;
+        let detail = json!({"group": gid, "summary_due_at": stamp(start)});
+        self.append(
+            NewEntry::for_incident(Event::EscalationScheduled, leader, &detail),
+            now,
         )
     }
+
+    /// Puts one round of the incident's escalation policy in the outbox: each tier's
+    /// channels, due `after` from now. The idempotency key refuses a second copy.
+    fn schedule_round(&mut self, id: &str, round: u32, now: &str) -> Result<(), StoreError> {
+        self.schedule_round_from(id, round, now, now)
+    }
+
+    fn schedule_round_from(
+        &mut self,
+        id: &str,
+        round: u32,
+        from: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let route = self.route_of(id)?;
+        let plans = current(&self.plans);
+        let policy = plans.policy(route.as_deref());
+        let start = parse_time(from).unwrap_or_else(Utc::now);
+        let mut tiers = Vec::with_capacity(policy.tiers.len());
+        for (index, tier) in policy.tiers.iter().enumerate() {
+            let number = index + 1;
+            let due = stamp(start + tier.after);
+            for channel in &tier.notify {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
+                         VALUES (?1, ?2, 'escalated', ?3, ?4, ?5, 'pending', ?6, ?7)",
+                    )?
+                    .execute(params![
+                        format!("{id}/{round}/{number}/{channel}"),
+                        id,
+                        round,
+                        number as i64,
+                        channel,
+                        due,
+                        now
+                    ])?;
+            }
+            tiers.push(json!({
+                "tier": number, "after": humantime::format_duration(tier.after).to_string(),
+                "notify": tier.notify, "due_at": due,
+            }));
+        }
+        self.outbox_touched = true;
+        let mut detail = json!({"round": round, "tiers": tiers});
+        if policy.tiers.is_empty() {
+            detail["note"] = json!("no escalation policy names a channel: nobody is notified");
+        }
+        if let Some(every) = policy.renotify {
+            detail["renotify"] = json!(humantime::format_duration(every).to_string());
+        }
+        self.append(
+            NewEntry::for_incident(Event::EscalationScheduled, id, &detail),
+            now,
+        )
+    }
+
+    /// Cancels what was not sent yet of the incident's escalation, because of `why`.
+    fn cancel_pending(&mut self, id: &str, why: &str, now: &str) -> Result<(), StoreError> {
+        let cancelled = self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'cancelled', done_at = ?2
+                 WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'pending'",
+            )?
+            .execute(params![id, now])?;
+        if cancelled > 0 {
+            let detail = json!({"notifications": cancelled, "why": why});
+            self.append(
+                NewEntry::for_incident(Event::NotificationsCancelled, id, &detail),
+                now,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An escalated incident's alert resolved: later tiers are not needed, and every
+    /// channel that was told about it is told, once, that it is over.
+    fn announce_resolution(&mut self, id: &str, now: &str) -> Result<(), StoreError> {
+        self.cancel_pending(id, "the alert resolved", now)?;
+        let channels = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT DISTINCT channel FROM outbox WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'sent'",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        for channel in channels {
+            self.owe_resolution(id, &channel, now)?;
+        }
+        Ok(())
+    }
+
+    fn owe_resolution(&mut self, id: &str, channel: &str, now: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
+                 VALUES (?1, ?2, 'resolved', 0, 0, ?3, 'pending', ?4, ?4)",
+            )?
+            .execute(params![format!("{id}/resolved/{channel}"), id, channel, now])?;
+        self.outbox_touched = true;
+        Ok(())
+    }
+
+    fn ack(&mut self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .prepare_cached("SELECT state, acked_by FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((state, acked_by)) = row else {
+            return Ok(Ack::NotFound);
+        };
+        let state = State::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("incident {id}: unknown state {state:?}"))
+        })?;
+        match state {
+            State::Acknowledged => return Ok(Ack::Already(acked_by)),
+            State::Escalated => {}
+            other => return Ok(Ack::NotEscalated(other)),
+        }
+        let now = stamp(Utc::now());
+        let m = Move {
+            extra: json!({ "by": by }),
+            ..Move::new(State::Escalated, State::Acknowledged)
+        };
+        self.transition(id, m, &now)?;
+        self.conn
+            .prepare_cached("UPDATE incidents SET acked_by = ?2 WHERE id = ?1")?
+            .execute(params![id, by])?;
+        self.append(
+            NewEntry::for_incident(Event::IncidentAcknowledged, id, &json!({ "by": by })),
+            &now,
+        )?;
+        self.cancel_pending(id, "acknowledged", &now)?;
+        Ok(Ack::Acknowledged)
+    }
+
+    fn outbox_attempt(&mut self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT o.incident_id, o.kind, o.round, o.tier, o.channel, o.attempts, o.state, i.is_open, i.state
+                 FROM outbox o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .optional()?;
+        let Some((incident, kind, round, tier, channel, attempts, state, is_open, incident_state)) =
+            row
+        else {
+            return Ok(());
+        };
+        let attempt_no = attempts + 1;
+        let now = stamp(Utc::now());
+        let mut detail = json!({
+            "channel": channel, "kind": kind, "round": round, "tier": tier, "attempt": attempt_no,
+        });
+        match attempt {
+            Attempt::Sent => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'sent', attempts = ?2, done_at = ?3, last_error = NULL WHERE id = ?1",
+                    )?
+                    .execute(params![id, attempt_no, now])?;
+                self.append(
+                    NewEntry::for_incident(Event::NotificationSent, &incident, &detail),
+                    &now,
+                )?;
+                // Delivered while the alert resolved: this channel is owed the end too.
+                if kind == "escalated" && is_open == 0 {
+                    self.owe_resolution(&incident, &channel, &now)?;
+                }
+            }
+            Attempt::Failed {
+                error,
+                permanent,
+                retry_at,
+                fall_through,
+            } => {
+                let next = match (&retry_at, permanent, state.as_str()) {
+                    (_, _, "cancelled") => "cancelled",
+                    (Some(_), false, _) => "pending",
+                    _ => "failed",
+                };
+                self.conn
+                    .prepare_cached(
+                        "UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4,
+                            due_at = COALESCE(?5, due_at), done_at = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        next,
+                        attempt_no,
+                        error,
+                        retry_at.filter(|_| next == "pending").map(stamp),
+                        now
+                    ])?;
+                detail["error"] = json!(error);
+                detail["permanent"] = json!(permanent);
+                match (next, &retry_at) {
+                    ("pending", Some(at)) => detail["next_attempt_at"] = json!(stamp(*at)),
+                    ("failed", _) => detail["gave_up"] = json!(true),
+                    _ => {}
+                }
+                self.append(
+                    NewEntry::for_incident(Event::NotificationFailed, &incident, &detail),
+                    &now,
+                )?;
+                if fall_through && kind == "escalated" && incident_state == "escalated" {
+                    self.fall_through(&incident, round, tier, &channel, &now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the next tier of the round (after `tier`) due now, if it is not yet.
+    fn fall_through(
+        &mut self,
+        incident: &str,
+        round: i64,
+        tier: i64,
+        channel: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let next: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(tier) FROM outbox WHERE incident_id = ?1 AND round = ?2 AND kind = 'escalated'
+                    AND tier > ?3",
+            )?
+            .query_row(params![incident, round, tier], |r| r.get(0))?;
+        let Some(next) = next else {
+            return Ok(());
+        };
+        let moved = self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET due_at = ?4 WHERE incident_id = ?1 AND round = ?2 AND kind = 'escalated'
+                    AND state = 'pending' AND tier = ?3 AND due_at > ?4",
+            )?
+            .execute(params![incident, round, next, now])?;
+        if moved == 0 {
+            // Already due, sent or cancelled.
+            return Ok(());
+        }
+        self.outbox_touched = true;
+        let detail =
+            json!({"round": round, "from_tier": tier, "to_tier": next, "failing_channel": channel});
+        self.append(
+            NewEntry::for_incident(Event::EscalationFellThrough, incident, &detail),
+            now,
+        )
+    }
+
+    fn renotify_due(&mut self) -> Result<usize, StoreError> {
+        let plans = current(&self.plans);
+        let rows = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, route, round, round_at FROM incidents WHERE state = 'escalated' AND round_at IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let now_t = Utc::now();
+        let now = stamp(now_t);
+        let mut started = 0;
+        for (id, route, round, round_at) in rows {
+            let Some(every) = plans.policy(route.as_deref()).renotify else {
+                continue;
+            };
+            let due = parse_time(&round_at).is_some_and(|at| at + every <= now_t);
+            if !due {
+                continue;
+            }
+            let round = round as u32 + 1;
+            self.conn
+                .prepare_cached("UPDATE incidents SET round = ?2, round_at = ?3 WHERE id = ?1")?
+                .execute(params![id, round, now])?;
+            self.schedule_round(&id, round, &now)?;
+            started += 1;
+        }
+        Ok(started)
+    }
+}
+
+/// How an incident is resolved: its outcome, the alert's end, a note, and whether a
+/// notification (a delivery) said so.
+struct Resolution<'a> {
+    outcome: Outcome,
+    ends_at: Option<DateTime<Utc>>,
+    note: Option<&'a str>,
+    delivery: bool,
 }
 
 /// The audit details written on the intake path, as typed structs: serialized straight to
@@ -1328,6 +2040,8 @@ struct Prepared {
 struct PreparedAlert {
     alert: Alert,
     routed: Routed,
+    /// Alertmanager's external URL, from the delivery.
+    external_url: String,
     starts_at: String,
     labels: Box<RawValue>,
     annotations: Box<RawValue>,
@@ -1350,6 +2064,7 @@ impl Prepared {
             .alerts
             .into_iter()
             .map(|(alert, routed)| PreparedAlert {
+                external_url: d.external_url.clone(),
                 starts_at: stamp_exact(alert.starts_at),
                 labels: raw_json(&alert.labels),
                 annotations: raw_json(&alert.annotations),
@@ -1383,7 +2098,8 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 const INCIDENT_COLUMNS: &str =
     "id, fingerprint, alertname, labels, annotations, state, reason, outcome, route, runbook,
-    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message, escalation_group";
+    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message,
+    external_url, verify_until, escalated_at, acked_by, escalation_group";
 
 /// Maps an incident row; the inner result reports values this build cannot read.
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident, StoreError>> {
@@ -1420,7 +2136,11 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Incident, Stor
             deliveries: r.get::<_, i64>(15)? as u64,
             attempts: r.get::<_, i64>(16)? as u32,
             message: r.get(17)?,
-            escalation_group: r.get(18)?,
+            external_url: r.get(18)?,
+            verify_until: r.get(19)?,
+            escalated_at: r.get(20)?,
+            acknowledged_by: r.get(21)?,
+            escalation_group: r.get(22)?,
             timeline: None,
             id: id.clone(),
         })

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod receiver;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

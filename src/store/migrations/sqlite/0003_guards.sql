@@ -22,7 +22,8 @@ CREATE TABLE escalation_groups (
     route     TEXT NOT NULL,
     reason    TEXT NOT NULL,
     opened_at TEXT NOT NULL,
-    size      INTEGER NOT NULL
+    size      INTEGER NOT NULL,
+    leader    TEXT NOT NULL                  -- the first incident: its notification covers the group
 );
 CREATE INDEX escalation_groups_latest ON escalation_groups (route, reason, opened_at);
 ALTER TABLE incidents ADD COLUMN escalation_group TEXT;

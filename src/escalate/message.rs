@@ -1,0 +1,906 @@
+//! What on-call reads: one incident turned into a message, and its forms for each channel.
+//!
+//! [`Message::new`] gathers the facts from the incident and its timeline (the alert, what
+//! medic tried, why it stopped, what it refused, the links); the channels only choose a
+//! form: [`Message::text`] and [`Message::html`] for mail, [`Message::document`] for
+//! webhooks, [`Message::slack`] for Slack. The first lines always answer, in this order:
+//! what is broken, what was tried, what to do. Pure: no IO.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::incident::Reason;
+use crate::store::{Incident, NotificationKind, TimelineEntry};
+
+/// How much of a step's output a message shows (the incident keeps more).
+const OUTPUT_LINES: usize = 12;
+const OUTPUT_CHARS: usize = 1200;
+/// Steps shown; beyond, a count of the rest.
+const MAX_STEPS: usize = 30;
+
+/// Everything a message says, gathered once.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub kind: NotificationKind,
+    /// One line: `[medic] ESCALATED DiskFull on db1:9100: still_firing`.
+    pub title: String,
+    pub incident_id: String,
+    pub alertname: String,
+    pub severity: Option<String>,
+    pub summary: Option<String>,
+    pub description: Option<String>,
+    /// The alert's labels, for the record.
+    pub labels: BTreeMap<String, String>,
+    /// When the alert started firing.
+    pub since: String,
+    /// Why medic stopped (`reason`) and its words.
+    pub reason: Option<Reason>,
+    pub why: String,
+    /// What medic would not do (a limit, a breaker, a pause), if that is why.
+    pub refused: Option<String>,
+    /// The runbook that ran, if any.
+    pub runbook: Option<String>,
+    /// Each step of the run(s), in order.
+    pub steps: Vec<Step>,
+    /// Steps left out beyond [`MAX_STEPS`].
+    pub more_steps: usize,
+    /// What the reader can do now, most useful first.
+    pub what_to_do: Vec<String>,
+    pub links: Links,
+    /// The outcome, for a resolution.
+    pub outcome: Option<String>,
+    pub resolved_at: Option<String>,
+    /// For a storm group's summary: every incident of the group (this one included).
+    pub group: Option<Group>,
+}
+
+/// A storm group: escalations of one route and reason close in time, told in one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub id: String,
+    /// How many incidents the group has.
+    pub size: u64,
+    /// The first of them (at most [`GROUP_LISTED`]).
+    pub incidents: Vec<crate::store::GroupMember>,
+}
+
+/// Most incidents a group's message lists by name.
+pub const GROUP_LISTED: usize = 100;
+
+impl Group {
+    fn line(m: &crate::store::GroupMember) -> String {
+        let instance = m
+            .labels
+            .get("instance")
+            .or_else(|| m.labels.get("service"))
+            .or_else(|| m.labels.get("name"))
+            .map(|i| format!(" on {i}"))
+            .unwrap_or_default();
+        format!("{} {}{} ({})", m.id, m.alertname, instance, m.state)
+    }
+}
+
+/// Where to look and act.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Links {
+    /// The incident in medic's API.
+    pub incident: String,
+    /// `POST` here (with the API token) to acknowledge.
+    pub ack: String,
+    /// The alert's source (Prometheus' generatorURL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A new silence for exactly this alert, in Alertmanager's UI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silence: Option<String>,
+    /// The alert's `runbook_url` annotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+}
+
+/// One step a runbook took, as a message shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// `exec /usr/bin/systemctl restart nginx`, `http GET http://...`, `log`.
+    pub what: String,
+    /// `exit 0`, `HTTP 503`, `failed: ...`, `would run (dry run)`.
+    pub result: String,
+    pub ok: bool,
+    pub duration_ms: Option<u64>,
+    /// The end of its output, trimmed.
+    pub output: String,
+}
+
+impl Message {
+    /// The message about `incident` (which must carry its timeline) for `kind`.
+    /// `medic_url` is medic's external URL (no trailing slash).
+    pub fn new(incident: &Incident, kind: NotificationKind, medic_url: &str) -> Message {
+        let empty = Vec::new();
+        let timeline = incident.timeline.as_ref().unwrap_or(&empty);
+        let labels = &incident.labels;
+        let annotations = &incident.annotations;
+        let severity = labels.get("severity").cloned();
+        let target = labels
+            .get("instance")
+            .or_else(|| labels.get("job"))
+            .or_else(|| labels.get("service"));
+        let subject = match target {
+            Some(t) => format!("{} on {t}", incident.alertname),
+            None => incident.alertname.clone(),
+        };
+        let reason_text = incident
+            .reason
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_else(|| "escalated".into());
+        let title = match kind {
+            NotificationKind::Escalated => format!("[medic] ESCALATED {subject}: {reason_text}"),
+            NotificationKind::Resolved => format!("[medic] RESOLVED {subject} (was {reason_text})"),
+        };
+        let (steps, more_steps) = steps(timeline);
+        let why = why(incident);
+        let refused = match incident.reason {
+            Some(Reason::RateLimited | Reason::CircuitOpen | Reason::Paused) => Some(format!(
+                "medic did not run the runbook ({}): {}",
+                reason_text,
+                incident.message.as_deref().unwrap_or("no details")
+            )),
+            _ => None,
+        };
+        let incident_url = format!("{medic_url}/api/v1/incidents/{}", incident.id);
+        let links = Links {
+            ack: format!("{incident_url}/ack"),
+            incident: incident_url,
+            source: Some(incident.generator_url.clone()).filter(|u| is_http(u)),
+            silence: silence_link(&incident.external_url, labels),
+            runbook: annotations
+                .get("runbook_url")
+                .cloned()
+                .filter(|u| is_http(u)),
+        };
+        let mut what_to_do = Vec::new();
+        if kind == NotificationKind::Escalated {
+            what_to_do.push(advice(incident));
+            if let Some(url) = &links.runbook {
+                what_to_do.push(format!("Follow the alert's runbook: {url}"));
+            }
+            what_to_do.push(format!(
+                "Take it over (stops later escalation tiers): curl -X POST -H 'Authorization: Bearer $MEDIC_API_TOKEN' -d '{{\"by\":\"your-name\"}}' {}",
+                links.ack
+            ));
+            if let Some(url) = &links.silence {
+                what_to_do.push(format!("Silence it while you work: {url}"));
+            }
+        }
+        Message {
+            kind,
+            title,
+            incident_id: incident.id.clone(),
+            alertname: incident.alertname.clone(),
+            severity,
+            summary: annotations.get("summary").cloned(),
+            description: annotations.get("description").cloned(),
+            labels: labels.clone(),
+            since: incident.started_at.clone(),
+            reason: incident.reason,
+            why,
+            refused,
+            runbook: incident.runbook.clone(),
+            steps,
+            more_steps,
+            what_to_do,
+            links,
+            outcome: incident.outcome.map(|o| o.as_str().to_string()),
+            resolved_at: incident.resolved_at.clone(),
+            group: None,
+        }
+    }
+
+    /// The plain-text form (the mail's text part).
+    pub fn text(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "{}", self.title);
+        let _ = writeln!(t);
+        if self.kind == NotificationKind::Resolved {
+            let _ = writeln!(
+                t,
+                "The alert resolved at {} (outcome: {}).",
+                self.resolved_at.as_deref().unwrap_or("?"),
+                self.outcome.as_deref().unwrap_or("?")
+            );
+            let _ = writeln!(t, "It had been escalated: {}", self.why);
+            let _ = writeln!(t, "\nIncident: {}", self.links.incident);
+            return t;
+        }
+        let _ = writeln!(t, "WHAT IS BROKEN");
+        let _ = writeln!(t, "  {}", self.broken_line());
+        if let Some(g) = &self.group {
+            let _ = writeln!(
+                t,
+                "  This is a storm: {} incidents of this route were escalated for the same reason within a short window:",
+                g.size
+            );
+            for m in &g.incidents {
+                let _ = writeln!(t, "    - {}", Group::line(m));
+            }
+            if g.size as usize > g.incidents.len() {
+                let _ = writeln!(
+                    t,
+                    "    ... and {} more (see the API)",
+                    g.size as usize - g.incidents.len()
+                );
+            }
+        }
+        if let Some(d) = &self.description {
+            for line in d.lines() {
+                let _ = writeln!(t, "  {line}");
+            }
+        }
+        let _ = writeln!(
+            t,
+            "  severity: {}   firing since: {}",
+            self.severity.as_deref().unwrap_or("none"),
+            self.since
+        );
+        let _ = writeln!(t);
+        let _ = writeln!(t, "WHAT WAS TRIED");
+        let _ = writeln!(t, "  {}", self.tried_line());
+        let _ = writeln!(t, "  Why medic stopped: {}", self.why);
+        if let Some(r) = &self.refused {
+            let _ = writeln!(t, "  Refused: {r}");
+        }
+        let _ = writeln!(t);
+        let _ = writeln!(t, "WHAT TO DO");
+        for (i, line) in self.what_to_do.iter().enumerate() {
+            let _ = writeln!(t, "  {}. {line}", i + 1);
+        }
+        let _ = writeln!(t);
+        if !self.steps.is_empty() {
+            let _ = writeln!(t, "STEPS");
+            for (i, s) in self.steps.iter().enumerate() {
+                let duration = s
+                    .duration_ms
+                    .map(|d| format!(" in {d} ms"))
+                    .unwrap_or_default();
+                let _ = writeln!(t, "  {}. {} -> {}{duration}", i + 1, s.what, s.result);
+                for line in s.output.lines() {
+                    let _ = writeln!(t, "       | {line}");
+                }
+            }
+            if self.more_steps > 0 {
+                let _ = writeln!(t, "  ... and {} more (see the incident)", self.more_steps);
+            }
+            let _ = writeln!(t);
+        }
+        let _ = writeln!(t, "LINKS");
+        let _ = writeln!(t, "  incident: {}", self.links.incident);
+        if let Some(u) = &self.links.source {
+            let _ = writeln!(t, "  source:   {u}");
+        }
+        if let Some(u) = &self.links.silence {
+            let _ = writeln!(t, "  silence:  {u}");
+        }
+        if let Some(u) = &self.links.runbook {
+            let _ = writeln!(t, "  runbook:  {u}");
+        }
+        let _ = writeln!(t);
+        let _ = writeln!(t, "LABELS");
+        for (k, v) in &self.labels {
+            let _ = writeln!(t, "  {k}={v}");
+        }
+        t
+    }
+
+    /// The HTML form (the mail's HTML part). Every value is escaped.
+    pub fn html(&self) -> String {
+        let e = escape;
+        let mut h = String::new();
+        h.push_str("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">");
+        let _ = write!(h, "<h2>{}</h2>", e(&self.title));
+        if self.kind == NotificationKind::Resolved {
+            let _ = write!(
+                h,
+                "<p>The alert resolved at {} (outcome: <b>{}</b>).</p><p>It had been escalated: {}</p>",
+                e(self.resolved_at.as_deref().unwrap_or("?")),
+                e(self.outcome.as_deref().unwrap_or("?")),
+                e(&self.why)
+            );
+            let _ = write!(
+                h,
+                "<p><a href=\"{0}\">Incident {1}</a></p></body></html>",
+                e(&self.links.incident),
+                e(&self.incident_id)
+            );
+            return h;
+        }
+        let _ = write!(
+            h,
+            "<h3>What is broken</h3><p><b>{}</b></p>",
+            e(&self.broken_line())
+        );
+        if let Some(g) = &self.group {
+            let _ = write!(
+                h,
+                "<p>This is a storm: {} incidents of this route were escalated for the same reason within a short window:</p><ul>",
+                g.size
+            );
+            for m in &g.incidents {
+                let _ = write!(h, "<li>{}</li>", e(&Group::line(m)));
+            }
+            if g.size as usize > g.incidents.len() {
+                let _ = write!(
+                    h,
+                    "<li>... and {} more</li>",
+                    g.size as usize - g.incidents.len()
+                );
+            }
+            h.push_str("</ul>");
+        }
+        if let Some(d) = &self.description {
+            let _ = write!(h, "<p style=\"white-space:pre-wrap\">{}</p>", e(d));
+        }
+        let _ = write!(
+            h,
+            "<p>Severity: <b>{}</b> &middot; firing since {}</p>",
+            e(self.severity.as_deref().unwrap_or("none")),
+            e(&self.since)
+        );
+        let _ = write!(
+            h,
+            "<h3>What was tried</h3><p>{}</p><p>Why medic stopped: <b>{}</b></p>",
+            e(&self.tried_line()),
+            e(&self.why)
+        );
+        if let Some(r) = &self.refused {
+            let _ = write!(h, "<p>Refused: {}</p>", e(r));
+        }
+        h.push_str("<h3>What to do</h3><ol>");
+        for line in &self.what_to_do {
+            let _ = write!(h, "<li>{}</li>", e(line));
+        }
+        h.push_str("</ol>");
+        if !self.steps.is_empty() {
+            h.push_str("<h3>Steps</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>#</th><th>step</th><th>result</th><th>ms</th><th>output</th></tr>");
+            for (i, s) in self.steps.iter().enumerate() {
+                let color = if s.ok { "#2e7d32" } else { "#c62828" };
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td><code>{}</code></td><td style=\"color:{color}\">{}</td><td>{}</td><td><pre style=\"margin:0\">{}</pre></td></tr>",
+                    i + 1,
+                    e(&s.what),
+                    e(&s.result),
+                    s.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+                    e(&s.output)
+                );
+            }
+            h.push_str("</table>");
+            if self.more_steps > 0 {
+                let _ = write!(
+                    h,
+                    "<p>... and {} more steps (see the incident)</p>",
+                    self.more_steps
+                );
+            }
+        }
+        h.push_str("<h3>Links</h3><ul>");
+        let _ = write!(
+            h,
+            "<li><a href=\"{0}\">Incident {1}</a></li>",
+            e(&self.links.incident),
+            e(&self.incident_id)
+        );
+        for (name, url) in [
+            ("Source", &self.links.source),
+            ("Silence in Alertmanager", &self.links.silence),
+            ("Runbook", &self.links.runbook),
+        ] {
+            if let Some(u) = url {
+                let _ = write!(h, "<li><a href=\"{}\">{name}</a></li>", e(u));
+            }
+        }
+        h.push_str("</ul><h3>Labels</h3><ul>");
+        for (k, v) in &self.labels {
+            let _ = write!(h, "<li><code>{}={}</code></li>", e(k), e(v));
+        }
+        h.push_str("</ul></body></html>");
+        h
+    }
+
+    /// The webhook document: the message, the whole incident with its timeline, and the
+    /// notification's identity (`key` is stable across retries: receivers deduplicate on it).
+    pub fn document(&self, incident: &Incident, key: &str, tier: u32, round: u32) -> Value {
+        json!({
+            "version": "1",
+            "kind": self.kind,
+            "key": key,
+            "tier": tier,
+            "round": round,
+            "title": self.title,
+            "reason": incident.reason,
+            "message": incident.message,
+            "why": self.why,
+            "refused": self.refused,
+            "what_to_do": self.what_to_do,
+            "steps": self.steps,
+            "links": self.links,
+            "group": self.group,
+            "incident": incident,
+        })
+    }
+
+    /// A Slack incoming-webhook message: the key facts, short.
+    pub fn slack(&self) -> Value {
+        if self.kind == NotificationKind::Resolved {
+            let text = format!(
+                ":white_check_mark: {} — outcome {} (<{}|incident>)",
+                self.title,
+                self.outcome.as_deref().unwrap_or("?"),
+                self.links.incident
+            );
+            return json!({ "text": text });
+        }
+        let mut facts = format!(
+            "*What is broken:* {}\n*Severity:* {} · *since* {}\n*What was tried:* {}\n*Why medic stopped:* {}",
+            self.broken_line(),
+            self.severity.as_deref().unwrap_or("none"),
+            self.since,
+            self.tried_line(),
+            self.why
+        );
+        if let Some(r) = &self.refused {
+            let _ = write!(facts, "\n*Refused:* {r}");
+        }
+        if let Some(g) = &self.group {
+            let _ = write!(
+                facts,
+                "\n*Storm:* {} incidents of this route, same reason, grouped in this message",
+                g.size
+            );
+        }
+        if let Some(s) = self.steps.iter().rev().find(|s| !s.ok) {
+            let _ = write!(facts, "\n*Failed step:* `{}` → {}", s.what, s.result);
+        }
+        let mut links = vec![format!("<{}|incident>", self.links.incident)];
+        for (name, url) in [
+            ("source", &self.links.source),
+            ("silence", &self.links.silence),
+            ("runbook", &self.links.runbook),
+        ] {
+            if let Some(u) = url {
+                links.push(format!("<{u}|{name}>"));
+            }
+        }
+        json!({
+            "text": format!(":rotating_light: {}", self.title),
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!(":rotating_light: *{}*", self.title)}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": facts}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": links.join(" · ")}]},
+            ],
+        })
+    }
+
+    /// What is broken, in one line.
+    fn broken_line(&self) -> String {
+        match &self.summary {
+            Some(s) => format!("{}: {s}", self.alertname),
+            None => self.alertname.clone(),
+        }
+    }
+
+    /// What medic tried, in one line.
+    fn tried_line(&self) -> String {
+        match &self.runbook {
+            None => "Nothing: no runbook handles this alert.".into(),
+            Some(rb) => {
+                let actions = self.steps.iter().filter(|s| s.what != "log").count();
+                let failed = self.steps.iter().filter(|s| !s.ok).count();
+                if actions == 0 && self.more_steps == 0 {
+                    format!("Runbook {rb} (no step ran).")
+                } else {
+                    format!(
+                        "Runbook {rb}: {} step(s), {failed} failed.",
+                        actions + self.more_steps
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// The reason and its words.
+fn why(incident: &Incident) -> String {
+    match (
+        incident.reason,
+        incident.message.as_deref().map(str::trim_end),
+    ) {
+        (Some(r), Some(m)) if !m.is_empty() => format!("{}: {m}", r.as_str()),
+        (Some(r), _) => r.as_str().to_string(),
+        (None, Some(m)) => m.to_string(),
+        (None, None) => "no reason recorded".into(),
+    }
+}
+
+/// The first thing to do, by reason.
+fn advice(incident: &Incident) -> String {
+    match incident.reason {
+        Some(Reason::StillFiring) => "The runbook ran to its end, but the alert kept firing: the fix did not work. Look at the service by hand.".into(),
+        Some(Reason::NoRunbook) => "No runbook handles this alert: it needs a person.".into(),
+        Some(Reason::StepFailed | Reason::Timeout | Reason::RunbookError) => "The runbook stopped before it finished: check the failed step below, then the service.".into(),
+        Some(Reason::Interrupted) => "medic stopped during the run: steps may have partly run. Check the service's state before acting.".into(),
+        Some(Reason::Requested) => "The runbook asked for a person (see why medic stopped).".into(),
+        Some(Reason::RateLimited | Reason::CircuitOpen | Reason::Paused) => "medic did not act (see what it refused): handle the alert by hand.".into(),
+        None => "Look at the incident.".into(),
+    }
+}
+
+/// The steps of the incident's runs, from its timeline.
+fn steps(timeline: &[TimelineEntry]) -> (Vec<Step>, usize) {
+    let mut out = Vec::new();
+    let mut started: Option<&Value> = None;
+    for e in timeline {
+        let d = &e.detail;
+        match e.event.as_str() {
+            "step_started" => started = Some(d),
+            "step_finished" => {
+                let args = started.take().map(|s| &s["args"]);
+                let (result, ok) = if let Some(code) = d["code"].as_i64() {
+                    (format!("exit {code}"), code == 0)
+                } else if let Some(status) = d["status"].as_i64() {
+                    (format!("HTTP {status}"), status < 400)
+                } else {
+                    ("done".to_string(), true)
+                };
+                out.push(Step {
+                    what: describe(d["step"].as_str().unwrap_or("step"), args.unwrap_or(d)),
+                    result,
+                    ok,
+                    duration_ms: d["duration_ms"].as_u64(),
+                    output: output(d),
+                });
+            }
+            "step_failed" => {
+                started = None;
+                out.push(Step {
+                    what: describe(d["step"].as_str().unwrap_or("step"), &d["args"]),
+                    result: format!(
+                        "failed ({}): {}",
+                        d["reason"].as_str().unwrap_or("error"),
+                        d["error"].as_str().unwrap_or("")
+                    ),
+                    ok: false,
+                    duration_ms: None,
+                    output: String::new(),
+                });
+            }
+            "step_would_run" => out.push(Step {
+                what: describe(d["step"].as_str().unwrap_or("step"), &d["args"]),
+                result: "would run (dry run)".into(),
+                ok: true,
+                duration_ms: None,
+                output: String::new(),
+            }),
+            "runbook_log" => out.push(Step {
+                what: "log".into(),
+                result: "logged".into(),
+                ok: true,
+                duration_ms: None,
+                output: trim_output(d["message"].as_str().unwrap_or("")),
+            }),
+            _ => {}
+        }
+    }
+    let more = out.len().saturating_sub(MAX_STEPS);
+    out.truncate(MAX_STEPS);
+    (out, more)
+}
+
+/// `exec /bin/systemctl restart nginx`, `http GET url`, `sleep 5s`, ...
+fn describe(step: &str, args: &Value) -> String {
+    let s = |v: &Value| {
+        v.as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string())
+    };
+    match step {
+        "exec" => {
+            let program = args["path"]
+                .as_str()
+                .or(args["program"].as_str())
+                .unwrap_or("?");
+            let argv: Vec<String> = args["args"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect())
+                .unwrap_or_default();
+            format!("exec {program} {}", argv.join(" "))
+                .trim_end()
+                .to_string()
+        }
+        "http" => format!(
+            "http {} {}",
+            args["method"].as_str().unwrap_or("?"),
+            args["url"].as_str().unwrap_or("?")
+        ),
+        "sleep" => format!("sleep {}s", args["seconds"]),
+        "silence" => format!("silence {}", args["duration"].as_str().unwrap_or("")),
+        "query" => format!("query {}", args["query"].as_str().unwrap_or("")),
+        other => other.to_string(),
+    }
+}
+
+/// The end of a step's stdout and stderr.
+fn output(d: &Value) -> String {
+    let mut text = String::new();
+    for (name, field) in [("stdout", "stdout"), ("stderr", "stderr"), ("body", "body")] {
+        if let Some(v) = d[field].as_str().filter(|v| !v.trim().is_empty()) {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            if field == "stderr" {
+                let _ = writeln!(text, "[{name}]");
+            }
+            text.push_str(v.trim_end());
+        }
+    }
+    trim_output(&text)
+}
+
+/// The last lines of `text`, bounded, marking what was cut.
+fn trim_output(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skipped = lines.len().saturating_sub(OUTPUT_LINES);
+    let mut out = lines[skipped..].join("\n");
+    if out.len() > OUTPUT_CHARS {
+        let mut start = out.len() - OUTPUT_CHARS;
+        while !out.is_char_boundary(start) {
+            start += 1;
+        }
+        out = format!("...{}", &out[start..]);
+    } else if skipped > 0 {
+        out = format!("... ({skipped} lines above)\n{out}");
+    }
+    out
+}
+
+/// Alertmanager's "new silence" page, prefilled with this alert's labels.
+fn silence_link(external_url: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+    if !is_http(external_url) || labels.is_empty() {
+        return None;
+    }
+    let matchers: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| {
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("{k}=\"{v}\"")
+        })
+        .collect();
+    let filter = format!("{{{}}}", matchers.join(","));
+    Some(format!(
+        "{}/#/silences/new?filter={}",
+        external_url.trim_end_matches('/'),
+        percent_encode(&filter)
+    ))
+}
+
+fn is_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// medic's external URL: `server.external_url`, else `http://` and the listen address.
+pub fn medic_url(config: &Config, listening: Option<std::net::SocketAddr>) -> String {
+    match &config.server.external_url {
+        Some(url) => url.clone(),
+        None => format!("http://{}", listening.unwrap_or(config.server.listen)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::State;
+
+    fn entry(event: &str, detail: Value) -> TimelineEntry {
+        TimelineEntry {
+            seq: 0,
+            at: "2026-11-23T10:00:01Z".into(),
+            event: event.into(),
+            detail,
+        }
+    }
+
+    fn incident() -> Incident {
+        let labels: BTreeMap<String, String> = [
+            ("alertname", "DiskFull"),
+            ("instance", "db1:9100"),
+            ("severity", "critical"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let annotations: BTreeMap<String, String> = [
+            ("summary", "Disk /var is 97% full"),
+            ("description", "Only 1 GiB left.\n<b>act</b>"),
+            ("runbook_url", "https://wiki.example/disk"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        Incident {
+            id: "01INC".into(),
+            fingerprint: "f1".into(),
+            alertname: "DiskFull".into(),
+            labels,
+            annotations,
+            state: State::Escalated,
+            reason: Some(Reason::StillFiring),
+            outcome: None,
+            route: Some("disk".into()),
+            runbook: Some("disk_full.rhai".into()),
+            generator_url: "http://prometheus:9090/graph?g0.expr=x".into(),
+            started_at: "2026-11-23T10:00:00Z".into(),
+            updated_at: "2026-11-23T10:05:00Z".into(),
+            last_seen_at: "2026-11-23T10:05:00Z".into(),
+            resolved_at: None,
+            deliveries: 3,
+            attempts: 1,
+            message: Some("the alert was still firing 5m after the runbook ended".into()),
+            external_url: "http://alertmanager:9093".into(),
+            verify_until: None,
+            escalated_at: Some("2026-11-23T10:05:00Z".into()),
+            acknowledged_by: None,
+            escalation_group: None,
+            timeline: Some(vec![
+                entry("run_started", json!({"runbook": "disk_full.rhai"})),
+                entry(
+                    "step_started",
+                    json!({"step": "exec", "args": {"program": "cleanup", "path": "/usr/bin/cleanup", "args": ["/var"]}}),
+                ),
+                entry(
+                    "step_finished",
+                    json!({"step": "exec", "code": 0, "duration_ms": 42, "stdout": "freed 3 GiB\n", "stderr": ""}),
+                ),
+                entry("runbook_log", json!({"message": "cleanup done"})),
+                entry(
+                    "step_failed",
+                    json!({"step": "http", "args": {"method": "GET", "url": "http://x/health"}, "reason": "timeout", "error": "no answer in 10s"}),
+                ),
+            ]),
+        }
+    }
+
+    #[test]
+    fn the_first_screen_says_what_is_broken_what_was_tried_what_to_do() {
+        let m = Message::new(
+            &incident(),
+            NotificationKind::Escalated,
+            "https://medic.example",
+        );
+        assert_eq!(
+            m.title,
+            "[medic] ESCALATED DiskFull on db1:9100: still_firing"
+        );
+        let text = m.text();
+        let broken = text.find("WHAT IS BROKEN").unwrap();
+        let tried = text.find("WHAT WAS TRIED").unwrap();
+        let todo = text.find("WHAT TO DO").unwrap();
+        let steps = text.find("STEPS").unwrap();
+        assert!(broken < tried && tried < todo && todo < steps, "{text}");
+        assert!(text.contains("DiskFull: Disk /var is 97% full"), "{text}");
+        assert!(text.contains("severity: critical   firing since: 2026-11-23T10:00:00Z"));
+        assert!(
+            text.contains("Runbook disk_full.rhai: 2 step(s), 1 failed."),
+            "{text}"
+        );
+        assert!(text.contains(
+            "Why medic stopped: still_firing: the alert was still firing 5m after the runbook ended"
+        ));
+        assert!(
+            text.contains("1. exec /usr/bin/cleanup /var -> exit 0 in 42 ms"),
+            "{text}"
+        );
+        assert!(text.contains("       | freed 3 GiB"), "{text}");
+        assert!(text.contains("3. http GET http://x/health -> failed (timeout): no answer in 10s"));
+        assert!(text.contains("Follow the alert's runbook: https://wiki.example/disk"));
+        assert!(text.contains("https://medic.example/api/v1/incidents/01INC/ack"));
+        assert_eq!(
+            m.links.silence.as_deref(),
+            Some("http://alertmanager:9093/#/silences/new?filter=%7Balertname%3D%22DiskFull%22%2Cinstance%3D%22db1%3A9100%22%2Cseverity%3D%22critical%22%7D")
+        );
+        assert_eq!(
+            m.links.source.as_deref(),
+            Some("http://prometheus:9090/graph?g0.expr=x")
+        );
+    }
+
+    #[test]
+    fn html_escapes_alert_content() {
+        let m = Message::new(&incident(), NotificationKind::Escalated, "http://m");
+        let html = m.html();
+        assert!(
+            html.contains("Only 1 GiB left.\n&lt;b&gt;act&lt;/b&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>act</b>"));
+        assert!(
+            html.contains("<pre style=\"margin:0\">freed 3 GiB</pre>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn refusals_and_missing_runbooks_are_said_plainly() {
+        let mut i = incident();
+        i.reason = Some(Reason::CircuitOpen);
+        i.message = Some("the breaker of route disk is open until 10:20".into());
+        i.timeline = Some(vec![]);
+        let m = Message::new(&i, NotificationKind::Escalated, "http://m");
+        assert_eq!(
+            m.refused.as_deref(),
+            Some("medic did not run the runbook (circuit_open): the breaker of route disk is open until 10:20")
+        );
+        i.reason = Some(Reason::NoRunbook);
+        i.runbook = None;
+        let m = Message::new(&i, NotificationKind::Escalated, "http://m");
+        assert!(m.text().contains("Nothing: no runbook handles this alert."));
+        assert_eq!(m.refused, None);
+    }
+
+    #[test]
+    fn long_output_keeps_its_end() {
+        let long: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+        let t = trim_output(&long);
+        assert!(t.starts_with("... (28 lines above)\nline 29"), "{t}");
+        assert!(t.ends_with("line 40"));
+        let wide = "x".repeat(5000);
+        assert_eq!(trim_output(&wide).len(), OUTPUT_CHARS + 3);
+    }
+
+    #[test]
+    fn resolution_is_short() {
+        let mut i = incident();
+        i.state = State::Resolved;
+        i.outcome = Some(crate::incident::Outcome::ResolvedAfterEscalation);
+        i.resolved_at = Some("2026-11-23T11:00:00Z".into());
+        let m = Message::new(&i, NotificationKind::Resolved, "http://m");
+        assert_eq!(
+            m.title,
+            "[medic] RESOLVED DiskFull on db1:9100 (was still_firing)"
+        );
+        assert!(m.text().contains("outcome: resolved_after_escalation"));
+        assert_eq!(
+            m.slack()["text"].as_str().map(|t| t.contains("RESOLVED")),
+            Some(true)
+        );
+    }
+}

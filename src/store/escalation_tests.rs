@@ -1,0 +1,395 @@
+//! Store tests of verification timers, escalation rounds, acks and the outbox.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Map};
+
+use super::*;
+use crate::config::Tier;
+use crate::ingest::payload::{Alert, Status};
+
+fn alert(fp: &str, status: Status) -> Alert {
+    let labels: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", fp)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Alert {
+        status,
+        labels,
+        annotations: BTreeMap::new(),
+        starts_at: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 23, 10, 0, 0).unwrap(),
+        ends_at: None,
+        generator_url: String::new(),
+        fingerprint: fp.to_string(),
+        extra: Map::new(),
+    }
+}
+
+fn delivery(a: Alert) -> Delivery {
+    Delivery {
+        received_at: Utc::now(),
+        source: "127.0.0.1:5000".into(),
+        receiver: "medic".into(),
+        status: a.status,
+        group_key: "{}".into(),
+        external_url: "http://am.example:9093".into(),
+        truncated_alerts: 0,
+        extra: Map::new(),
+        alerts: vec![(
+            a,
+            Routed::Runbook {
+                route: "disk".into(),
+                runbook: "disk_full.rhai".into(),
+            },
+        )],
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A store whose route `disk` has two tiers: `a` and `b` at once, `c` after 15m.
+fn open(dir: &tempfile::TempDir, renotify: Option<Duration>) -> Store {
+    let url = format!("sqlite://{}", dir.path().join("medic.db").display());
+    let store = Store::open(&url, StoreMetrics::default()).expect("open");
+    let policy = Policy {
+        tiers: vec![
+            Tier {
+                after: Duration::ZERO,
+                notify: vec!["a".into(), "b".into()],
+            },
+            Tier {
+                after: 15 * MINUTE,
+                notify: vec!["c".into()],
+            },
+        ],
+        renotify,
+    };
+    let mut routes = HashMap::new();
+    routes.insert(
+        "disk".to_string(),
+        RoutePlan {
+            verify_for: 60 * MINUTE,
+            policy: policy.clone(),
+        },
+    );
+    store.set_plans(Plans {
+        default: policy,
+        routes,
+    });
+    store
+}
+
+/// Opens an incident for `fp`, runs it and ends the run with `result`; returns its id.
+async fn run(store: &Store, fp: &str, result: RunResult) -> String {
+    store
+        .ingest(delivery(alert(fp, Status::Firing)))
+        .await
+        .unwrap();
+    let ids = store
+        .queued(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect();
+    let claims = store.claim(ids, |_| json!({})).await.unwrap();
+    let id = claims[0].id.clone();
+    store.finish_run(&id, result, json!({})).await.unwrap();
+    id
+}
+
+fn stopped() -> RunResult {
+    RunResult::Escalated {
+        reason: Reason::StepFailed,
+        message: "boom".into(),
+    }
+}
+
+async fn due_channels(store: &Store, after: Duration) -> Vec<(String, u32, NotificationKind)> {
+    let at = Utc::now() + chrono::Duration::from_std(after).unwrap();
+    let mut v: Vec<_> = store
+        .outbox_due(at, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.channel, n.tier, n.kind))
+        .collect();
+    v.sort_by(|x, y| x.0.cmp(&y.0));
+    v
+}
+
+fn events(incident: &Incident, name: &str) -> Vec<serde_json::Value> {
+    incident
+        .timeline
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|e| e.event == name)
+        .map(|e| e.detail.clone())
+        .collect()
+}
+
+use NotificationKind::{Escalated, Resolved};
+
+#[tokio::test]
+async fn an_escalation_commits_its_notifications_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let id = run(&store, "f1", stopped()).await;
+    assert_eq!(
+        due_channels(&store, Duration::ZERO).await,
+        [("a".into(), 1, Escalated), ("b".into(), 1, Escalated)]
+    );
+    assert_eq!(
+        due_channels(&store, 16 * MINUTE).await,
+        [
+            ("a".into(), 1, Escalated),
+            ("b".into(), 1, Escalated),
+            ("c".into(), 2, Escalated)
+        ]
+    );
+    let keys: Vec<String> = store
+        .outbox_due(Utc::now() + chrono::Duration::hours(1), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    assert!(keys.contains(&format!("{id}/1/2/c")), "{keys:?}");
+    let inc = store.incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.external_url, "http://am.example:9093");
+    assert!(inc.escalated_at.is_some());
+    let scheduled = events(&inc, "escalation_scheduled");
+    assert_eq!(scheduled[0]["round"], 1);
+    assert_eq!(scheduled[0]["tiers"][1]["notify"], json!(["c"]));
+    assert_eq!(scheduled[0]["tiers"][1]["after"], "15m");
+    // Resends of the firing alert schedule nothing more.
+    store
+        .ingest(delivery(alert("f1", Status::Firing)))
+        .await
+        .unwrap();
+    assert_eq!(due_channels(&store, 16 * MINUTE).await.len(), 3);
+}
+
+#[tokio::test]
+async fn an_ack_cancels_later_tiers_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let id = run(&store, "f1", stopped()).await;
+    assert_eq!(
+        store.ack(&id, Some("alice".into())).await.unwrap(),
+        Ack::Acknowledged
+    );
+    assert!(due_channels(&store, 16 * MINUTE).await.is_empty());
+    assert_eq!(
+        store.ack(&id, Some("bob".into())).await.unwrap(),
+        Ack::Already(Some("alice".into()))
+    );
+    assert_eq!(store.ack("nope", None).await.unwrap(), Ack::NotFound);
+    store
+        .ingest(delivery(alert("f2", Status::Firing)))
+        .await
+        .unwrap();
+    let queued = store
+        .incidents(IncidentFilter {
+            state: Some(State::Queued),
+            alertname: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ack(&queued[0].id, None).await.unwrap(),
+        Ack::NotEscalated(State::Queued)
+    );
+    let inc = store.incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.state, State::Acknowledged);
+    assert_eq!(inc.acknowledged_by.as_deref(), Some("alice"));
+    assert_eq!(events(&inc, "incident_acknowledged")[0]["by"], "alice");
+    assert_eq!(
+        events(&inc, "notifications_cancelled")[0]["notifications"],
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_resolution_is_announced_once_to_the_channels_that_were_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let id = run(&store, "f1", stopped()).await;
+    for n in store.outbox_due(Utc::now(), 10).await.unwrap() {
+        let attempt = if n.channel == "a" {
+            Attempt::Sent
+        } else {
+            Attempt::Failed {
+                error: "550 no such user".into(),
+                permanent: true,
+                retry_at: None,
+                fall_through: false,
+            }
+        };
+        store.outbox_attempt(n.id, attempt).await.unwrap();
+    }
+    let mut resolved = alert("f1", Status::Resolved);
+    resolved.ends_at = Some(Utc::now());
+    store.ingest(delivery(resolved.clone())).await.unwrap();
+    store.ingest(delivery(resolved)).await.unwrap();
+    assert_eq!(
+        due_channels(&store, 16 * MINUTE).await,
+        [("a".into(), 0, Resolved)]
+    );
+    let inc = store.incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.outcome, Some(Outcome::ResolvedAfterEscalation));
+    assert_eq!(events(&inc, "notification_sent")[0]["channel"], "a");
+    let failed = &events(&inc, "notification_failed")[0];
+    assert_eq!(failed["channel"], "b");
+    assert_eq!(failed["gave_up"], true);
+    // Tier 2 (`c`) was never sent: cancelled, and owed nothing.
+    assert_eq!(
+        events(&inc, "notifications_cancelled")[0]["why"],
+        "the alert resolved"
+    );
+    assert_eq!(
+        store.outbox_counts().await.unwrap(),
+        OutboxCounts {
+            pending: 1,
+            failed: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_failing_channel_falls_through_to_the_next_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let id = run(&store, "f1", stopped()).await;
+    let a = store
+        .outbox_due(Utc::now(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.channel == "a")
+        .unwrap();
+    let retry_at = Utc::now() + chrono::Duration::seconds(30);
+    let failed = Attempt::Failed {
+        error: "HTTP 503".into(),
+        permanent: false,
+        retry_at: Some(retry_at),
+        fall_through: true,
+    };
+    store.outbox_attempt(a.id, failed).await.unwrap();
+    // `c` is due now; `a` waits for its retry.
+    assert_eq!(
+        due_channels(&store, Duration::ZERO).await,
+        [("b".into(), 1, Escalated), ("c".into(), 2, Escalated)]
+    );
+    assert_eq!(due_channels(&store, Duration::from_secs(31)).await.len(), 3);
+    let inc = store.incident(&id).await.unwrap().unwrap();
+    let fell = &events(&inc, "escalation_fell_through")[0];
+    assert_eq!(fell["from_tier"], 1);
+    assert_eq!(fell["to_tier"], 2);
+    assert_eq!(fell["failing_channel"], "a");
+    assert!(events(&inc, "notification_failed")[0]["next_attempt_at"].is_string());
+}
+
+#[tokio::test]
+async fn verification_timers_end_in_success_or_still_firing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let ok = run(&store, "f1", RunResult::Completed).await;
+    let bad = run(&store, "f2", RunResult::Completed).await;
+    let waiting = store.verifying(10).await.unwrap();
+    assert_eq!(waiting.len(), 2);
+    let left = waiting[0].verify_until - Utc::now();
+    assert!(left > chrono::Duration::minutes(59) && left <= chrono::Duration::minutes(60));
+
+    assert!(store.verification_resolved(&ok, "gone").await.unwrap());
+    assert!(!store.verification_resolved(&ok, "gone").await.unwrap());
+    let inc = store.incident(&ok).await.unwrap().unwrap();
+    assert_eq!(inc.outcome, Some(Outcome::AutoRemediated));
+    assert_eq!(inc.deliveries, 1, "a poll is not a delivery");
+    assert_eq!(events(&inc, "verification_succeeded")[0]["how"], "gone");
+    assert!(due_channels(&store, 16 * MINUTE).await.is_empty());
+
+    assert!(store
+        .verification_failed(&bad, "still firing after 1h")
+        .await
+        .unwrap());
+    let inc = store.incident(&bad).await.unwrap().unwrap();
+    assert_eq!(
+        (inc.state, inc.reason),
+        (State::Escalated, Some(Reason::StillFiring))
+    );
+    assert_eq!(inc.verify_until, None);
+    assert_eq!(events(&inc, "verification_failed")[0]["route"], "disk");
+    assert_eq!(due_channels(&store, Duration::ZERO).await.len(), 2);
+    assert!(store.verifying(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_resolved_notification_ends_verification_as_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let id = run(&store, "f1", RunResult::Completed).await;
+    store
+        .ingest(delivery(alert("f1", Status::Resolved)))
+        .await
+        .unwrap();
+    let inc = store.incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.outcome, Some(Outcome::AutoRemediated));
+    assert_eq!(
+        events(&inc, "verification_succeeded")[0]["how"],
+        "Alertmanager sent the resolved notification"
+    );
+    assert_eq!(
+        store.outbox_counts().await.unwrap(),
+        OutboxCounts::default()
+    );
+}
+
+#[tokio::test]
+async fn renotify_starts_a_new_round_until_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, Some(Duration::from_millis(1)));
+    let id = run(&store, "f1", stopped()).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.renotify_due().await.unwrap(), 1);
+    let keys: Vec<String> = store
+        .outbox_due(Utc::now(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    assert!(keys.contains(&format!("{id}/2/1/a")), "{keys:?}");
+    store.ack(&id, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.renotify_due().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_notification_delivered_after_the_resolution_is_owed_the_end_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    run(&store, "f1", stopped()).await;
+    // The sender took `a`; the alert resolves before its attempt is recorded.
+    let a = store
+        .outbox_due(Utc::now(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.channel == "a")
+        .unwrap();
+    store
+        .ingest(delivery(alert("f1", Status::Resolved)))
+        .await
+        .unwrap();
+    assert!(due_channels(&store, 16 * MINUTE).await.is_empty());
+    store.outbox_attempt(a.id, Attempt::Sent).await.unwrap();
+    assert_eq!(
+        due_channels(&store, Duration::ZERO).await,
+        [("a".into(), 0, Resolved)]
+    );
+}

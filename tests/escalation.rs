@@ -1,0 +1,811 @@
+//! Verification and escalation end to end through the real binary: a real SMTP server,
+//! a local HTTP receiver for webhook, Slack and PagerDuty, and a real Alertmanager.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::alertmanager::Alertmanager;
+use common::receiver::Receiver;
+use common::smtp::SmtpSink;
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A config with the four channels (`mail`, `hook`, `chat`, `pager`), `[escalation]` keys
+/// from `escalation`, `[runbooks]` keys from `runbooks_extra`, and `routes`.
+fn config(
+    dir: &Path,
+    smtp: &str,
+    rx: &Receiver,
+    escalation: &str,
+    runbooks_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+webhook_token = "{WEBHOOK_TOKEN}"
+api_token = "{API_TOKEN}"
+external_url = "http://medic.example:9095"
+
+[store]
+url = "sqlite://{db}"
+
+[runbooks]
+dir = "{runbooks}"
+timeout = "20s"
+{runbooks_extra}
+
+[escalation]
+retry_initial = "100ms"
+retry_max = "500ms"
+{escalation}
+
+[[escalation.channels]]
+name = "mail"
+type = "email"
+smtp = "{smtp}"
+tls = "none"
+from = "medic@example.com"
+to = ["oncall@example.com"]
+
+[[escalation.channels]]
+name = "badmail"
+type = "email"
+smtp = "{smtp}"
+tls = "none"
+from = "medic@example.com"
+to = ["reject-me@example.com"]
+
+[[escalation.channels]]
+name = "hook"
+type = "webhook"
+url = "{hook}"
+
+[[escalation.channels]]
+name = "chat"
+type = "slack"
+url = "{slack}"
+
+[[escalation.channels]]
+name = "pager"
+type = "pagerduty"
+routing_key = "pd-test-key"
+url = "{pd}"
+default_severity = "warning"
+
+{extra}
+"#,
+        db = dir.join("data/medic.db").display(),
+        runbooks = dir.join("runbooks").display(),
+        hook = rx.url("/hook"),
+        slack = rx.url("/slack"),
+        pd = rx.url("/pagerduty/enqueue"),
+    )
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn runbook(dir: &Path, name: &str, source: &str) {
+    std::fs::create_dir_all(dir.join("runbooks")).unwrap();
+    std::fs::write(dir.join("runbooks").join(name), source).unwrap();
+}
+
+/// The only incident of `alertname`, once it is in `state`.
+async fn in_state(m: &Medic, alertname: &str, state: &str) -> Value {
+    eventually(WAIT, &format!("{alertname} {state}"), || async {
+        let l = api(m, &format!("/api/v1/incidents?alertname={alertname}")).await;
+        let id = l["incidents"][0]["id"].as_str()?.to_string();
+        let one = api(m, &format!("/api/v1/incidents/{id}")).await;
+        (one["state"] == state).then_some(one)
+    })
+    .await
+}
+
+async fn incident(m: &Medic, id: &str) -> Value {
+    api(m, &format!("/api/v1/incidents/{id}")).await
+}
+
+fn events(incident: &Value, name: &str) -> Vec<Value> {
+    incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == name)
+        .map(|e| e["detail"].clone())
+        .collect()
+}
+
+async fn get_text(m: &Medic, path: &str) -> String {
+    client()
+        .get(m.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn post_ack(m: &Medic, id: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut r = client()
+        .post(m.url(&format!("/api/v1/incidents/{id}/ack")))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_slack_and_pagerduty_bodies_then_their_resolution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    let cfg = config(
+        dir,
+        "127.0.0.1:9",
+        &rx,
+        r#"notify = ["hook", "chat", "pager"]"#,
+        "",
+        "",
+    );
+    let m = Medic::start_in(dir, &cfg);
+    let mut firing = alert("DiskFull", "db1:9100", "firing");
+    firing["annotations"]["runbook_url"] = json!("https://wiki.example/disk");
+    let (status, _) = post_webhook(&m, &body(vec![firing.clone()])).await;
+    assert_eq!(status, 200);
+    let inc = in_state(&m, "DiskFull", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    assert_eq!(inc["reason"], "no_runbook");
+
+    let hook = rx.wait_delivered("/hook", 1, WAIT).await;
+    let chat = rx.wait_delivered("/slack", 1, WAIT).await;
+    let pd = rx.wait_delivered("/pagerduty/enqueue", 1, WAIT).await;
+    let incident_url = format!("http://medic.example:9095/api/v1/incidents/{id}");
+
+    let doc = &hook[0].body;
+    assert_eq!(doc["version"], "1");
+    assert_eq!(doc["kind"], "escalated");
+    assert_eq!(doc["key"], format!("{id}/1/1/hook"));
+    assert_eq!(hook[0].headers["idempotency-key"], format!("{id}/1/1/hook"));
+    assert_eq!(
+        (doc["tier"].as_u64(), doc["round"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(doc["reason"], "no_runbook");
+    assert_eq!(
+        doc["title"],
+        "[medic] ESCALATED DiskFull on db1:9100: no_runbook"
+    );
+    assert_eq!(doc["incident"]["id"], id.as_str());
+    assert_eq!(doc["incident"]["labels"]["instance"], "db1:9100");
+    assert_eq!(
+        doc["incident"]["annotations"]["summary"],
+        "DiskFull on db1:9100"
+    );
+    assert_eq!(
+        doc["incident"]["external_url"],
+        "http://alertmanager.example:9093"
+    );
+    let timeline: Vec<&str> = doc["incident"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        timeline.starts_with(&[
+            "incident_opened",
+            "route_missed",
+            "state_changed",
+            "escalation_scheduled"
+        ]),
+        "{timeline:?}"
+    );
+    assert_eq!(doc["links"]["incident"], incident_url);
+    assert_eq!(doc["links"]["ack"], format!("{incident_url}/ack"));
+    assert_eq!(
+        doc["links"]["source"],
+        "http://prometheus.example:9090/graph?g0.expr=up%3D%3D0"
+    );
+    assert_eq!(doc["links"]["runbook"], "https://wiki.example/disk");
+    assert!(doc["links"]["silence"].as_str().unwrap().starts_with(
+        "http://alertmanager.example:9093/#/silences/new?filter=%7Balertname%3D%22DiskFull%22"
+    ));
+    assert!(doc["what_to_do"][0]
+        .as_str()
+        .unwrap()
+        .contains("No runbook handles this alert"));
+
+    let slack = &chat[0].body;
+    assert_eq!(
+        slack["text"],
+        ":rotating_light: [medic] ESCALATED DiskFull on db1:9100: no_runbook"
+    );
+    let facts = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert!(
+        facts.contains("*What is broken:* DiskFull: DiskFull on db1:9100"),
+        "{facts}"
+    );
+    assert!(facts.contains("*Severity:* critical"), "{facts}");
+    assert!(
+        facts.contains("*What was tried:* Nothing: no runbook handles this alert."),
+        "{facts}"
+    );
+    assert!(slack["blocks"][2]["elements"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("<{incident_url}|incident>")));
+
+    let event = &pd[0].body;
+    assert_eq!(event["routing_key"], "pd-test-key");
+    assert_eq!(event["event_action"], "trigger");
+    assert_eq!(event["dedup_key"], id.as_str());
+    assert_eq!(
+        event["payload"]["summary"],
+        "[medic] ESCALATED DiskFull on db1:9100: no_runbook"
+    );
+    assert_eq!(event["payload"]["severity"], "critical");
+    assert_eq!(event["payload"]["source"], "db1:9100");
+    assert_eq!(event["payload"]["class"], "DiskFull");
+    assert_eq!(event["payload"]["component"], "node");
+    assert_eq!(event["payload"]["timestamp"], inc["started_at"]);
+    assert_eq!(event["payload"]["custom_details"]["reason"], "no_runbook");
+    assert_eq!(
+        event["payload"]["custom_details"]["labels"]["instance"],
+        "db1:9100"
+    );
+    assert_eq!(
+        event["links"][0],
+        json!({"href": incident_url, "text": "medic incident"})
+    );
+    assert_eq!(event["client"], "medic");
+
+    // Resends of the firing alert page nobody again.
+    for _ in 0..3 {
+        post_webhook(&m, &body(vec![firing.clone()])).await;
+    }
+    // A severity PagerDuty does not know takes the channel's default.
+    let mut odd = alert("QueueSlow", "q1", "firing");
+    odd["labels"]["severity"] = json!("page");
+    post_webhook(&m, &body(vec![odd])).await;
+    let pd = rx.wait_delivered("/pagerduty/enqueue", 2, WAIT).await;
+    assert_eq!(pd[1].body["payload"]["severity"], "warning");
+    assert_eq!(
+        rx.delivered("/hook")
+            .iter()
+            .filter(|r| r.body["incident"]["id"] == id.as_str())
+            .count(),
+        1
+    );
+
+    // The resolution: each channel told once, PagerDuty with the same dedup_key.
+    let resolved = alert("DiskFull", "db1:9100", "resolved");
+    post_webhook(&m, &body(vec![resolved.clone()])).await;
+    post_webhook(&m, &body(vec![resolved])).await;
+    let inc = in_state(&m, "DiskFull", "resolved").await;
+    assert_eq!(inc["outcome"], "resolved_after_escalation");
+    let pd = rx.wait_delivered("/pagerduty/enqueue", 3, WAIT).await;
+    assert_eq!(
+        pd[2].body,
+        json!({"routing_key": "pd-test-key", "event_action": "resolve", "dedup_key": id})
+    );
+    let hook = rx.wait_delivered("/hook", 3, WAIT).await;
+    let follow_up = hook.iter().find(|r| r.body["kind"] == "resolved").unwrap();
+    assert_eq!(follow_up.body["key"], format!("{id}/resolved/hook"));
+    assert_eq!(
+        follow_up.body["incident"]["outcome"],
+        "resolved_after_escalation"
+    );
+    let chat = rx.wait_delivered("/slack", 3, WAIT).await;
+    let text = chat
+        .iter()
+        .map(|r| r.body["text"].as_str().unwrap_or("").to_string())
+        .find(|t| t.contains("RESOLVED"))
+        .unwrap();
+    assert!(
+        text.contains("RESOLVED DiskFull on db1:9100 (was no_runbook)"),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resolves = rx
+        .delivered("/pagerduty/enqueue")
+        .into_iter()
+        .filter(|r| r.body["event_action"] == "resolve")
+        .count();
+    assert_eq!(resolves, 1, "told once");
+
+    let metrics = get_text(&m, "/metrics").await;
+    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="pager",kind="resolved",result="sent"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="hook",kind="escalated",result="sent"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains("medic_escalation_outbox_pending 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_runbook_escalates_by_mail_through_alertmanager() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let smtp = SmtpSink::start();
+    let rx = Receiver::start().await;
+    let restart = script(
+        dir,
+        "restart-service",
+        "echo \"restarting $1\"\necho 'error: unit web.service not found' >&2\nexit 3",
+    );
+    runbook(
+        dir,
+        "restart.rhai",
+        &format!(
+            r#"let r = exec("{}", [alert.labels.instance]);
+               if r.code != 0 {{ escalate(`restart failed with exit ${{r.code}}`); }}"#,
+            restart.display()
+        ),
+    );
+    let routes = "[[routes]]\nname = \"restart\"\nmatchers = ['alertname=\"ServiceDown\"']\nrunbook = \"restart.rhai\"\n";
+    let cfg = config(
+        dir,
+        &smtp.addr(),
+        &rx,
+        r#"notify = ["mail"]"#,
+        &format!("allowed_commands = [\"{}\"]", restart.display()),
+        routes,
+    );
+    let m = Medic::start_in(dir, &cfg);
+    let am = Alertmanager::start(&m.url("/webhook"), WEBHOOK_TOKEN, "1h").await;
+    am.post_alerts(&json!([{
+        "labels": {"alertname": "ServiceDown", "instance": "web7:80", "severity": "critical"},
+        "annotations": {"summary": "web7 is down", "description": "No answer on :80 for 1m.", "runbook_url": "https://wiki.example/web"},
+        "generatorURL": "http://prometheus.example:9090/graph?g0.expr=up%3D%3D0",
+    }]))
+    .await;
+    let inc = in_state(&m, "ServiceDown", "escalated").await;
+    let id = inc["id"].as_str().unwrap();
+    assert_eq!(inc["reason"], "requested");
+
+    let mails = smtp.wait_mails(1, WAIT).await;
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    let h = &mail["headers"];
+    assert_eq!(
+        h["Subject"],
+        "[medic] ESCALATED ServiceDown on web7:80: requested"
+    );
+    assert_eq!(h["From"], "medic@example.com");
+    assert_eq!(h["To"], "oncall@example.com");
+    assert_eq!(h["X-Medic-Incident"], id);
+    assert_eq!(h["X-Medic-Kind"], "escalated");
+    assert_eq!(h["X-Medic-Reason"], "requested");
+    assert_eq!(h["Message-ID"], format!("<{id}.1.1.mail@example.com>"));
+    assert!(h["Date"].is_string());
+    assert_eq!(mail["mail_from"], "medic@example.com");
+    assert_eq!(mail["rcpt_to"], json!(["oncall@example.com"]));
+    assert_eq!(
+        mail["content_types"],
+        json!(["multipart/alternative", "text/plain", "text/html"])
+    );
+
+    let text = mail["parts"]["text/plain"].as_str().unwrap();
+    let first_screen: String = text.lines().take(14).collect::<Vec<_>>().join("\n");
+    for want in [
+        "WHAT IS BROKEN",
+        "ServiceDown: web7 is down",
+        "WHAT WAS TRIED",
+        "Runbook restart.rhai: 1 step(s), 1 failed.",
+        "Why medic stopped: requested: restart failed with exit 3",
+        "WHAT TO DO",
+    ] {
+        assert!(
+            first_screen.contains(want),
+            "{want:?} not on the first screen:\n{first_screen}"
+        );
+    }
+    assert!(
+        text.contains(&format!("exec {} web7:80 -> exit 3 in", restart.display())),
+        "{text}"
+    );
+    assert!(text.contains("       | restarting web7:80"), "{text}");
+    assert!(
+        text.contains("       | error: unit web.service not found"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Follow the alert's runbook: https://wiki.example/web"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "http://medic.example:9095/api/v1/incidents/{id}/ack"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("silence:  http"), "{text}");
+    assert!(
+        text.contains("source:   http://prometheus.example:9090/graph?g0.expr=up%3D%3D0"),
+        "{text}"
+    );
+
+    let html = mail["parts"]["text/html"].as_str().unwrap();
+    assert!(
+        html.contains("<h3>What is broken</h3><p><b>ServiceDown: web7 is down</b></p>"),
+        "{html}"
+    );
+    assert!(html.contains("restarting web7:80"), "{html}");
+    assert!(html.contains("error: unit web.service not found"), "{html}");
+    assert!(html.contains(">exit 3</td>"), "{html}");
+    assert!(
+        html.contains(&format!(
+            "<a href=\"http://medic.example:9095/api/v1/incidents/{id}\">"
+        )),
+        "{html}"
+    );
+
+    let inc = incident(&m, id).await;
+    let sent = events(&inc, "notification_sent");
+    assert_eq!(sent[0]["channel"], "mail");
+    assert_eq!(sent[0]["attempt"], 1);
+    drop(am);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_through_alertmanager_escalates_still_firing_or_ends_auto_remediated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let smtp = SmtpSink::start();
+    let rx = Receiver::start().await;
+    runbook(dir, "fix.rhai", "log(`fixed ${alert.labels.instance}`);");
+    let routes = "[[routes]]\nname = \"fix\"\nmatchers = ['alertname=~\"Stays|Heals\"']\nrunbook = \"fix.rhai\"\nverify_for = \"5s\"\n";
+    let cfg = config(
+        dir,
+        &smtp.addr(),
+        &rx,
+        r#"notify = ["hook", "mail"]"#,
+        "",
+        routes,
+    );
+    let m = Medic::start_in(dir, &cfg);
+    let am = Alertmanager::start(&m.url("/webhook"), WEBHOOK_TOKEN, "1h").await;
+    let starts = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let alert = |name: &str, ends: Option<chrono::DateTime<chrono::Utc>>| {
+        let mut a = json!({
+            "labels": {"alertname": name, "instance": "web1:80"},
+            "annotations": {"summary": format!("{name} on web1")},
+            "startsAt": starts.to_rfc3339(),
+        });
+        if let Some(e) = ends {
+            a["endsAt"] = json!(e.to_rfc3339());
+        }
+        a
+    };
+    am.post_alerts(&json!([alert("Stays", None), alert("Heals", None)]))
+        .await;
+    let heals = in_state(&m, "Heals", "verifying").await;
+    assert!(heals["verify_until"].is_string(), "{heals:#}");
+    // The fix worked: the alert resolves in Alertmanager, which tells medic.
+    am.post_alerts(&json!([alert("Heals", Some(chrono::Utc::now()))]))
+        .await;
+    let heals = in_state(&m, "Heals", "resolved").await;
+    assert_eq!(heals["outcome"], "auto_remediated");
+    assert_eq!(
+        events(&heals, "verification_succeeded")[0]["how"],
+        "Alertmanager sent the resolved notification"
+    );
+
+    // The other keeps firing: escalated `still_firing` once `verify_for` is over.
+    let stays = in_state(&m, "Stays", "escalated").await;
+    assert_eq!(stays["reason"], "still_firing");
+    assert_eq!(
+        stays["message"],
+        "the alert was still firing 5s after the runbook ended"
+    );
+    let failed = events(&stays, "verification_failed");
+    assert_eq!(failed[0]["route"], "fix");
+    let hook = rx.wait_delivered("/hook", 1, WAIT).await;
+    assert_eq!(hook[0].body["reason"], "still_firing");
+    assert_eq!(hook[0].body["incident"]["id"], stays["id"]);
+    let mails = smtp.wait_mails(1, WAIT).await;
+    assert_eq!(
+        mails[0]["headers"]["Subject"],
+        "[medic] ESCALATED Stays on web1:80: still_firing"
+    );
+    assert!(mails[0]["parts"]["text/plain"]
+        .as_str()
+        .unwrap()
+        .contains("the fix did not work"));
+
+    // Nothing was ever sent about the one that healed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(rx
+        .all()
+        .iter()
+        .all(|r| r.body["incident"]["id"] != heals["id"]));
+    assert_eq!(smtp.mails().len(), 1);
+    assert!(events(&heals, "escalation_scheduled").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_alertmanager_polls_the_api_when_no_resolution_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    // Alertmanager delivers nowhere useful: only polling can tell medic the alert is gone.
+    let am = Alertmanager::start(&rx.url("/am-sink"), "unused", "1h").await;
+    runbook(dir, "fix.rhai", "log(\"fixed\");");
+    let extra = format!(
+        "[alertmanager]\nurl = \"{}\"\n\n[[routes]]\nname = \"fix\"\nmatchers = ['alertname=\"Polled\"']\nrunbook = \"fix.rhai\"\nverify = \"alertmanager\"\nverify_for = \"60s\"\n",
+        am.url
+    );
+    let cfg = config(dir, "127.0.0.1:9", &rx, r#"notify = ["hook"]"#, "", &extra);
+    let m = Medic::start_in(dir, &cfg);
+    let labels = json!({"alertname": "Polled", "instance": "db2:5432"});
+    let starts = chrono::Utc::now() - chrono::Duration::seconds(5);
+    am.post_alerts(&json!([{"labels": labels, "startsAt": starts.to_rfc3339()}]))
+        .await;
+    // The fingerprint Alertmanager gave the alert.
+    let fingerprint = eventually(WAIT, "the alert in Alertmanager", || async {
+        let list: Value = client()
+            .get(format!("{}/api/v2/alerts", am.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        list[0]["fingerprint"].as_str().map(String::from)
+    })
+    .await;
+    let mut a = alert("Polled", "db2:5432", "firing");
+    a["labels"] = labels.clone();
+    a["fingerprint"] = json!(fingerprint);
+    a["startsAt"] = json!(starts.to_rfc3339());
+    post_webhook(&m, &body(vec![a])).await;
+    in_state(&m, "Polled", "verifying").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    in_state(&m, "Polled", "verifying").await;
+    am.post_alerts(&json!([{"labels": labels, "startsAt": starts.to_rfc3339(), "endsAt": chrono::Utc::now().to_rfc3339()}])).await;
+    let inc = in_state(&m, "Polled", "resolved").await;
+    assert_eq!(inc["outcome"], "auto_remediated");
+    assert_eq!(inc["deliveries"], 1);
+    assert_eq!(
+        events(&inc, "verification_succeeded")[0]["how"],
+        "Alertmanager no longer lists the alert as active"
+    );
+    assert!(rx.delivered("/hook").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_fails_first_gets_one_delivery_and_every_attempt_is_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    rx.fail_first("/hook", &[503, 429]);
+    let cfg = config(dir, "127.0.0.1:9", &rx, r#"notify = ["hook"]"#, "", "");
+    let m = Medic::start_in(dir, &cfg);
+    post_webhook(&m, &body(vec![alert("Flaky", "h1", "firing")])).await;
+    let inc = in_state(&m, "Flaky", "escalated").await;
+    let id = inc["id"].as_str().unwrap();
+    let got = rx.wait_delivered("/hook", 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.delivered("/hook").len(), 1, "one delivery");
+    let attempts: Vec<_> = rx.all().into_iter().filter(|r| r.path == "/hook").collect();
+    assert_eq!(
+        attempts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 429, 200]
+    );
+    let key = format!("{id}/1/1/hook");
+    assert!(attempts.iter().all(|r| r.headers["idempotency-key"] == key));
+    assert_eq!(got[0].body["key"], key);
+    // Backoff: the second retry waited longer than the first (100ms, then 200ms, halved by jitter at most).
+    assert!(attempts[1].at - attempts[0].at >= Duration::from_millis(50));
+    assert!(attempts[2].at - attempts[1].at >= Duration::from_millis(100));
+
+    let inc = incident(&m, id).await;
+    let failed = events(&inc, "notification_failed");
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0]["attempt"], 1);
+    assert_eq!(failed[0]["error"], "answered HTTP 503");
+    assert_eq!(failed[0]["permanent"], false);
+    assert!(failed[0]["next_attempt_at"].is_string());
+    assert_eq!(failed[1]["error"], "answered HTTP 429");
+    let sent = events(&inc, "notification_sent");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["attempt"], 3);
+    let metrics = get_text(&m, "/metrics").await;
+    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="hook",kind="escalated",result="transient_failure"} 2"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_are_not_retried_and_fall_through_to_the_next_tier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let smtp = SmtpSink::start();
+    let rx = Receiver::start().await;
+    rx.always("/pagerduty/enqueue", 400);
+    let escalation = r#"fall_through_after = 1
+tiers = [{ after = "0s", notify = ["pager", "badmail"] }, { after = "1h", notify = ["hook"] }]"#;
+    let cfg = config(dir, &smtp.addr(), &rx, escalation, "", "");
+    let m = Medic::start_in(dir, &cfg);
+    post_webhook(&m, &body(vec![alert("Broken", "b1", "firing")])).await;
+    let inc = in_state(&m, "Broken", "escalated").await;
+    let id = inc["id"].as_str().unwrap();
+    // Tier 2 is an hour away, but tier 1 cannot deliver: it is paged now.
+    let hook = rx.wait_delivered("/hook", 1, WAIT).await;
+    assert_eq!(hook[0].body["tier"], 2);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pd_attempts = rx
+        .all()
+        .into_iter()
+        .filter(|r| r.path == "/pagerduty/enqueue")
+        .count();
+    assert_eq!(pd_attempts, 1, "a 400 is not retried");
+    assert!(smtp.mails().is_empty());
+
+    let inc = incident(&m, id).await;
+    let failed = events(&inc, "notification_failed");
+    let by = |c: &str| failed.iter().find(|f| f["channel"] == c).cloned().unwrap();
+    assert_eq!(by("pager")["permanent"], true);
+    assert_eq!(by("pager")["gave_up"], true);
+    assert_eq!(by("badmail")["permanent"], true);
+    let mail_error = by("badmail")["error"].as_str().unwrap().to_string();
+    assert!(
+        mail_error.contains("550") && mail_error.contains("no such user"),
+        "{mail_error}"
+    );
+    let fell = events(&inc, "escalation_fell_through");
+    assert_eq!(
+        (fell[0]["from_tier"].as_u64(), fell[0]["to_tier"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let ready: Value = client()
+        .get(m.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failing: Vec<&str> = ready["failing_channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(failing, ["badmail", "pager"], "{ready}");
+    let metrics = get_text(&m, "/metrics").await;
+    assert!(
+        metrics.contains(r#"medic_escalation_channel_failing{channel="pager"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"medic_escalation_channel_failing{channel="hook"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("medic_escalation_outbox_failed 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsent_escalation_is_sent_after_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    let cfg = config(
+        dir,
+        "127.0.0.1:9",
+        &rx,
+        r#"tiers = [{ after = "2s", notify = ["hook"] }]"#,
+        "",
+        "",
+    );
+    let mut m = Medic::start_in(dir, &cfg);
+    post_webhook(&m, &body(vec![alert("Crashy", "c1", "firing")])).await;
+    let inc = in_state(&m, "Crashy", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    m.kill9();
+    assert!(rx.all().is_empty(), "killed before the tier was due");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = Medic::start_in(dir, &cfg);
+    let got = rx.wait_delivered("/hook", 1, WAIT).await;
+    assert_eq!(got[0].body["incident"]["id"], id.as_str());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.all().len(), 1, "sent once");
+    let inc = incident(&m, &id).await;
+    assert_eq!(events(&inc, "notification_sent").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_stops_tier_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    let escalation =
+        r#"tiers = [{ after = "0s", notify = ["hook"] }, { after = "2s", notify = ["chat"] }]"#;
+    let cfg = config(dir, "127.0.0.1:9", &rx, escalation, "", "");
+    let m = Medic::start_in(dir, &cfg);
+    post_webhook(&m, &body(vec![alert("Paged", "p1", "firing")])).await;
+    let inc = in_state(&m, "Paged", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    rx.wait_delivered("/hook", 1, WAIT).await;
+
+    assert_eq!(post_ack(&m, &id, None, "{}").await.0, 401);
+    assert_eq!(post_ack(&m, "01NOPE", Some(API_TOKEN), "").await.0, 404);
+    assert_eq!(
+        post_ack(&m, &id, Some(API_TOKEN), "{\"who\": 1}").await.0,
+        400
+    );
+    let (status, acked) = post_ack(&m, &id, Some(API_TOKEN), r#"{"by": "alice"}"#).await;
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["acknowledged_by"], "alice");
+    let (status, again) = post_ack(&m, &id, Some(API_TOKEN), "").await;
+    assert_eq!(
+        (status, again["acknowledged_by"].as_str()),
+        (200, Some("alice"))
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rx.delivered("/slack").is_empty(), "tier two was not paged");
+    let inc = incident(&m, &id).await;
+    assert_eq!(events(&inc, "incident_acknowledged")[0]["by"], "alice");
+    let cancelled = events(&inc, "notifications_cancelled");
+    assert_eq!(
+        (
+            cancelled[0]["notifications"].as_u64(),
+            cancelled[0]["why"].as_str()
+        ),
+        (Some(1), Some("acknowledged"))
+    );
+    let changed = events(&inc, "state_changed");
+    assert_eq!(changed.last().unwrap()["to"], "acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renotify_repeats_the_policy_until_acked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    let cfg = config(
+        dir,
+        "127.0.0.1:9",
+        &rx,
+        "notify = [\"hook\"]\nrenotify = \"1s\"",
+        "",
+        "",
+    );
+    let m = Medic::start_in(dir, &cfg);
+    post_webhook(&m, &body(vec![alert("Nagging", "n1", "firing")])).await;
+    let inc = in_state(&m, "Nagging", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    let got = rx.wait_delivered("/hook", 2, WAIT).await;
+    assert_eq!(got[0].body["key"], format!("{id}/1/1/hook"));
+    assert_eq!(got[1].body["key"], format!("{id}/2/1/hook"));
+    assert_eq!(post_ack(&m, &id, Some(API_TOKEN), "").await.0, 200);
+    let after_ack = rx.delivered("/hook").len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        rx.delivered("/hook").len(),
+        after_ack,
+        "no round after the ack"
+    );
+}
