@@ -40,6 +40,10 @@ dir = "{runbooks}"
 timeout = "20s"
 {runbooks_extra}
 
+[limits]
+# Escalations are told one by one here; storm grouping has its own test.
+storm_window = "1ms"
+
 [escalation]
 retry_initial = "100ms"
 retry_max = "500ms"
@@ -214,6 +218,7 @@ async fn webhook_slack_and_pagerduty_bodies_then_their_resolution() {
             "incident_opened",
             "route_missed",
             "state_changed",
+            "escalation_grouped",
             "escalation_scheduled"
         ]),
         "{timeline:?}"
@@ -807,5 +812,48 @@ async fn renotify_repeats_the_policy_until_acked() {
         rx.delivered("/hook").len(),
         after_ack,
         "no round after the ack"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_is_told_once_with_the_list_of_its_incidents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    // No route takes these alerts: each escalates `no_runbook`, all in one storm group.
+    let cfg = config(dir, "127.0.0.1:9", &rx, r#"notify = ["hook"]"#, "", "")
+        .replace("storm_window = \"1ms\"", "storm_window = \"2s\"");
+    let m = Medic::start_in(dir, &cfg);
+    let alerts: Vec<Value> = (0..30)
+        .map(|i| alert("NodeDown", &format!("n{i}:9100"), "firing"))
+        .collect();
+    assert_eq!(post_webhook(&m, &body(alerts)).await.0, 200);
+
+    // The first incident is told at once; the group's summary when its window ends.
+    let got = rx.wait_delivered("/hook", 2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got_now = rx.delivered("/hook");
+    assert_eq!(
+        got_now.len(),
+        2,
+        "30 escalations, two messages: {:#?}",
+        got_now.iter().map(|r| &r.body["title"]).collect::<Vec<_>>()
+    );
+    let first = &got[0].body;
+    assert!(first["group"].is_null());
+    let summary = &got[1].body;
+    assert_eq!(summary["group"]["size"], 30);
+    assert_eq!(summary["group"]["incidents"].as_array().unwrap().len(), 30);
+    assert!(
+        summary["title"]
+            .as_str()
+            .unwrap()
+            .ends_with("(+29 more incidents)"),
+        "{}",
+        summary["title"]
+    );
+    assert_eq!(
+        summary["incident"]["id"], first["incident"]["id"],
+        "the summary is the group's first incident's"
     );
 }

@@ -1473,6 +1473,7 @@ impl Writer {
                     NewEntry::for_incident(Event::StateChanged, &id, &detail),
                     now,
                 )?;
+                self.group_escalation(&id, Reason::NoRunbook, now)?;
                 self.escalate(&id, now)?;
             }
         }
