@@ -615,3 +615,39 @@ fn replay_names_the_field_of_a_bad_body() {
         "<stdin>: alerts[0].labels: an alert needs at least one label\n"
     );
 }
+
+#[test]
+fn the_documented_example_passes() {
+    let doc = std::fs::read_to_string(Path::new(ROOT).join("docs/testing-runbooks.md")).unwrap();
+    let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let runbook =
+        std::fs::read_to_string(Path::new(ROOT).join("runbooks/systemd_unit_failed.rhai")).unwrap();
+    let dir = workdir(&[
+        ("tests/example.toml", example),
+        ("systemd_unit_failed.rhai", &runbook),
+    ]);
+    let (code, out, err) = medic(dir.path(), &["test", "tests"], b"");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(last_line(&out), "2 passed, 0 failed");
+}
+
+#[test]
+fn a_call_in_an_imported_module_points_at_the_module() {
+    let dir = workdir(&[
+        ("helpers.rhai", "fn restart(unit) {\n    exec(\"systemctl\", [\"restart\", unit])\n}\n"),
+        ("main.rhai", "import \"helpers\" as h;\nh::restart(\"x.service\");\n"),
+        (
+            "t.toml",
+            "runbook = \"main.rhai\"\n\n[[tests]]\nname = \"unmocked\"\nalert.labels = { a = \"b\" }\nexpect.result = \"verifying\"\n",
+        ),
+    ]);
+    let (code, out, _) = medic(dir.path(), &["test", "t.toml"], b"");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "no mock answers exec systemctl restart x.service, called at helpers.rhai:2:5\n"
+        ),
+        "{out}"
+    );
+}
