@@ -171,11 +171,23 @@ cargo build --all-targets "${LOCKED[@]}"
 
 banner "cargo test --no-fail-fast${LOCKED:+ ${LOCKED[*]}}"
 TEST_LOG=$(mktemp)
-trap 'rm -f "$TEST_LOG"' EXIT
+RUNBOOK_TEST_LOG=$(mktemp)
+trap 'rm -f "$TEST_LOG" "$RUNBOOK_TEST_LOG"' EXIT
 set +e
 cargo test --no-fail-fast "${LOCKED[@]}" 2>&1 | tee "$TEST_LOG"
 TEST_STATUS=${PIPESTATUS[0]}
 set -e
+
+# The shipped runbooks' own tests (runbooks/tests/*.toml), run offline by medic itself.
+banner "medic test runbooks/tests"
+set +e
+cargo run --quiet "${LOCKED[@]}" -- test runbooks/tests 2>&1 | tee "$RUNBOOK_TEST_LOG"
+RUNBOOK_TEST_STATUS=${PIPESTATUS[0]}
+set -e
+read -r RUNBOOK_PASSED RUNBOOK_FAILED < <(
+    awk '/^[0-9]+ passed, [0-9]+ failed$/ { p = $1; f = $3 }
+         END { printf "%d %d\n", p, f }' "$RUNBOOK_TEST_LOG"
+)
 
 # Add up the "test result:" lines of every test binary and doctest run.
 read -r PASSED FAILED IGNORED < <(
@@ -193,6 +205,17 @@ banner "summary"
 if [ "$TEST_STATUS" -ne 0 ]; then
     echo "cargo test failed (exit $TEST_STATUS)"
 fi
+if [ "$RUNBOOK_TEST_STATUS" -ne 0 ]; then
+    echo "medic test failed (exit $RUNBOOK_TEST_STATUS)"
+    # A run that stopped before its counts line still counts as a failure.
+    if [ "$RUNBOOK_FAILED" -eq 0 ]; then RUNBOOK_FAILED=1; fi
+fi
 echo "took $((SECONDS - START_TIME))s"
+echo "runbook tests: $RUNBOOK_PASSED passed, $RUNBOOK_FAILED failed"
+PASSED=$((PASSED + RUNBOOK_PASSED))
+FAILED=$((FAILED + RUNBOOK_FAILED))
 echo "tests: $PASSED passed, $FAILED failed, $IGNORED skipped"
-exit "$TEST_STATUS"
+if [ "$TEST_STATUS" -ne 0 ]; then
+    exit "$TEST_STATUS"
+fi
+exit "$RUNBOOK_TEST_STATUS"

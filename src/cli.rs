@@ -1,4 +1,5 @@
-//! The command line: `medic serve`, `medic check`, `medic audit verify`.
+//! The command line: `medic serve`, `medic check`, `medic test`, `medic replay`,
+//! `medic audit verify`.
 //!
 //! Parses arguments, sets up logging, and calls into the library. This is the edge of the
 //! program: errors become messages on stderr and exit codes here, and nowhere else.
@@ -52,6 +53,32 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Run runbook tests: each test's alert runs its runbook offline against mocked steps
+    /// (no command runs, nothing goes on the network, `sleep` returns at once) and is
+    /// compared with what the test expects. Prints each test's result, a diff for each
+    /// failure, and ends with "N passed, N failed"; exit 1 on any failure. The format is in
+    /// docs/testing-runbooks.md.
+    Test {
+        /// Test files, or directories searched for `*.toml` test files.
+        #[arg(default_value = "runbooks/tests")]
+        paths: Vec<PathBuf>,
+        /// Run only the tests whose name matches this regular expression.
+        #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
+        run: Option<regex::Regex>,
+        /// Also write a JUnit XML report to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// Show what an Alertmanager webhook body would make medic do: routes each alert with
+    /// the config and runs its runbook as a dry run, printing the steps it would take, its
+    /// log lines and how it would end. Nothing is run, stored or sent.
+    Replay {
+        /// The configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The webhook body (JSON), or `-` for standard input.
+        file: PathBuf,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -87,6 +114,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
             Command::Check { config } => Ok(check(&config)),
+            Command::Test { paths, run, junit } => Ok(test(&paths, run.as_ref(), junit.as_deref())),
+            Command::Replay { config, file } => replay(&config, &file),
             Command::Audit {
                 command: AuditCommand::Verify { config },
             } => verify(&config).await,
@@ -131,6 +160,90 @@ fn check(path: &Path) -> ExitCode {
             }
             eprintln!("{}: {} problem(s)", path.display(), problems.len());
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| e.to_string())
+}
+
+fn test(paths: &[PathBuf], run: Option<&regex::Regex>, junit: Option<&Path>) -> ExitCode {
+    use crate::authoring::{harness, junit as junit_xml};
+    let (files, mut reports) = harness::collect(paths);
+    for r in &reports {
+        print!("{}", r.render());
+    }
+    for file in files {
+        let r = harness::run_file(&file, run);
+        if r.tests.is_empty() && r.problems.is_empty() {
+            continue; // --run selected none of its tests
+        }
+        print!("{}", r.render());
+        reports.push(r);
+    }
+    let passed: usize = reports.iter().map(|r| r.passed()).sum();
+    let mut failed: usize = reports.iter().map(|r| r.failed()).sum();
+    if let Some(path) = junit {
+        if let Err(e) = std::fs::write(path, junit_xml::report(&reports)) {
+            eprintln!(
+                "medic: cannot write the JUnit report {}: {e}",
+                path.display()
+            );
+            failed += usize::from(failed == 0);
+        }
+    }
+    if passed + failed == 0 {
+        eprintln!("medic: no test found");
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn replay(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Read as _;
+    let offline = match crate::authoring::offline::Offline::load(config) {
+        Ok(o) => o,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            anyhow::bail!("{}: {} problem(s)", config.display(), problems.len());
+        }
+    };
+    // As `POST /webhook` would: at most server.body_limit bytes.
+    let limit = offline.config.server.body_limit;
+    let mut body = Vec::new();
+    let name = if file == Path::new("-") {
+        std::io::stdin()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut body)
+            .context("reading standard input")?;
+        "<stdin>".to_string()
+    } else {
+        std::fs::File::open(file)
+            .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut body))
+            .with_context(|| format!("reading {}", file.display()))?;
+        file.display().to_string()
+    };
+    if body.len() > limit {
+        anyhow::bail!(
+            "{name}: larger than server.body_limit ({limit} bytes); medic would answer 413"
+        );
+    }
+    match crate::authoring::replay::replay(&offline, &body) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{name}: {e}");
+            eprintln!("medic would answer 400");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod authoring;
 pub mod cli;
 pub mod config;
 pub mod escalate;

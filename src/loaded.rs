@@ -86,28 +86,7 @@ impl Loaded {
         };
         let (catalog, errors) = Catalog::load(&config.runbooks.dir, &sandbox);
         problems.extend(errors.into_iter().map(|e| Problem(e.to_string())));
-        {
-            for (i, route) in config.routes.iter().enumerate() {
-                if let RunbookTarget::File(name) = &route.target {
-                    // A file that exists but failed to compile is reported above.
-                    if !catalog.contains(name) && !config.runbooks.dir.join(name).is_file() {
-                        let e = ConfigError {
-                            file: config.source.clone(),
-                            location: Some(Location {
-                                line: route.location.line,
-                                column: route.location.column,
-                            }),
-                            key: format!("routes[{i}].runbook"),
-                            message: format!(
-                                "runbook {name:?} does not exist in {}",
-                                config.runbooks.dir.display()
-                            ),
-                        };
-                        problems.push(Problem::from(&e));
-                    }
-                }
-            }
-        }
+        problems.extend(missing_runbooks(&config, &catalog));
         let Some(toolkit) = toolkit.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };
@@ -121,4 +100,30 @@ impl Loaded {
             config_hash: String::new(),
         })
     }
+}
+
+/// A problem for every route that names a runbook file that does not exist.
+pub fn missing_runbooks(config: &Config, catalog: &Catalog) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        if let RunbookTarget::File(name) = &route.target {
+            // A file that exists but failed to compile is reported by the catalog.
+            if !catalog.contains(name) && !config.runbooks.dir.join(name).is_file() {
+                let e = ConfigError {
+                    file: config.source.clone(),
+                    location: Some(Location {
+                        line: route.location.line,
+                        column: route.location.column,
+                    }),
+                    key: format!("routes[{i}].runbook"),
+                    message: format!(
+                        "runbook {name:?} does not exist in {}",
+                        config.runbooks.dir.display()
+                    ),
+                };
+                problems.push(Problem::from(&e));
+            }
+        }
+    }
+    problems
 }

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Map};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -24,6 +23,7 @@ use crate::loaded::Loaded;
 use crate::metrics::LimitLabel;
 use crate::metrics::ResultLabel;
 use crate::runbook::sandbox::{Cancel, RunEnd, Stop};
+use crate::runbook::scope::{self, AlertView, IncidentView};
 use crate::server::App;
 use crate::steps::StepHost;
 use crate::store::{Claim, Refusal, RunResult};
@@ -266,32 +266,6 @@ async fn expire_silences(app: &App) {
     }
 }
 
-/// The `alert` map a runbook sees.
-fn alert_map(claim: &Claim) -> Map {
-    let strings = |m: &std::collections::BTreeMap<String, String>| -> Map {
-        m.iter()
-            .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
-            .collect()
-    };
-    let mut alert = Map::new();
-    alert.insert("status".into(), Dynamic::from("firing".to_string()));
-    alert.insert("labels".into(), Dynamic::from_map(strings(&claim.labels)));
-    alert.insert(
-        "annotations".into(),
-        Dynamic::from_map(strings(&claim.annotations)),
-    );
-    alert.insert(
-        "fingerprint".into(),
-        Dynamic::from(claim.fingerprint.clone()),
-    );
-    alert.insert("starts_at".into(), Dynamic::from(claim.starts_at.clone()));
-    alert.insert(
-        "generator_url".into(),
-        Dynamic::from(claim.generator_url.clone()),
-    );
-    alert
-}
-
 /// Records a remediation result with a breaker and persists the breaker if it changed.
 pub async fn record_breaker(app: &App, breaker: &str, incident: &str, success: bool) {
     if let Some((entry, changed_state)) =
@@ -358,41 +332,32 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
                 metrics: app.metrics.clone(),
                 guards: app.guards.clone(),
             };
-            let secrets: Map = loaded
-                .config
-                .runbooks
-                .secrets
-                .iter()
-                .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
-                .collect();
-            let mut incident = Map::new();
-            incident.insert("id".into(), Dynamic::from(claim.id.clone()));
-            incident.insert(
-                "route".into(),
-                Dynamic::from(claim.route.clone().unwrap_or_default()),
-            );
-            incident.insert("runbook".into(), Dynamic::from(claim.runbook.clone()));
-            incident.insert("attempt".into(), Dynamic::from(claim.attempt as i64));
-            incident.insert("dry_run".into(), Dynamic::from(dry_run));
-            let vars = [
-                ("alert", Dynamic::from_map(alert_map(&claim))),
-                ("incident", Dynamic::from_map(incident)),
-                ("secrets", Dynamic::from_map(secrets)),
-            ];
+            let alert = AlertView {
+                labels: &claim.labels,
+                annotations: &claim.annotations,
+                fingerprint: &claim.fingerprint,
+                starts_at: &claim.starts_at,
+                generator_url: &claim.generator_url,
+            };
+            let incident = IncidentView {
+                id: &claim.id,
+                route: claim.route.as_deref().unwrap_or_default(),
+                runbook: &claim.runbook,
+                attempt: claim.attempt,
+                dry_run,
+            };
+            let vars = scope::vars(&alert, &incident, &loaded.config.runbooks.secrets);
             let sandbox = loaded.sandbox.clone();
             let ast = runbook.ast.clone();
             let c = cancel.clone();
-            tokio::task::spawn_blocking(move || {
-                let vars = vars.iter().map(|(n, v)| (*n, v.clone())).collect();
-                sandbox.run(&ast, vars, Box::new(host), c)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                RunEnd::Stopped(Stop::new(
-                    Reason::RunbookError,
-                    format!("the run panicked: {e}"),
-                ))
-            })
+            tokio::task::spawn_blocking(move || sandbox.run(&ast, vars, Box::new(host), c))
+                .await
+                .unwrap_or_else(|e| {
+                    RunEnd::Stopped(Stop::new(
+                        Reason::RunbookError,
+                        format!("the run panicked: {e}"),
+                    ))
+                })
         }
     };
 

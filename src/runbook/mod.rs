@@ -4,8 +4,10 @@
 //! is the one configured Rhai engine that runs them, with limits on operations, depth,
 //! sizes and wall-clock time. A runbook reaches the world only through the functions the
 //! sandbox registers, and those only through a [`sandbox::Host`] (the `steps` module).
+//! [`scope`] builds the maps a runbook sees (`alert`, `incident`, `secrets`).
 
 pub mod catalog;
 pub mod sandbox;
+pub mod scope;
 
 pub use catalog::{Catalog, Runbook};

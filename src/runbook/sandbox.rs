@@ -10,6 +10,10 @@
 //! tokio's blocking pool, one run per thread at a time); the functions call into it. A
 //! failed step, `escalate` and every limit stop the run with a non-catchable termination,
 //! so a runbook cannot swallow them with `try`/`catch`.
+//!
+//! While a function runs, [`call_site`] says where in the runbook it was called from, so a
+//! host can point at the line (`medic test` does). Time comes from the host
+//! ([`Host::now`]), so a host that fakes `sleep` fakes the run's clock with it.
 
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
@@ -20,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::FileModuleResolver;
 use rhai::{
-    Array, Dynamic, Engine, EvalAltResult, Map, Module, ModuleResolver, Position, Scope, Shared,
-    AST,
+    Array, Dynamic, Engine, EvalAltResult, Map, Module, ModuleResolver, NativeCallContext,
+    Position, Scope, Shared, AST,
 };
 
 use crate::config::RunbooksConfig;
@@ -61,6 +65,28 @@ pub trait Host {
     fn sleep(&self, duration: Duration) -> Result<(), Stop>;
     fn silence(&self, duration: &str, comment: &str) -> Result<String, Stop>;
     fn query(&self, promql: &str) -> Result<Array, Stop>;
+    /// The run's clock, for its deadline. A host whose `sleep` returns at once moves it
+    /// forward by what it slept, so limits hold as in a real run.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    /// Told once when a runbook function stops the run (`escalate`, a failed step, a
+    /// sleep past the limit), while [`call_site`] still points at that call.
+    fn stopping(&self, _stop: &Stop) {}
+}
+
+/// Where in a runbook a function was called: 1-based line and column, and the source
+/// when the call is in an imported module (`None` means the runbook itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSite {
+    pub source: Option<String>,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// The call site of the runbook function running on this thread, if any.
+pub fn call_site() -> Option<CallSite> {
+    current().and_then(|state| state.call.borrow().clone())
 }
 
 /// Cancels a run from another thread; the run stops at its next operation, and a step
@@ -113,6 +139,8 @@ struct RunState {
     timeout: Duration,
     cancel: Cancel,
     stop: RefCell<Option<Stop>>,
+    /// Where the function being called was called from.
+    call: RefCell<Option<CallSite>>,
 }
 
 thread_local! {
@@ -125,6 +153,7 @@ fn current() -> Option<Rc<RunState>> {
 
 /// Stops the run with `stop`: recorded for the sandbox, then a termination Rhai cannot catch.
 fn terminate(state: &RunState, stop: Stop) -> Box<EvalAltResult> {
+    state.host.stopping(&stop);
     *state.stop.borrow_mut() = Some(stop);
     Box::new(EvalAltResult::ErrorTerminated(
         Dynamic::UNIT,
@@ -134,6 +163,18 @@ fn terminate(state: &RunState, stop: Stop) -> Box<EvalAltResult> {
 
 fn no_run() -> Box<EvalAltResult> {
     "runbook functions are only available during a run".into()
+}
+
+/// The run on this thread, with the call site of the function being called recorded.
+fn enter(ctx: &NativeCallContext) -> Result<Rc<RunState>, Box<EvalAltResult>> {
+    let state = current().ok_or_else(no_run)?;
+    let pos = ctx.call_position();
+    *state.call.borrow_mut() = pos.line().map(|line| CallSite {
+        source: ctx.call_source().map(str::to_string),
+        line,
+        column: pos.position().unwrap_or(1),
+    });
+    Ok(state)
 }
 
 /// The configured engine.
@@ -163,15 +204,22 @@ impl Sandbox {
             if state.cancel.is_cancelled() {
                 return Some(Dynamic::from("cancelled"));
             }
-            (Instant::now() >= state.deadline).then(|| Dynamic::from("timeout"))
+            (state.host.now() >= state.deadline).then(|| Dynamic::from("timeout"))
         });
         engine.on_print(|s| {
             if let Some(state) = current() {
+                // Rhai does not say where `print` was called.
+                *state.call.borrow_mut() = None;
                 state.host.log(s);
             }
         });
-        engine.on_debug(|s, _src, pos| {
+        engine.on_debug(|s, src, pos| {
             if let Some(state) = current() {
+                *state.call.borrow_mut() = pos.line().map(|line| CallSite {
+                    source: src.map(str::to_string),
+                    line,
+                    column: pos.position().unwrap_or(1),
+                });
                 state.host.log(&format!("debug {pos}: {s}"));
             }
         });
@@ -205,12 +253,14 @@ impl Sandbox {
         host: Box<dyn Host>,
         cancel: Cancel,
     ) -> RunEnd {
+        let deadline = host.now() + self.timeout;
         let state = Rc::new(RunState {
             host,
-            deadline: Instant::now() + self.timeout,
+            deadline,
             timeout: self.timeout,
             cancel,
             stop: RefCell::new(None),
+            call: RefCell::new(None),
         });
         RUN.with(|r| *r.borrow_mut() = Some(state.clone()));
         let mut scope = Scope::new();
@@ -334,8 +384,8 @@ fn string_args(args: Array) -> Result<Vec<String>, Box<EvalAltResult>> {
 fn register_functions(engine: &mut Engine) {
     engine.register_fn(
         "exec",
-        |program: &str, args: Array| -> Result<Map, Box<EvalAltResult>> {
-            let state = current().ok_or_else(no_run)?;
+        |ctx: NativeCallContext, program: &str, args: Array| -> Result<Map, Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
             let args = string_args(args)?;
             state
                 .host
@@ -343,17 +393,24 @@ fn register_functions(engine: &mut Engine) {
                 .map_err(|stop| terminate(&state, stop))
         },
     );
-    engine.register_fn("exec", |program: &str| -> Result<Map, Box<EvalAltResult>> {
-        let state = current().ok_or_else(no_run)?;
-        state
-            .host
-            .exec(program, Vec::new())
-            .map_err(|stop| terminate(&state, stop))
-    });
+    engine.register_fn(
+        "exec",
+        |ctx: NativeCallContext, program: &str| -> Result<Map, Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
+            state
+                .host
+                .exec(program, Vec::new())
+                .map_err(|stop| terminate(&state, stop))
+        },
+    );
     engine.register_fn(
         "http",
-        |method: &str, url: &str, body: &str| -> Result<Map, Box<EvalAltResult>> {
-            let state = current().ok_or_else(no_run)?;
+        |ctx: NativeCallContext,
+         method: &str,
+         url: &str,
+         body: &str|
+         -> Result<Map, Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
             state
                 .host
                 .http(method, url, body)
@@ -362,40 +419,50 @@ fn register_functions(engine: &mut Engine) {
     );
     engine.register_fn(
         "http",
-        |method: &str, url: &str| -> Result<Map, Box<EvalAltResult>> {
-            let state = current().ok_or_else(no_run)?;
+        |ctx: NativeCallContext, method: &str, url: &str| -> Result<Map, Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
             state
                 .host
                 .http(method, url, "")
                 .map_err(|stop| terminate(&state, stop))
         },
     );
-    engine.register_fn("log", |message: &str| -> Result<(), Box<EvalAltResult>> {
-        let state = current().ok_or_else(no_run)?;
-        state.host.log(message);
-        Ok(())
-    });
     engine.register_fn(
         "log",
-        |message: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            let state = current().ok_or_else(no_run)?;
+        |ctx: NativeCallContext, message: &str| -> Result<(), Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
+            state.host.log(message);
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "log",
+        |ctx: NativeCallContext, message: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
             state.host.log(&message.to_string());
             Ok(())
         },
     );
-    engine.register_fn("sleep", |seconds: rhai::INT| sleep(seconds as f64));
-    engine.register_fn("sleep", |seconds: rhai::FLOAT| sleep(seconds));
+    engine.register_fn("sleep", |ctx: NativeCallContext, seconds: rhai::INT| {
+        sleep(&ctx, seconds as f64)
+    });
+    engine.register_fn("sleep", |ctx: NativeCallContext, seconds: rhai::FLOAT| {
+        sleep(&ctx, seconds)
+    });
     engine.register_fn(
         "escalate",
-        |reason: &str| -> Result<(), Box<EvalAltResult>> {
-            let state = current().ok_or_else(no_run)?;
+        |ctx: NativeCallContext, reason: &str| -> Result<(), Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
             Err(terminate(&state, Stop::new(Reason::Requested, reason)))
         },
     );
     engine.register_fn(
         "silence",
-        |duration: &str, comment: &str| -> Result<String, Box<EvalAltResult>> {
-            let state = current().ok_or_else(no_run)?;
+        |ctx: NativeCallContext,
+         duration: &str,
+         comment: &str|
+         -> Result<String, Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
             state
                 .host
                 .silence(duration, comment)
@@ -404,8 +471,8 @@ fn register_functions(engine: &mut Engine) {
     );
     engine.register_fn(
         "query",
-        |promql: &str| -> Result<Array, Box<EvalAltResult>> {
-            let state = current().ok_or_else(no_run)?;
+        |ctx: NativeCallContext, promql: &str| -> Result<Array, Box<EvalAltResult>> {
+            let state = enter(&ctx)?;
             state
                 .host
                 .query(promql)
@@ -414,13 +481,13 @@ fn register_functions(engine: &mut Engine) {
     );
 }
 
-fn sleep(seconds: f64) -> Result<(), Box<EvalAltResult>> {
-    let state = current().ok_or_else(no_run)?;
+fn sleep(ctx: &NativeCallContext, seconds: f64) -> Result<(), Box<EvalAltResult>> {
+    let state = enter(ctx)?;
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("sleep: {seconds} is not a number of seconds").into());
     }
     let wanted = Duration::from_secs_f64(seconds);
-    let left = state.deadline.saturating_duration_since(Instant::now());
+    let left = state.deadline.saturating_duration_since(state.host.now());
     if wanted > left {
         let stop = Stop::new(
             Reason::Timeout,

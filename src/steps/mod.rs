@@ -222,6 +222,44 @@ fn map(pairs: Vec<(&str, Dynamic)>) -> Map {
     pairs.into_iter().map(|(k, v)| (k.into(), v)).collect()
 }
 
+/// What `exec` returns in a dry run.
+pub fn dry_run_exec() -> Map {
+    map(vec![
+        ("code", Dynamic::from(0_i64)),
+        ("stdout", Dynamic::from(String::new())),
+        ("stderr", Dynamic::from(String::new())),
+        ("duration_ms", Dynamic::from(0_i64)),
+        ("dry_run", Dynamic::from(true)),
+    ])
+}
+
+/// What `http` returns in a dry run.
+pub fn dry_run_http() -> Map {
+    map(vec![
+        ("status", Dynamic::from(200_i64)),
+        ("body", Dynamic::from(String::new())),
+        ("dry_run", Dynamic::from(true)),
+    ])
+}
+
+/// What `silence` returns in a dry run.
+pub const DRY_RUN_SILENCE: &str = "dry-run";
+
+/// Why `silence` and `query` cannot run without their service configured.
+pub const NEEDS_ALERTMANAGER: &str = "needs [alertmanager] url in the config";
+pub const NEEDS_PROMETHEUS: &str = "needs [prometheus] url in the config";
+
+/// The length of a silence, as `silence(duration, ...)` gives it: more than zero, at most
+/// 7 days.
+pub fn silence_length(duration: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(duration) {
+        Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(7 * 24 * 3600) => Ok(d),
+        _ => Err(format!(
+            "invalid duration {duration:?}: expected e.g. \"30m\", at most 7 days"
+        )),
+    }
+}
+
 impl Host for StepHost {
     fn exec(&self, program: &str, args: Vec<String>) -> Result<Map, Stop> {
         let shown_args = json!({"program": program, "args": args});
@@ -239,17 +277,7 @@ impl Host for StepHost {
         let args_json = json!({"program": program, "path": path, "args": args});
         self.guard("exec", program, &args_json)?;
         if self.dry_run {
-            return self.would_run(
-                "exec",
-                args_json,
-                map(vec![
-                    ("code", Dynamic::from(0_i64)),
-                    ("stdout", Dynamic::from(String::new())),
-                    ("stderr", Dynamic::from(String::new())),
-                    ("duration_ms", Dynamic::from(0_i64)),
-                    ("dry_run", Dynamic::from(true)),
-                ]),
-            );
+            return self.would_run("exec", args_json, dry_run_exec());
         }
         self.record(
             Event::StepStarted,
@@ -303,15 +331,7 @@ impl Host for StepHost {
         };
         self.guard("http", &request.host(), &args)?;
         if self.dry_run {
-            return self.would_run(
-                "http",
-                args,
-                map(vec![
-                    ("status", Dynamic::from(200_i64)),
-                    ("body", Dynamic::from(String::new())),
-                    ("dry_run", Dynamic::from(true)),
-                ]),
-            );
+            return self.would_run("http", args, dry_run_http());
         }
         self.record(Event::StepStarted, json!({"step": "http", "args": args}))?;
         let started = Instant::now();
@@ -419,21 +439,17 @@ impl Host for StepHost {
                 "silence",
                 args,
                 Reason::StepFailed,
-                "needs [alertmanager] url in the config".into(),
+                NEEDS_ALERTMANAGER.into(),
             ));
         };
-        let length = match humantime::parse_duration(duration) {
-            Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(7 * 24 * 3600) => d,
-            _ => {
-                let message =
-                    format!("invalid duration {duration:?}: expected e.g. \"30m\", at most 7 days");
-                return Err(self.fail("silence", args, Reason::StepFailed, message));
-            }
+        let length = match silence_length(duration) {
+            Ok(d) => d,
+            Err(message) => return Err(self.fail("silence", args, Reason::StepFailed, message)),
         };
         self.guard("silence", "", &args)?;
         if self.dry_run {
             self.would_run("silence", args, Map::new())?;
-            return Ok("dry-run".into());
+            return Ok(DRY_RUN_SILENCE.into());
         }
         self.record(Event::StepStarted, json!({"step": "silence", "args": args}))?;
         let comment = format!("medic incident {}: {comment}", self.incident_id);
@@ -463,12 +479,7 @@ impl Host for StepHost {
     fn query(&self, promql: &str) -> Result<Array, Stop> {
         let args = json!({"query": promql});
         let Some(prom) = &self.toolkit.prometheus else {
-            return Err(self.fail(
-                "query",
-                args,
-                Reason::StepFailed,
-                "needs [prometheus] url in the config".into(),
-            ));
+            return Err(self.fail("query", args, Reason::StepFailed, NEEDS_PROMETHEUS.into()));
         };
         self.guard("query", "", &args)?;
         if self.dry_run {

@@ -289,3 +289,116 @@ fn functions_outside_a_run_fail_cleanly() {
     // The engine is shared: a stray call with no run set must error, not panic.
     assert!(current().is_none());
 }
+
+/// A host that notes where each step was called from and keeps a clock that `sleep`
+/// moves forward at once.
+#[derive(Clone, Default)]
+struct SiteHost {
+    sites: Arc<Mutex<Vec<String>>>,
+    slept: Arc<Mutex<Duration>>,
+}
+
+impl SiteHost {
+    fn note(&self, what: &str) {
+        let at = match call_site() {
+            Some(CallSite {
+                source: None,
+                line,
+                column,
+            }) => format!("{what} {line}:{column}"),
+            Some(CallSite {
+                source: Some(s),
+                line,
+                column,
+            }) => format!(
+                "{what} {}:{line}:{column}",
+                s.rsplit('/').next().unwrap_or("")
+            ),
+            None => format!("{what} ?"),
+        };
+        self.sites.lock().unwrap().push(at);
+    }
+}
+
+impl Host for SiteHost {
+    fn exec(&self, _program: &str, _args: Vec<String>) -> Result<Map, Stop> {
+        self.note("exec");
+        Ok(Map::new())
+    }
+    fn http(&self, _method: &str, _url: &str, _body: &str) -> Result<Map, Stop> {
+        self.note("http");
+        Ok(Map::new())
+    }
+    fn log(&self, _message: &str) {
+        self.note("log");
+    }
+    fn sleep(&self, duration: Duration) -> Result<(), Stop> {
+        self.note("sleep");
+        *self.slept.lock().unwrap() += duration;
+        Ok(())
+    }
+    fn silence(&self, _duration: &str, _comment: &str) -> Result<String, Stop> {
+        self.note("silence");
+        Ok(String::new())
+    }
+    fn query(&self, _promql: &str) -> Result<Array, Stop> {
+        self.note("query");
+        Ok(Array::new())
+    }
+    fn now(&self) -> Instant {
+        Instant::now() + *self.slept.lock().unwrap()
+    }
+    fn stopping(&self, stop: &Stop) {
+        self.note(&format!("stopping({})", stop.reason.as_str()));
+    }
+}
+
+#[test]
+fn a_host_knows_where_each_function_was_called() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("helpers.rhai"),
+        "fn restart(u) {\n  exec(\"systemctl\", [\"restart\", u])\n}",
+    )
+    .unwrap();
+    let cfg = config(|c| c.dir = dir.path().to_path_buf());
+    let host = SiteHost::default();
+    let source = "import \"helpers\" as h;\nlog(\"a\");\n  h::restart(\"x\");\nfn local() { http(\"GET\", \"http://x/\") }\nlocal();\nprint(\"p\");\nescalate(\"no\");";
+    let sandbox = Sandbox::new(&cfg);
+    let ast = sandbox.compile(source).unwrap();
+    let end = sandbox.run(&ast, vec![], Box::new(host.clone()), Cancel::default());
+    assert_eq!(stopped(&end).reason, Reason::Requested);
+    // In a module, the source is the name it was imported by.
+    assert_eq!(
+        *host.sites.lock().unwrap(),
+        [
+            "log 2:1",
+            "exec helpers:2:3",
+            "http 4:14",
+            "log ?", // print: Rhai does not say where
+            "stopping(requested) 7:1",
+        ]
+    );
+}
+
+#[test]
+fn the_run_clock_is_the_hosts() {
+    // 5s limit: with a host clock that sleeps move forward, the second sleep(3) no longer fits.
+    let host = SiteHost::default();
+    let sandbox = Sandbox::new(&config(|_| {}));
+    let ast = sandbox.compile("sleep(3);\nsleep(3);").unwrap();
+    let started = Instant::now();
+    let end = sandbox.run(&ast, vec![], Box::new(host.clone()), Cancel::default());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let s = stopped(&end);
+    assert_eq!(s.reason, Reason::Timeout);
+    assert!(
+        s.message.starts_with("sleep(3) would outlast"),
+        "{}",
+        s.message
+    );
+    assert_eq!(
+        *host.sites.lock().unwrap(),
+        ["sleep 1:1", "stopping(timeout) 2:1"]
+    );
+}
