@@ -1589,13 +1589,8 @@ impl Writer {
             })
             .optional()?;
         match group {
+            // Its `escalation_grouped` entry already says it is covered by the summary.
             Some((gid, leader, opened_at, size)) if leader != id => {
-                let detail = json!({"round": 1, "grouped_into": leader, "group": gid,
-                                    "note": "covered by the group's summary notification; not notified on its own"});
-                self.append(
-                    NewEntry::for_incident(Event::EscalationScheduled, id, &detail),
-                    now,
-                )?;
                 if size == 2 {
                     self.schedule_group_summary(&gid, &leader, &opened_at, now)?;
                 }
