@@ -1677,7 +1677,8 @@ impl Writer {
                 "notify": tier.notify, "due_at": due,
             }));
         }
-        self.outbox_touched = true;
+        // Wake the sender only when something was put in the outbox.
+        self.outbox_touched |= policy.tiers.iter().any(|t| !t.notify.is_empty());
         let mut detail = json!({"round": round, "tiers": tiers});
         if policy.tiers.is_empty() {
             detail["note"] = json!("no escalation policy names a channel: nobody is notified");
