@@ -37,11 +37,6 @@ timeout = "20s"
     )
 }
 
-fn runbook(dir: &Path, name: &str, source: &str) {
-    std::fs::create_dir_all(dir.join("runbooks")).unwrap();
-    std::fs::write(dir.join("runbooks").join(name), source).unwrap();
-}
-
 fn db(dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("data/medic.db")).unwrap()
 }
@@ -307,17 +302,11 @@ async fn an_open_breaker_survives_a_restart_and_can_be_reset() {
 }
 
 fn marker_script(dir: &Path) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let p = bin.join("mark");
-    std::fs::write(
-        &p,
-        format!("#!/bin/sh\ntouch {}\n", dir.join("marked").display()),
+    script(
+        dir,
+        "mark",
+        &format!("touch {}", dir.join("marked").display()),
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::alertmanager::Alertmanager;
@@ -34,22 +34,6 @@ timeout = "20s"
         db = dir.join("data/medic.db").display(),
         runbooks = dir.join("runbooks").display(),
     )
-}
-
-/// Writes an executable shell script and returns its absolute path.
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let path = bin.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
-fn runbook(dir: &Path, name: &str, source: &str) {
-    std::fs::create_dir_all(dir.join("runbooks")).unwrap();
-    std::fs::write(dir.join("runbooks").join(name), source).unwrap();
 }
 
 /// An alert with the given labels and annotations.

@@ -177,6 +177,23 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     panic!("process did not exit within {limit:?}");
 }
 
+/// Writes an executable shell script to `<dir>/bin/<name>` and returns its absolute path.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Writes a runbook to `<dir>/runbooks/<name>`.
+pub fn runbook(dir: &Path, name: &str, source: &str) {
+    std::fs::create_dir_all(dir.join("runbooks")).unwrap();
+    std::fs::write(dir.join("runbooks").join(name), source).unwrap();
+}
+
 /// One alert as Alertmanager sends it.
 pub fn alert(name: &str, instance: &str, status: &str) -> Value {
     json!({
