@@ -162,12 +162,25 @@ impl fmt::Debug for ServerConfig {
 pub struct StoreConfig {
     /// `sqlite://<path>`, `postgres://...` or `postgresql://...`.
     pub url: String,
+    /// How long a run's claim lasts unless its replica renews it: a replica that died
+    /// mid-run is noticed after this long.
+    pub lease: Duration,
+    /// PostgreSQL: the longest any one statement may run.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: read connections per replica.
+    pub pool_size: u32,
 }
+
+/// Default of `store.lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
             url: DEFAULT_STORE_URL.to_owned(),
+            lease: DEFAULT_LEASE,
+            statement_timeout: Duration::from_secs(5),
+            pool_size: 8,
         }
     }
 }

@@ -57,6 +57,9 @@ pub(crate) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub url: Option<Text>,
+    pub lease: Option<Text>,
+    pub statement_timeout: Option<Text>,
+    pub pool_size: Option<Spanned<Integer>>,
 }
 
 /// `[runbooks]`

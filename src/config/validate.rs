@@ -130,7 +130,22 @@ impl Validator<'_> {
             DEFAULT_STORE_URL.to_owned(),
             check_store_url,
         );
-        StoreConfig { url }
+        let d = StoreConfig::default();
+        StoreConfig {
+            url,
+            lease: self.optional("store.lease", raw.lease.as_ref(), d.lease, parse_duration),
+            statement_timeout: self.optional(
+                "store.statement_timeout",
+                raw.statement_timeout.as_ref(),
+                d.statement_timeout,
+                parse_duration,
+            ),
+            pool_size: raw
+                .pool_size
+                .as_ref()
+                .and_then(|value| self.positive::<u32>("store.pool_size", value))
+                .unwrap_or(d.pool_size),
+        }
     }
 
     fn runbooks(&mut self, raw: &RawRunbooks) -> RunbooksConfig {

@@ -51,7 +51,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// A store whose route `disk` has two tiers: `a` and `b` at once, `c` after 15m.
 fn open(dir: &tempfile::TempDir, renotify: Option<Duration>) -> Store {
-    let url = format!("sqlite://{}", dir.path().join("medic.db").display());
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
     let store = Store::open(&url, StoreMetrics::default()).expect("open");
     let policy = Policy {
         tiers: vec![

@@ -9,6 +9,9 @@
 //! one transaction and one fsync, and each caller is answered only after the commit that
 //! holds its change is durable.
 
+pub(crate) mod db;
+mod engine;
+pub mod postgres;
 mod sqlite;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +24,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::audit::{self, NewEntry};
-use crate::config::{Config, Policy, DEFAULT_VERIFY_FOR};
+use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
 use crate::guard::{BreakerEntry, Pause};
 use crate::incident::{Outcome, Reason, State};
 use crate::ingest::payload::{Alert, Status};
@@ -40,12 +43,18 @@ pub enum StoreError {
     #[error("database migration {version} failed: {source}")]
     Migration {
         version: u32,
-        source: rusqlite::Error,
+        source: Box<StoreError>,
     },
     #[error("the database is newer than this medic: schema version {found}, this build knows up to {known}")]
     TooNew { found: u32, known: u32 },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
+    #[error("the query returned no row")]
+    NoRows,
     #[error("cannot commit: {0}")]
     Commit(String),
     #[error("stored data is invalid: {0}")]
@@ -59,7 +68,11 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Closed
+            StoreError::Sqlite(_)
+                | StoreError::Postgres(_)
+                | StoreError::Unavailable(_)
+                | StoreError::Commit(_)
+                | StoreError::Closed
         )
     }
 }
@@ -341,17 +354,31 @@ pub struct OutboxCounts {
 /// The handle every other module uses. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    backend: Backend,
-}
-
-#[derive(Clone)]
-enum Backend {
-    Sqlite(sqlite::Sqlite),
+    inner: engine::Engine,
 }
 
 impl Store {
-    /// Opens (creating and migrating as needed) the store at `url`.
+    /// Opens (creating and migrating as needed) the store at `url`, with default options.
     pub fn open(url: &str, metrics: StoreMetrics) -> Result<Store, StoreError> {
+        Store::open_with(url, &postgres::Options::default(), metrics)
+    }
+
+    /// Opens the store of a configuration.
+    pub fn connect(config: &StoreConfig, metrics: StoreMetrics) -> Result<Store, StoreError> {
+        let options = postgres::Options {
+            statement_timeout: config.statement_timeout,
+            pool_size: config.pool_size,
+        };
+        Store::open_with(&config.url, &options, metrics)
+    }
+
+    fn open_with(
+        url: &str,
+        options: &postgres::Options,
+        metrics: StoreMetrics,
+    ) -> Result<Store, StoreError> {
+        // Who holds this process's leases: unique per start, readable in the audit log.
+        let owner = format!("{}/{}", std::process::id(), ulid::Ulid::new());
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(StoreError::Url {
@@ -359,28 +386,34 @@ impl Store {
                     message: "no database path after sqlite://".into(),
                 });
             }
-            let backend = Backend::Sqlite(sqlite::Sqlite::open(path.as_ref(), metrics)?);
-            return Ok(Store { backend });
+            let inner = sqlite::open(path.as_ref(), owner, metrics)?;
+            return Ok(Store { inner });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let inner = postgres::open(url, options, owner, metrics)?;
+            return Ok(Store { inner });
         }
         Err(StoreError::Url {
             url: url.into(),
-            message: "unsupported scheme; this build supports sqlite://".into(),
+            message: "unsupported scheme; expected sqlite://, postgres:// or postgresql://".into(),
         })
+    }
+
+    /// Whether several replicas may share this store (PostgreSQL): the guards then keep
+    /// their budgets in it rather than in memory.
+    pub fn is_shared(&self) -> bool {
+        self.inner.is_shared()
     }
 
     /// Commits a delivery: its audit entries and the incidents its alerts open, join or
     /// resolve. Returns only once the commit is durable.
     pub async fn ingest(&self, delivery: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.ingest(delivery).await,
-        }
+        self.inner.ingest(delivery).await
     }
 
     /// Appends entries to the audit log, durably.
     pub async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.audit(entries).await,
-        }
+        self.inner.audit(entries).await
     }
 
     /// Records how the run of incident `id` ended: its `run_finished` entry (`finished`)
@@ -392,9 +425,7 @@ impl Store {
         result: RunResult,
         finished: Value,
     ) -> Result<Option<State>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.finish_run(id, result, finished).await,
-        }
+        self.inner.finish_run(id, result, finished).await
     }
 
     /// At start-up: incidents left `remediating` by a process that died. Each is requeued
@@ -404,9 +435,7 @@ impl Store {
         &self,
         idempotent_routes: Vec<String>,
     ) -> Result<Vec<(String, State)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.recover_interrupted(idempotent_routes).await,
-        }
+        self.inner.recover_interrupted(idempotent_routes).await
     }
 
     /// Remembers a silence created for an incident, to expire it when the incident ends.
@@ -416,16 +445,14 @@ impl Store {
         silence_id: &str,
         ends_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.record_silence(incident_id, silence_id, ends_at).await,
-        }
+        self.inner
+            .record_silence(incident_id, silence_id, ends_at)
+            .await
     }
 
     /// Silences whose incident has ended and that were not expired yet: (incident, silence).
     pub async fn silences_to_expire(&self) -> Result<Vec<(String, String)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.silences_to_expire().await,
-        }
+        self.inner.silences_to_expire().await
     }
 
     /// Marks a silence expired and audits it.
@@ -434,16 +461,12 @@ impl Store {
         incident_id: &str,
         silence_id: &str,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.silence_expired(incident_id, silence_id).await,
-        }
+        self.inner.silence_expired(incident_id, silence_id).await
     }
 
     /// Up to `limit` queued incidents, oldest first, as the guards see them (a read).
     pub async fn queued(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.queued(limit).await,
-        }
+        self.inner.queued(limit).await
     }
 
     /// Claims the given queued incidents (queued → remediating), writing each one's
@@ -454,53 +477,39 @@ impl Store {
         ids: Vec<String>,
         started: impl Fn(&Claim) -> Value + Send + 'static,
     ) -> Result<Vec<Claim>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.claim(ids, Box::new(started)).await,
-        }
+        self.inner.claim(ids, Box::new(started)).await
     }
 
     /// Escalates queued incidents the guards refused, each with its reason, message and
     /// the limit that refused it, in one commit.
     pub async fn refuse(&self, refusals: Vec<Refusal>) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.refuse(refusals).await,
-        }
+        self.inner.refuse(refusals).await
     }
 
     /// Escalates the newest queued incidents beyond `max_queued` (`rate_limited`).
     /// Returns how many.
     pub async fn shed_queue(&self, max_queued: usize) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.shed_queue(max_queued).await,
-        }
+        self.inner.shed_queue(max_queued).await
     }
 
     /// Every persisted circuit breaker.
     pub async fn breakers(&self) -> Result<Vec<BreakerEntry>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.breakers().await,
-        }
+        self.inner.breakers().await
     }
 
     /// Persists a breaker and audits why (`detail`).
     pub async fn save_breaker(&self, entry: BreakerEntry, detail: Value) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.save_breaker(entry, detail).await,
-        }
+        self.inner.save_breaker(entry, detail).await
     }
 
     /// The persisted pause switch.
     pub async fn pause(&self) -> Result<Option<Pause>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.pause().await,
-        }
+        self.inner.pause().await
     }
 
     /// Sets (or clears) the pause switch and audits who did it.
     pub async fn set_pause(&self, pause: Option<Pause>, by: &str) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_pause(pause, by).await,
-        }
+        self.inner.set_pause(pause, by).await
     }
 
     /// The incidents of storm group `group` (at most `limit`), with the group's size.
@@ -509,37 +518,27 @@ impl Store {
         group: &str,
         limit: usize,
     ) -> Result<(u64, Vec<GroupMember>), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.group_members(group, limit).await,
-        }
+        self.inner.group_members(group, limit).await
     }
 
     /// Escalations of one route and reason within `window` are grouped (storm handling).
     pub fn set_storm_window(&self, window: std::time::Duration) {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_storm_window(window),
-        }
+        self.inner.set_storm_window(window)
     }
 
     /// Incidents matching `filter`, newest first, without timelines.
     pub async fn incidents(&self, filter: IncidentFilter) -> Result<Vec<Incident>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.incidents(filter).await,
-        }
+        self.inner.incidents(filter).await
     }
 
     /// One incident with its timeline.
     pub async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.incident(id).await,
-        }
+        self.inner.incident(id).await
     }
 
     /// How many incidents are in each state.
     pub async fn count_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.count_by_state().await,
-        }
+        self.inner.count_by_state().await
     }
 
     /// Up to `limit` audit entries with `seq` greater than `after`, in order.
@@ -548,56 +547,42 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<audit::Entry>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.audit_page(after, limit).await,
-        }
+        self.inner.audit_page(after, limit).await
     }
 
     /// Puts the plans of a newly loaded configuration in force.
     pub fn set_plans(&self, plans: Plans) {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_plans(plans),
-        }
+        self.inner.set_plans(plans)
     }
 
     /// Notified after a commit that made a notification due (an escalation, a retry moved
     /// forward, a resolution to announce).
     pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.outbox_wake(),
-        }
+        self.inner.outbox_wake()
     }
 
     /// Incidents in `verifying`, soonest deadline first.
     pub async fn verifying(&self, limit: usize) -> Result<Vec<Verifying>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.verifying(limit).await,
-        }
+        self.inner.verifying(limit).await
     }
 
     /// The wait after a run ended and the alert still fires: escalates `still_firing` with
     /// `message` (and schedules its notifications in the same commit). False when the
     /// incident was no longer verifying.
     pub async fn verification_failed(&self, id: &str, message: &str) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.verification_failed(id, message).await,
-        }
+        self.inner.verification_failed(id, message).await
     }
 
     /// The alert of a verifying incident is gone (`how` says how medic knows): resolved,
     /// `auto_remediated`. False when the incident was no longer verifying.
     pub async fn verification_resolved(&self, id: &str, how: &str) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.verification_resolved(id, how).await,
-        }
+        self.inner.verification_resolved(id, how).await
     }
 
     /// A person (`by`, if given) takes an escalated incident over: → `acknowledged`, and
     /// the notifications of later tiers are cancelled.
     pub async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.ack(id, by).await,
-        }
+        self.inner.ack(id, by).await
     }
 
     /// Notifications due at `now`, oldest first.
@@ -606,51 +591,37 @@ impl Store {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.outbox_due(now, limit).await,
-        }
+        self.inner.outbox_due(now, limit).await
     }
 
     /// When the next pending notification is due, if any.
     pub async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.outbox_next_due().await,
-        }
+        self.inner.outbox_next_due().await
     }
 
     /// Records one delivery attempt of notification `id` and audits it.
     pub async fn outbox_attempt(&self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.outbox_attempt(id, attempt).await,
-        }
+        self.inner.outbox_attempt(id, attempt).await
     }
 
     /// Starts a new escalation round for every escalated, unacknowledged incident whose
     /// policy renotifies and whose last round is that old. Returns how many.
     pub async fn renotify_due(&self) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.renotify_due().await,
-        }
+        self.inner.renotify_due().await
     }
 
     pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.outbox_counts().await,
-        }
+        self.inner.outbox_counts().await
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.ping().await,
-        }
+        self.inner.ping().await
     }
 
     /// Finishes every pending write and stops the writer. Later writes fail with `Closed`.
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Sqlite(s) => s.close().await,
-        }
+        self.inner.close().await
     }
 }
 

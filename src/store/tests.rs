@@ -52,7 +52,7 @@ fn delivery(alerts: Vec<Alert>) -> Delivery {
 }
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    let url = format!("sqlite://{}", dir.path().join("data/medic.db").display());
+    let url = crate::store::postgres::test_url(&dir.path().join("data/medic.db"));
     Store::open(&url, StoreMetrics::default()).expect("open")
 }
 
@@ -242,13 +242,35 @@ async fn audit_rows_cannot_be_updated_or_deleted() {
         .await
         .unwrap();
     store.close().await;
-    let conn = rusqlite::Connection::open(dir.path().join("data/medic.db")).unwrap();
-    let err = conn
-        .execute("UPDATE audit SET detail = '{}' WHERE seq = 1", [])
-        .unwrap_err();
-    assert!(err.to_string().contains("append-only"), "{err}");
-    let err = conn.execute("DELETE FROM audit", []).unwrap_err();
-    assert!(err.to_string().contains("append-only"), "{err}");
+    let path = dir.path().join("data/medic.db");
+    let url = crate::store::postgres::test_url(&path);
+    let errors: Vec<String> = if url.starts_with("postgres") {
+        std::thread::spawn(move || {
+            let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            vec![
+                c.execute("UPDATE audit SET detail = '{}' WHERE seq = 1", &[]),
+                c.execute("DELETE FROM audit", &[]),
+                c.execute("TRUNCATE audit", &[]),
+            ]
+            .into_iter()
+            .map(|r| format!("{:?}", r.unwrap_err()))
+            .collect()
+        })
+        .join()
+        .unwrap()
+    } else {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        vec![
+            conn.execute("UPDATE audit SET detail = '{}' WHERE seq = 1", []),
+            conn.execute("DELETE FROM audit", []),
+        ]
+        .into_iter()
+        .map(|r| r.unwrap_err().to_string())
+        .collect()
+    };
+    for err in errors {
+        assert!(err.contains("append-only"), "{err}");
+    }
 }
 
 #[test]
@@ -258,6 +280,6 @@ fn unsupported_urls_are_named() {
         .unwrap();
     assert_eq!(
         err.to_string(),
-        "store url \"mysql://x\": unsupported scheme; this build supports sqlite://"
+        "store url \"mysql://x\": unsupported scheme; expected sqlite://, postgres:// or postgresql://"
     );
 }

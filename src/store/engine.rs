@@ -1,0 +1,2185 @@
+//! The engine both backends share: one writer that commits in groups, and readers.
+//!
+//! One writer thread owns the write connection and commits in groups: it takes the first
+//! waiting job, drains whatever else is already queued (up to [`MAX_BATCH`] jobs and
+//! [`MAX_BATCH_WEIGHT`] alerts), runs each in its own savepoint inside one transaction,
+//! commits once (one fsync) and only then answers every caller. A failing job rolls back
+//! to its savepoint and fails alone; a failing commit fails the whole batch, and nothing in
+//! it was acknowledged. Reads use other connections.
+//!
+//! The SQL is written once for both databases (see [`super::db`]). With PostgreSQL,
+//! several replicas write to one database: each batch first takes a transaction-scoped
+//! advisory lock, so the writers of all replicas take turns. That one lock is what keeps
+//! the audit chain single and every conditional transition (claims, verification
+//! deadlines, outbox claims, rate buckets, breakers) exact across the fleet.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use super::db::{params, Db, Dialect, OptionalExtension, Row, ToVal};
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::{
+    stamp, stamp_exact, Ack, AlertEffect, Attempt, Claim, Delivery, GroupMember, Incident,
+    IncidentFilter, Notification, NotificationKind, OutboxCounts, Plans, Queued, Refusal, Routed,
+    RunResult, StoreError, TimelineEntry, Verifying,
+};
+use crate::audit::{self, chain_hash, Event, NewEntry};
+use crate::guard::{storm, BreakerEntry, Pause};
+use crate::incident::{self, Action, Latest, Outcome, Reason, State};
+use crate::ingest::payload::Alert;
+use crate::metrics::StoreMetrics;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Most work (alerts, for deliveries; 1 for anything else) in one transaction: a commit
+/// stays short, so a small delivery never waits long behind a storm's big ones.
+const MAX_BATCH_WEIGHT: usize = 200;
+/// Jobs waiting for the writer before senders wait too (back-pressure).
+const QUEUE: usize = 8192;
+/// The advisory lock every PostgreSQL write transaction takes first ("medic" in ASCII).
+pub(super) const WRITE_LOCK: i64 = 0x6d65_6469_63;
+
+/// Describes a claimed run for its `run_started` audit entry.
+pub(super) type Describe = Box<dyn Fn(&Claim) -> Value + Send>;
+
+/// Where jobs wait for the writer; `None` once the store is closed.
+type Jobs = Arc<Mutex<Option<mpsc::Sender<Box<dyn Job>>>>>;
+
+/// Opens a new write connection, after the old one broke.
+pub(super) type Connector = Box<dyn Fn() -> Result<Box<dyn Db>, StoreError> + Send>;
+
+/// Where reads run.
+#[derive(Clone)]
+pub(super) enum Readers {
+    /// One connection (SQLite: WAL lets it read beside the writer).
+    One(Arc<Mutex<Box<dyn Db>>>),
+    /// A pool (PostgreSQL).
+    Pool(r2d2::Pool<super::postgres::Manager>),
+}
+
+/// What a backend hands the engine when it opens.
+pub(super) struct Parts {
+    pub writer: Box<dyn Db>,
+    pub reconnect: Option<Connector>,
+    pub readers: Readers,
+    /// Run after the writer has stopped, at close (SQLite stops its checkpointer).
+    pub on_close: Option<Box<dyn FnOnce() + Send>>,
+    /// Who this process is, for the leases it holds.
+    pub owner: String,
+}
+
+#[derive(Clone)]
+pub(super) struct Engine {
+    jobs: Jobs,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    on_close: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    readers: Readers,
+    /// The storm-grouping window in milliseconds, shared with the writer.
+    storm_window: Arc<std::sync::atomic::AtomicU64>,
+    plans: SharedPlans,
+    outbox_wake: Arc<Notify>,
+    dialect: Dialect,
+    owner: String,
+}
+
+/// The plans in force, shared by the handle (which replaces them) and the writer.
+type SharedPlans = Arc<RwLock<Arc<Plans>>>;
+
+impl Engine {
+    /// Starts the writer on `parts.writer` (migrated already).
+    pub(super) fn start(parts: Parts, metrics: StoreMetrics) -> Result<Engine, StoreError> {
+        let dialect = parts.writer.dialect();
+        let head = audit_head(parts.writer.as_ref())?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let storm_window = Arc::new(std::sync::atomic::AtomicU64::new(60_000));
+        let plans: SharedPlans = Arc::default();
+        let outbox_wake = Arc::new(Notify::new());
+        let writer = Writer {
+            conn: parts.writer,
+            reconnect: parts.reconnect,
+            head,
+            ids: ulid::Generator::new(),
+            storm_window: storm_window.clone(),
+            plans: plans.clone(),
+            outbox_wake: outbox_wake.clone(),
+            outbox_touched: false,
+            owner: parts.owner.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("medic-store-writer".into())
+            .spawn(move || writer.run(rx, metrics))
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer: {e}")))?;
+        Ok(Engine {
+            jobs: Arc::new(Mutex::new(Some(tx))),
+            writer: Arc::new(Mutex::new(Some(handle))),
+            on_close: Arc::new(Mutex::new(parts.on_close)),
+            readers: parts.readers,
+            storm_window,
+            plans,
+            outbox_wake,
+            dialect,
+            owner: parts.owner,
+        })
+    }
+
+    pub(super) fn is_shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    pub(super) fn set_plans(&self, plans: Plans) {
+        *self
+            .plans
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(plans);
+    }
+
+    pub(super) fn outbox_wake(&self) -> Arc<Notify> {
+        self.outbox_wake.clone()
+    }
+
+    pub(super) async fn verifying(&self, limit: usize) -> Result<Vec<Verifying>, StoreError> {
+        let plans = current(&self.plans);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, route, fingerprint, labels, verify_until, updated_at FROM incidents
+                 WHERE state = 'verifying' ORDER BY verify_until LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, route, fingerprint, labels, until, updated) = row?;
+                // Verifying since before timers were stored: from its last change.
+                let until = match until.as_deref().and_then(parse_time) {
+                    Some(t) => t,
+                    None => {
+                        parse_time(&updated).unwrap_or_else(Utc::now)
+                            + plans.verify_for(route.as_deref())
+                    }
+                };
+                out.push(Verifying {
+                    labels: serde_json::from_str(&labels).map_err(|_| {
+                        StoreError::Corrupt(format!("incident {id}: labels are not JSON"))
+                    })?,
+                    id,
+                    route,
+                    fingerprint,
+                    verify_until: until,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn verification_failed(
+        &self,
+        id: &str,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, message) = (id.to_string(), message.to_string());
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            if w.state_of(&id)? != Some(State::Verifying) {
+                return Ok(false);
+            }
+            w.verification_ended(&id, false, &message, &now)?;
+            let m = Move {
+                reason: Some(Reason::StillFiring),
+                message: Some(&message),
+                ..Move::new(State::Verifying, State::Escalated)
+            };
+            w.transition(&id, m, &now)
+        })
+        .await
+    }
+
+    pub(super) async fn verification_resolved(
+        &self,
+        id: &str,
+        how: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, how) = (id.to_string(), how.to_string());
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            if w.state_of(&id)? != Some(State::Verifying) {
+                return Ok(false);
+            }
+            let r = Resolution {
+                outcome: Outcome::AutoRemediated,
+                ends_at: None,
+                note: Some(&how),
+                delivery: false,
+            };
+            w.resolve(&id, State::Verifying, r, &now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+        let id = id.to_string();
+        self.write(move |w| w.ack(&id, by)).await
+    }
+
+    pub(super) async fn outbox_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, key, incident_id, kind, round, tier, channel, attempts FROM outbox
+                 WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![stamp(now), limit as i64], |r| {
+                let kind: String = r.get(3)?;
+                Ok(Notification {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    incident_id: r.get(2)?,
+                    kind: if kind == "resolved" {
+                        NotificationKind::Resolved
+                    } else {
+                        NotificationKind::Escalated
+                    },
+                    round: r.get::<_, i64>(4)? as u32,
+                    tier: r.get::<_, i64>(5)? as u32,
+                    channel: r.get(6)?,
+                    attempts: r.get::<_, i64>(7)? as u32,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read(|c| {
+            let next: Option<String> = c.query_row(
+                "SELECT MIN(due_at) FROM outbox WHERE state = 'pending'",
+                (),
+                |r| r.get(0),
+            )?;
+            Ok(next.as_deref().and_then(parse_time))
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_attempt(&self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
+        self.write(move |w| w.outbox_attempt(id, attempt)).await
+    }
+
+    pub(super) async fn renotify_due(&self) -> Result<usize, StoreError> {
+        self.write(|w| w.renotify_due()).await
+    }
+
+    pub(super) async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT state, COUNT(*) FROM outbox WHERE state IN ('pending', 'failed') GROUP BY state",
+            )?;
+            let rows = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut counts = OutboxCounts::default();
+            for row in rows {
+                match row? {
+                    (state, n) if state == "pending" => counts.pending = n as u64,
+                    (_, n) => counts.failed = n as u64,
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    pub(super) async fn group_members(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<(u64, Vec<GroupMember>), StoreError> {
+        let group = group.to_string();
+        self.read(move |c| {
+            let total: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM incidents WHERE escalation_group = ?1")?
+                .query_row([&group], |r| r.get(0))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT id, alertname, labels, state FROM incidents WHERE escalation_group = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![group, limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, alertname, labels, state) = row?;
+                out.push(GroupMember {
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    id,
+                    alertname,
+                    state,
+                });
+            }
+            Ok((total as u64, out))
+        })
+        .await
+    }
+
+    pub(super) fn set_storm_window(&self, window: Duration) {
+        self.storm_window.store(
+            window.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub(super) async fn queued(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, route, labels FROM incidents WHERE state = 'queued' ORDER BY id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, route, labels) = row?;
+                let labels = serde_json::from_str(&labels)
+                    .map_err(|_| StoreError::Corrupt(format!("incident {id}: labels are not JSON")))?;
+                out.push(Queued { id, route, labels });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn claim(
+        &self,
+        ids: Vec<String>,
+        started: Describe,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.write(move |w| w.claim(&ids, &started)).await
+    }
+
+    pub(super) async fn refuse(&self, refusals: Vec<Refusal>) -> Result<(), StoreError> {
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            for r in refusals {
+                let m = Move {
+                    reason: Some(r.reason),
+                    message: Some(&r.message),
+                    extra: json!({ "refused_by": r.limit }),
+                    ..Move::new(State::Queued, State::Escalated)
+                };
+                w.transition(&r.id, m, &now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn shed_queue(&self, max_queued: usize) -> Result<usize, StoreError> {
+        self.write(move |w| {
+            let ids: Vec<String> = {
+                let mut stmt = w.conn.prepare_cached(
+                    "SELECT id FROM incidents WHERE state = 'queued' ORDER BY id DESC LIMIT 1000000000 OFFSET ?1",
+                )?;
+                let rows = stmt.query_map([max_queued as i64], |r| r.get(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let now = stamp(Utc::now());
+            let message = format!("the queue of incidents waiting to run is full (limits.max_queued = {max_queued})");
+            for id in &ids {
+                let m = Move {
+                    reason: Some(Reason::RateLimited),
+                    message: Some(&message),
+                    extra: json!({ "refused_by": "max_queued" }),
+                    ..Move::new(State::Queued, State::Escalated)
+                };
+                w.transition(id, m, &now)?;
+            }
+            Ok(ids.len())
+        })
+        .await
+    }
+
+    pub(super) async fn breakers(&self) -> Result<Vec<BreakerEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id, route, key, data FROM breakers ORDER BY route, id")?;
+            let rows = stmt.query_map((), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, route, key, data) = row?;
+                let corrupt = |what: &str| StoreError::Corrupt(format!("breaker {id}: {what}"));
+                out.push(BreakerEntry {
+                    key: serde_json::from_str(&key).map_err(|_| corrupt("key is not JSON"))?,
+                    breaker: serde_json::from_str(&data)
+                        .map_err(|_| corrupt("state is not valid"))?,
+                    id,
+                    route,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn save_breaker(
+        &self,
+        entry: BreakerEntry,
+        detail: Value,
+    ) -> Result<(), StoreError> {
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            w.conn
+                .prepare_cached(
+                    "INSERT INTO breakers (id, route, key, state, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data,
+                        updated_at = excluded.updated_at",
+                )?
+                .execute(params![
+                    entry.id,
+                    entry.route,
+                    to_json(&entry.key),
+                    entry.breaker.state.as_str(),
+                    to_json(&entry.breaker),
+                    now
+                ])?;
+            let mut detail = detail;
+            detail["breaker"] = json!(entry.id);
+            detail["route"] = json!(entry.route);
+            detail["key"] = json!(entry.key);
+            detail["state"] = json!(entry.breaker.state);
+            w.append(NewEntry::new(Event::BreakerChanged, &detail), &now)
+        })
+        .await
+    }
+
+    pub(super) async fn pause(&self) -> Result<Option<Pause>, StoreError> {
+        self.read(|c| {
+            let v: Option<String> = c
+                .query_row("SELECT value FROM settings WHERE name = 'pause'", (), |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
+        })
+        .await
+    }
+
+    pub(super) async fn set_pause(&self, pause: Option<Pause>, by: &str) -> Result<(), StoreError> {
+        let by = by.to_string();
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            let (event, detail) = match &pause {
+                Some(p) => {
+                    w.conn
+                        .prepare_cached(
+                            "INSERT INTO settings (name, value, updated_at) VALUES ('pause', ?1, ?2)
+                             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                        )?
+                        .execute(params![to_json(p), now])?;
+                    (Event::Paused, json!({"by": p.by, "reason": p.reason}))
+                }
+                None => {
+                    w.conn.execute("DELETE FROM settings WHERE name = 'pause'", ())?;
+                    (Event::Resumed, json!({ "by": by }))
+                }
+            };
+            w.append(NewEntry::new(event, &detail), &now)
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer inside the next group commit; answers after the commit.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_weighted(1, f).await
+    }
+
+    /// [`Self::write`] for a job worth `weight` units of work (a delivery: its alerts).
+    async fn write_weighted<T, F>(&self, weight: usize, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sender = lock(&self.jobs).clone().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(FnJob {
+            f: Some(f),
+            out: None,
+            reply,
+            weight,
+        });
+        sender.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection, off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || match readers {
+            Readers::One(c) => f(lock(&c).as_ref()),
+            Readers::Pool(pool) => {
+                let c = pool
+                    .get()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                f(&*c)
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) async fn ingest(&self, d: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
+        // Render the JSON here, on the caller's thread; the writer only binds it.
+        let prepared = Prepared::new(d);
+        let weight = prepared.alerts.len().max(1);
+        self.write_weighted(weight, move |w| w.ingest(prepared))
+            .await
+    }
+
+    pub(super) async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            entries.into_iter().try_for_each(|e| w.append(e, &now))
+        })
+        .await
+    }
+
+    pub(super) async fn finish_run(
+        &self,
+        id: &str,
+        result: RunResult,
+        finished: Value,
+    ) -> Result<Option<State>, StoreError> {
+        let id = id.to_string();
+        self.write(move |w| w.finish_run(&id, result, &finished))
+            .await
+    }
+
+    pub(super) async fn recover_interrupted(
+        &self,
+        idempotent: Vec<String>,
+    ) -> Result<Vec<(String, State)>, StoreError> {
+        self.write(move |w| w.recover_interrupted(&idempotent))
+            .await
+    }
+
+    pub(super) async fn record_silence(
+        &self,
+        incident_id: &str,
+        silence_id: &str,
+        ends_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (incident_id, silence_id) = (incident_id.to_string(), silence_id.to_string());
+        self.write(move |w| {
+            w.conn
+                .prepare_cached(
+                    "INSERT INTO silences (silence_id, incident_id, ends_at, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![silence_id, incident_id, stamp(ends_at), stamp(Utc::now())])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn silences_to_expire(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT s.incident_id, s.silence_id FROM silences s JOIN incidents i ON i.id = s.incident_id
+                 WHERE s.expired_at IS NULL AND i.is_open = 0 LIMIT 100",
+            )?;
+            let rows = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn silence_expired(
+        &self,
+        incident_id: &str,
+        silence_id: &str,
+    ) -> Result<(), StoreError> {
+        let (incident_id, silence_id) = (incident_id.to_string(), silence_id.to_string());
+        self.write(move |w| {
+            let now = stamp(Utc::now());
+            w.conn
+                .prepare_cached("UPDATE silences SET expired_at = ?2 WHERE silence_id = ?1 AND expired_at IS NULL")?
+                .execute(params![silence_id, now])?;
+            let detail = json!({ "silence_id": silence_id });
+            w.append(NewEntry::for_incident(Event::SilenceExpired, &incident_id, &detail), &now)
+        })
+        .await
+    }
+
+    pub(super) async fn incidents(&self, f: IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        self.read(move |c| {
+            let mut sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE 1=1");
+            let mut args: Vec<String> = Vec::new();
+            if let Some(state) = f.state {
+                args.push(state.as_str().to_string());
+                sql.push_str(&format!(" AND state = ?{}", args.len()));
+            }
+            if let Some(name) = f.alertname {
+                args.push(name);
+                sql.push_str(&format!(" AND alertname = ?{}", args.len()));
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                args.iter().map(ToVal::to_val).collect::<Vec<_>>(),
+                incident_row,
+            )?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
+                .collect()
+        })
+        .await
+    }
+
+    pub(super) async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let found = c
+                .prepare_cached(&format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"
+                ))?
+                .query_row([&id], incident_row)
+                .optional()?;
+            let Some(incident) = found else {
+                return Ok(None);
+            };
+            let mut incident = incident?;
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, event, detail FROM audit WHERE incident_id = ?1 ORDER BY seq",
+            )?;
+            let timeline = stmt
+                .query_map([&id], |r| {
+                    let detail: String = r.get(3)?;
+                    Ok(TimelineEntry {
+                        seq: r.get(0)?,
+                        at: r.get(1)?,
+                        event: r.get(2)?,
+                        detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            incident.timeline = Some(timeline);
+            Ok(Some(incident))
+        })
+        .await
+    }
+
+    pub(super) async fn count_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT state, COUNT(*) FROM incidents GROUP BY state")?;
+            let rows = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (state, n) = row?;
+                let state = State::parse(&state).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown incident state {state:?}"))
+                })?;
+                out.push((state, n as u64));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn audit_page(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<audit::Entry>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, event, incident_id, detail, prev_hash, hash FROM audit
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok(audit::Entry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    event: r.get(2)?,
+                    incident_id: r.get(3)?,
+                    detail: r.get(4)?,
+                    prev_hash: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        if lock(&self.jobs).is_none() {
+            return Err(StoreError::Closed);
+        }
+        self.read(|c| Ok(c.query_row("SELECT 1", (), |_| Ok(()))?))
+            .await
+    }
+
+    pub(super) async fn close(&self) {
+        // Dropping the last sender lets the writer finish what is queued, then exit.
+        lock(&self.jobs).take();
+        let handle = lock(&self.writer).take();
+        let on_close = lock(&self.on_close).take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(h) = handle {
+                let _ = h.join();
+            }
+            if let Some(f) = on_close {
+                f();
+            }
+        })
+        .await;
+    }
+}
+
+/// The plans in force now.
+fn current(plans: &SharedPlans) -> Arc<Plans> {
+    plans
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves no broken invariant behind.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Applies the `migrations` this database lacks, in order, each in its own transaction.
+pub(super) fn migrate(c: &dyn Db, migrations: &[(u32, &str)]) -> Result<(), StoreError> {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )?;
+    let current: u32 = c.query_row(
+        "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations",
+        (),
+        |r| r.get(0),
+    )?;
+    let known = migrations.last().map(|m| m.0).unwrap_or(0);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in migrations.iter().filter(|m| m.0 > current) {
+        let failed = |source: StoreError| StoreError::Migration {
+            version: *version,
+            source: Box::new(source),
+        };
+        c.execute_batch("BEGIN").map_err(failed)?;
+        let applied = c.execute_batch(sql).and_then(|()| {
+            c.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, stamp(Utc::now())],
+            )
+            .map(drop)
+        });
+        if let Err(e) = applied {
+            let _ = c.execute_batch("ROLLBACK");
+            return Err(failed(e));
+        }
+        c.execute_batch("COMMIT").map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Frees every lease and claim: at open, when one process owns the database (SQLite), whatever
+/// an earlier process held is free. Runs left `remediating` are then recovered at once.
+pub(super) fn release_all(c: &dyn Db) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE incidents SET lease_until = NULL WHERE state = 'remediating'",
+        (),
+    )?;
+    c.execute(
+        "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by IS NOT NULL",
+        (),
+    )?;
+    Ok(())
+}
+
+/// The sequence number and hash of the newest audit entry.
+fn audit_head(c: &dyn Db) -> Result<(i64, String), StoreError> {
+    let head = c
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(head.unwrap_or((0, audit::GENESIS.to_string())))
+}
+
+/// One unit of work for the writer: `run` inside the transaction, `finish` after commit.
+trait Job: Send {
+    fn run(&mut self, w: &mut Writer) -> Result<(), StoreError>;
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    fn weight(&self) -> usize;
+}
+
+struct FnJob<T, F> {
+    f: Option<F>,
+    out: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    weight: usize,
+}
+
+impl<T, F> Job for FnJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, w: &mut Writer) -> Result<(), StoreError> {
+        let f = self.f.take().ok_or(StoreError::Closed)?;
+        match f(w) {
+            Ok(v) => {
+                self.out = Some(Ok(v));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        self.weight
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match (committed, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Ok(()), None) => Err(StoreError::Closed),
+            (Err(e), _) => Err(e),
+        };
+        // The caller may have given up (timeout); the write stands either way.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The write connection and what the writer keeps in memory about it.
+pub(super) struct Writer {
+    conn: Box<dyn Db>,
+    /// Opens a new connection when this one broke (PostgreSQL restarted or unreachable).
+    reconnect: Option<Connector>,
+    /// This process, as the holder of leases.
+    owner: String,
+    /// The newest audit entry's (seq, hash): the link the next entry chains to.
+    head: (i64, String),
+    ids: ulid::Generator,
+    storm_window: Arc<std::sync::atomic::AtomicU64>,
+    plans: SharedPlans,
+    /// Wakes the sender after a commit that made a notification due.
+    outbox_wake: Arc<Notify>,
+    /// Set by a job of the current batch that touched the outbox.
+    outbox_touched: bool,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Box<dyn Job>>, metrics: StoreMetrics) {
+        // A job taken from the queue that did not fit in the last batch goes first.
+        let mut carry: Option<Box<dyn Job>> = None;
+        loop {
+            let first = match carry.take() {
+                Some(job) => job,
+                None => match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let mut weight = first.weight();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH && weight < MAX_BATCH_WEIGHT {
+                match rx.try_recv() {
+                    Ok(job) if weight + job.weight() > MAX_BATCH_WEIGHT => {
+                        carry = Some(job);
+                        break;
+                    }
+                    Ok(job) => {
+                        weight += job.weight();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let size = batch.len();
+            self.commit_batch(batch);
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.batch_size.observe(size as f64);
+        }
+        // Closed: fold the WAL into the database file so a stopped medic leaves one file.
+        if self.conn.dialect() == Dialect::Sqlite {
+            if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::warn!(error = %e, "store: final checkpoint failed; the WAL is kept and replayed at next open");
+            }
+        }
+    }
+
+    /// Opens the transaction of a batch. With PostgreSQL it waits for the other replicas'
+    /// writers (the advisory lock) and takes the audit chain's head as they left it.
+    fn begin(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_broken() {
+            if let Some(reconnect) = &self.reconnect {
+                self.conn = reconnect()?;
+                tracing::info!("store: reconnected to the database");
+            }
+        }
+        match self.conn.dialect() {
+            Dialect::Sqlite => self.conn.execute_batch("BEGIN IMMEDIATE"),
+            Dialect::Postgres => {
+                self.conn.execute_batch(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                ))?;
+                match audit_head(self.conn.as_ref()) {
+                    Ok(head) => {
+                        self.head = head;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Box<dyn Job>>) {
+        let head_before = self.head.clone();
+        self.outbox_touched = false;
+        if let Err(e) = self.begin() {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "store: cannot begin a transaction");
+            for job in batch {
+                job.finish(Err(StoreError::Commit(msg.clone())));
+            }
+            return;
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        let mut batch = batch;
+        for job in batch.iter_mut() {
+            let head = self.head.clone();
+            let r = self
+                .conn
+                .execute_batch("SAVEPOINT job")
+                .and_then(|()| job.run(self));
+            match r {
+                Ok(()) => {
+                    let released = self.conn.execute_batch("RELEASE job");
+                    results.push(released);
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    self.head = head;
+                    results.push(Err(e));
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, jobs = batch.len(), "store: commit failed; nothing in this batch was acknowledged");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.head = head_before;
+            for job in batch {
+                job.finish(Err(StoreError::Commit(msg.clone())));
+            }
+            return;
+        }
+        if self.outbox_touched {
+            self.outbox_wake.notify_one();
+        }
+        for (job, r) in batch.into_iter().zip(results) {
+            job.finish(r);
+        }
+    }
+
+    /// Appends one audit entry at time `at` (a stored stamp), chained to the current head.
+    fn append(&mut self, e: NewEntry, at: &str) -> Result<(), StoreError> {
+        let seq = self.head.0 + 1;
+        let event = e.event.as_str();
+        let hash = chain_hash(
+            &self.head.1,
+            seq,
+            at,
+            event,
+            e.incident_id.as_deref(),
+            &e.detail,
+        );
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (seq, at, event, incident_id, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                seq,
+                at,
+                event,
+                e.incident_id,
+                e.detail,
+                self.head.1,
+                hash
+            ])?;
+        self.head = (seq, hash);
+        Ok(())
+    }
+
+    fn ingest(&mut self, d: Prepared) -> Result<Vec<AlertEffect>, StoreError> {
+        self.append(
+            NewEntry::raw(Event::DeliveryReceived, None, d.received),
+            &d.now,
+        )?;
+        let mut effects = Vec::with_capacity(d.alerts.len());
+        for alert in &d.alerts {
+            effects.push(self.ingest_alert(alert, &d.now)?);
+        }
+        Ok(effects)
+    }
+
+    fn ingest_alert(&mut self, p: &PreparedAlert, now: &str) -> Result<AlertEffect, StoreError> {
+        let a = &p.alert;
+        let latest = self.latest(&a.fingerprint)?;
+        match incident::decide(latest.as_ref(), a.status, a.starts_at) {
+            Action::Open => Ok(AlertEffect::Opened(self.open(p, now)?)),
+            Action::Duplicate { id } => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE incidents SET deliveries = deliveries + 1, last_seen_at = ?2, annotations = ?3,
+                            external_url = ?4
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, now, p.annotations.get(), p.external_url])?;
+                let detail = details::Notification {
+                    status: a.status,
+                    starts_at: &p.starts_at,
+                    why: None,
+                    extra: &a.extra,
+                };
+                self.append(
+                    NewEntry::for_incident(Event::AlertDeduplicated, &id, &detail),
+                    now,
+                )?;
+                Ok(AlertEffect::Deduplicated)
+            }
+            Action::Resolve { id, outcome } => {
+                let from = latest.map(|l| l.state).unwrap_or(State::Queued);
+                let r = Resolution {
+                    outcome,
+                    ends_at: a.ends_at,
+                    note: None,
+                    delivery: true,
+                };
+                self.resolve(&id, from, r, now)?;
+                Ok(AlertEffect::Resolved { id, outcome })
+            }
+            Action::Supersede { id, outcome } => {
+                let from = latest.map(|l| l.state).unwrap_or(State::Queued);
+                let note = "a newer firing arrived; this period's resolution was never delivered";
+                let r = Resolution {
+                    outcome,
+                    ends_at: None,
+                    note: Some(note),
+                    delivery: true,
+                };
+                self.resolve(&id, from, r, now)?;
+                Ok(AlertEffect::Superseded(self.open(p, now)?))
+            }
+            Action::Stale { id, why } => {
+                let detail = details::Notification {
+                    status: a.status,
+                    starts_at: &p.starts_at,
+                    why: Some(why),
+                    extra: &a.extra,
+                };
+                self.append(NewEntry::for_incident(Event::AlertStale, &id, &detail), now)?;
+                Ok(AlertEffect::Stale)
+            }
+            Action::UnknownResolved => {
+                let detail = json!({
+                    "fingerprint": a.fingerprint, "alertname": a.alertname(), "labels": p.labels,
+                    "starts_at": p.starts_at,
+                });
+                self.append(NewEntry::new(Event::AlertResolvedUnknown, &detail), now)?;
+                Ok(AlertEffect::UnknownResolved)
+            }
+        }
+    }
+
+    fn latest(&self, fingerprint: &str) -> Result<Option<Latest>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, state, starts_at FROM incidents WHERE fingerprint = ?1
+                 ORDER BY starts_at DESC LIMIT 1",
+            )?
+            .query_row([fingerprint], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((id, state, starts_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Latest {
+            state: State::parse(&state).ok_or_else(|| {
+                StoreError::Corrupt(format!("incident {id}: unknown state {state:?}"))
+            })?,
+            starts_at: parse_time(&starts_at).ok_or_else(|| {
+                StoreError::Corrupt(format!("incident {id}: bad starts_at {starts_at:?}"))
+            })?,
+            id,
+        }))
+    }
+
+    /// Moves one incident's state, conditionally on where it is now, and audits the change.
+    /// Returns false (and changes nothing) when the incident is not in `from`.
+    fn transition(&mut self, id: &str, m: Move<'_>, now: &str) -> Result<bool, StoreError> {
+        let Move {
+            from,
+            to,
+            reason,
+            message,
+            extra,
+        } = m;
+        // Entering `verifying` starts the verification timer; leaving it stops it.
+        let verify_until = match to {
+            State::Verifying => {
+                let route = self.route_of(id)?;
+                let verify_for = current(&self.plans).verify_for(route.as_deref());
+                Some(stamp(parse_time(now).unwrap_or_else(Utc::now) + verify_for))
+            }
+            _ => None,
+        };
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE incidents SET state = ?3, reason = COALESCE(?4, reason), message = COALESCE(?5, message),
+                    updated_at = ?6, verify_until = ?7
+                 WHERE id = ?1 AND state = ?2",
+            )?
+            .execute(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now, verify_until])?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let mut detail = json!({"from": from, "to": to});
+        if let Some(until) = &verify_until {
+            detail["verify_until"] = json!(until);
+        }
+        if let Some(r) = reason {
+            detail["reason"] = json!(r);
+        }
+        if let Some(m) = message {
+            detail["message"] = json!(m);
+        }
+        if let Value::Object(extra) = extra {
+            for (k, v) in extra {
+                detail[k] = v;
+            }
+        }
+        self.append(
+            NewEntry::for_incident(Event::StateChanged, id, &detail),
+            now,
+        )?;
+        if to == State::Escalated {
+            if let Some(reason) = reason {
+                self.group_escalation(id, reason, now)?;
+            }
+            // The notifications are committed with the escalation: none is ever lost.
+            self.escalate(id, now)?;
+        }
+        Ok(true)
+    }
+
+    /// Puts an escalation into its storm group: the open group of its route and reason,
+    /// or a new one (see `guard::storm`).
+    fn group_escalation(&mut self, id: &str, reason: Reason, now: &str) -> Result<(), StoreError> {
+        let route: String = self
+            .conn
+            .prepare_cached("SELECT COALESCE(route, '') FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        let latest = self
+            .conn
+            .prepare_cached(
+                "SELECT id, opened_at, size FROM escalation_groups WHERE route = ?1 AND reason = ?2
+                 ORDER BY opened_at DESC LIMIT 1",
+            )?
+            .query_row(params![route, reason.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()?
+            .and_then(|(gid, opened, size)| {
+                Some(storm::Group {
+                    id: gid,
+                    opened_at: parse_time(&opened)?,
+                    size: size as u32,
+                })
+            });
+        let now_t = parse_time(now).unwrap_or_else(Utc::now);
+        let window_ms = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        let (group, size, first) = match storm::assign(
+            latest.as_ref(),
+            now_t,
+            chrono::Duration::milliseconds(window_ms),
+        ) {
+            storm::Grouping::Join(gid) => {
+                self.conn
+                    .prepare_cached("UPDATE escalation_groups SET size = size + 1 WHERE id = ?1")?
+                    .execute([&gid])?;
+                let size = latest.map(|g| g.size + 1).unwrap_or(1);
+                (gid, size, false)
+            }
+            storm::Grouping::Open => {
+                let gid = self
+                    .ids
+                    .generate()
+                    .unwrap_or_else(|_| ulid::Ulid::new())
+                    .to_string();
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO escalation_groups (id, route, reason, opened_at, size, leader)
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                    )?
+                    .execute(params![gid, route, reason.as_str(), now, id])?;
+                (gid, 1, true)
+            }
+        };
+        self.conn
+            .prepare_cached("UPDATE incidents SET escalation_group = ?2 WHERE id = ?1")?
+            .execute(params![id, group])?;
+        let detail =
+            json!({"group": group, "route": route, "reason": reason, "first": first, "size": size});
+        self.append(
+            NewEntry::for_incident(Event::EscalationGrouped, id, &detail),
+            now,
+        )
+    }
+
+    fn claim(&mut self, ids: &[String], started: &Describe) -> Result<Vec<Claim>, StoreError> {
+        let now = stamp(Utc::now());
+        let mut claims = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = self
+                .conn
+                .prepare_cached(
+                    "SELECT fingerprint, alertname, labels, annotations, starts_at, generator_url, route, runbook, attempts
+                     FROM incidents WHERE id = ?1 AND state = 'queued'",
+                )?
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, i64>(8)?,
+                    ))
+                })
+                .optional()?;
+            let Some((
+                fingerprint,
+                alertname,
+                labels,
+                annotations,
+                starts_at,
+                generator_url,
+                route,
+                runbook,
+                attempts,
+            )) = row
+            else {
+                continue;
+            };
+            let attempt = attempts as u32 + 1;
+            self.conn
+                .prepare_cached("UPDATE incidents SET attempts = ?2 WHERE id = ?1")?
+                .execute(params![id, attempt])?;
+            let claimed = Move {
+                extra: json!({ "attempt": attempt }),
+                ..Move::new(State::Queued, State::Remediating)
+            };
+            self.transition(id, claimed, &now)?;
+            let corrupt = |what: &str| StoreError::Corrupt(format!("incident {id}: {what}"));
+            let claim = Claim {
+                labels: serde_json::from_str(&labels)
+                    .map_err(|_| corrupt("labels are not JSON"))?,
+                annotations: serde_json::from_str(&annotations)
+                    .map_err(|_| corrupt("annotations are not JSON"))?,
+                runbook: runbook.ok_or_else(|| corrupt("queued without a runbook"))?,
+                id: id.clone(),
+                fingerprint,
+                alertname,
+                starts_at,
+                generator_url,
+                route,
+                attempt,
+            };
+            let detail = started(&claim);
+            self.append(NewEntry::for_incident(Event::RunStarted, id, &detail), &now)?;
+            claims.push(claim);
+        }
+        Ok(claims)
+    }
+
+    fn finish_run(
+        &mut self,
+        id: &str,
+        result: RunResult,
+        finished: &Value,
+    ) -> Result<Option<State>, StoreError> {
+        let now = stamp(Utc::now());
+        self.append(
+            NewEntry::for_incident(Event::RunFinished, id, finished),
+            &now,
+        )?;
+        let (to, reason, message) = match &result {
+            RunResult::Completed => (State::Verifying, None, None),
+            RunResult::Escalated { reason, message } => {
+                (State::Escalated, Some(*reason), Some(message.as_str()))
+            }
+            RunResult::Requeue { message } => (State::Queued, None, Some(message.as_str())),
+        };
+        let m = Move {
+            reason,
+            message,
+            ..Move::new(State::Remediating, to)
+        };
+        let moved = self.transition(id, m, &now)?;
+        Ok(moved.then_some(to))
+    }
+
+    fn recover_interrupted(
+        &mut self,
+        idempotent: &[String],
+    ) -> Result<Vec<(String, State)>, StoreError> {
+        let rows = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, route, attempts FROM incidents WHERE state = 'remediating' ORDER BY id",
+            )?;
+            let rows = stmt.query_map((), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let now = stamp(Utc::now());
+        let mut out = Vec::new();
+        for (id, route, attempts) in rows {
+            let rerun = attempts < 2 && route.as_ref().is_some_and(|r| idempotent.contains(r));
+            if rerun {
+                let message =
+                    "medic stopped during the run; the route is idempotent, so it runs once more";
+                let m = Move {
+                    message: Some(message),
+                    ..Move::new(State::Remediating, State::Queued)
+                };
+                self.transition(&id, m, &now)?;
+                out.push((id, State::Queued));
+            } else {
+                let message = if attempts >= 2 {
+                    "medic stopped during the run again; not re-running a second time"
+                } else {
+                    "medic stopped during the run; steps may have partly run, so it is not re-run"
+                };
+                let m = Move {
+                    reason: Some(Reason::Interrupted),
+                    message: Some(message),
+                    ..Move::new(State::Remediating, State::Escalated)
+                };
+                self.transition(&id, m, &now)?;
+                out.push((id, State::Escalated));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens an incident for a new firing period and records how it was routed.
+    fn open(&mut self, p: &PreparedAlert, now: &str) -> Result<State, StoreError> {
+        let a = &p.alert;
+        let id = self
+            .ids
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::new())
+            .to_string();
+        let why = match &p.routed {
+            Routed::NoRunbook { why } => Some(why.as_str()),
+            Routed::Runbook { .. } => None,
+        };
+        let (state, reason, route, runbook) = match &p.routed {
+            Routed::Runbook { route, runbook } => (
+                State::Queued,
+                None,
+                Some(route.as_str()),
+                Some(runbook.as_str()),
+            ),
+            Routed::NoRunbook { .. } => (State::Escalated, Some(Reason::NoRunbook), None, None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
+                    starts_at, state, is_open, reason, route, runbook, deliveries, created_at, updated_at, last_seen_at,
+                    message, external_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                id,
+                a.fingerprint,
+                a.alertname(),
+                p.labels.get(),
+                p.annotations.get(),
+                a.generator_url,
+                p.starts_at,
+                state.as_str(),
+                reason.map(Reason::as_str),
+                route,
+                runbook,
+                now,
+                why,
+                p.external_url,
+            ])?;
+        let opened = details::IncidentOpened {
+            fingerprint: &a.fingerprint,
+            alertname: a.alertname(),
+            labels: &p.labels,
+            annotations: &p.annotations,
+            starts_at: &p.starts_at,
+            generator_url: &a.generator_url,
+            state: State::Queued,
+            extra: &a.extra,
+        };
+        self.append(
+            NewEntry::for_incident(Event::IncidentOpened, &id, &opened),
+            now,
+        )?;
+        match &p.routed {
+            Routed::Runbook { route, runbook } => {
+                let detail = details::RouteMatched { route, runbook };
+                self.append(
+                    NewEntry::for_incident(Event::RouteMatched, &id, &detail),
+                    now,
+                )?;
+            }
+            Routed::NoRunbook { why } => {
+                self.append(
+                    NewEntry::for_incident(Event::RouteMissed, &id, &json!({ "why": why })),
+                    now,
+                )?;
+                let detail = json!({"from": State::Queued, "to": State::Escalated, "reason": Reason::NoRunbook});
+                self.append(
+                    NewEntry::for_incident(Event::StateChanged, &id, &detail),
+                    now,
+                )?;
+                self.group_escalation(&id, Reason::NoRunbook, now)?;
+                self.escalate(&id, now)?;
+            }
+        }
+        Ok(state)
+    }
+
+    fn resolve(
+        &mut self,
+        id: &str,
+        from: State,
+        r: Resolution<'_>,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE incidents SET state = 'resolved', is_open = 0, outcome = ?2, resolved_at = ?3,
+                    updated_at = ?3, last_seen_at = ?3, deliveries = deliveries + ?4, verify_until = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, r.outcome.as_str(), now, i64::from(r.delivery)])?;
+        if from == State::Verifying {
+            let how = r
+                .note
+                .unwrap_or("Alertmanager sent the resolved notification");
+            self.verification_ended(id, true, how, now)?;
+        }
+        let mut detail = json!({"from": from, "to": State::Resolved, "outcome": r.outcome});
+        if let Some(t) = r.ends_at {
+            detail["ends_at"] = json!(stamp_exact(t));
+        }
+        if let Some(note) = r.note {
+            detail["note"] = json!(note);
+        }
+        self.append(
+            NewEntry::for_incident(Event::StateChanged, id, &detail),
+            now,
+        )?;
+        if matches!(from, State::Escalated | State::Acknowledged) {
+            self.announce_resolution(id, now)?;
+        }
+        Ok(())
+    }
+
+    /// The end of a verification: `success` when the alert resolved while medic waited
+    /// after a run, not when the wait ran out. Every verification ends here, inside the
+    /// transaction that resolves or escalates the incident: this is where a route's
+    /// circuit breaker records its success or failure.
+    fn verification_ended(
+        &mut self,
+        id: &str,
+        success: bool,
+        how: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let event = if success {
+            Event::VerificationSucceeded
+        } else {
+            Event::VerificationFailed
+        };
+        let route = self.route_of(id)?;
+        let detail = json!({"route": route, "how": how});
+        self.append(NewEntry::for_incident(event, id, &detail), now)
+    }
+
+    fn state_of(&self, id: &str) -> Result<Option<State>, StoreError> {
+        let state: Option<String> = self
+            .conn
+            .prepare_cached("SELECT state FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        state
+            .map(|s| {
+                State::parse(&s).ok_or_else(|| {
+                    StoreError::Corrupt(format!("incident {id}: unknown state {s:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    fn route_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT route FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// An incident was just escalated: its first round of notifications.
+    fn escalate(&mut self, id: &str, now: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE incidents SET escalated_at = COALESCE(escalated_at, ?2), round = 1, round_at = ?2
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now])?;
+        // Storm grouping: the group's first incident is notified at once, as usual. The others
+        // are not notified one by one: when the first of them joins, one summary notification
+        // of the group is scheduled for the end of its window, listing every member then.
+        let group = self
+            .conn
+            .prepare_cached(
+                "SELECT g.id, g.leader, g.opened_at, g.size FROM incidents i
+                 JOIN escalation_groups g ON g.id = i.escalation_group WHERE i.id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        match group {
+            // Its `escalation_grouped` entry already says it is covered by the summary.
+            Some((gid, leader, opened_at, size)) if leader != id => {
+                if size == 2 {
+                    self.schedule_group_summary(&gid, &leader, &opened_at, now)?;
+                }
+                Ok(())
+            }
+            _ => self.schedule_round(id, 1, now),
+        }
+    }
+
+    /// Puts the summary notification of storm group `gid` in the outbox, on its first
+    /// incident's channels, due when the group's window ends.
+    fn schedule_group_summary(
+        &mut self,
+        gid: &str,
+        leader: &str,
+        opened_at: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let route = self.route_of(leader)?;
+        let plans = current(&self.plans);
+        let policy = plans.policy(route.as_deref());
+        let window = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        let start =
+            parse_time(opened_at).unwrap_or_else(Utc::now) + chrono::Duration::milliseconds(window);
+        for (index, tier) in policy.tiers.iter().enumerate() {
+            let number = index + 1;
+            let due = stamp(start + tier.after);
+            for channel in &tier.notify {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
+                         VALUES (?1, ?2, 'escalated', 1, ?3, ?4, 'pending', ?5, ?6) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![format!("{leader}/group/{gid}/{number}/{channel}"), leader, number as i64, channel, due, now])?;
+            }
+        }
+        self.outbox_touched = true;
+        let detail = json!({"group": gid, "summary_due_at": stamp(start)});
+        self.append(
+            NewEntry::for_incident(Event::EscalationScheduled, leader, &detail),
+            now,
+        )
+    }
+
+    /// Puts one round of the incident's escalation policy in the outbox: each tier's
+    /// channels, due `after` from now. The idempotency key refuses a second copy.
+    fn schedule_round(&mut self, id: &str, round: u32, now: &str) -> Result<(), StoreError> {
+        self.schedule_round_from(id, round, now, now)
+    }
+
+    fn schedule_round_from(
+        &mut self,
+        id: &str,
+        round: u32,
+        from: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let route = self.route_of(id)?;
+        let plans = current(&self.plans);
+        let policy = plans.policy(route.as_deref());
+        let start = parse_time(from).unwrap_or_else(Utc::now);
+        let mut tiers = Vec::with_capacity(policy.tiers.len());
+        for (index, tier) in policy.tiers.iter().enumerate() {
+            let number = index + 1;
+            let due = stamp(start + tier.after);
+            for channel in &tier.notify {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
+                         VALUES (?1, ?2, 'escalated', ?3, ?4, ?5, 'pending', ?6, ?7) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        format!("{id}/{round}/{number}/{channel}"),
+                        id,
+                        round,
+                        number as i64,
+                        channel,
+                        due,
+                        now
+                    ])?;
+            }
+            tiers.push(json!({
+                "tier": number, "after": humantime::format_duration(tier.after).to_string(),
+                "notify": tier.notify, "due_at": due,
+            }));
+        }
+        // Wake the sender only when something was put in the outbox.
+        self.outbox_touched |= policy.tiers.iter().any(|t| !t.notify.is_empty());
+        let mut detail = json!({"round": round, "tiers": tiers});
+        if policy.tiers.is_empty() {
+            detail["note"] = json!("no escalation policy names a channel: nobody is notified");
+        }
+        if let Some(every) = policy.renotify {
+            detail["renotify"] = json!(humantime::format_duration(every).to_string());
+        }
+        self.append(
+            NewEntry::for_incident(Event::EscalationScheduled, id, &detail),
+            now,
+        )
+    }
+
+    /// Cancels what was not sent yet of the incident's escalation, because of `why`.
+    fn cancel_pending(&mut self, id: &str, why: &str, now: &str) -> Result<(), StoreError> {
+        let cancelled = self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'cancelled', done_at = ?2
+                 WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'pending'",
+            )?
+            .execute(params![id, now])?;
+        if cancelled > 0 {
+            let detail = json!({"notifications": cancelled, "why": why});
+            self.append(
+                NewEntry::for_incident(Event::NotificationsCancelled, id, &detail),
+                now,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An escalated incident's alert resolved: later tiers are not needed, and every
+    /// channel that was told about it is told, once, that it is over.
+    fn announce_resolution(&mut self, id: &str, now: &str) -> Result<(), StoreError> {
+        self.cancel_pending(id, "the alert resolved", now)?;
+        let channels = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT DISTINCT channel FROM outbox WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'sent'",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        for channel in channels {
+            self.owe_resolution(id, &channel, now)?;
+        }
+        Ok(())
+    }
+
+    fn owe_resolution(&mut self, id: &str, channel: &str, now: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
+                         VALUES (?1, ?2, 'resolved', 0, 0, ?3, 'pending', ?4, ?4) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![format!("{id}/resolved/{channel}"), id, channel, now])?;
+        self.outbox_touched = true;
+        Ok(())
+    }
+
+    fn ack(&mut self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .prepare_cached("SELECT state, acked_by FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((state, acked_by)) = row else {
+            return Ok(Ack::NotFound);
+        };
+        let state = State::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("incident {id}: unknown state {state:?}"))
+        })?;
+        match state {
+            State::Acknowledged => return Ok(Ack::Already(acked_by)),
+            State::Escalated => {}
+            other => return Ok(Ack::NotEscalated(other)),
+        }
+        let now = stamp(Utc::now());
+        let m = Move {
+            extra: json!({ "by": by }),
+            ..Move::new(State::Escalated, State::Acknowledged)
+        };
+        self.transition(id, m, &now)?;
+        self.conn
+            .prepare_cached("UPDATE incidents SET acked_by = ?2 WHERE id = ?1")?
+            .execute(params![id, by])?;
+        self.append(
+            NewEntry::for_incident(Event::IncidentAcknowledged, id, &json!({ "by": by })),
+            &now,
+        )?;
+        self.cancel_pending(id, "acknowledged", &now)?;
+        Ok(Ack::Acknowledged)
+    }
+
+    fn outbox_attempt(&mut self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT o.incident_id, o.kind, o.round, o.tier, o.channel, o.attempts, o.state, i.is_open, i.state
+                 FROM outbox o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .optional()?;
+        let Some((incident, kind, round, tier, channel, attempts, state, is_open, incident_state)) =
+            row
+        else {
+            return Ok(());
+        };
+        let attempt_no = attempts + 1;
+        let now = stamp(Utc::now());
+        let mut detail = json!({
+            "channel": channel, "kind": kind, "round": round, "tier": tier, "attempt": attempt_no,
+        });
+        match attempt {
+            Attempt::Sent => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'sent', attempts = ?2, done_at = ?3, last_error = NULL WHERE id = ?1",
+                    )?
+                    .execute(params![id, attempt_no, now])?;
+                self.append(
+                    NewEntry::for_incident(Event::NotificationSent, &incident, &detail),
+                    &now,
+                )?;
+                // Delivered while the alert resolved: this channel is owed the end too.
+                if kind == "escalated" && is_open == 0 {
+                    self.owe_resolution(&incident, &channel, &now)?;
+                }
+            }
+            Attempt::Failed {
+                error,
+                permanent,
+                retry_at,
+                fall_through,
+            } => {
+                let next = match (&retry_at, permanent, state.as_str()) {
+                    (_, _, "cancelled") => "cancelled",
+                    (Some(_), false, _) => "pending",
+                    _ => "failed",
+                };
+                self.conn
+                    .prepare_cached(
+                        "UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4,
+                            due_at = COALESCE(?5, due_at), done_at = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        next,
+                        attempt_no,
+                        error,
+                        retry_at.filter(|_| next == "pending").map(stamp),
+                        now
+                    ])?;
+                detail["error"] = json!(error);
+                detail["permanent"] = json!(permanent);
+                match (next, &retry_at) {
+                    ("pending", Some(at)) => detail["next_attempt_at"] = json!(stamp(*at)),
+                    ("failed", _) => detail["gave_up"] = json!(true),
+                    _ => {}
+                }
+                self.append(
+                    NewEntry::for_incident(Event::NotificationFailed, &incident, &detail),
+                    &now,
+                )?;
+                if fall_through && kind == "escalated" && incident_state == "escalated" {
+                    self.fall_through(&incident, round, tier, &channel, &now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the next tier of the round (after `tier`) due now, if it is not yet.
+    fn fall_through(
+        &mut self,
+        incident: &str,
+        round: i64,
+        tier: i64,
+        channel: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let next: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(tier) FROM outbox WHERE incident_id = ?1 AND round = ?2 AND kind = 'escalated'
+                    AND tier > ?3",
+            )?
+            .query_row(params![incident, round, tier], |r| r.get(0))?;
+        let Some(next) = next else {
+            return Ok(());
+        };
+        let moved = self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET due_at = ?4 WHERE incident_id = ?1 AND round = ?2 AND kind = 'escalated'
+                    AND state = 'pending' AND tier = ?3 AND due_at > ?4",
+            )?
+            .execute(params![incident, round, next, now])?;
+        if moved == 0 {
+            // Already due, sent or cancelled.
+            return Ok(());
+        }
+        self.outbox_touched = true;
+        let detail =
+            json!({"round": round, "from_tier": tier, "to_tier": next, "failing_channel": channel});
+        self.append(
+            NewEntry::for_incident(Event::EscalationFellThrough, incident, &detail),
+            now,
+        )
+    }
+
+    fn renotify_due(&mut self) -> Result<usize, StoreError> {
+        let plans = current(&self.plans);
+        let rows = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, route, round, round_at FROM incidents WHERE state = 'escalated' AND round_at IS NOT NULL",
+            )?;
+            let rows = stmt.query_map((), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let now_t = Utc::now();
+        let now = stamp(now_t);
+        let mut started = 0;
+        for (id, route, round, round_at) in rows {
+            let Some(every) = plans.policy(route.as_deref()).renotify else {
+                continue;
+            };
+            let due = parse_time(&round_at).is_some_and(|at| at + every <= now_t);
+            if !due {
+                continue;
+            }
+            let round = round as u32 + 1;
+            self.conn
+                .prepare_cached("UPDATE incidents SET round = ?2, round_at = ?3 WHERE id = ?1")?
+                .execute(params![id, round, now])?;
+            self.schedule_round(&id, round, &now)?;
+            started += 1;
+        }
+        Ok(started)
+    }
+}
+
+/// How an incident is resolved: its outcome, the alert's end, a note, and whether a
+/// notification (a delivery) said so.
+struct Resolution<'a> {
+    outcome: Outcome,
+    ends_at: Option<DateTime<Utc>>,
+    note: Option<&'a str>,
+    delivery: bool,
+}
+
+/// The audit details written on the intake path, as typed structs: serialized straight to
+/// text, with no intermediate JSON tree.
+mod details {
+    use serde::Serialize;
+    use serde_json::value::RawValue;
+    use serde_json::{Map, Value};
+
+    use crate::incident::State;
+    use crate::ingest::payload::Status;
+
+    #[derive(Serialize)]
+    pub struct DeliveryReceived<'a> {
+        pub source: &'a str,
+        pub receiver: &'a str,
+        pub status: Status,
+        pub group_key: &'a str,
+        pub alerts: usize,
+        pub truncated_alerts: u64,
+        pub external_url: &'a str,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        pub extra: &'a Map<String, Value>,
+    }
+
+    #[derive(Serialize)]
+    pub struct IncidentOpened<'a> {
+        pub fingerprint: &'a str,
+        pub alertname: &'a str,
+        pub labels: &'a RawValue,
+        pub annotations: &'a RawValue,
+        pub starts_at: &'a str,
+        pub generator_url: &'a str,
+        pub state: State,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        pub extra: &'a Map<String, Value>,
+    }
+
+    #[derive(Serialize)]
+    pub struct RouteMatched<'a> {
+        pub route: &'a str,
+        pub runbook: &'a str,
+    }
+
+    /// A notification that changed nothing (a duplicate or a stale one).
+    #[derive(Serialize)]
+    pub struct Notification<'a> {
+        pub status: Status,
+        pub starts_at: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub why: Option<&'a str>,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        pub extra: &'a Map<String, Value>,
+    }
+}
+
+/// A conditional state change: `from` → `to`, with why, and extra audit detail.
+struct Move<'a> {
+    from: State,
+    to: State,
+    reason: Option<Reason>,
+    message: Option<&'a str>,
+    extra: Value,
+}
+
+impl Move<'_> {
+    fn new(from: State, to: State) -> Self {
+        Move {
+            from,
+            to,
+            reason: None,
+            message: None,
+            extra: Value::Null,
+        }
+    }
+}
+
+/// A delivery with its JSON and timestamps rendered on the caller's thread, so that the one
+/// writer thread only binds text.
+struct Prepared {
+    now: String,
+    /// The `delivery_received` detail.
+    received: String,
+    alerts: Vec<PreparedAlert>,
+}
+
+struct PreparedAlert {
+    alert: Alert,
+    routed: Routed,
+    /// Alertmanager's external URL, from the delivery.
+    external_url: String,
+    starts_at: String,
+    labels: Box<RawValue>,
+    annotations: Box<RawValue>,
+}
+
+impl Prepared {
+    fn new(d: Delivery) -> Prepared {
+        let received = details::DeliveryReceived {
+            source: &d.source,
+            receiver: &d.receiver,
+            status: d.status,
+            group_key: &d.group_key,
+            alerts: d.alerts.len(),
+            truncated_alerts: d.truncated_alerts,
+            external_url: &d.external_url,
+            extra: &d.extra,
+        };
+        let received = serde_json::to_string(&received).unwrap_or_else(|_| "{}".into());
+        let alerts = d
+            .alerts
+            .into_iter()
+            .map(|(alert, routed)| PreparedAlert {
+                external_url: d.external_url.clone(),
+                starts_at: stamp_exact(alert.starts_at),
+                labels: raw_json(&alert.labels),
+                annotations: raw_json(&alert.annotations),
+                alert,
+                routed,
+            })
+            .collect();
+        Prepared {
+            now: stamp(d.received_at),
+            received,
+            alerts,
+        }
+    }
+}
+
+/// A string map as JSON text (maps of strings always serialize).
+fn raw_json(map: &std::collections::BTreeMap<String, String>) -> Box<RawValue> {
+    serde_json::value::to_raw_value(map)
+        .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+const INCIDENT_COLUMNS: &str =
+    "id, fingerprint, alertname, labels, annotations, state, reason, outcome, route, runbook,
+    generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message,
+    external_url, verify_until, escalated_at, acked_by, escalation_group";
+
+/// Maps an incident row; the inner result reports values this build cannot read.
+fn incident_row(r: &Row) -> Result<Result<Incident, StoreError>, StoreError> {
+    let id: String = r.get(0)?;
+    let labels: String = r.get(3)?;
+    let annotations: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let reason: Option<String> = r.get(6)?;
+    let outcome: Option<String> = r.get(7)?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("incident {id}: {what}"));
+    let build = || -> Result<Incident, StoreError> {
+        Ok(Incident {
+            fingerprint: r.get(1)?,
+            alertname: r.get(2)?,
+            labels: serde_json::from_str(&labels).map_err(|_| corrupt("labels are not JSON"))?,
+            annotations: serde_json::from_str(&annotations)
+                .map_err(|_| corrupt("annotations are not JSON"))?,
+            state: State::parse(&state).ok_or_else(|| corrupt("unknown state"))?,
+            reason: match reason {
+                Some(r) => Some(Reason::parse(&r).ok_or_else(|| corrupt("unknown reason"))?),
+                None => None,
+            },
+            outcome: match outcome {
+                Some(o) => Some(Outcome::parse(&o).ok_or_else(|| corrupt("unknown outcome"))?),
+                None => None,
+            },
+            route: r.get(8)?,
+            runbook: r.get(9)?,
+            generator_url: r.get(10)?,
+            started_at: r.get(11)?,
+            updated_at: r.get(12)?,
+            last_seen_at: r.get(13)?,
+            resolved_at: r.get(14)?,
+            deliveries: r.get::<_, i64>(15)? as u64,
+            attempts: r.get::<_, i64>(16)? as u32,
+            message: r.get(17)?,
+            external_url: r.get(18)?,
+            verify_until: r.get(19)?,
+            escalated_at: r.get(20)?,
+            acknowledged_by: r.get(21)?,
+            escalation_group: r.get(22)?,
+            timeline: None,
+            id: id.clone(),
+        })
+    };
+    Ok(build())
+}
