@@ -268,7 +268,7 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let metrics = Arc::new(Metrics::default());
-    let store = Store::open(&loaded.config.store.url, metrics.store.clone())
+    let store = Store::connect(&loaded.config.store, metrics.store.clone())
         .with_context(|| format!("opening the store {}", loaded.config.store.url))?;
     let entry = loaded.audit_entry("start");
     store
@@ -313,7 +313,7 @@ async fn shutdown_signal() {
 
 async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::open(&config.store.url, Default::default())
+    let store = Store::connect(&config.store, Default::default())
         .with_context(|| format!("opening the store {}", config.store.url))?;
     let mut verifier = Verifier::default();
     let mut after = 0;

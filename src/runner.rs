@@ -6,8 +6,10 @@
 //! runbook ended normally, → escalated with a reason when it was stopped. Runs use the
 //! configuration they started with, even if a reload happens meanwhile.
 //!
-//! At start-up, incidents a dead process left `remediating` are escalated `interrupted`
-//! (or run once more, for routes marked `idempotent`). At shutdown, runs in flight are
+//! Each run holds a lease in the store, renewed while it runs (`store.lease`). Incidents
+//! left `remediating` under a lease that ran out — a dead process, or a dead replica — are
+//! escalated `interrupted` (or run once more, for routes marked `idempotent`); the runner
+//! looks for them at start-up and then every half lease. At shutdown, runs in flight are
 //! cancelled at their next step and the same rule applies.
 
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     let mut runs: JoinSet<()> = JoinSet::new();
     let mut cancels: Vec<(tokio::task::Id, Cancel)> = Vec::new();
     let mut last_housekeeping = Instant::now();
+    let mut last_renew = Instant::now();
+    let mut last_recover = Instant::now();
     let mut last_shed = Instant::now() - SHED_EVERY;
     tokio::pin!(stop);
     // Look for work at once: incidents may have been queued while medic was down.
@@ -73,6 +77,22 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         if last_housekeeping.elapsed() >= POLL {
             last_housekeeping = Instant::now();
             expire_silences(&app).await;
+            if app.guards.is_shared() {
+                if let Err(e) = app.restore_guards().await {
+                    tracing::warn!(error = %e, "cannot read the shared breakers and pause switch");
+                }
+            }
+        }
+        let lease = app.loaded().config.store.lease;
+        if last_renew.elapsed() >= lease / 3 {
+            last_renew = Instant::now();
+            if let Err(e) = app.store.renew_leases().await {
+                tracing::error!(error = %e, "cannot renew the leases of running runbooks");
+            }
+        }
+        if last_recover.elapsed() >= lease / 2 {
+            last_recover = Instant::now();
+            recover(&app).await;
         }
         // Beyond the queue's bound, the newest queued incidents escalate rather than pile up.
         // Checked a few times a second, not on every wake: in a storm, wakes are many.
@@ -119,9 +139,21 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         }
         let loaded = app.loaded();
         let describe = move |claim: &Claim| run_started(&loaded, claim);
-        let ids = tickets.keys().cloned().collect();
-        let claims = match app.store.claim(ids, describe).await {
-            Ok(c) => c,
+        let ids = tickets
+            .iter()
+            .map(|(id, t)| (id.clone(), t.shared.clone()))
+            .collect();
+        let claims = match app.store.claim_checked(ids, describe).await {
+            Ok(c) => {
+                for (id, limit) in &c.refused {
+                    app.metrics
+                        .refusals
+                        .get_or_create(&LimitLabel { limit })
+                        .inc();
+                    tracing::info!(incident = %id, limit, "refused by a shared guard; escalated");
+                }
+                c.claims
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot claim queued incidents; will retry");
                 for t in tickets.values() {
@@ -268,6 +300,21 @@ async fn expire_silences(app: &App) {
 
 /// Records a remediation result with a breaker and persists the breaker if it changed.
 pub async fn record_breaker(app: &App, breaker: &str, incident: &str, success: bool) {
+    if app.guards.is_shared() {
+        let thresholds = app.guards.breaker_thresholds();
+        match app
+            .store
+            .record_breaker(breaker, incident, success, thresholds)
+            .await
+        {
+            Ok(Some(entry)) => app.guards.put_breaker(entry),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(breaker, error = %e, "cannot record a shared circuit breaker")
+            }
+        }
+        return;
+    }
     if let Some((entry, changed_state)) =
         app.guards
             .record(breaker, incident, success, chrono::Utc::now())

@@ -44,6 +44,8 @@ pub struct App {
 impl App {
     pub fn new(loaded: Loaded, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
         let guards = crate::guard::Guards::new(Arc::new(loaded.config.clone()), Vec::new(), None);
+        // Replicas on one database share rates, caps and breakers through it.
+        guards.set_shared(store.is_shared());
         store.set_storm_window(loaded.config.limits.storm_window);
         store.set_plans(Plans::from_config(&loaded.config));
         Arc::new(App {
@@ -58,7 +60,8 @@ impl App {
     }
 
     /// Loads what the guards keep in the store (breakers, the pause switch) and applies
-    /// `limits.enabled = false`. Called once at start-up.
+    /// `limits.enabled = false`. Called at start-up, and every second when replicas share
+    /// the store (another may have paused medic or tripped a breaker).
     pub async fn restore_guards(&self) -> Result<(), crate::store::StoreError> {
         let loaded = self.loaded();
         let breakers = self.store.breakers().await?;

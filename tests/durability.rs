@@ -72,12 +72,10 @@ async fn kill_9_loses_no_acknowledged_delivery() {
         .collect();
     let stored = if stored.len() >= 1000 {
         // The listing is paged at 1000: look each one up by checking the database directly.
-        let conn = rusqlite::Connection::open(dir.join("data/medic.db")).unwrap();
-        let mut stmt = conn.prepare("SELECT fingerprint FROM incidents").unwrap();
-        let all: HashSet<String> = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
+        let all: HashSet<String> = TestDb::of(dir)
+            .rows("SELECT fingerprint FROM incidents")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
             .collect();
         all
     } else {
@@ -109,21 +107,14 @@ async fn edited_audit_row_is_named() {
     assert_eq!(m.run_cli(&["audit", "verify"]).0, 0);
 
     // Someone with access to the file edits one entry (the append-only trigger must go first).
-    let conn = rusqlite::Connection::open(dir.join("data/medic.db")).unwrap();
-    let (seq, event): (i64, String) = conn
-        .query_row(
-            "SELECT seq, event FROM audit WHERE event = 'route_matched' ORDER BY seq LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    conn.execute_batch("DROP TRIGGER audit_no_update").unwrap();
-    conn.execute(
-        "UPDATE audit SET detail = '{\"route\":\"forged\"}' WHERE seq = ?1",
-        [seq],
-    )
-    .unwrap();
-    drop(conn);
+    let db = TestDb::of(dir);
+    let row =
+        db.rows("SELECT seq, event FROM audit WHERE event = 'route_matched' ORDER BY seq LIMIT 1");
+    let (seq, event) = (row[0][0].clone().unwrap(), row[0][1].clone().unwrap());
+    db.execute(&format!(
+        "{}; UPDATE audit SET detail = '{{\"route\":\"forged\"}}' WHERE seq = {seq}",
+        lift_append_only(&db)
+    ));
 
     let (code, out, err) = m.run_cli(&["audit", "verify"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -142,14 +133,24 @@ async fn removed_audit_row_is_named() {
     let b = body(vec![alert("ServiceDown", "r1", "firing")]);
     assert_eq!(post_webhook(&m, &b).await.0, 200);
     assert_eq!(m.stop(), Some(0));
-    let conn = rusqlite::Connection::open(dir.join("data/medic.db")).unwrap();
-    conn.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;")
-        .unwrap();
-    drop(conn);
+    let db = TestDb::of(dir);
+    db.execute(&format!(
+        "{}; DELETE FROM audit WHERE seq = 3",
+        lift_append_only(&db)
+    ));
     let (code, out, _) = m.run_cli(&["audit", "verify"]);
     assert_eq!(code, 1);
     assert_eq!(
         out.trim(),
         "audit entry 3 is missing: the entry after 2 is 4"
     );
+}
+
+/// What someone with access to the database runs first to edit the audit log.
+fn lift_append_only(db: &TestDb) -> &'static str {
+    if db.is_postgres() {
+        "ALTER TABLE audit DISABLE TRIGGER USER"
+    } else {
+        "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete"
+    }
 }

@@ -21,7 +21,7 @@ api_token = "{API_TOKEN}"
 body_limit = "4MiB"
 
 [store]
-url = "sqlite://{db}"
+url = "{db}"
 
 [runbooks]
 dir = "{runbooks}"
@@ -32,17 +32,27 @@ timeout = "20s"
 
 {routes}
 "#,
-        db = dir.join("data/medic.db").display(),
+        db = store_url(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }
 
-fn db(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("data/medic.db")).unwrap()
+fn count(dir: &Path, sql: &str) -> i64 {
+    TestDb::of(dir).count(sql)
 }
 
-fn count(dir: &Path, sql: &str) -> i64 {
-    db(dir).query_row(sql, [], |r| r.get(0)).unwrap()
+/// Rows of two columns: text and a number.
+fn pairs(dir: &Path, sql: &str) -> Vec<(String, i64)> {
+    TestDb::of(dir)
+        .rows(sql)
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
 }
 
 async fn post_api(m: &Medic, path: &str, body: Value) -> (u16, Value) {
@@ -162,16 +172,7 @@ async fn a_storm_is_acknowledged_bounded_and_grouped() {
         10_000 - 20
     );
     // Escalations are grouped: one group for the route and reason, listing them all.
-    let groups: Vec<(String, i64)> = {
-        let conn = db(dir);
-        let mut stmt = conn
-            .prepare("SELECT route, size FROM escalation_groups")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let groups = pairs(dir, "SELECT route, size FROM escalation_groups");
     assert_eq!(
         groups,
         [("storm".to_string(), 10_000 - 20)],
@@ -457,14 +458,10 @@ async fn max_in_flight_makes_the_second_wait_in_the_queue() {
         "it ran after the first"
     );
     // Never two at once: the second started after the first finished.
-    let conn = db(dir);
-    let seqs: Vec<(String, i64)> = {
-        let mut stmt = conn.prepare("SELECT event, seq FROM audit WHERE event IN ('run_started', 'run_finished') ORDER BY seq").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let seqs = pairs(
+        dir,
+        "SELECT event, seq FROM audit WHERE event IN ('run_started', 'run_finished') ORDER BY seq",
+    );
     let order: Vec<&str> = seqs.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(
         order,

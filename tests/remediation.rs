@@ -22,7 +22,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 api_token = "{API_TOKEN}"
 
 [store]
-url = "sqlite://{db}"
+url = "{db}"
 
 [runbooks]
 dir = "{runbooks}"
@@ -31,7 +31,7 @@ timeout = "20s"
 
 {routes}
 "#,
-        db = dir.join("data/medic.db").display(),
+        db = store_url(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }
@@ -427,14 +427,8 @@ async fn hot_reload_keeps_the_old_runbook_on_a_broken_edit() {
     // Both decisions are in the audit log.
     let (code, out, _) = m.run_cli(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
-    let conn = rusqlite::Connection::open(dir.join("data/medic.db")).unwrap();
-    let failed: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM audit WHERE event = 'config_reload_failed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let failed =
+        TestDb::of(dir).count("SELECT COUNT(*) FROM audit WHERE event = 'config_reload_failed'");
     assert!(failed >= 1);
 }
 

@@ -31,7 +31,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 api_token = "{API_TOKEN}"
 
 [store]
-url = "sqlite://{db}"
+url = "{db}"
 
 [runbooks]
 dir = "{runbooks}"
@@ -43,7 +43,7 @@ exec_path = "{bin}:/usr/bin:/bin"
 
 {routes}
 "#,
-        db = dir.join("data/medic.db").display(),
+        db = store_url(dir),
         runbooks = dir.join("runbooks").display(),
         bin = dir.join("bin").display(),
     )

@@ -8,6 +8,12 @@
 //! breakers' state and the pause switch are also persisted by the store, so they survive
 //! a restart. Rate limits use `governor`'s keyed limiters on a clock that follows tokio's,
 //! so tests drive them with `tokio::time::pause`.
+//!
+//! With several replicas on one PostgreSQL database the guards are *shared*
+//! ([`Guards::set_shared`]): the route and global rates, the in-flight caps and the
+//! breakers are not decided here but handed to the store as [`Shared`] checks on the
+//! ticket, and the store applies them in the transaction that claims the run, against
+//! state every replica sees (see [`gcra`] and [`breaker`]). The step rates stay per process.
 
 pub mod breaker;
 pub mod storm;
@@ -77,6 +83,61 @@ pub struct Ticket {
     in_flight: Option<String>,
     /// The breaker this run reports to, if its route has one.
     pub breaker: Option<String>,
+    /// Shared guards: what the store must still check as it claims the run.
+    pub shared: Option<Shared>,
+}
+
+/// The checks of a run that shared guards leave to the store's claim transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// The in-flight key and its cap: the claim waits while that many runs hold the key.
+    pub in_flight: Option<(String, u32)>,
+    pub breaker: Option<SharedBreaker>,
+    /// Rate buckets, each consumed once; the first empty one refuses the run.
+    pub rates: Vec<SharedRate>,
+}
+
+/// A breaker to consult (and take the half-open trial of) as the run is claimed.
+#[derive(Debug, Clone)]
+pub struct SharedBreaker {
+    pub id: String,
+    pub route: String,
+    pub key: BTreeMap<String, String>,
+    pub cooldown: chrono::Duration,
+}
+
+/// A rate bucket to take one token from as the run is claimed.
+#[derive(Debug, Clone)]
+pub struct SharedRate {
+    /// The bucket's identity: scope, rate and key values.
+    pub bucket: String,
+    pub rate: Rate,
+    /// The limit named when it refuses (`route_rate`, `global_rate`).
+    pub limit: &'static str,
+    pub message: String,
+}
+
+/// GCRA, the algorithm governor uses, for a bucket kept in a database: given the bucket's
+/// theoretical arrival time (`tat`, microseconds; `None` for a new bucket) and `now`,
+/// returns the new `tat` if one more event is allowed, `None` if the budget is spent.
+/// `rate.count` events may come at once; then one per `rate.per / rate.count`.
+pub fn gcra(tat: Option<i64>, now: i64, rate: Rate) -> Option<i64> {
+    let count = i64::from(rate.count.max(1));
+    let interval = (rate.per.as_micros() as i64 / count).max(1);
+    let start = tat.unwrap_or(now).max(now);
+    let next = start + interval;
+    (next - now <= interval * count).then_some(next)
+}
+
+/// The message of a refusal by an open breaker.
+pub fn breaker_refusal(route: &str, failures: &[String], until: Option<DateTime<Utc>>) -> String {
+    format!(
+        "the circuit breaker of route {route:?} is open after failed remediations of incidents {}{}",
+        failures.join(", "),
+        until
+            .map(|u| format!("; it lets one trial through after {}", u.to_rfc3339()))
+            .unwrap_or_default()
+    )
 }
 
 /// Who paused medic, when and why.
@@ -113,6 +174,8 @@ pub struct Guards {
     in_flight: Mutex<HashMap<String, u32>>,
     breakers: Mutex<HashMap<String, BreakerEntry>>,
     paused: RwLock<Option<Pause>>,
+    /// Rates, caps and breakers are checked by the store, for every replica at once.
+    shared: std::sync::atomic::AtomicBool,
 }
 
 fn quota(rate: Rate) -> Quota {
@@ -156,6 +219,7 @@ impl Guards {
             in_flight: Mutex::new(HashMap::new()),
             breakers: Mutex::new(breakers.into_iter().map(|b| (b.id.clone(), b)).collect()),
             paused: RwLock::new(paused),
+            shared: std::sync::atomic::AtomicBool::new(false),
         };
         g.reconfigure(config);
         g
@@ -200,6 +264,35 @@ impl Guards {
         *self.breakers.lock().unwrap_or_else(|p| p.into_inner()) =
             breakers.into_iter().map(|b| (b.id.clone(), b)).collect();
         self.set_paused(paused);
+    }
+
+    /// Shares rates, in-flight caps and breakers with other replicas through the store.
+    pub fn set_shared(&self, shared: bool) {
+        self.shared
+            .store(shared, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keeps one breaker as the store left it (shared guards).
+    pub fn put_breaker(&self, entry: BreakerEntry) {
+        self.breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.id.clone(), entry);
+    }
+
+    /// The failure threshold of each route's breaker.
+    pub fn breaker_thresholds(&self) -> HashMap<String, u32> {
+        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
+        limits
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| r.breaker.as_ref().map(|b| (r.name.clone(), b.failures)))
+            .collect()
     }
 
     pub fn paused(&self) -> Option<Pause> {
@@ -254,6 +347,10 @@ impl Guards {
             }
         }
 
+        if self.is_shared() {
+            return Decision::Run(self.shared_ticket(c, route, &limits));
+        }
+
         // Concurrency caps: waiting, not refusing; the incident stays queued in the store.
         let in_flight = route
             .and_then(|r| r.max_in_flight.map(|max| (r, max)))
@@ -289,11 +386,10 @@ impl Guards {
                 return Decision::Refuse {
                     reason: Reason::CircuitOpen,
                     limit: "breaker",
-                    message: format!(
-                        "the circuit breaker of route {:?} is open after failed remediations of incidents {}{}",
+                    message: breaker_refusal(
                         route.map(|r| r.name.as_str()).unwrap_or(""),
-                        failures.join(", "),
-                        until.map(|u| format!("; it lets one trial through after {}", u.to_rfc3339())).unwrap_or_default()
+                        &failures,
+                        until,
                     ),
                 };
             }
@@ -339,6 +435,7 @@ impl Guards {
             incident: c.id.clone(),
             in_flight: None,
             breaker: None,
+            shared: None,
         };
         if let Some((id, route_name, key, cfg)) = breaker_key {
             let cooldown =
@@ -363,6 +460,68 @@ impl Guards {
             ticket.in_flight = Some(key);
         }
         Decision::Run(ticket)
+    }
+
+    /// A ticket whose rates, cap and breaker the store checks as it claims the run.
+    fn shared_ticket(&self, c: &Candidate, route: Option<&RouteConfig>, limits: &Limits) -> Ticket {
+        let mut shared = Shared::default();
+        let mut breaker = None;
+        if let Some(r) = route {
+            if let Some(max) = r.max_in_flight {
+                let key = format!("{}\u{1f}{}", r.name, key_of(&c.labels, &r.in_flight_key));
+                shared.in_flight = Some((key, max));
+            }
+            if let Some(b) = &r.breaker {
+                let id = breaker_id(&r.name, &key_of(&c.labels, &b.key));
+                shared.breaker = Some(SharedBreaker {
+                    id: id.clone(),
+                    route: r.name.clone(),
+                    key: b
+                        .key
+                        .iter()
+                        .map(|k| (k.clone(), c.labels.get(k).cloned().unwrap_or_default()))
+                        .collect(),
+                    cooldown: chrono::Duration::from_std(b.cooldown)
+                        .unwrap_or(chrono::Duration::MAX),
+                });
+                breaker = Some(id);
+            }
+            if let Some((rate, _)) = limits.routes.get(&r.name) {
+                let key = key_of(&c.labels, &r.rate_key);
+                let per = if r.rate_key.is_empty() {
+                    String::new()
+                } else {
+                    format!(" per {key}")
+                };
+                shared.rates.push(SharedRate {
+                    bucket: format!("route:{}|{}|{:?}|{key}", r.name, rate.count, rate.per),
+                    rate: *rate,
+                    limit: "route_rate",
+                    message: format!(
+                        "route {:?} allows {} runs{per} (routes.rate)",
+                        r.name,
+                        show(*rate)
+                    ),
+                });
+            }
+        }
+        if let Some((rate, _)) = &limits.global {
+            shared.rates.push(SharedRate {
+                bucket: format!("global|{}|{:?}", rate.count, rate.per),
+                rate: *rate,
+                limit: "global_rate",
+                message: format!(
+                    "medic allows {} runbook runs in all (limits.rate)",
+                    show(*rate)
+                ),
+            });
+        }
+        Ticket {
+            incident: c.id.clone(),
+            in_flight: None,
+            breaker,
+            shared: Some(shared),
+        }
     }
 
     /// Gives back a run's in-flight slot.

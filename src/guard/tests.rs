@@ -296,3 +296,26 @@ fn one_decision_is_cheap() {
         }
     });
 }
+
+#[test]
+fn gcra_allows_the_burst_then_one_per_interval() {
+    use crate::guard::gcra;
+    let rate = Rate {
+        count: 3,
+        per: std::time::Duration::from_secs(600),
+    };
+    let mut tat = None;
+    for _ in 0..3 {
+        tat = Some(gcra(tat, 0, rate).expect("within the burst"));
+    }
+    assert_eq!(gcra(tat, 0, rate), None, "the fourth at once is refused");
+    assert_eq!(
+        gcra(tat, 199_000_000, rate),
+        None,
+        "still refused just before a slot frees"
+    );
+    assert!(
+        gcra(tat, 200_000_000, rate).is_some(),
+        "one more after a third of the window"
+    );
+}

@@ -23,12 +23,13 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
-    stamp, stamp_exact, Ack, AlertEffect, Attempt, Claim, Delivery, GroupMember, Incident,
+    stamp, stamp_exact, Ack, AlertEffect, Attempt, Claim, Claimed, Delivery, GroupMember, Incident,
     IncidentFilter, Notification, NotificationKind, OutboxCounts, Plans, Queued, Refusal, Routed,
     RunResult, StoreError, TimelineEntry, Verifying,
 };
 use crate::audit::{self, chain_hash, Event, NewEntry};
-use crate::guard::{storm, BreakerEntry, Pause};
+use crate::guard::breaker::Admit;
+use crate::guard::{self, storm, BreakerEntry, Pause, Shared};
 use crate::incident::{self, Action, Latest, Outcome, Reason, State};
 use crate::ingest::payload::Alert;
 use crate::metrics::StoreMetrics;
@@ -70,6 +71,8 @@ pub(super) struct Parts {
     pub on_close: Option<Box<dyn FnOnce() + Send>>,
     /// Who this process is, for the leases it holds.
     pub owner: String,
+    /// How long its leases last unless renewed.
+    pub lease: Duration,
 }
 
 #[derive(Clone)]
@@ -83,7 +86,6 @@ pub(super) struct Engine {
     plans: SharedPlans,
     outbox_wake: Arc<Notify>,
     dialect: Dialect,
-    owner: String,
 }
 
 /// The plans in force, shared by the handle (which replaces them) and the writer.
@@ -108,6 +110,7 @@ impl Engine {
             outbox_wake: outbox_wake.clone(),
             outbox_touched: false,
             owner: parts.owner.clone(),
+            lease: chrono::Duration::from_std(parts.lease).unwrap_or(chrono::Duration::seconds(30)),
         };
         let handle = std::thread::Builder::new()
             .name("medic-store-writer".into())
@@ -122,7 +125,6 @@ impl Engine {
             plans,
             outbox_wake,
             dialect,
-            owner: parts.owner,
         })
     }
 
@@ -239,12 +241,17 @@ impl Engine {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
+        // Claimed, not just read: a replica's sender never takes a notification another is
+        // delivering, until that claim runs out.
+        self.write(move |w| {
+            let now_s = stamp(now);
+            let until = stamp(now + w.lease);
+            let mut stmt = w.conn.prepare_cached(
                 "SELECT id, key, incident_id, kind, round, tier, channel, attempts FROM outbox
-                 WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+                 WHERE state = 'pending' AND due_at <= ?1 AND (claimed_until IS NULL OR claimed_until < ?1)
+                 ORDER BY due_at, id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![stamp(now), limit as i64], |r| {
+            let rows = stmt.query_map(params![now_s, limit as i64], |r| {
                 let kind: String = r.get(3)?;
                 Ok(Notification {
                     id: r.get(0)?,
@@ -261,7 +268,15 @@ impl Engine {
                     attempts: r.get::<_, i64>(7)? as u32,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let due = rows.collect::<Result<Vec<_>, _>>()?;
+            for n in &due {
+                w.conn
+                    .prepare_cached(
+                        "UPDATE outbox SET claimed_by = ?2, claimed_until = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![n.id, w.owner, until])?;
+            }
+            Ok(due)
         })
         .await
     }
@@ -269,7 +284,8 @@ impl Engine {
     pub(super) async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.read(|c| {
             let next: Option<String> = c.query_row(
-                "SELECT MIN(due_at) FROM outbox WHERE state = 'pending'",
+                "SELECT MIN(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END)
+                 FROM outbox WHERE state = 'pending'",
                 (),
                 |r| r.get(0),
             )?;
@@ -362,11 +378,22 @@ impl Engine {
         .await
     }
 
+    pub(super) async fn record_breaker(
+        &self,
+        id: String,
+        incident: String,
+        success: bool,
+        thresholds: std::collections::HashMap<String, u32>,
+    ) -> Result<Option<BreakerEntry>, StoreError> {
+        self.write(move |w| w.record_breaker(&id, &incident, success, &thresholds))
+            .await
+    }
+
     pub(super) async fn claim(
         &self,
-        ids: Vec<String>,
+        ids: Vec<(String, Option<Shared>)>,
         started: Describe,
-    ) -> Result<Vec<Claim>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         self.write(move |w| w.claim(&ids, &started)).await
     }
 
@@ -448,20 +475,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         self.write(move |w| {
             let now = stamp(Utc::now());
-            w.conn
-                .prepare_cached(
-                    "INSERT INTO breakers (id, route, key, state, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data,
-                        updated_at = excluded.updated_at",
-                )?
-                .execute(params![
-                    entry.id,
-                    entry.route,
-                    to_json(&entry.key),
-                    entry.breaker.state.as_str(),
-                    to_json(&entry.breaker),
-                    now
-                ])?;
+            w.store_breaker(&entry, &now)?;
             let mut detail = detail;
             detail["breaker"] = json!(entry.id);
             detail["route"] = json!(entry.route);
@@ -580,6 +594,19 @@ impl Engine {
         let id = id.to_string();
         self.write(move |w| w.finish_run(&id, result, &finished))
             .await
+    }
+
+    /// Extends the leases of this process's runs; returns how many it holds.
+    pub(super) async fn renew_leases(&self) -> Result<usize, StoreError> {
+        self.write(move |w| {
+            let until = stamp(Utc::now() + w.lease);
+            w.conn
+                .prepare_cached(
+                    "UPDATE incidents SET lease_until = ?2 WHERE state = 'remediating' AND lease_owner = ?1",
+                )?
+                .execute(params![w.owner, until])
+        })
+        .await
     }
 
     pub(super) async fn recover_interrupted(
@@ -841,6 +868,15 @@ fn audit_head(c: &dyn Db) -> Result<(i64, String), StoreError> {
     Ok(head.unwrap_or((0, audit::GENESIS.to_string())))
 }
 
+/// What a run's shared guards said, in the claim transaction.
+enum SharedCheck {
+    Pass,
+    /// Its in-flight cap is full: it stays queued.
+    Wait,
+    /// Escalated, by this limit.
+    Refused(&'static str),
+}
+
 /// One unit of work for the writer: `run` inside the transaction, `finish` after commit.
 trait Job: Send {
     fn run(&mut self, w: &mut Writer) -> Result<(), StoreError>;
@@ -893,6 +929,8 @@ pub(super) struct Writer {
     reconnect: Option<Connector>,
     /// This process, as the holder of leases.
     owner: String,
+    /// How long a lease (on a run, or a notification being sent) lasts unless renewed.
+    lease: chrono::Duration,
     /// The newest audit entry's (seq, hash): the link the next entry chains to.
     head: (i64, String),
     ids: ulid::Generator,
@@ -1292,10 +1330,15 @@ impl Writer {
         )
     }
 
-    fn claim(&mut self, ids: &[String], started: &Describe) -> Result<Vec<Claim>, StoreError> {
-        let now = stamp(Utc::now());
-        let mut claims = Vec::with_capacity(ids.len());
-        for id in ids {
+    fn claim(
+        &mut self,
+        ids: &[(String, Option<Shared>)],
+        started: &Describe,
+    ) -> Result<Claimed, StoreError> {
+        let now_t = Utc::now();
+        let now = stamp(now_t);
+        let mut claimed = Claimed::default();
+        for (id, shared) in ids {
             let row = self
                 .conn
                 .prepare_cached(
@@ -1330,15 +1373,30 @@ impl Writer {
             else {
                 continue;
             };
+            let mut in_flight_key = None;
+            if let Some(shared) = shared {
+                match self.check_shared(id, shared, now_t, &now)? {
+                    SharedCheck::Pass => in_flight_key = shared.in_flight.as_ref().map(|k| &k.0),
+                    SharedCheck::Wait => continue,
+                    SharedCheck::Refused(limit) => {
+                        claimed.refused.push((id.clone(), limit));
+                        continue;
+                    }
+                }
+            }
             let attempt = attempts as u32 + 1;
+            let until = stamp(now_t + self.lease);
             self.conn
-                .prepare_cached("UPDATE incidents SET attempts = ?2 WHERE id = ?1")?
-                .execute(params![id, attempt])?;
-            let claimed = Move {
+                .prepare_cached(
+                    "UPDATE incidents SET attempts = ?2, lease_owner = ?3, lease_until = ?4, in_flight_key = ?5
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, attempt, self.owner, until, in_flight_key])?;
+            let started_run = Move {
                 extra: json!({ "attempt": attempt }),
                 ..Move::new(State::Queued, State::Remediating)
             };
-            self.transition(id, claimed, &now)?;
+            self.transition(id, started_run, &now)?;
             let corrupt = |what: &str| StoreError::Corrupt(format!("incident {id}: {what}"));
             let claim = Claim {
                 labels: serde_json::from_str(&labels)
@@ -1356,9 +1414,150 @@ impl Writer {
             };
             let detail = started(&claim);
             self.append(NewEntry::for_incident(Event::RunStarted, id, &detail), &now)?;
-            claims.push(claim);
+            claimed.claims.push(claim);
         }
-        Ok(claims)
+        Ok(claimed)
+    }
+
+    /// Applies a run's shared guards, inside the claim's transaction: the in-flight cap,
+    /// the breaker (taking its half-open trial), then the rate buckets. A refusal escalates
+    /// the incident here.
+    fn check_shared(
+        &mut self,
+        id: &str,
+        shared: &Shared,
+        now_t: DateTime<Utc>,
+        now: &str,
+    ) -> Result<SharedCheck, StoreError> {
+        if let Some((key, max)) = &shared.in_flight {
+            let running: i64 = self
+                .conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM incidents WHERE state = 'remediating' AND in_flight_key = ?1",
+                )?
+                .query_row([key], |r| r.get(0))?;
+            if running >= i64::from(*max) {
+                return Ok(SharedCheck::Wait);
+            }
+        }
+        let refuse = |w: &mut Writer, reason: Reason, limit: &'static str, message: &str| {
+            let m = Move {
+                reason: Some(reason),
+                message: Some(message),
+                extra: json!({ "refused_by": limit }),
+                ..Move::new(State::Queued, State::Escalated)
+            };
+            w.transition(id, m, now)
+                .map(|_| SharedCheck::Refused(limit))
+        };
+        if let Some(b) = &shared.breaker {
+            let stored = self.load_breaker(&b.id)?;
+            let new = stored.is_none();
+            let mut entry = stored.unwrap_or_else(|| BreakerEntry {
+                id: b.id.clone(),
+                route: b.route.clone(),
+                key: b.key.clone(),
+                breaker: Default::default(),
+            });
+            let before = entry.breaker.clone();
+            if let Admit::Refuse { failures, until } = entry.breaker.admit(id, now_t, b.cooldown) {
+                let message = guard::breaker_refusal(&b.route, &failures, until);
+                return refuse(self, Reason::CircuitOpen, "breaker", &message);
+            }
+            // Stored from its first run on, so that every replica records into the same one.
+            if new || entry.breaker != before {
+                self.store_breaker(&entry, now)?;
+            }
+        }
+        let now_us = now_t.timestamp_micros();
+        for r in &shared.rates {
+            let tat: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT tat_us FROM rate_buckets WHERE key = ?1")?
+                .query_row([&r.bucket], |row| row.get(0))
+                .optional()?;
+            let Some(next) = guard::gcra(tat, now_us, r.rate) else {
+                return refuse(self, Reason::RateLimited, r.limit, &r.message);
+            };
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO rate_buckets (key, tat_us) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET tat_us = excluded.tat_us",
+                )?
+                .execute(params![r.bucket, next])?;
+        }
+        Ok(SharedCheck::Pass)
+    }
+
+    fn load_breaker(&self, id: &str) -> Result<Option<BreakerEntry>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT route, key, data FROM breakers WHERE id = ?1")?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((route, key, data)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| StoreError::Corrupt(format!("breaker {id}: {what}"));
+        Ok(Some(BreakerEntry {
+            id: id.to_string(),
+            route,
+            key: serde_json::from_str(&key).map_err(|_| corrupt("key is not JSON"))?,
+            breaker: serde_json::from_str(&data).map_err(|_| corrupt("state is not valid"))?,
+        }))
+    }
+
+    fn store_breaker(&mut self, entry: &BreakerEntry, now: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO breakers (id, route, key, state, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data,
+                    updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                entry.id,
+                entry.route,
+                to_json(&entry.key),
+                entry.breaker.state.as_str(),
+                to_json(&entry.breaker),
+                now
+            ])?;
+        Ok(())
+    }
+
+    /// Records a remediation's result with breaker `id`, read and written in this
+    /// transaction (shared guards). Returns the breaker when it changed.
+    fn record_breaker(
+        &mut self,
+        id: &str,
+        incident: &str,
+        success: bool,
+        thresholds: &std::collections::HashMap<String, u32>,
+    ) -> Result<Option<BreakerEntry>, StoreError> {
+        let Some(mut entry) = self.load_breaker(id)? else {
+            return Ok(None);
+        };
+        let now_t = Utc::now();
+        let threshold = thresholds.get(&entry.route).copied().unwrap_or(u32::MAX);
+        let before = entry.breaker.clone();
+        entry.breaker.record(incident, success, now_t, threshold);
+        if entry.breaker == before {
+            return Ok(None);
+        }
+        let now = stamp(now_t);
+        self.store_breaker(&entry, &now)?;
+        let detail = json!({
+            "incident": incident, "success": success, "breaker": entry.id, "route": entry.route,
+            "key": entry.key, "state": entry.breaker.state,
+        });
+        self.append(NewEntry::new(Event::BreakerChanged, &detail), &now)?;
+        Ok(Some(entry))
     }
 
     fn finish_run(
@@ -1372,6 +1571,19 @@ impl Writer {
             NewEntry::for_incident(Event::RunFinished, id, finished),
             &now,
         )?;
+        // A run whose lease ran out was taken over (escalated, or run again elsewhere):
+        // its end changes nothing.
+        let holder: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT lease_owner FROM incidents WHERE id = ?1 AND state = 'remediating'",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        if holder.as_deref().is_some_and(|h| h != self.owner) {
+            return Ok(None);
+        }
         let (to, reason, message) = match &result {
             RunResult::Completed => (State::Verifying, None, None),
             RunResult::Escalated { reason, message } => {
@@ -1394,26 +1606,34 @@ impl Writer {
     ) -> Result<Vec<(String, State)>, StoreError> {
         let rows = {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT id, route, attempts FROM incidents WHERE state = 'remediating' ORDER BY id",
+                "SELECT id, route, attempts, lease_owner FROM incidents
+                 WHERE state = 'remediating' AND (lease_until IS NULL OR lease_until < ?1) ORDER BY id",
             )?;
-            let rows = stmt.query_map((), |r| {
+            let rows = stmt.query_map([stamp(Utc::now())], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
         let now = stamp(Utc::now());
         let mut out = Vec::new();
-        for (id, route, attempts) in rows {
+        for (id, route, attempts, holder) in rows {
             let rerun = attempts < 2 && route.as_ref().is_some_and(|r| idempotent.contains(r));
+            // Whose run it was: this process's past self, or a replica that stopped renewing.
+            let extra = match holder {
+                Some(h) if h != self.owner => json!({ "lease_owner": h }),
+                _ => Value::Null,
+            };
             if rerun {
                 let message =
                     "medic stopped during the run; the route is idempotent, so it runs once more";
                 let m = Move {
                     message: Some(message),
+                    extra: extra.clone(),
                     ..Move::new(State::Remediating, State::Queued)
                 };
                 self.transition(&id, m, &now)?;
@@ -1427,6 +1647,7 @@ impl Writer {
                 let m = Move {
                     reason: Some(Reason::Interrupted),
                     message: Some(message),
+                    extra,
                     ..Move::new(State::Remediating, State::Escalated)
                 };
                 self.transition(&id, m, &now)?;
@@ -1813,6 +2034,11 @@ impl Writer {
     }
 
     fn outbox_attempt(&mut self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = ?1",
+            )?
+            .execute([id])?;
         let row = self
             .conn
             .prepare_cached(

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::audit::{self, NewEntry};
 use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
-use crate::guard::{BreakerEntry, Pause};
+use crate::guard::{BreakerEntry, Pause, Shared};
 use crate::incident::{Outcome, Reason, State};
 use crate::ingest::payload::{Alert, Status};
 use crate::metrics::StoreMetrics;
@@ -182,6 +182,14 @@ pub struct Claim {
     pub runbook: String,
     /// This run's number: 1 for the first.
     pub attempt: u32,
+}
+
+/// What a checked claim did.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub claims: Vec<Claim>,
+    /// Incidents a shared guard refused (and escalated), with the limit that refused.
+    pub refused: Vec<(String, &'static str)>,
 }
 
 /// One incident of a storm group, for the group's summary notification.
@@ -351,6 +359,28 @@ pub struct OutboxCounts {
     pub failed: u64,
 }
 
+/// How the store connects and how long its leases last.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a run's claim (and a notification's) lasts unless renewed.
+    pub lease: Duration,
+    /// PostgreSQL: the longest any one statement may run.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: read connections per replica.
+    pub pool_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        let d = StoreConfig::default();
+        Options {
+            lease: d.lease,
+            statement_timeout: d.statement_timeout,
+            pool_size: d.pool_size,
+        }
+    }
+}
+
 /// The handle every other module uses. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -360,23 +390,20 @@ pub struct Store {
 impl Store {
     /// Opens (creating and migrating as needed) the store at `url`, with default options.
     pub fn open(url: &str, metrics: StoreMetrics) -> Result<Store, StoreError> {
-        Store::open_with(url, &postgres::Options::default(), metrics)
+        Store::open_with(url, &Options::default(), metrics)
     }
 
     /// Opens the store of a configuration.
     pub fn connect(config: &StoreConfig, metrics: StoreMetrics) -> Result<Store, StoreError> {
-        let options = postgres::Options {
+        let options = Options {
+            lease: config.lease,
             statement_timeout: config.statement_timeout,
             pool_size: config.pool_size,
         };
         Store::open_with(&config.url, &options, metrics)
     }
 
-    fn open_with(
-        url: &str,
-        options: &postgres::Options,
-        metrics: StoreMetrics,
-    ) -> Result<Store, StoreError> {
+    fn open_with(url: &str, options: &Options, metrics: StoreMetrics) -> Result<Store, StoreError> {
         // Who holds this process's leases: unique per start, readable in the audit log.
         let owner = format!("{}/{}", std::process::id(), ulid::Ulid::new());
         if let Some(path) = url.strip_prefix("sqlite://") {
@@ -386,7 +413,7 @@ impl Store {
                     message: "no database path after sqlite://".into(),
                 });
             }
-            let inner = sqlite::open(path.as_ref(), owner, metrics)?;
+            let inner = sqlite::open(path.as_ref(), options.lease, owner, metrics)?;
             return Ok(Store { inner });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -428,9 +455,15 @@ impl Store {
         self.inner.finish_run(id, result, finished).await
     }
 
-    /// At start-up: incidents left `remediating` by a process that died. Each is requeued
-    /// once if its route is in `idempotent_routes` and it ran only once, else escalated
-    /// `interrupted`. Returns what was done to each.
+    /// Extends the leases on this process's runs (see `store.lease`); returns how many.
+    pub async fn renew_leases(&self) -> Result<usize, StoreError> {
+        self.inner.renew_leases().await
+    }
+
+    /// Incidents left `remediating` by a process that died: whose lease ran out (with
+    /// SQLite, at start-up, every one). Each is requeued once if its route is in
+    /// `idempotent_routes` and it ran only once, else escalated `interrupted`. Returns what
+    /// was done to each.
     pub async fn recover_interrupted(
         &self,
         idempotent_routes: Vec<String>,
@@ -477,7 +510,33 @@ impl Store {
         ids: Vec<String>,
         started: impl Fn(&Claim) -> Value + Send + 'static,
     ) -> Result<Vec<Claim>, StoreError> {
+        let ids = ids.into_iter().map(|id| (id, None)).collect();
+        Ok(self.inner.claim(ids, Box::new(started)).await?.claims)
+    }
+
+    /// [`Store::claim`] with the shared guards of each run checked in the same transaction:
+    /// a run whose in-flight cap is full stays queued; one refused by its breaker or a rate
+    /// bucket is escalated, and listed in [`Claimed::refused`].
+    pub async fn claim_checked(
+        &self,
+        ids: Vec<(String, Option<Shared>)>,
+        started: impl Fn(&Claim) -> Value + Send + 'static,
+    ) -> Result<Claimed, StoreError> {
         self.inner.claim(ids, Box::new(started)).await
+    }
+
+    /// Records a remediation's result with a breaker kept in the store (shared guards):
+    /// read, updated and audited in one transaction. Returns the breaker if it changed.
+    pub async fn record_breaker(
+        &self,
+        id: &str,
+        incident: &str,
+        success: bool,
+        thresholds: HashMap<String, u32>,
+    ) -> Result<Option<BreakerEntry>, StoreError> {
+        self.inner
+            .record_breaker(id.into(), incident.into(), success, thresholds)
+            .await
     }
 
     /// Escalates queued incidents the guards refused, each with its reason, message and

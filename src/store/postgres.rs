@@ -18,7 +18,7 @@ use postgres::{Client, NoTls, Statement};
 
 use super::db::{Db, Dialect, Row, Val};
 use super::engine::{self, Engine, Parts, Readers, WRITE_LOCK};
-use super::StoreError;
+use super::{Options, StoreError};
 use crate::metrics::StoreMetrics;
 
 /// Schema migrations, embedded in the binary, applied in order at open.
@@ -32,24 +32,6 @@ const MIGRATIONS: &[(u32, &str)] = &[
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Connection settings beyond the URL.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Longest any one statement may run.
-    pub statement_timeout: Duration,
-    /// Read connections kept by each replica.
-    pub pool_size: u32,
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            statement_timeout: Duration::from_secs(5),
-            pool_size: 8,
-        }
-    }
-}
 
 pub(super) fn open(
     url: &str,
@@ -117,6 +99,7 @@ fn open_blocking(
         readers: Readers::Pool(pool),
         on_close: None,
         owner,
+        lease: options.lease,
     };
     Engine::start(parts, metrics)
 }

@@ -27,6 +27,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 pub(super) fn open(
     path: &Path,
+    lease: Duration,
     owner: String,
     metrics: StoreMetrics,
 ) -> Result<Engine, StoreError> {
@@ -76,6 +77,7 @@ pub(super) fn open(
             let _ = checkpoint.join();
         })),
         owner,
+        lease,
     };
     Engine::start(parts, metrics)
 }

@@ -4,8 +4,12 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod db;
 pub mod receiver;
 pub mod smtp;
+
+#[allow(unused_imports)]
+pub use db::{store_url, TestDb};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -38,7 +42,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 api_token = "{API_TOKEN}"
 
 [store]
-url = "sqlite://{db}"
+url = "{db}"
 
 [runbooks]
 dir = "{runbooks}"
@@ -48,7 +52,7 @@ name = "restart"
 matchers = ['alertname=~"ServiceDown|Restart.*"']
 runbook = "restart.rhai"
 "#,
-        db = dir.join("data/medic.db").display(),
+        db = store_url(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }
