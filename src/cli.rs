@@ -268,8 +268,12 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let metrics = Arc::new(Metrics::default());
-    let store = Store::connect(&loaded.config.store, metrics.store.clone())
-        .with_context(|| format!("opening the store {}", loaded.config.store.url))?;
+    let store = Store::connect(&loaded.config.store, metrics.store.clone()).with_context(|| {
+        format!(
+            "opening the store {}",
+            crate::config::redact_url_password(&loaded.config.store.url)
+        )
+    })?;
     let entry = loaded.audit_entry("start");
     store
         .audit(vec![entry])
@@ -313,8 +317,12 @@ async fn shutdown_signal() {
 
 async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::connect(&config.store, Default::default())
-        .with_context(|| format!("opening the store {}", config.store.url))?;
+    let store = Store::connect(&config.store, Default::default()).with_context(|| {
+        format!(
+            "opening the store {}",
+            crate::config::redact_url_password(&config.store.url)
+        )
+    })?;
     let mut verifier = Verifier::default();
     let mut after = 0;
     loop {

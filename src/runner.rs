@@ -53,7 +53,8 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     let max = app.loaded().config.limits.max_concurrent;
     let slots = Arc::new(Semaphore::new(max));
     let mut runs: JoinSet<()> = JoinSet::new();
-    let mut cancels: Vec<(tokio::task::Id, Cancel)> = Vec::new();
+    // Runs in flight: their task, how to cancel them, and their incident (whose lease they hold).
+    let mut cancels: Vec<(tokio::task::Id, Cancel, String)> = Vec::new();
     let mut last_housekeeping = Instant::now();
     let mut last_renew = Instant::now();
     let mut last_recover = Instant::now();
@@ -68,7 +69,7 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             _ = tokio::time::sleep(POLL) => {}
             Some(done) = runs.join_next_with_id() => {
                 let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
-                cancels.retain(|(t, _)| *t != id);
+                cancels.retain(|(t, _, _)| *t != id);
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a runbook task failed");
                 }
@@ -86,7 +87,8 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         let lease = app.loaded().config.store.lease;
         if last_renew.elapsed() >= lease / 3 {
             last_renew = Instant::now();
-            if let Err(e) = app.store.renew_leases().await {
+            let running = cancels.iter().map(|(_, _, id)| id.clone()).collect();
+            if let Err(e) = app.store.renew_leases(running).await {
                 tracing::error!(error = %e, "cannot renew the leases of running runbooks");
             }
         }
@@ -174,11 +176,12 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             let cancel = Cancel::default();
             let app = app.clone();
             let c = cancel.clone();
+            let incident = claim.id.clone();
             let handle = runs.spawn(async move {
                 let _permit = permit;
                 run_one(&app, claim, ticket, c).await;
             });
-            cancels.push((handle.id(), cancel));
+            cancels.push((handle.id(), cancel, incident));
         }
         // Admitted but not claimed (the alert resolved meanwhile): give the slots back.
         for t in tickets.values() {
@@ -188,7 +191,7 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     if !runs.is_empty() {
         tracing::info!(runs = runs.len(), "cancelling runbook runs in flight");
     }
-    for (_, c) in &cancels {
+    for (_, c, _) in &cancels {
         c.cancel();
     }
     let drained = tokio::time::timeout(STOP_GRACE, async {

@@ -643,7 +643,8 @@ impl fmt::Debug for Redacted {
 }
 
 /// `url` with the password of its `user:password@` part, if any, replaced.
-fn redact_url_password(url: &str) -> String {
+/// `url` with its password (if any) replaced by `<redacted>`, for messages and logs.
+pub fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -251,23 +251,7 @@ impl Engine {
                  WHERE state = 'pending' AND due_at <= ?1 AND (claimed_until IS NULL OR claimed_until < ?1)
                  ORDER BY due_at, id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now_s, limit as i64], |r| {
-                let kind: String = r.get(3)?;
-                Ok(Notification {
-                    id: r.get(0)?,
-                    key: r.get(1)?,
-                    incident_id: r.get(2)?,
-                    kind: if kind == "resolved" {
-                        NotificationKind::Resolved
-                    } else {
-                        NotificationKind::Escalated
-                    },
-                    round: r.get::<_, i64>(4)? as u32,
-                    tier: r.get::<_, i64>(5)? as u32,
-                    channel: r.get(6)?,
-                    attempts: r.get::<_, i64>(7)? as u32,
-                })
-            })?;
+            let rows = stmt.query_map(params![now_s, limit as i64], notification_row)?;
             let due = rows.collect::<Result<Vec<_>, _>>()?;
             for n in &due {
                 w.conn
@@ -277,6 +261,24 @@ impl Engine {
                     .execute(params![n.id, w.owner, until])?;
             }
             Ok(due)
+        })
+        .await
+    }
+
+    /// Notifications due at `now`, claimed or not, without claiming them (for tests).
+    #[cfg(test)]
+    pub(super) async fn outbox_peek(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, key, incident_id, kind, round, tier, channel, attempts FROM outbox
+                 WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![stamp(now), limit as i64], notification_row)?;
+            rows.collect()
         })
         .await
     }
@@ -596,15 +598,26 @@ impl Engine {
             .await
     }
 
-    /// Extends the leases of this process's runs; returns how many it holds.
-    pub(super) async fn renew_leases(&self) -> Result<usize, StoreError> {
+    /// Extends the leases of runs `ids`, which this process is running; returns how many
+    /// it still holds. A run whose end could not be recorded is not renewed: its lease runs
+    /// out and it is recovered like any other.
+    pub(super) async fn renew_leases(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         self.write(move |w| {
             let until = stamp(Utc::now() + w.lease);
-            w.conn
-                .prepare_cached(
-                    "UPDATE incidents SET lease_until = ?2 WHERE state = 'remediating' AND lease_owner = ?1",
-                )?
-                .execute(params![w.owner, until])
+            let mut held = 0;
+            for id in &ids {
+                held += w
+                    .conn
+                    .prepare_cached(
+                        "UPDATE incidents SET lease_until = ?3
+                         WHERE id = ?1 AND state = 'remediating' AND lease_owner = ?2",
+                    )?
+                    .execute(params![id, w.owner, until])?;
+            }
+            Ok(held)
         })
         .await
     }
@@ -788,6 +801,25 @@ impl Engine {
         })
         .await;
     }
+}
+
+/// Maps a row of `SELECT id, key, incident_id, kind, round, tier, channel, attempts`.
+fn notification_row(r: &Row) -> Result<Notification, StoreError> {
+    let kind: String = r.get(3)?;
+    Ok(Notification {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        incident_id: r.get(2)?,
+        kind: if kind == "resolved" {
+            NotificationKind::Resolved
+        } else {
+            NotificationKind::Escalated
+        },
+        round: r.get(4)?,
+        tier: r.get(5)?,
+        channel: r.get(6)?,
+        attempts: r.get(7)?,
+    })
 }
 
 /// The plans in force now.

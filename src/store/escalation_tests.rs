@@ -110,7 +110,7 @@ fn stopped() -> RunResult {
 async fn due_channels(store: &Store, after: Duration) -> Vec<(String, u32, NotificationKind)> {
     let at = Utc::now() + chrono::Duration::from_std(after).unwrap();
     let mut v: Vec<_> = store
-        .outbox_due(at, 100)
+        .outbox_peek(at, 100)
         .await
         .unwrap()
         .into_iter()
@@ -151,7 +151,7 @@ async fn an_escalation_commits_its_notifications_with_it() {
         ]
     );
     let keys: Vec<String> = store
-        .outbox_due(Utc::now() + chrono::Duration::hours(1), 10)
+        .outbox_peek(Utc::now() + chrono::Duration::hours(1), 10)
         .await
         .unwrap()
         .into_iter()
@@ -219,7 +219,7 @@ async fn a_resolution_is_announced_once_to_the_channels_that_were_told() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
     let id = run(&store, "f1", stopped()).await;
-    for n in store.outbox_due(Utc::now(), 10).await.unwrap() {
+    for n in store.outbox_peek(Utc::now(), 10).await.unwrap() {
         let attempt = if n.channel == "a" {
             Attempt::Sent
         } else {
@@ -266,7 +266,7 @@ async fn a_failing_channel_falls_through_to_the_next_tier() {
     let store = open(&dir, None);
     let id = run(&store, "f1", stopped()).await;
     let a = store
-        .outbox_due(Utc::now(), 10)
+        .outbox_peek(Utc::now(), 10)
         .await
         .unwrap()
         .into_iter()
@@ -357,7 +357,7 @@ async fn renotify_starts_a_new_round_until_acked() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(store.renotify_due().await.unwrap(), 1);
     let keys: Vec<String> = store
-        .outbox_due(Utc::now(), 10)
+        .outbox_peek(Utc::now(), 10)
         .await
         .unwrap()
         .into_iter()
@@ -376,7 +376,7 @@ async fn a_notification_delivered_after_the_resolution_is_owed_the_end_too() {
     run(&store, "f1", stopped()).await;
     // The sender took `a`; the alert resolves before its attempt is recorded.
     let a = store
-        .outbox_due(Utc::now(), 10)
+        .outbox_peek(Utc::now(), 10)
         .await
         .unwrap()
         .into_iter()
@@ -391,5 +391,23 @@ async fn a_notification_delivered_after_the_resolution_is_owed_the_end_too() {
     assert_eq!(
         due_channels(&store, Duration::ZERO).await,
         [("a".into(), 0, Resolved)]
+    );
+}
+
+#[tokio::test]
+async fn a_due_notification_is_claimed_by_one_sender_until_its_claim_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    run(&store, "f1", stopped()).await;
+    let first = store.outbox_due(Utc::now(), 10).await.unwrap();
+    assert!(!first.is_empty());
+    assert!(
+        store.outbox_due(Utc::now(), 10).await.unwrap().is_empty(),
+        "claimed: no second sender takes them"
+    );
+    let later = Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(
+        store.outbox_due(later, 10).await.unwrap().len(),
+        first.len()
     );
 }

@@ -421,7 +421,7 @@ impl Store {
             return Ok(Store { inner });
         }
         Err(StoreError::Url {
-            url: url.into(),
+            url: crate::config::redact_url_password(url),
             message: "unsupported scheme; expected sqlite://, postgres:// or postgresql://".into(),
         })
     }
@@ -455,14 +455,15 @@ impl Store {
         self.inner.finish_run(id, result, finished).await
     }
 
-    /// Extends the leases on this process's runs (see `store.lease`); returns how many.
-    pub async fn renew_leases(&self) -> Result<usize, StoreError> {
-        self.inner.renew_leases().await
+    /// Extends the leases on runs `ids`, which this process is running (see
+    /// `store.lease`); returns how many it still holds.
+    pub async fn renew_leases(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        self.inner.renew_leases(ids).await
     }
 
     /// Incidents left `remediating` by a process that died: whose lease ran out (with
-    /// SQLite, at start-up, every one). Each is requeued once if its route is in
-    /// `idempotent_routes` and it ran only once, else escalated `interrupted`. Returns what
+    /// SQLite, at start-up, every one). Each is requeued once if its route is idempotent
+    /// (`routes[].idempotent`, listed in `idempotent_routes`) and it ran only once, else escalated `interrupted`. Returns what
     /// was done to each.
     pub async fn recover_interrupted(
         &self,
@@ -644,13 +645,24 @@ impl Store {
         self.inner.ack(id, by).await
     }
 
-    /// Notifications due at `now`, oldest first.
+    /// Notifications due at `now`, oldest first, claimed for this process's sender for
+    /// one lease: no other replica takes them meanwhile.
     pub async fn outbox_due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Notification>, StoreError> {
         self.inner.outbox_due(now, limit).await
+    }
+
+    /// Notifications due at `now`, without claiming them (for tests).
+    #[cfg(test)]
+    pub(crate) async fn outbox_peek(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.inner.outbox_peek(now, limit).await
     }
 
     /// When the next pending notification is due, if any.

@@ -19,6 +19,7 @@ use postgres::{Client, NoTls, Statement};
 use super::db::{Db, Dialect, Row, Val};
 use super::engine::{self, Engine, Parts, Readers, WRITE_LOCK};
 use super::{Options, StoreError};
+use crate::config::redact_url_password;
 use crate::metrics::StoreMetrics;
 
 /// Schema migrations, embedded in the binary, applied in order at open.
@@ -55,7 +56,7 @@ fn open_blocking(
     metrics: StoreMetrics,
 ) -> Result<Engine, StoreError> {
     let mut config = postgres::Config::from_str(url).map_err(|e| StoreError::Url {
-        url: redact(url),
+        url: redact_url_password(url),
         message: e.to_string(),
     })?;
     let timeout_ms = options.statement_timeout.as_millis().max(1);
@@ -71,7 +72,7 @@ fn open_blocking(
         ));
     let manager = Manager { config };
     let writer = manager.open().map_err(|e| StoreError::Open {
-        path: redact(url).into(),
+        path: redact_url_password(url).into(),
         source: Box::new(e),
     })?;
     {
@@ -102,20 +103,6 @@ fn open_blocking(
         lease: options.lease,
     };
     Engine::start(parts, metrics)
-}
-
-/// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Opens connections, for the pool and the writer.
@@ -308,15 +295,6 @@ mod tests {
             placeholders("UPDATE t SET a = ?2 WHERE id = ?1 AND b = 'x'"),
             "UPDATE t SET a = $2 WHERE id = $1 AND b = 'x'"
         );
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://medic:hunter2@db:5432/medic"),
-            "postgres://medic:<redacted>@db:5432/medic"
-        );
-        assert_eq!(redact("postgres://db/medic"), "postgres://db/medic");
     }
 }
 

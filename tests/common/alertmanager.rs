@@ -44,7 +44,31 @@ impl Alertmanager {
     /// Starts Alertmanager delivering to `webhook_url` with `token` as bearer credentials.
     /// `repeat_interval` controls how often it resends unchanged alerts.
     pub async fn start(webhook_url: &str, token: &str, repeat_interval: &str) -> Alertmanager {
+        Alertmanager::start_for(&[webhook_url.to_string()], token, repeat_interval).await
+    }
+
+    /// Starts Alertmanager with one receiver that posts every notification to each of
+    /// `webhook_urls` (several replicas of medic).
+    pub async fn start_for(
+        webhook_urls: &[String],
+        token: &str,
+        repeat_interval: &str,
+    ) -> Alertmanager {
         let dir = tempfile::tempdir().unwrap();
+        let webhooks: String = webhook_urls
+            .iter()
+            .map(|url| {
+                format!(
+                    r#"
+      - url: '{url}'
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: '{token}'"#
+                )
+            })
+            .collect();
         let config = format!(
             r#"
 route:
@@ -55,13 +79,7 @@ route:
   repeat_interval: {repeat_interval}
 receivers:
   - name: medic
-    webhook_configs:
-      - url: '{webhook_url}'
-        send_resolved: true
-        http_config:
-          authorization:
-            type: Bearer
-            credentials: '{token}'
+    webhook_configs:{webhooks}
 "#
         );
         let config_path = dir.path().join("alertmanager.yml");

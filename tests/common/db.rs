@@ -15,8 +15,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn of(dir: &Path) -> TestDb {
+        TestDb::at(&store_url(dir))
+    }
+
+    /// The database at store URL `url`.
+    pub fn at(url: &str) -> TestDb {
         TestDb {
-            url: store_url(dir),
+            url: url.to_string(),
         }
     }
 
