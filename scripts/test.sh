@@ -129,9 +129,21 @@ ensure_prometheus() {
     export MEDIC_PROMETHEUS_BIN=$bin
 }
 
-# Hook: PostgreSQL server running on 127.0.0.1:5432.
-# Not called yet: the PostgreSQL store issue will call it from main.
+# PostgreSQL server on 127.0.0.1:5432 (trust auth for local connections), for the
+# PostgreSQL store: the whole suite runs on it a second time, and the replica
+# tests use it always. Databases left by earlier runs (medic_test_*) are dropped.
 ensure_postgres() {
+    ensure_postgres_running
+    local stale
+    stale=$(psql -h 127.0.0.1 -U postgres -d postgres -tA \
+        -c "SELECT datname FROM pg_database WHERE datname LIKE 'medic\_test\_%'")
+    for db in $stale; do
+        quiet psql -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db"
+    done
+    echo "postgresql: $(psql -h 127.0.0.1 -U postgres -d postgres -tA -c 'SHOW server_version')"
+}
+
+ensure_postgres_running() {
     if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1; then
         return 0
     fi
@@ -159,6 +171,7 @@ banner "install test dependencies"
 ensure_alertmanager
 ensure_smtp_sink
 ensure_prometheus
+ensure_postgres
 command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
 
 LOCKED=()
@@ -177,6 +190,17 @@ set +e
 cargo test --no-fail-fast "${LOCKED[@]}" 2>&1 | tee "$TEST_LOG"
 TEST_STATUS=${PIPESTATUS[0]}
 set -e
+
+# The same suite with the PostgreSQL store: every test that opens a store gets a
+# database of its own on the local server.
+banner "cargo test --no-fail-fast (store: PostgreSQL)"
+PG_TEST_LOG=$(mktemp)
+set +e
+MEDIC_TEST_STORE=postgres cargo test --no-fail-fast "${LOCKED[@]}" 2>&1 | tee "$PG_TEST_LOG"
+PG_TEST_STATUS=${PIPESTATUS[0]}
+set -e
+cat "$PG_TEST_LOG" >>"$TEST_LOG"
+rm -f "$PG_TEST_LOG"
 
 # The shipped runbooks' own tests (runbooks/tests/*.toml), run offline by medic itself.
 banner "medic test runbooks/tests"
@@ -204,6 +228,10 @@ read -r PASSED FAILED IGNORED < <(
 banner "summary"
 if [ "$TEST_STATUS" -ne 0 ]; then
     echo "cargo test failed (exit $TEST_STATUS)"
+fi
+if [ "$PG_TEST_STATUS" -ne 0 ]; then
+    echo "cargo test on PostgreSQL failed (exit $PG_TEST_STATUS)"
+    if [ "$TEST_STATUS" -eq 0 ]; then TEST_STATUS=$PG_TEST_STATUS; fi
 fi
 if [ "$RUNBOOK_TEST_STATUS" -ne 0 ]; then
     echo "medic test failed (exit $RUNBOOK_TEST_STATUS)"

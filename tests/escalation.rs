@@ -33,7 +33,7 @@ api_token = "{API_TOKEN}"
 external_url = "http://medic.example:9095"
 
 [store]
-url = "{db}"
+{store}
 
 [runbooks]
 dir = "{runbooks}"
@@ -84,7 +84,7 @@ default_severity = "warning"
 
 {extra}
 "#,
-        db = store_url(dir),
+        store = store_config(dir),
         runbooks = dir.join("runbooks").display(),
         hook = rx.url("/hook"),
         slack = rx.url("/slack"),

@@ -21,7 +21,7 @@ api_token = "{API_TOKEN}"
 body_limit = "4MiB"
 
 [store]
-url = "{db}"
+{store}
 
 [runbooks]
 dir = "{runbooks}"
@@ -32,7 +32,7 @@ timeout = "20s"
 
 {routes}
 "#,
-        db = store_url(dir),
+        store = store_config(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }

@@ -22,7 +22,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 api_token = "{API_TOKEN}"
 
 [store]
-url = "{db}"
+{store}
 
 [runbooks]
 dir = "{runbooks}"
@@ -31,7 +31,7 @@ timeout = "20s"
 
 {routes}
 "#,
-        db = store_url(dir),
+        store = store_config(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }

@@ -31,7 +31,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 api_token = "{API_TOKEN}"
 
 [store]
-url = "{db}"
+{store}
 
 [runbooks]
 dir = "{runbooks}"
@@ -43,7 +43,7 @@ exec_path = "{bin}:/usr/bin:/bin"
 
 {routes}
 "#,
-        db = store_url(dir),
+        store = store_config(dir),
         runbooks = dir.join("runbooks").display(),
         bin = dir.join("bin").display(),
     )

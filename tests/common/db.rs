@@ -8,6 +8,18 @@ pub fn store_url(dir: &Path) -> String {
     medic::store::postgres::test_url(&dir.join("data/medic.db"))
 }
 
+/// The `[store]` keys of a test directory's config: its URL and, on PostgreSQL, a short
+/// lease, so that a restarted medic takes over its dead self's runs in seconds (with SQLite
+/// it does at once: one process owns the file).
+pub fn store_config(dir: &Path) -> String {
+    let url = store_url(dir);
+    if url.starts_with("postgres") {
+        format!("url = \"{url}\"\nlease = \"3s\"")
+    } else {
+        format!("url = \"{url}\"")
+    }
+}
+
 /// Direct access to a test's database, to check (or tamper with) what medic stored.
 pub struct TestDb {
     url: String,

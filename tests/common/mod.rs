@@ -9,7 +9,7 @@ pub mod receiver;
 pub mod smtp;
 
 #[allow(unused_imports)]
-pub use db::{store_url, TestDb};
+pub use db::{store_config, store_url, TestDb};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ webhook_token = "{WEBHOOK_TOKEN}"
 api_token = "{API_TOKEN}"
 
 [store]
-url = "{db}"
+{store}
 
 [runbooks]
 dir = "{runbooks}"
@@ -52,7 +52,7 @@ name = "restart"
 matchers = ['alertname=~"ServiceDown|Restart.*"']
 runbook = "restart.rhai"
 "#,
-        db = store_url(dir),
+        store = store_config(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }
