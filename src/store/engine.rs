@@ -42,7 +42,7 @@ const MAX_BATCH_WEIGHT: usize = 200;
 /// Jobs waiting for the writer before senders wait too (back-pressure).
 const QUEUE: usize = 8192;
 /// The advisory lock every PostgreSQL write transaction takes first ("medic" in ASCII).
-pub(super) const WRITE_LOCK: i64 = 0x6d65_6469_63;
+pub(super) const WRITE_LOCK: i64 = 0x006d_6564_6963;
 
 /// Describes a claimed run for its `run_started` audit entry.
 pub(super) type Describe = Box<dyn Fn(&Claim) -> Value + Send>;
@@ -62,13 +62,16 @@ pub(super) enum Readers {
     Pool(r2d2::Pool<super::postgres::Manager>),
 }
 
+/// What a backend runs after the writer stopped.
+pub(super) type OnClose = Box<dyn FnOnce() + Send>;
+
 /// What a backend hands the engine when it opens.
 pub(super) struct Parts {
     pub writer: Box<dyn Db>,
     pub reconnect: Option<Connector>,
     pub readers: Readers,
     /// Run after the writer has stopped, at close (SQLite stops its checkpointer).
-    pub on_close: Option<Box<dyn FnOnce() + Send>>,
+    pub on_close: Option<OnClose>,
     /// Who this process is, for the leases it holds.
     pub owner: String,
     /// How long its leases last unless renewed.
@@ -79,7 +82,7 @@ pub(super) struct Parts {
 pub(super) struct Engine {
     jobs: Jobs,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
-    on_close: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    on_close: Arc<Mutex<Option<OnClose>>>,
     readers: Readers,
     /// The storm-grouping window in milliseconds, shared with the writer.
     storm_window: Arc<std::sync::atomic::AtomicU64>,
@@ -655,7 +658,7 @@ impl Engine {
                  WHERE s.expired_at IS NULL AND i.is_open = 0 LIMIT 100",
             )?;
             let rows = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }
@@ -695,8 +698,7 @@ impl Engine {
                 args.iter().map(ToVal::to_val).collect::<Vec<_>>(),
                 incident_row,
             )?;
-            rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
-                .collect()
+            rows.map(|r| r.and_then(|r| r)).collect()
         })
         .await
     }
@@ -773,7 +775,7 @@ impl Engine {
                     hash: r.get(6)?,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }
@@ -782,8 +784,7 @@ impl Engine {
         if lock(&self.jobs).is_none() {
             return Err(StoreError::Closed);
         }
-        self.read(|c| Ok(c.query_row("SELECT 1", (), |_| Ok(()))?))
-            .await
+        self.read(|c| c.query_row("SELECT 1", (), |_| Ok(()))).await
     }
 
     pub(super) async fn close(&self) {

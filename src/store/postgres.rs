@@ -285,19 +285,6 @@ impl<'a> FromSql<'a> for Val {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_become_dollars() {
-        assert_eq!(
-            placeholders("UPDATE t SET a = ?2 WHERE id = ?1 AND b = 'x'"),
-            "UPDATE t SET a = $2 WHERE id = $1 AND b = 'x'"
-        );
-    }
-}
-
 /// The server tests use: `MEDIC_TEST_POSTGRES`, else the local one.
 const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -339,4 +326,17 @@ fn create_scratch_database() -> Result<String, StoreError> {
     );
     admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
     Ok(format!("{server}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollars() {
+        assert_eq!(
+            placeholders("UPDATE t SET a = ?2 WHERE id = ?1 AND b = 'x'"),
+            "UPDATE t SET a = $2 WHERE id = $1 AND b = 'x'"
+        );
+    }
 }
