@@ -24,6 +24,9 @@
 #   BENCH_SCENARIOS         which scenarios to run ("single batch50 resend rate")
 #   BENCH_TMPDIR            where the temporary directory (and so the
 #                           database) goes (default $TMPDIR or /tmp)
+#   BENCH_STORE             sqlite (default) or postgres: each scenario then gets
+#                           a new database on BENCH_POSTGRES
+#   BENCH_POSTGRES          PostgreSQL server (postgres://postgres@127.0.0.1:5432)
 #   MEDIC_BIN               medic binary to run instead of building
 #                           target/release/medic
 set -euo pipefail
@@ -38,11 +41,13 @@ BENCH_RATE=${BENCH_RATE:-1000}
 BENCH_RATE_DURATION=${BENCH_RATE_DURATION:-20}
 BENCH_RATE_CONNECTIONS=${BENCH_RATE_CONNECTIONS:-10}
 BENCH_SCENARIOS=${BENCH_SCENARIOS:-single batch50 resend rate}
+BENCH_STORE=${BENCH_STORE:-sqlite}
+BENCH_POSTGRES=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 
 COMMAND="BENCH_DURATION=$BENCH_DURATION BENCH_CONNECTIONS=$BENCH_CONNECTIONS"
 COMMAND+=" BENCH_THREADS=$BENCH_THREADS BENCH_RATE=$BENCH_RATE"
 COMMAND+=" BENCH_RATE_DURATION=$BENCH_RATE_DURATION"
-COMMAND+=" BENCH_RATE_CONNECTIONS=$BENCH_RATE_CONNECTIONS"
+COMMAND+=" BENCH_RATE_CONNECTIONS=$BENCH_RATE_CONNECTIONS BENCH_STORE=$BENCH_STORE"
 COMMAND+=" BENCH_SCENARIOS='$BENCH_SCENARIOS'"
 [ -n "${MEDIC_BIN:-}" ] && COMMAND+=" MEDIC_BIN=$MEDIC_BIN"
 COMMAND+=" scripts/bench.sh"
@@ -120,15 +125,21 @@ medic_failed() {
 # start_medic NAME: start medic on a fresh database in $WORK/NAME; sets
 # MEDIC_PID and ADDR.
 start_medic() {
-    local dir=$WORK/$1
+    local dir=$WORK/$1 url
     mkdir -p "$dir/runbooks"
+    url="sqlite://$dir/medic.db"
+    if [ "$BENCH_STORE" = postgres ]; then
+        local db="medic_bench_${1}_$$"
+        psql "$BENCH_POSTGRES/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+        url="$BENCH_POSTGRES/$db"
+    fi
     cat >"$dir/medic.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
 webhook_token = "$TOKEN"
 
 [store]
-url = "sqlite://$dir/medic.db"
+url = "$url"
 
 [runbooks]
 dir = "$dir/runbooks"
