@@ -197,8 +197,7 @@ async fn a_route_rate_and_a_breaker_hold_across_both_replicas() {
 async fn a_replica_killed_mid_run_is_taken_over_within_the_lease() {
     let routes =
         "[[routes]]\nname = \"slow\"\nmatchers = ['alertname=\"Slow\"']\nrunbook = \"slow.rhai\"\n";
-    let (_tmp, url, mut a, b) = two_replicas(&[("slow.rhai", "sleep(60);")], routes);
-    // Only replica a hears about it, and runs it.
+    let (_tmp, url, a, b) = two_replicas(&[("slow.rhai", "sleep(60);")], routes);
     assert_eq!(
         post_webhook(&a, &body(vec![alert("Slow", "s1", "firing")]))
             .await
@@ -206,8 +205,15 @@ async fn a_replica_killed_mid_run_is_taken_over_within_the_lease() {
         200
     );
     in_state(&a, "Slow", "s1", "remediating").await;
+    // Either replica may have claimed it: kill the one running it (its pid leads the lease).
+    let owner = db(&url).rows("SELECT lease_owner FROM incidents")[0][0]
+        .clone()
+        .unwrap();
+    let pid: u32 = owner.split('/').next().unwrap().parse().unwrap();
+    let (mut runner, b) = if pid == a.child.id() { (a, b) } else { (b, a) };
+    assert_eq!(runner.child.id(), pid, "the lease names a replica");
     let started = std::time::Instant::now();
-    a.kill9();
+    runner.kill9();
     let inc = in_state(&b, "Slow", "s1", "escalated").await;
     assert_eq!(inc["reason"], "interrupted", "{inc:#}");
     assert_eq!(
