@@ -147,6 +147,11 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             .collect();
         let claims = match app.store.claim_checked(ids, describe).await {
             Ok(c) => {
+                if !c.refused.is_empty() {
+                    // Shared guards refused some as they were claimed: the queue moved, so
+                    // look again at once rather than at the next tick.
+                    app.wake.wake();
+                }
                 for (id, limit) in &c.refused {
                     app.metrics
                         .refusals

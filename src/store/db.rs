@@ -36,10 +36,43 @@ pub(crate) trait Db: Send {
     fn run(&self, sql: &str, params: &[Val]) -> Result<usize, StoreError>;
     /// Runs one statement and returns every row.
     fn rows(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError>;
+    /// Writes audit entries, in order. One statement each, unless the database has a
+    /// quicker way.
+    fn insert_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        for r in rows {
+            self.run(
+                "INSERT INTO audit (seq, at, event, incident_id, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &[
+                    Val::Int(r.seq),
+                    Val::Text(r.at.clone()),
+                    Val::Text(r.event.to_string()),
+                    r.incident_id.to_val(),
+                    Val::Text(r.detail.clone()),
+                    Val::Text(r.prev_hash.clone()),
+                    Val::Text(r.hash.clone()),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Whether the connection can no longer be used (PostgreSQL went away).
     fn is_broken(&self) -> bool {
         false
     }
+}
+
+/// One audit entry as stored, hash-chained already.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub event: &'static str,
+    pub incident_id: Option<String>,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 /// A result row.

@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use super::db::{params, Db, Dialect, OptionalExtension, Row, ToVal};
+use super::db::{params, AuditRow, Db, Dialect, OptionalExtension, Row, ToVal};
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -114,6 +114,7 @@ impl Engine {
             outbox_touched: false,
             owner: parts.owner.clone(),
             lease: chrono::Duration::from_std(parts.lease).unwrap_or(chrono::Duration::seconds(30)),
+            audit_rows: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("medic-store-writer".into())
@@ -399,11 +400,12 @@ impl Engine {
         ids: Vec<(String, Option<Shared>)>,
         started: Describe,
     ) -> Result<Claimed, StoreError> {
-        self.write(move |w| w.claim(&ids, &started)).await
+        self.write_weighted(ids.len().max(1), move |w| w.claim(&ids, &started))
+            .await
     }
 
     pub(super) async fn refuse(&self, refusals: Vec<Refusal>) -> Result<(), StoreError> {
-        self.write(move |w| {
+        self.write_weighted(refusals.len().max(1), move |w| {
             let now = stamp(Utc::now());
             for r in refusals {
                 let m = Move {
@@ -420,12 +422,15 @@ impl Engine {
     }
 
     pub(super) async fn shed_queue(&self, max_queued: usize) -> Result<usize, StoreError> {
-        self.write(move |w| {
+        // A bounded share per call (the runner calls again a few times a second), so that a
+        // storm's shedding never holds a commit long enough to time deliveries out.
+        self.write_weighted(MAX_BATCH_WEIGHT, move |w| {
             let ids: Vec<String> = {
                 let mut stmt = w.conn.prepare_cached(
-                    "SELECT id FROM incidents WHERE state = 'queued' ORDER BY id DESC LIMIT 1000000000 OFFSET ?1",
+                    "SELECT id FROM incidents WHERE state = 'queued' ORDER BY id DESC LIMIT ?2 OFFSET ?1",
                 )?;
-                let rows = stmt.query_map([max_queued as i64], |r| r.get(0))?;
+                let rows =
+                    stmt.query_map(params![max_queued as i64, MAX_BATCH_WEIGHT as i64], |r| r.get(0))?;
                 rows.collect::<Result<Vec<_>, _>>()?
             };
             let now = stamp(Utc::now());
@@ -964,6 +969,8 @@ pub(super) struct Writer {
     owner: String,
     /// How long a lease (on a run, or a notification being sent) lasts unless renewed.
     lease: chrono::Duration,
+    /// The current batch's audit entries, written just before its commit.
+    audit_rows: Vec<AuditRow>,
     /// The newest audit entry's (seq, hash): the link the next entry chains to.
     head: (i64, String),
     ids: ulid::Generator,
@@ -1060,25 +1067,49 @@ impl Writer {
         }
         let mut results = Vec::with_capacity(batch.len());
         let mut batch = batch;
+        self.audit_rows.clear();
+        // Each job runs after a savepoint: a failing job rolls back to it and fails alone.
+        // Releasing one job's savepoint and setting the next's is one round trip.
+        let mut savepoint = self
+            .conn
+            .execute_batch("SAVEPOINT job")
+            .map_err(|e| e.to_string());
         for job in batch.iter_mut() {
             let head = self.head.clone();
-            let r = self
-                .conn
-                .execute_batch("SAVEPOINT job")
-                .and_then(|()| job.run(self));
+            let appended = self.audit_rows.len();
+            let r = match &savepoint {
+                Ok(()) => job.run(self),
+                Err(m) => Err(StoreError::Commit(m.clone())),
+            };
             match r {
                 Ok(()) => {
-                    let released = self.conn.execute_batch("RELEASE job");
-                    results.push(released);
+                    savepoint = self
+                        .conn
+                        .execute_batch("RELEASE job; SAVEPOINT job")
+                        .map_err(|e| e.to_string());
+                    results.push(savepoint.clone().map_err(StoreError::Commit));
                 }
                 Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    // The savepoint stays, for the next job.
+                    savepoint = self
+                        .conn
+                        .execute_batch("ROLLBACK TO job")
+                        .map_err(|e| e.to_string());
                     self.head = head;
+                    self.audit_rows.truncate(appended);
                     results.push(Err(e));
                 }
             }
         }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        // The batch's audit entries, in one go, then the commit: both or neither.
+        let audit_rows = std::mem::take(&mut self.audit_rows);
+        let committed = self
+            .conn
+            .insert_audit(&audit_rows)
+            .and_then(|()| self.conn.execute_batch("COMMIT"));
+        self.audit_rows = audit_rows;
+        self.audit_rows.clear();
+        if let Err(e) = committed {
             let msg = e.to_string();
             tracing::error!(error = %msg, jobs = batch.len(), "store: commit failed; nothing in this batch was acknowledged");
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -1097,6 +1128,8 @@ impl Writer {
     }
 
     /// Appends one audit entry at time `at` (a stored stamp), chained to the current head.
+    /// The entry is written with the rest of the batch's entries, just before the commit
+    /// (nothing in a batch reads the audit log back).
     fn append(&mut self, e: NewEntry, at: &str) -> Result<(), StoreError> {
         let seq = self.head.0 + 1;
         let event = e.event.as_str();
@@ -1108,21 +1141,16 @@ impl Writer {
             e.incident_id.as_deref(),
             &e.detail,
         );
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit (seq, at, event, incident_id, detail, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                seq,
-                at,
-                event,
-                e.incident_id,
-                e.detail,
-                self.head.1,
-                hash
-            ])?;
-        self.head = (seq, hash);
+        let prev_hash = std::mem::replace(&mut self.head, (seq, hash.clone())).1;
+        self.audit_rows.push(AuditRow {
+            seq,
+            at: at.to_string(),
+            event,
+            incident_id: e.incident_id,
+            detail: e.detail,
+            prev_hash,
+            hash,
+        });
         Ok(())
     }
 
@@ -2203,11 +2231,29 @@ impl Writer {
 
     fn renotify_due(&mut self) -> Result<usize, StoreError> {
         let plans = current(&self.plans);
+        // Only rounds old enough for the shortest renotify interval in force can be due;
+        // with no policy that renotifies, none is.
+        let shortest = std::iter::once(&plans.default)
+            .chain(plans.routes.values().map(|r| &r.policy))
+            .filter_map(|p| p.renotify)
+            .min();
+        let Some(shortest) = shortest else {
+            return Ok(0);
+        };
+        let now_t = Utc::now();
+        let Some(cutoff) = chrono::Duration::from_std(shortest)
+            .ok()
+            .and_then(|d| now_t.checked_sub_signed(d))
+        else {
+            return Ok(0);
+        };
+        let cutoff = stamp(cutoff);
         let rows = {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT id, route, round, round_at FROM incidents WHERE state = 'escalated' AND round_at IS NOT NULL",
+                "SELECT id, route, round, round_at FROM incidents
+                 WHERE state = 'escalated' AND round_at IS NOT NULL AND round_at <= ?1",
             )?;
-            let rows = stmt.query_map((), |r| {
+            let rows = stmt.query_map([cutoff], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, Option<String>>(1)?,
@@ -2217,7 +2263,6 @@ impl Writer {
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
-        let now_t = Utc::now();
         let now = stamp(now_t);
         let mut started = 0;
         for (id, route, round, round_at) in rows {

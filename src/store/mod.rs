@@ -546,8 +546,8 @@ impl Store {
         self.inner.refuse(refusals).await
     }
 
-    /// Escalates the newest queued incidents beyond `max_queued` (`rate_limited`).
-    /// Returns how many.
+    /// Escalates the newest queued incidents beyond `max_queued` (`rate_limited`), at most
+    /// a commit's worth per call. Returns how many.
     pub async fn shed_queue(&self, max_queued: usize) -> Result<usize, StoreError> {
         self.inner.shed_queue(max_queued).await
     }

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 
-use super::db::{Db, Dialect, Row, Val};
+use super::db::{AuditRow, Db, Dialect, Row, Val};
 use super::engine::{self, Engine, Parts, Readers, WRITE_LOCK};
 use super::{Options, StoreError};
 use crate::config::redact_url_password;
@@ -203,6 +203,29 @@ impl Db for PgConn {
             .iter()
             .map(|r| Row((0..r.len()).map(|i| r.get::<_, Val>(i)).collect()))
             .collect())
+    }
+
+    /// All of a batch's entries in one statement: one round trip, not one each.
+    fn insert_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let statement = self.statement(
+            "INSERT INTO audit (seq, at, event, incident_id, detail, prev_hash, hash)
+             SELECT * FROM UNNEST(?1::BIGINT[], ?2::TEXT[], ?3::TEXT[], ?4::TEXT[], ?5::TEXT[], ?6::TEXT[], ?7::TEXT[])",
+        )?;
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let ats: Vec<&str> = rows.iter().map(|r| r.at.as_str()).collect();
+        let events: Vec<&str> = rows.iter().map(|r| r.event).collect();
+        let incidents: Vec<Option<&str>> = rows.iter().map(|r| r.incident_id.as_deref()).collect();
+        let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
+        let prevs: Vec<&str> = rows.iter().map(|r| r.prev_hash.as_str()).collect();
+        let hashes: Vec<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
+        self.client().execute(
+            &statement,
+            &[&seqs, &ats, &events, &incidents, &details, &prevs, &hashes],
+        )?;
+        Ok(())
     }
 
     fn is_broken(&self) -> bool {
