@@ -130,7 +130,7 @@ start_medic() {
     url="sqlite://$dir/medic.db"
     if [ "$BENCH_STORE" = postgres ]; then
         local db="medic_bench_${1}_$$"
-        psql "$BENCH_POSTGRES/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+        PGOPTIONS="-c client_min_messages=warning" psql "$BENCH_POSTGRES/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
         url="$BENCH_POSTGRES/$db"
     fi
     cat >"$dir/medic.toml" <<EOF

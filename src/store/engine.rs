@@ -115,6 +115,7 @@ impl Engine {
             owner: parts.owner.clone(),
             lease: chrono::Duration::from_std(parts.lease).unwrap_or(chrono::Duration::seconds(30)),
             audit_rows: Vec::new(),
+            groups: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("medic-store-writer".into())
@@ -906,6 +907,15 @@ fn audit_head(c: &dyn Db) -> Result<(i64, String), StoreError> {
     Ok(head.unwrap_or((0, audit::GENESIS.to_string())))
 }
 
+/// A storm group as the writer knows it: read once per batch, then kept up to date.
+#[derive(Debug, Clone)]
+struct GroupState {
+    id: String,
+    opened_at: String,
+    size: i64,
+    leader: String,
+}
+
 /// What a run's shared guards said, in the claim transaction.
 enum SharedCheck {
     Pass,
@@ -971,6 +981,9 @@ pub(super) struct Writer {
     lease: chrono::Duration,
     /// The current batch's audit entries, written just before its commit.
     audit_rows: Vec<AuditRow>,
+    /// The newest storm group of each route and reason, as this batch has seen it (the
+    /// write lock makes it exact until the commit). Cleared when a job rolls back.
+    groups: std::collections::HashMap<(String, Reason), GroupState>,
     /// The newest audit entry's (seq, hash): the link the next entry chains to.
     head: (i64, String),
     ids: ulid::Generator,
@@ -1068,6 +1081,7 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let mut batch = batch;
         self.audit_rows.clear();
+        self.groups.clear();
         // Each job runs after a savepoint: a failing job rolls back to it and fails alone.
         // Releasing one job's savepoint and setting the next's is one round trip.
         let mut savepoint = self
@@ -1097,6 +1111,7 @@ impl Writer {
                         .map_err(|e| e.to_string());
                     self.head = head;
                     self.audit_rows.truncate(appended);
+                    self.groups.clear();
                     results.push(Err(e));
                 }
             }
@@ -1283,17 +1298,19 @@ impl Writer {
             }
             _ => None,
         };
-        let changed = self
+        let changed: Option<String> = self
             .conn
             .prepare_cached(
                 "UPDATE incidents SET state = ?3, reason = COALESCE(?4, reason), message = COALESCE(?5, message),
                     updated_at = ?6, verify_until = ?7
-                 WHERE id = ?1 AND state = ?2",
+                 WHERE id = ?1 AND state = ?2
+                 RETURNING COALESCE(route, '')",
             )?
-            .execute(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now, verify_until])?;
-        if changed == 0 {
+            .query_row(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now, verify_until], |r| r.get(0))
+            .optional()?;
+        let Some(route) = changed else {
             return Ok(false);
-        }
+        };
         let mut detail = json!({"from": from, "to": to});
         if let Some(until) = &verify_until {
             detail["verify_until"] = json!(until);
@@ -1314,58 +1331,67 @@ impl Writer {
             now,
         )?;
         if to == State::Escalated {
-            if let Some(reason) = reason {
-                self.group_escalation(id, reason, now)?;
-            }
+            let group = match reason {
+                Some(reason) => Some(self.group_escalation(id, &route, reason, now)?),
+                None => None,
+            };
             // The notifications are committed with the escalation: none is ever lost.
-            self.escalate(id, now)?;
+            self.escalate(id, group, now)?;
         }
         Ok(true)
     }
 
     /// Puts an escalation into its storm group: the open group of its route and reason,
     /// or a new one (see `guard::storm`).
-    fn group_escalation(&mut self, id: &str, reason: Reason, now: &str) -> Result<(), StoreError> {
-        let route: String = self
-            .conn
-            .prepare_cached("SELECT COALESCE(route, '') FROM incidents WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))?;
-        let latest = self
-            .conn
-            .prepare_cached(
-                "SELECT id, opened_at, size FROM escalation_groups WHERE route = ?1 AND reason = ?2
-                 ORDER BY opened_at DESC LIMIT 1",
-            )?
-            .query_row(params![route, reason.as_str()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()?
-            .and_then(|(gid, opened, size)| {
-                Some(storm::Group {
-                    id: gid,
-                    opened_at: parse_time(&opened)?,
-                    size: size as u32,
+    fn group_escalation(
+        &mut self,
+        id: &str,
+        route: &str,
+        reason: Reason,
+        now: &str,
+    ) -> Result<GroupState, StoreError> {
+        let key = (route.to_string(), reason);
+        let latest = match self.groups.get(&key) {
+            Some(g) => Some(g.clone()),
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT id, opened_at, size, leader FROM escalation_groups WHERE route = ?1 AND reason = ?2
+                     ORDER BY opened_at DESC LIMIT 1",
+                )?
+                .query_row(params![route, reason.as_str()], |r| {
+                    Ok(GroupState {
+                        id: r.get(0)?,
+                        opened_at: r.get(1)?,
+                        size: r.get(2)?,
+                        leader: r.get(3)?,
+                    })
                 })
-            });
+                .optional()?,
+        };
+        let as_storm = latest.as_ref().and_then(|g| {
+            Some(storm::Group {
+                id: g.id.clone(),
+                opened_at: parse_time(&g.opened_at)?,
+                size: g.size as u32,
+            })
+        });
         let now_t = parse_time(now).unwrap_or_else(Utc::now);
         let window_ms = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
-        let (group, size, first) = match storm::assign(
-            latest.as_ref(),
+        let grouping = storm::assign(
+            as_storm.as_ref(),
             now_t,
             chrono::Duration::milliseconds(window_ms),
-        ) {
-            storm::Grouping::Join(gid) => {
+        );
+        let (group, first) = match (grouping, latest) {
+            (storm::Grouping::Join(_), Some(mut g)) => {
                 self.conn
                     .prepare_cached("UPDATE escalation_groups SET size = size + 1 WHERE id = ?1")?
-                    .execute([&gid])?;
-                let size = latest.map(|g| g.size + 1).unwrap_or(1);
-                (gid, size, false)
+                    .execute([&g.id])?;
+                g.size += 1;
+                (g, false)
             }
-            storm::Grouping::Open => {
+            _ => {
                 let gid = self
                     .ids
                     .generate()
@@ -1377,18 +1403,22 @@ impl Writer {
                          VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                     )?
                     .execute(params![gid, route, reason.as_str(), now, id])?;
-                (gid, 1, true)
+                let g = GroupState {
+                    id: gid,
+                    opened_at: now.to_string(),
+                    size: 1,
+                    leader: id.to_string(),
+                };
+                (g, true)
             }
         };
-        self.conn
-            .prepare_cached("UPDATE incidents SET escalation_group = ?2 WHERE id = ?1")?
-            .execute(params![id, group])?;
-        let detail =
-            json!({"group": group, "route": route, "reason": reason, "first": first, "size": size});
+        self.groups.insert(key, group.clone());
+        let detail = json!({"group": group.id, "route": route, "reason": reason, "first": first, "size": group.size});
         self.append(
             NewEntry::for_incident(Event::EscalationGrouped, id, &detail),
             now,
-        )
+        )?;
+        Ok(group)
     }
 
     fn claim(
@@ -1794,8 +1824,8 @@ impl Writer {
                     NewEntry::for_incident(Event::StateChanged, &id, &detail),
                     now,
                 )?;
-                self.group_escalation(&id, Reason::NoRunbook, now)?;
-                self.escalate(&id, now)?;
+                let group = self.group_escalation(&id, "", Reason::NoRunbook, now)?;
+                self.escalate(&id, Some(group), now)?;
             }
         }
         Ok(state)
@@ -1884,36 +1914,27 @@ impl Writer {
     }
 
     /// An incident was just escalated: its first round of notifications.
-    fn escalate(&mut self, id: &str, now: &str) -> Result<(), StoreError> {
+    fn escalate(
+        &mut self,
+        id: &str,
+        group: Option<GroupState>,
+        now: &str,
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "UPDATE incidents SET escalated_at = COALESCE(escalated_at, ?2), round = 1, round_at = ?2
+                "UPDATE incidents SET escalation_group = COALESCE(?3, escalation_group),
+                    escalated_at = COALESCE(escalated_at, ?2), round = 1, round_at = ?2
                  WHERE id = ?1",
             )?
-            .execute(params![id, now])?;
+            .execute(params![id, now, group.as_ref().map(|g| &g.id)])?;
         // Storm grouping: the group's first incident is notified at once, as usual. The others
         // are not notified one by one: when the first of them joins, one summary notification
         // of the group is scheduled for the end of its window, listing every member then.
-        let group = self
-            .conn
-            .prepare_cached(
-                "SELECT g.id, g.leader, g.opened_at, g.size FROM incidents i
-                 JOIN escalation_groups g ON g.id = i.escalation_group WHERE i.id = ?1",
-            )?
-            .query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .optional()?;
         match group {
             // Its `escalation_grouped` entry already says it is covered by the summary.
-            Some((gid, leader, opened_at, size)) if leader != id => {
-                if size == 2 {
-                    self.schedule_group_summary(&gid, &leader, &opened_at, now)?;
+            Some(g) if g.leader != id => {
+                if g.size == 2 {
+                    self.schedule_group_summary(&g.id, &g.leader, &g.opened_at, now)?;
                 }
                 Ok(())
             }
