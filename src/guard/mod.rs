@@ -30,7 +30,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
-use crate::config::{Config, Rate, RouteConfig, WindowAction};
+use crate::config::{BreakerConfig, Config, Rate, RouteConfig, WindowAction};
 use crate::incident::Reason;
 use breaker::{Admit, Breaker};
 
@@ -198,6 +198,51 @@ fn key_of(labels: &BTreeMap<String, String>, key: &[String]) -> String {
         .join(",")
 }
 
+/// A route's in-flight key for these labels, with its cap, if the route has one.
+fn in_flight_cap(r: &RouteConfig, labels: &BTreeMap<String, String>) -> Option<(String, u32)> {
+    let max = r.max_in_flight?;
+    Some((
+        format!("{}\u{1f}{}", r.name, key_of(labels, &r.in_flight_key)),
+        max,
+    ))
+}
+
+/// The breaker of a route for these labels, if the route has one: its id, its key labels
+/// and its settings.
+fn breaker_of<'r>(
+    r: &'r RouteConfig,
+    labels: &BTreeMap<String, String>,
+) -> Option<(String, BTreeMap<String, String>, &'r BreakerConfig)> {
+    let b = r.breaker.as_ref()?;
+    let key = b
+        .key
+        .iter()
+        .map(|k| (k.clone(), labels.get(k).cloned().unwrap_or_default()))
+        .collect();
+    Some((breaker_id(&r.name, &key_of(labels, &b.key)), key, b))
+}
+
+/// Why a route's rate refused a run (`key`: the values of its `rate_key`).
+fn route_rate_refusal(r: &RouteConfig, rate: Rate, key: &str) -> String {
+    let per = if r.rate_key.is_empty() {
+        String::new()
+    } else {
+        format!(" per {key}")
+    };
+    format!(
+        "route {:?} allows {} runs{per} (routes.rate)",
+        r.name,
+        show(rate)
+    )
+}
+
+fn global_rate_refusal(rate: Rate) -> String {
+    format!(
+        "medic allows {} runbook runs in all (limits.rate)",
+        show(rate)
+    )
+}
+
 /// A breaker's id: stable, URL-safe, derived from its route and key values.
 pub fn breaker_id(route: &str, key: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -352,14 +397,7 @@ impl Guards {
         }
 
         // Concurrency caps: waiting, not refusing; the incident stays queued in the store.
-        let in_flight = route
-            .and_then(|r| r.max_in_flight.map(|max| (r, max)))
-            .map(|(r, max)| {
-                (
-                    format!("{}\u{1f}{}", r.name, key_of(&c.labels, &r.in_flight_key)),
-                    max,
-                )
-            });
+        let in_flight = route.and_then(|r| in_flight_cap(r, &c.labels));
         if let Some((key, max)) = &in_flight {
             let counts = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             if counts.get(key).copied().unwrap_or(0) >= *max {
@@ -368,15 +406,8 @@ impl Guards {
         }
 
         // The breaker, looked at without changing it yet.
-        let breaker = route.and_then(|r| r.breaker.as_ref().map(|b| (r, b)));
-        let breaker_key = breaker.map(|(r, b)| {
-            let key = key_of(&c.labels, &b.key);
-            let labels: BTreeMap<String, String> = b
-                .key
-                .iter()
-                .map(|k| (k.clone(), c.labels.get(k).cloned().unwrap_or_default()))
-                .collect();
-            (breaker_id(&r.name, &key), r.name.clone(), labels, b)
+        let breaker_key = route.and_then(|r| {
+            breaker_of(r, &c.labels).map(|(id, labels, b)| (id, r.name.clone(), labels, b))
         });
         if let Some((id, _, _, cfg)) = &breaker_key {
             let cooldown =
@@ -400,19 +431,10 @@ impl Guards {
             if let Some((rate, limiter)) = limits.routes.get(&r.name) {
                 let key = key_of(&c.labels, &r.rate_key);
                 if limiter.check_key(&key).is_err() {
-                    let per = if r.rate_key.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" per {key}")
-                    };
                     return Decision::Refuse {
                         reason: Reason::RateLimited,
                         limit: "route_rate",
-                        message: format!(
-                            "route {:?} allows {} runs{per} (routes.rate)",
-                            r.name,
-                            show(*rate)
-                        ),
+                        message: route_rate_refusal(r, *rate, &key),
                     };
                 }
             }
@@ -422,10 +444,7 @@ impl Guards {
                 return Decision::Refuse {
                     reason: Reason::RateLimited,
                     limit: "global_rate",
-                    message: format!(
-                        "medic allows {} runbook runs in all (limits.rate)",
-                        show(*rate)
-                    ),
+                    message: global_rate_refusal(*rate),
                 };
             }
         }
@@ -467,20 +486,12 @@ impl Guards {
         let mut shared = Shared::default();
         let mut breaker = None;
         if let Some(r) = route {
-            if let Some(max) = r.max_in_flight {
-                let key = format!("{}\u{1f}{}", r.name, key_of(&c.labels, &r.in_flight_key));
-                shared.in_flight = Some((key, max));
-            }
-            if let Some(b) = &r.breaker {
-                let id = breaker_id(&r.name, &key_of(&c.labels, &b.key));
+            shared.in_flight = in_flight_cap(r, &c.labels);
+            if let Some((id, key, b)) = breaker_of(r, &c.labels) {
                 shared.breaker = Some(SharedBreaker {
                     id: id.clone(),
                     route: r.name.clone(),
-                    key: b
-                        .key
-                        .iter()
-                        .map(|k| (k.clone(), c.labels.get(k).cloned().unwrap_or_default()))
-                        .collect(),
+                    key,
                     cooldown: chrono::Duration::from_std(b.cooldown)
                         .unwrap_or(chrono::Duration::MAX),
                 });
@@ -488,20 +499,11 @@ impl Guards {
             }
             if let Some((rate, _)) = limits.routes.get(&r.name) {
                 let key = key_of(&c.labels, &r.rate_key);
-                let per = if r.rate_key.is_empty() {
-                    String::new()
-                } else {
-                    format!(" per {key}")
-                };
                 shared.rates.push(SharedRate {
                     bucket: format!("route:{}|{}|{:?}|{key}", r.name, rate.count, rate.per),
                     rate: *rate,
                     limit: "route_rate",
-                    message: format!(
-                        "route {:?} allows {} runs{per} (routes.rate)",
-                        r.name,
-                        show(*rate)
-                    ),
+                    message: route_rate_refusal(r, *rate, &key),
                 });
             }
         }
@@ -510,10 +512,7 @@ impl Guards {
                 bucket: format!("global|{}|{:?}", rate.count, rate.per),
                 rate: *rate,
                 limit: "global_rate",
-                message: format!(
-                    "medic allows {} runbook runs in all (limits.rate)",
-                    show(*rate)
-                ),
+                message: global_rate_refusal(*rate),
             });
         }
         Ticket {

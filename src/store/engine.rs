@@ -409,13 +409,7 @@ impl Engine {
         self.write_weighted(refusals.len().max(1), move |w| {
             let now = stamp(Utc::now());
             for r in refusals {
-                let m = Move {
-                    reason: Some(r.reason),
-                    message: Some(&r.message),
-                    extra: json!({ "refused_by": r.limit }),
-                    ..Move::new(State::Queued, State::Escalated)
-                };
-                w.transition(&r.id, m, &now)?;
+                w.refuse(&r.id, r.reason, r.limit, &r.message, &now)?;
             }
             Ok(())
         })
@@ -437,13 +431,7 @@ impl Engine {
             let now = stamp(Utc::now());
             let message = format!("the queue of incidents waiting to run is full (limits.max_queued = {max_queued})");
             for id in &ids {
-                let m = Move {
-                    reason: Some(Reason::RateLimited),
-                    message: Some(&message),
-                    extra: json!({ "refused_by": "max_queued" }),
-                    ..Move::new(State::Queued, State::Escalated)
-                };
-                w.transition(id, m, &now)?;
+                w.refuse(id, Reason::RateLimited, "max_queued", &message, &now)?;
             }
             Ok(ids.len())
         })
@@ -454,27 +442,8 @@ impl Engine {
         self.read(|c| {
             let mut stmt =
                 c.prepare_cached("SELECT id, route, key, data FROM breakers ORDER BY route, id")?;
-            let rows = stmt.query_map((), |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, route, key, data) = row?;
-                let corrupt = |what: &str| StoreError::Corrupt(format!("breaker {id}: {what}"));
-                out.push(BreakerEntry {
-                    key: serde_json::from_str(&key).map_err(|_| corrupt("key is not JSON"))?,
-                    breaker: serde_json::from_str(&data)
-                        .map_err(|_| corrupt("state is not valid"))?,
-                    id,
-                    route,
-                });
-            }
-            Ok(out)
+            let rows = stmt.query_map((), breaker_row)?;
+            rows.collect()
         })
         .await
     }
@@ -808,6 +777,19 @@ impl Engine {
         })
         .await;
     }
+}
+
+/// Maps a row of `SELECT id, route, key, data FROM breakers`.
+fn breaker_row(r: &Row) -> Result<BreakerEntry, StoreError> {
+    let id: String = r.get(0)?;
+    let (key, data): (String, String) = (r.get(2)?, r.get(3)?);
+    let corrupt = |what: &str| StoreError::Corrupt(format!("breaker {id}: {what}"));
+    Ok(BreakerEntry {
+        route: r.get(1)?,
+        key: serde_json::from_str(&key).map_err(|_| corrupt("key is not JSON"))?,
+        breaker: serde_json::from_str(&data).map_err(|_| corrupt("state is not valid"))?,
+        id,
+    })
 }
 
 /// Maps a row of `SELECT id, key, incident_id, kind, round, tier, channel, attempts`.
@@ -1532,13 +1514,7 @@ impl Writer {
             }
         }
         let refuse = |w: &mut Writer, reason: Reason, limit: &'static str, message: &str| {
-            let m = Move {
-                reason: Some(reason),
-                message: Some(message),
-                extra: json!({ "refused_by": limit }),
-                ..Move::new(State::Queued, State::Escalated)
-            };
-            w.transition(id, m, now)
+            w.refuse(id, reason, limit, message, now)
                 .map(|_| SharedCheck::Refused(limit))
         };
         if let Some(b) = &shared.breaker {
@@ -1580,28 +1556,29 @@ impl Writer {
         Ok(SharedCheck::Pass)
     }
 
-    fn load_breaker(&self, id: &str) -> Result<Option<BreakerEntry>, StoreError> {
-        let row = self
-            .conn
-            .prepare_cached("SELECT route, key, data FROM breakers WHERE id = ?1")?
-            .query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .optional()?;
-        let Some((route, key, data)) = row else {
-            return Ok(None);
+    /// Escalates a queued incident a guard refused, naming the limit (`refused_by`).
+    fn refuse(
+        &mut self,
+        id: &str,
+        reason: Reason,
+        limit: &str,
+        message: &str,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let m = Move {
+            reason: Some(reason),
+            message: Some(message),
+            extra: json!({ "refused_by": limit }),
+            ..Move::new(State::Queued, State::Escalated)
         };
-        let corrupt = |what: &str| StoreError::Corrupt(format!("breaker {id}: {what}"));
-        Ok(Some(BreakerEntry {
-            id: id.to_string(),
-            route,
-            key: serde_json::from_str(&key).map_err(|_| corrupt("key is not JSON"))?,
-            breaker: serde_json::from_str(&data).map_err(|_| corrupt("state is not valid"))?,
-        }))
+        self.transition(id, m, now)
+    }
+
+    fn load_breaker(&self, id: &str) -> Result<Option<BreakerEntry>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT id, route, key, data FROM breakers WHERE id = ?1")?
+            .query_row([id], breaker_row)
+            .optional()
     }
 
     fn store_breaker(&mut self, entry: &BreakerEntry, now: &str) -> Result<(), StoreError> {
