@@ -57,6 +57,12 @@ pub(crate) trait Db: Send {
         Ok(())
     }
 
+    /// The newest incident of each fingerprint, as rows of (fingerprint, id, state,
+    /// starts_at), in one statement; `None` where that is no quicker than one lookup each.
+    fn latest_incidents(&self, _fingerprints: &[&str]) -> Result<Option<Vec<Row>>, StoreError> {
+        Ok(None)
+    }
+
     /// Whether the connection can no longer be used (PostgreSQL went away).
     fn is_broken(&self) -> bool {
         false

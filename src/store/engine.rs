@@ -116,6 +116,7 @@ impl Engine {
             lease: chrono::Duration::from_std(parts.lease).unwrap_or(chrono::Duration::seconds(30)),
             audit_rows: Vec::new(),
             groups: Default::default(),
+            prefetched: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("medic-store-writer".into())
@@ -517,6 +518,21 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(weight, Vec::new(), f).await
+    }
+
+    /// Queues a job for the writer. `fingerprints`: the alerts a delivery is about, so that
+    /// the writer can look their incidents up for the whole batch at once.
+    async fn submit<T, F>(
+        &self,
+        weight: usize,
+        fingerprints: Vec<String>,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+    {
         let sender = lock(&self.jobs).clone().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(FnJob {
@@ -524,6 +540,7 @@ impl Engine {
             out: None,
             reply,
             weight,
+            fingerprints,
         });
         sender.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -553,7 +570,12 @@ impl Engine {
         // Render the JSON here, on the caller's thread; the writer only binds it.
         let prepared = Prepared::new(d);
         let weight = prepared.alerts.len().max(1);
-        self.write_weighted(weight, move |w| w.ingest(prepared))
+        let fingerprints = prepared
+            .alerts
+            .iter()
+            .map(|a| a.alert.fingerprint.clone())
+            .collect();
+        self.submit(weight, fingerprints, move |w| w.ingest(prepared))
             .await
     }
 
@@ -896,6 +918,8 @@ struct GroupState {
     opened_at: String,
     size: i64,
     leader: String,
+    /// Its size grew in this batch and is not written yet.
+    grown: bool,
 }
 
 /// What a run's shared guards said, in the claim transaction.
@@ -912,6 +936,8 @@ trait Job: Send {
     fn run(&mut self, w: &mut Writer) -> Result<(), StoreError>;
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
     fn weight(&self) -> usize;
+    /// The alerts a delivery is about; empty for any other job.
+    fn fingerprints(&self) -> &[String];
 }
 
 struct FnJob<T, F> {
@@ -919,6 +945,7 @@ struct FnJob<T, F> {
     out: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
     weight: usize,
+    fingerprints: Vec<String>,
 }
 
 impl<T, F> Job for FnJob<T, F>
@@ -939,6 +966,10 @@ where
 
     fn weight(&self) -> usize {
         self.weight
+    }
+
+    fn fingerprints(&self) -> &[String] {
+        &self.fingerprints
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -963,8 +994,12 @@ pub(super) struct Writer {
     lease: chrono::Duration,
     /// The current batch's audit entries, written just before its commit.
     audit_rows: Vec<AuditRow>,
+    /// The newest incident (id, state, starts_at) of the fingerprints of this batch's
+    /// deliveries, or `None` for none, as looked up when the batch began.
+    prefetched: std::collections::HashMap<String, Option<(String, String, String)>>,
     /// The newest storm group of each route and reason, as this batch has seen it (the
-    /// write lock makes it exact until the commit). Cleared when a job rolls back.
+    /// write lock makes it exact until the commit), with sizes written at the commit. A job
+    /// that rolls back puts back what it found.
     groups: std::collections::HashMap<(String, Reason), GroupState>,
     /// The newest audit entry's (seq, hash): the link the next entry chains to.
     head: (i64, String),
@@ -1067,12 +1102,16 @@ impl Writer {
         // Each job runs after a savepoint: a failing job rolls back to it and fails alone.
         // Releasing one job's savepoint and setting the next's is one round trip.
         let mut savepoint = self
-            .conn
-            .execute_batch("SAVEPOINT job")
+            .prefetch_latest(&batch)
+            .and_then(|()| self.conn.execute_batch("SAVEPOINT job"))
             .map_err(|e| e.to_string());
         for job in batch.iter_mut() {
+            if job.fingerprints().is_empty() {
+                self.prefetched.clear();
+            }
             let head = self.head.clone();
             let appended = self.audit_rows.len();
+            let groups = self.groups.clone();
             let r = match &savepoint {
                 Ok(()) => job.run(self),
                 Err(m) => Err(StoreError::Commit(m.clone())),
@@ -1093,7 +1132,8 @@ impl Writer {
                         .map_err(|e| e.to_string());
                     self.head = head;
                     self.audit_rows.truncate(appended);
-                    self.groups.clear();
+                    self.groups = groups;
+                    self.prefetched.clear();
                     results.push(Err(e));
                 }
             }
@@ -1101,8 +1141,8 @@ impl Writer {
         // The batch's audit entries, in one go, then the commit: both or neither.
         let audit_rows = std::mem::take(&mut self.audit_rows);
         let committed = self
-            .conn
-            .insert_audit(&audit_rows)
+            .flush_groups()
+            .and_then(|()| self.conn.insert_audit(&audit_rows))
             .and_then(|()| self.conn.execute_batch("COMMIT"));
         self.audit_rows = audit_rows;
         self.audit_rows.clear();
@@ -1232,21 +1272,20 @@ impl Writer {
         }
     }
 
-    fn latest(&self, fingerprint: &str) -> Result<Option<Latest>, StoreError> {
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT id, state, starts_at FROM incidents WHERE fingerprint = ?1
-                 ORDER BY starts_at DESC LIMIT 1",
-            )?
-            .query_row([fingerprint], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .optional()?;
+    /// The newest incident of `fingerprint`: looked up for the whole batch when it started
+    /// (PostgreSQL, see [`Self::prefetch_latest`]), once; else read now.
+    fn latest(&mut self, fingerprint: &str) -> Result<Option<Latest>, StoreError> {
+        let row = match self.prefetched.remove(fingerprint) {
+            Some(found) => found,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT id, state, starts_at FROM incidents WHERE fingerprint = ?1
+                     ORDER BY starts_at DESC LIMIT 1",
+                )?
+                .query_row([fingerprint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?,
+        };
         let Some((id, state, starts_at)) = row else {
             return Ok(None);
         };
@@ -1259,6 +1298,32 @@ impl Writer {
             })?,
             id,
         }))
+    }
+
+    /// Looks up the newest incident of every alert the batch's deliveries are about, in one
+    /// statement where the database offers one. Valid until a job that is not a delivery
+    /// runs (it may change an incident) or a job rolls back; each answer is used once.
+    fn prefetch_latest(&mut self, batch: &[Box<dyn Job>]) -> Result<(), StoreError> {
+        self.prefetched.clear();
+        let fingerprints: Vec<&str> = batch
+            .iter()
+            .flat_map(|j| j.fingerprints())
+            .map(String::as_str)
+            .collect();
+        if fingerprints.is_empty() {
+            return Ok(());
+        }
+        let Some(rows) = self.conn.latest_incidents(&fingerprints)? else {
+            return Ok(());
+        };
+        for fp in &fingerprints {
+            self.prefetched.insert(fp.to_string(), None);
+        }
+        for r in rows {
+            self.prefetched
+                .insert(r.get(0)?, Some((r.get(1)?, r.get(2)?, r.get(3)?)));
+        }
+        Ok(())
     }
 
     /// Moves one incident's state, conditionally on where it is now, and audits the change.
@@ -1323,8 +1388,7 @@ impl Writer {
         Ok(true)
     }
 
-    /// Puts an escalation into its storm group: the open group of its route and reason,
-    /// or a new one (see `guard::storm`).
+    /// Puts an escalation into its storm group and audits it (see [`Self::assign_group`]).
     fn group_escalation(
         &mut self,
         id: &str,
@@ -1332,6 +1396,37 @@ impl Writer {
         reason: Reason,
         now: &str,
     ) -> Result<GroupState, StoreError> {
+        let (group, first) = self.assign_group(id, route, reason, now)?;
+        self.audit_grouping(id, route, reason, &group, first, now)?;
+        Ok(group)
+    }
+
+    fn audit_grouping(
+        &mut self,
+        id: &str,
+        route: &str,
+        reason: Reason,
+        group: &GroupState,
+        first: bool,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let detail = json!({"group": group.id, "route": route, "reason": reason, "first": first, "size": group.size});
+        self.append(
+            NewEntry::for_incident(Event::EscalationGrouped, id, &detail),
+            now,
+        )
+    }
+
+    /// Chooses an escalation's storm group: the open group of its route and reason, or a
+    /// new one (see `guard::storm`); returns it, and whether it is new. A group's size is
+    /// counted here and written with the batch (see [`Self::flush_groups`]).
+    fn assign_group(
+        &mut self,
+        id: &str,
+        route: &str,
+        reason: Reason,
+        now: &str,
+    ) -> Result<(GroupState, bool), StoreError> {
         let key = (route.to_string(), reason);
         let latest = match self.groups.get(&key) {
             Some(g) => Some(g.clone()),
@@ -1347,6 +1442,7 @@ impl Writer {
                         opened_at: r.get(1)?,
                         size: r.get(2)?,
                         leader: r.get(3)?,
+                        grown: false,
                     })
                 })
                 .optional()?,
@@ -1367,10 +1463,8 @@ impl Writer {
         );
         let (group, first) = match (grouping, latest) {
             (storm::Grouping::Join(_), Some(mut g)) => {
-                self.conn
-                    .prepare_cached("UPDATE escalation_groups SET size = size + 1 WHERE id = ?1")?
-                    .execute([&g.id])?;
                 g.size += 1;
+                g.grown = true;
                 (g, false)
             }
             _ => {
@@ -1390,17 +1484,23 @@ impl Writer {
                     opened_at: now.to_string(),
                     size: 1,
                     leader: id.to_string(),
+                    grown: false,
                 };
                 (g, true)
             }
         };
         self.groups.insert(key, group.clone());
-        let detail = json!({"group": group.id, "route": route, "reason": reason, "first": first, "size": group.size});
-        self.append(
-            NewEntry::for_incident(Event::EscalationGrouped, id, &detail),
-            now,
-        )?;
-        Ok(group)
+        Ok((group, first))
+    }
+
+    /// Writes the sizes of the groups this batch grew (once each, not once per member).
+    fn flush_groups(&mut self) -> Result<(), StoreError> {
+        for g in self.groups.values().filter(|g| g.grown) {
+            self.conn
+                .prepare_cached("UPDATE escalation_groups SET size = ?2 WHERE id = ?1")?
+                .execute(params![g.id, g.size])?;
+        }
+        Ok(())
     }
 
     fn claim(
@@ -1746,12 +1846,19 @@ impl Writer {
             ),
             Routed::NoRunbook { .. } => (State::Escalated, Some(Reason::NoRunbook), None, None),
         };
+        // An unrouted alert is escalated as it opens: its storm group and first round are
+        // part of the same row.
+        let group = match &p.routed {
+            Routed::NoRunbook { .. } => Some(self.assign_group(&id, "", Reason::NoRunbook, now)?),
+            Routed::Runbook { .. } => None,
+        };
+        let escalated_at = group.as_ref().map(|_| now);
         self.conn
             .prepare_cached(
                 "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
                     starts_at, state, is_open, reason, route, runbook, deliveries, created_at, updated_at, last_seen_at,
-                    message, external_url)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13, ?14)",
+                    message, external_url, escalation_group, escalated_at, round, round_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?16)",
             )?
             .execute(params![
                 id,
@@ -1768,6 +1875,9 @@ impl Writer {
                 now,
                 why,
                 p.external_url,
+                group.as_ref().map(|(g, _)| &g.id),
+                escalated_at,
+                i64::from(group.is_some()),
             ])?;
         let opened = details::IncidentOpened {
             fingerprint: &a.fingerprint,
@@ -1801,8 +1911,10 @@ impl Writer {
                     NewEntry::for_incident(Event::StateChanged, &id, &detail),
                     now,
                 )?;
-                let group = self.group_escalation(&id, "", Reason::NoRunbook, now)?;
-                self.escalate(&id, Some(group), now)?;
+                if let Some((group, first)) = group {
+                    self.audit_grouping(&id, "", Reason::NoRunbook, &group, first, now)?;
+                    self.schedule_escalation(&id, Some(group), now)?;
+                }
             }
         }
         Ok(state)
@@ -1904,6 +2016,16 @@ impl Writer {
                  WHERE id = ?1",
             )?
             .execute(params![id, now, group.as_ref().map(|g| &g.id)])?;
+        self.schedule_escalation(id, group, now)
+    }
+
+    /// Schedules an escalation's notifications.
+    fn schedule_escalation(
+        &mut self,
+        id: &str,
+        group: Option<GroupState>,
+        now: &str,
+    ) -> Result<(), StoreError> {
         // Storm grouping: the group's first incident is notified at once, as usual. The others
         // are not notified one by one: when the first of them joins, one summary notification
         // of the group is scheduled for the end of its window, listing every member then.

@@ -199,10 +199,7 @@ impl Db for PgConn {
         let statement = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
         let rows = self.client().query(&statement, &params)?;
-        Ok(rows
-            .iter()
-            .map(|r| Row((0..r.len()).map(|i| r.get::<_, Val>(i)).collect()))
-            .collect())
+        Ok(rows.iter().map(to_row).collect())
     }
 
     /// All of a batch's entries in one statement: one round trip, not one each.
@@ -228,6 +225,15 @@ impl Db for PgConn {
         Ok(())
     }
 
+    fn latest_incidents(&self, fingerprints: &[&str]) -> Result<Option<Vec<Row>>, StoreError> {
+        let statement = self.statement(
+            "SELECT DISTINCT ON (fingerprint) fingerprint, id, state, starts_at FROM incidents
+             WHERE fingerprint = ANY(?1::TEXT[]) ORDER BY fingerprint, starts_at DESC",
+        )?;
+        let rows = self.client().query(&statement, &[&fingerprints])?;
+        Ok(Some(rows.iter().map(to_row).collect()))
+    }
+
     fn is_broken(&self) -> bool {
         self.client().is_closed()
     }
@@ -246,6 +252,10 @@ impl Drop for PgConn {
                 .spawn(move || drop(client));
         }
     }
+}
+
+fn to_row(r: &postgres::Row) -> Row {
+    Row((0..r.len()).map(|i| r.get::<_, Val>(i)).collect())
 }
 
 type BoxError = Box<dyn Error + Sync + Send>;
