@@ -1105,6 +1105,8 @@ impl Writer {
             .prefetch_latest(&batch)
             .and_then(|()| self.conn.execute_batch("SAVEPOINT job"))
             .map_err(|e| e.to_string());
+        // The first savepoint step that failed, if any: the batch cannot be trusted then.
+        let mut doubt = savepoint.clone().err();
         for job in batch.iter_mut() {
             if job.fingerprints().is_empty() {
                 self.prefetched.clear();
@@ -1122,7 +1124,10 @@ impl Writer {
                         .conn
                         .execute_batch("RELEASE job; SAVEPOINT job")
                         .map_err(|e| e.to_string());
-                    results.push(savepoint.clone().map_err(StoreError::Commit));
+                    if let Err(m) = &savepoint {
+                        doubt.get_or_insert_with(|| m.clone());
+                    }
+                    results.push(Ok(()));
                 }
                 Err(e) => {
                     // The savepoint stays, for the next job.
@@ -1130,6 +1135,9 @@ impl Writer {
                         .conn
                         .execute_batch("ROLLBACK TO job")
                         .map_err(|e| e.to_string());
+                    if let Err(m) = &savepoint {
+                        doubt.get_or_insert_with(|| m.clone());
+                    }
                     self.head = head;
                     self.audit_rows.truncate(appended);
                     self.groups = groups;
@@ -1138,10 +1146,13 @@ impl Writer {
                 }
             }
         }
-        // The batch's audit entries, in one go, then the commit: both or neither.
+        // The batch's audit entries, in one go, then the commit: both or neither. A savepoint
+        // that could not be set or released leaves the transaction in doubt (PostgreSQL
+        // would turn the COMMIT of an aborted transaction into a rollback): fail the batch.
         let audit_rows = std::mem::take(&mut self.audit_rows);
-        let committed = self
-            .flush_groups()
+        let committed = doubt
+            .map_or(Ok(()), |m| Err(StoreError::Commit(m)))
+            .and_then(|()| self.flush_groups())
             .and_then(|()| self.conn.insert_audit(&audit_rows))
             .and_then(|()| self.conn.execute_batch("COMMIT"));
         self.audit_rows = audit_rows;
