@@ -2618,3 +2618,45 @@ fn incident_row(r: &Row) -> Result<Result<Incident, StoreError>, StoreError> {
     };
     Ok(build())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Verifier;
+
+    /// Jobs committed together: one fails (and is rolled back to its savepoint, its audit
+    /// entry with it), the others commit, and the chain stays whole.
+    #[tokio::test]
+    async fn a_failing_job_fails_alone_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+        let store = crate::store::Store::open(&url, StoreMetrics::default()).unwrap();
+        let engine = &store.inner;
+        fn entry(n: u32) -> NewEntry {
+            NewEntry::new(Event::Paused, &json!({ "n": n }))
+        }
+        let ok = |n: u32| {
+            engine.write(move |w| {
+                let now = stamp(Utc::now());
+                w.append(entry(n), &now)
+            })
+        };
+        let failing = engine.write(|w| {
+            let now = stamp(Utc::now());
+            w.append(entry(99), &now)?;
+            w.conn.execute("INSERT INTO no_such_table VALUES (1)", ())?;
+            Ok(())
+        });
+        let (a, bad, b) = tokio::join!(ok(1), failing, ok(2));
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        assert!(bad.is_err());
+        let entries = store.audit_page(0, 100).await.unwrap();
+        let details: Vec<&str> = entries.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(details, [r#"{"n":1}"#, r#"{"n":2}"#]);
+        let mut v = Verifier::default();
+        for e in &entries {
+            v.check(e).unwrap();
+        }
+        store.close().await;
+    }
+}
