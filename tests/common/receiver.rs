@@ -98,11 +98,15 @@ impl Receiver {
     ) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
+            // Registered before looking: a request recorded in between still wakes us
+            // (`notify_waiters` keeps no permit for later waiters).
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let got = self.delivered(path);
             if got.len() >= n {
                 return got;
             }
-            let notified = self.inner.notify.notified();
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 panic!(
                     "timed out waiting for {n} deliveries to {path}; got {:#?}",
