@@ -70,10 +70,13 @@ pub enum Reason {
     Paused,
     Interrupted,
     Requested,
+    /// The alert's content breaks medic's limits (a NUL, too many labels, a value over the
+    /// limit): it was stored bounded and nothing was run for it.
+    InvalidAlert,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NoRunbook,
         Reason::RunbookError,
         Reason::StepFailed,
@@ -84,6 +87,7 @@ impl Reason {
         Reason::Paused,
         Reason::Interrupted,
         Reason::Requested,
+        Reason::InvalidAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +102,7 @@ impl Reason {
             Reason::Paused => "paused",
             Reason::Interrupted => "interrupted",
             Reason::Requested => "requested",
+            Reason::InvalidAlert => "invalid_alert",
         }
     }
 

@@ -267,6 +267,29 @@ fn execute(subject: &Subject, test: &TestCase) -> Ran {
         Subject::Config(o) => {
             let exists = |name: &str| o.catalog.contains(name);
             match o.router.route(&alert.labels, &alert.annotations, &exists) {
+                Decision::Ignore { route } => Ran {
+                    route: Some(route.clone()),
+                    runbook: None,
+                    runbook_path: PathBuf::new(),
+                    end: RunEnd::Stopped(Stop::new(
+                        crate::incident::Reason::NoRunbook,
+                        format!("route {route:?} ignores the alert: nothing runs, nobody is told"),
+                    )),
+                    record: Record {
+                        used: vec![0; test.mocks.len()],
+                        ..Record::default()
+                    },
+                },
+                Decision::Invalid { route, why } => Ran {
+                    route,
+                    runbook: None,
+                    runbook_path: PathBuf::new(),
+                    end: RunEnd::Stopped(Stop::new(crate::incident::Reason::InvalidAlert, why)),
+                    record: Record {
+                        used: vec![0; test.mocks.len()],
+                        ..Record::default()
+                    },
+                },
                 Decision::NoRunbook { why } => Ran {
                     route: None,
                     runbook: None,

@@ -78,6 +78,16 @@ fn timeline(offline: &Offline, alert: &Alert, i: usize, n: usize) -> String {
             let _ = writeln!(out, "  end          {end}");
             return out;
         }
+        Decision::Ignore { route } => {
+            let _ = writeln!(out, "  route        {route}");
+            let _ = writeln!(out, "  end          ignored: the route takes the alert on purpose, nothing runs, nobody is told");
+            return out;
+        }
+        Decision::Invalid { route, why } => {
+            let _ = writeln!(out, "  route        {}", route.as_deref().unwrap_or("none"));
+            let _ = writeln!(out, "  end          escalated (invalid_alert): {why}");
+            return out;
+        }
         Decision::Runbook { route, runbook } => (route, runbook),
     };
     let _ = writeln!(out, "  route        {route}");

@@ -532,6 +532,7 @@ fn advice(incident: &Incident) -> String {
         Some(Reason::StepFailed | Reason::Timeout | Reason::RunbookError) => "The runbook stopped before it finished: check the failed step below, then the service.".into(),
         Some(Reason::Interrupted) => "medic stopped during the run: steps may have partly run. Check the service's state before acting.".into(),
         Some(Reason::Requested) => "The runbook asked for a person (see why medic stopped).".into(),
+        Some(Reason::InvalidAlert) => "The alert's content breaks medic's limits (see which label and limit): nothing was run. Handle the alert by hand, and fix what generates it.".into(),
         Some(Reason::RateLimited | Reason::CircuitOpen | Reason::Paused) => "medic did not act (see what it refused): handle the alert by hand.".into(),
         None => "Look at the incident.".into(),
     }

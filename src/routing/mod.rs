@@ -19,6 +19,12 @@ pub enum Decision {
     Runbook { route: String, runbook: String },
     /// No runbook: `why` says what routing saw, for the incident's timeline.
     NoRunbook { why: String },
+    /// `route` takes the alert on purpose without remediating or paging (`ignore = true`).
+    Ignore { route: String },
+    /// The alert breaks medic's content limits (`why` names the label and the limit): it is
+    /// stored bounded, nothing is run, and it is escalated `invalid_alert`. `route` is the
+    /// route its (bounded) labels matched, whose escalation policy applies.
+    Invalid { route: Option<String>, why: String },
 }
 
 /// The compiled routes, ready to answer.

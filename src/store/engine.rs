@@ -1844,24 +1844,36 @@ impl Writer {
             .generate()
             .unwrap_or_else(|_| ulid::Ulid::new())
             .to_string();
-        let why = match &p.routed {
-            Routed::NoRunbook { why } => Some(why.as_str()),
-            Routed::Runbook { .. } => None,
-        };
-        let (state, reason, route, runbook) = match &p.routed {
+        // What the incident is from its first row: queued for its runbook, taken on purpose
+        // (ignored), or escalated at once (no runbook, or content over medic's limits).
+        let (state, reason, route, runbook, why) = match &p.routed {
             Routed::Runbook { route, runbook } => (
                 State::Queued,
                 None,
                 Some(route.as_str()),
                 Some(runbook.as_str()),
+                None,
             ),
-            Routed::NoRunbook { .. } => (State::Escalated, Some(Reason::NoRunbook), None, None),
+            Routed::Ignore { route } => (State::Ignored, None, Some(route.as_str()), None, None),
+            Routed::NoRunbook { why } => (
+                State::Escalated,
+                Some(Reason::NoRunbook),
+                None,
+                None,
+                Some(why.as_str()),
+            ),
+            Routed::Invalid { route, why } => (
+                State::Escalated,
+                Some(Reason::InvalidAlert),
+                route.as_deref(),
+                None,
+                Some(why.as_str()),
+            ),
         };
-        // An unrouted alert is escalated as it opens: its storm group and first round are
-        // part of the same row.
-        let group = match &p.routed {
-            Routed::NoRunbook { .. } => Some(self.assign_group(&id, "", Reason::NoRunbook, now)?),
-            Routed::Runbook { .. } => None,
+        // An alert escalated as it opens gets its storm group and first round in the same row.
+        let group = match reason {
+            Some(reason) => Some(self.assign_group(&id, route.unwrap_or(""), reason, now)?),
+            None => None,
         };
         let escalated_at = group.as_ref().map(|_| now);
         self.conn
@@ -1869,7 +1881,7 @@ impl Writer {
                 "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
                     starts_at, state, is_open, reason, route, runbook, deliveries, created_at, updated_at, last_seen_at,
                     message, external_url, escalation_group, escalated_at, round, round_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?16)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?18, ?9, ?10, ?11, 1, ?12, ?12, ?12, ?13, ?14, ?15, ?16, ?17, ?16)",
             )?
             .execute(params![
                 id,
@@ -1889,6 +1901,7 @@ impl Writer {
                 group.as_ref().map(|(g, _)| &g.id),
                 escalated_at,
                 i64::from(group.is_some()),
+                i64::from(state.is_open()),
             ])?;
         let opened = details::IncidentOpened {
             fingerprint: &a.fingerprint,
@@ -1912,18 +1925,35 @@ impl Writer {
                     now,
                 )?;
             }
-            Routed::NoRunbook { why } => {
-                self.append(
-                    NewEntry::for_incident(Event::RouteMissed, &id, &json!({ "why": why })),
-                    now,
-                )?;
-                let detail = json!({"from": State::Queued, "to": State::Escalated, "reason": Reason::NoRunbook});
+            Routed::Ignore { route } => {
+                let detail = json!({"from": State::Queued, "to": State::Ignored, "route": route,
+                    "message": "the route ignores this alert: nothing is run and nobody is told"});
                 self.append(
                     NewEntry::for_incident(Event::StateChanged, &id, &detail),
                     now,
                 )?;
-                if let Some((group, first)) = group {
-                    self.audit_grouping(&id, "", Reason::NoRunbook, &group, first, now)?;
+            }
+            Routed::NoRunbook { why } | Routed::Invalid { why, .. } => {
+                if matches!(p.routed, Routed::NoRunbook { .. }) {
+                    self.append(
+                        NewEntry::for_incident(Event::RouteMissed, &id, &json!({ "why": why })),
+                        now,
+                    )?;
+                }
+                let mut detail =
+                    json!({"from": State::Queued, "to": State::Escalated, "reason": reason});
+                if route.is_some() {
+                    detail["route"] = json!(route);
+                }
+                if matches!(p.routed, Routed::Invalid { .. }) {
+                    detail["message"] = json!(why);
+                }
+                self.append(
+                    NewEntry::for_incident(Event::StateChanged, &id, &detail),
+                    now,
+                )?;
+                if let (Some((group, first)), Some(reason)) = (group, reason) {
+                    self.audit_grouping(&id, route.unwrap_or(""), reason, &group, first, now)?;
                     self.schedule_escalation(&id, Some(group), now)?;
                 }
             }
