@@ -156,6 +156,11 @@ async fn handle(
         }
     };
 
+    if parsed.truncated_alerts > 0 {
+        // Alertmanager's `max_alerts` left these out of the delivery: medic never sees them.
+        tracing::warn!(source = %peer, truncated_alerts = parsed.truncated_alerts, group_key = %parsed.group_key,
+            "Alertmanager left alerts out of this delivery (its webhook max_alerts); medic cannot handle what it is not sent");
+    }
     let exists = |name: &str| loaded.catalog.contains(name);
     let mut invalid = parsed.invalid;
     let alerts = parsed
@@ -275,8 +280,9 @@ async fn handle(
 
 /// An alert over medic's limits is escalated `invalid_alert`, whatever routing chose for its
 /// bounded labels: the route it matched (a runbook's, or one that ignores it) only lends its
-/// escalation policy. Nothing is run for it, and it is never ignored.
-fn invalid_alert(routed: Decision, violations: &[payload::Violation]) -> Decision {
+/// escalation policy. Nothing is run for it, and it is never ignored. (`medic replay` shows
+/// the same.)
+pub fn invalid_alert(routed: Decision, violations: &[payload::Violation]) -> Decision {
     let route = match routed {
         Decision::Runbook { route, .. } | Decision::Ignore { route } => Some(route),
         Decision::Invalid { route, .. } => route,
