@@ -536,3 +536,31 @@ async fn partial_headers_are_timed_out() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// The same through the real binary: `server.request_timeout` bounds the headers too.
+#[tokio::test]
+async fn the_server_closes_a_connection_that_never_finishes_its_headers() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config =
+        default_config(dir).replace("api_token = ", "request_timeout = \"1s\"\napi_token = ");
+    let m = Medic::start_in(dir, &config);
+    let mut slow = tokio::net::TcpStream::connect(&m.addr).await.unwrap();
+    slow.write_all(b"POST /webhook HTTP/1.1\r\nhost: medic\r\ncontent-ty")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // A bound for the test only, far above the configured second.
+    let read = tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection is still open");
+    // The server is still fine for everyone else.
+    assert_eq!(
+        post_webhook(&m, &body(vec![alert("ServiceDown", "w:9", "firing")]))
+            .await
+            .0,
+        200
+    );
+}
