@@ -1,12 +1,12 @@
-//! The incidents API under `/api/v1`, guarded by `server.api_token`: list and show
-//! incidents, and acknowledge an escalated one.
+//! The incidents API under `/api/v1`, guarded by `server.api_token` (all of `/api`, known
+//! paths or not): list and show incidents, and acknowledge an escalated one.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,23 +24,40 @@ const MAX_BY: usize = 200;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-pub fn router(app: Arc<App>) -> Router<Arc<App>> {
-    Router::new()
+/// Everything under `/api`; the token is checked by [`require_token`], around the whole
+/// server's routes.
+pub fn router() -> Router<Arc<App>> {
+    let v1 = Router::new()
         .route("/incidents", get(list))
         .route("/incidents/{id}", get(show))
         .route("/breakers", get(breakers))
         .route("/breakers/{id}/reset", post(reset_breaker))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
-        .route("/incidents/{id}/ack", post(ack))
-        .layer(middleware::from_fn_with_state(app, require_token))
+        .route("/incidents/{id}/ack", post(ack));
+    Router::new().nest("/v1", v1).fallback(not_found)
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such API path")
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// Whether `path` is the API's, which `server.api_token` guards.
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// The API token check, as a layer around all of the server's routes: it guards every path
+/// under `/api` before routing, so a path that does not exist answers 401 like the others
+/// to a caller without the token, and 404 only after.
+pub async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if !is_api(req.uri().path()) {
+        return next.run(req).await;
+    }
     if let Some(token) = &app.loaded().config.server.api_token {
         if !crate::auth::bearer_ok(req.headers(), token) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong API token");

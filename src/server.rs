@@ -5,18 +5,19 @@
 //! requests in flight finish (bounded by a deadline), and closes the store, which commits
 //! everything already acknowledged.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::audit::{Event, NewEntry};
 use crate::loaded::Loaded;
@@ -112,7 +113,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", crate::api::router(app.clone()))
+        .nest("/api", crate::api::router())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::api::require_token,
+        ))
         .with_state(app)
 }
 
@@ -148,12 +153,14 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(
-        axum::serve(listener, service)
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    // Headers must arrive within `server.request_timeout`, as the body must.
+    let timeouts = app.clone();
+    let server = tokio::spawn(serve(
+        listener,
+        router(app.clone()),
+        move || timeouts.loaded().config.server.request_timeout,
+        stopped(),
+    ));
     let runner = tokio::spawn(crate::runner::run(app.clone(), stopped()));
     let verifier = tokio::spawn(crate::verify::run(app.clone(), stopped()));
     let sender = tokio::spawn(crate::escalate::run(app.clone(), stopped()));
@@ -184,6 +191,78 @@ pub async fn run(
     }
     app.store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves `router` on `listener` over HTTP/1.1 until `shutdown` completes, then stops
+/// accepting and waits for the connections open to finish their requests.
+///
+/// Each connection must send a request's complete headers within `header_read_timeout()`
+/// (asked per connection, so a reload applies to new ones), or it is closed: a client that
+/// opens connections and sends a few bytes on each cannot hold them forever. Handlers see
+/// the peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: impl Fn() -> Duration + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each connection holds a clone; `closed()` resolves when the last one is gone.
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let timeout = header_read_timeout();
+        let mut stop = stop_rx.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|s| *s), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_rx);
+    open_tx.closed().await;
     Ok(())
 }
 

@@ -607,13 +607,30 @@ fn replay_of_several_alerts_from_stdin() {
 
 #[test]
 fn replay_names_the_field_of_a_bad_body() {
-    let body = br#"{"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {}, "startsAt": "2024-05-01T10:00:00Z"}]}"#;
+    let body = br#"{"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": 5}, "startsAt": "2024-05-01T10:00:00Z"}]}"#;
     let (code, out, _) = medic(Path::new(ROOT), &["replay", "-"], body);
     assert_eq!(code, 1, "{out}");
     assert_eq!(
         out,
-        "<stdin>: alerts[0].labels: an alert needs at least one label\n"
+        "<stdin>: alerts[0].labels.alertname: invalid type: integer `5`, expected a string\n"
     );
+}
+
+/// As `serve` takes it: an alert over medic's limits is escalated `invalid_alert` and its
+/// runbook does not run, even when its bounded labels match a route.
+#[test]
+fn replay_escalates_an_alert_over_the_limits_without_running_it() {
+    let big = "x".repeat(16 * 1024 + 1);
+    let body = format!(
+        r#"{{"version": "4", "status": "firing", "alerts": [{{"status": "firing", "labels": {{"alertname": "SystemdUnitFailed", "name": "nginx.service", "severity": "critical", "big": "{big}"}}, "startsAt": "2024-05-01T10:00:00Z"}}]}}"#
+    );
+    let (code, out, err) = medic(Path::new(ROOT), &["replay", "-"], body.as_bytes());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("  end          escalated (invalid_alert): the alert breaks medic's limits and was stored bounded, so nothing was run: label \"big\": 16385 bytes, over the limit of 16384 bytes"),
+        "{out}"
+    );
+    assert!(!out.contains("would run"), "{out}");
 }
 
 #[test]

@@ -31,7 +31,8 @@ pub fn replay(offline: &Offline, body: &[u8]) -> Result<String, PayloadError> {
     let n = parsed.alerts.len();
     for (i, alert) in parsed.alerts.iter().enumerate() {
         out.push('\n');
-        out.push_str(&timeline(offline, alert, i + 1, n));
+        let invalid = parsed.invalid.get(&i).map(Vec::as_slice);
+        out.push_str(&timeline(offline, alert, invalid, i + 1, n));
     }
     Ok(redactor(offline).apply(&out))
 }
@@ -49,7 +50,13 @@ fn redactor(offline: &Offline) -> Redactor {
     Redactor::new(secrets)
 }
 
-fn timeline(offline: &Offline, alert: &Alert, i: usize, n: usize) -> String {
+fn timeline(
+    offline: &Offline,
+    alert: &Alert,
+    invalid: Option<&[payload::Violation]>,
+    i: usize,
+    n: usize,
+) -> String {
     let mut out = String::new();
     let labels: Vec<String> = alert
         .labels
@@ -65,9 +72,13 @@ fn timeline(offline: &Offline, alert: &Alert, i: usize, n: usize) -> String {
     let _ = writeln!(out, "  labels       {{{}}}", labels.join(", "));
     let _ = writeln!(out, "  fingerprint  {}", alert.fingerprint);
     let exists = |name: &str| offline.catalog.contains(name);
-    let decision = offline
+    let mut decision = offline
         .router
         .route(&alert.labels, &alert.annotations, &exists);
+    // As `serve` does: nothing runs for an alert over medic's limits.
+    if let Some(violations) = invalid {
+        decision = crate::ingest::invalid_alert(decision, violations);
+    }
     let (route, runbook) = match decision {
         Decision::NoRunbook { why } => {
             let _ = writeln!(out, "  route        none: {why}");

@@ -33,8 +33,10 @@ pub use error::{ConfigError, ConfigErrors, Location};
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9095));
-/// Default `server.body_limit`: 1 MiB.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default `server.body_limit`: 16 MiB, room for a storm group of thousands of alerts in
+/// one delivery. A body over the limit is refused (413) and Alertmanager resends it forever,
+/// so the limit must hold the largest group Alertmanager sends (see its `max_alerts`).
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// Default `server.request_timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `store.url`.

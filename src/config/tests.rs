@@ -278,7 +278,7 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:9095");
     assert_eq!(config.server.webhook_token, None);
     assert_eq!(config.server.api_token, None);
-    assert_eq!(config.server.body_limit, 1024 * 1024);
+    assert_eq!(config.server.body_limit, 16 * 1024 * 1024);
     assert_eq!(config.server.request_timeout, Duration::from_secs(5));
     assert_eq!(config.store.url, "sqlite://data/medic.db");
     assert_eq!(config.runbooks.dir, PathBuf::from("runbooks"));

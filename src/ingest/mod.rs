@@ -5,6 +5,8 @@
 //! to the store, which commits it in the next group commit; answer 200 only after that
 //! commit is durable. Anything that goes wrong is answered so that Alertmanager does the
 //! right thing: 4xx for a body it should not resend as is, 503 when a retry will help.
+//! What an alert contains never refuses a delivery: an alert over medic's limits is stored
+//! bounded and escalated `invalid_alert`, and the others of its delivery go on as usual.
 
 pub mod payload;
 
@@ -22,6 +24,7 @@ use serde_json::json;
 
 use crate::audit::{Event, NewEntry};
 use crate::metrics::{OutcomeLabel, ReasonLabel, StatusLabel};
+use crate::routing::Decision;
 use crate::server::App;
 use crate::store::{AlertEffect, Delivery};
 
@@ -153,23 +156,39 @@ async fn handle(
         }
     };
 
+    if parsed.truncated_alerts > 0 {
+        // Alertmanager's `max_alerts` left these out of the delivery: medic never sees them.
+        tracing::warn!(source = %peer, truncated_alerts = parsed.truncated_alerts, group_key = %parsed.group_key,
+            "Alertmanager left alerts out of this delivery (its webhook max_alerts); medic cannot handle what it is not sent");
+    }
     let exists = |name: &str| loaded.catalog.contains(name);
+    let mut invalid = parsed.invalid;
     let alerts = parsed
         .alerts
         .into_iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let routed = loaded.router.route(&a.labels, &a.annotations, &exists);
+            let routed = match invalid.remove(&i) {
+                Some(violations) => invalid_alert(routed, &violations),
+                None => routed,
+            };
             (a, routed)
         })
         .collect::<Vec<_>>();
+    let invalid_alerts = alerts
+        .iter()
+        .filter(|(_, r)| matches!(r, Decision::Invalid { .. }))
+        .count();
+    if invalid_alerts > 0 {
+        tracing::warn!(source = %peer, alerts = invalid_alerts, "alerts over medic's limits stored bounded, to be escalated invalid_alert");
+    }
     let statuses: Vec<&'static str> = alerts.iter().map(|(a, _)| a.status.as_str()).collect();
     // For breakers: a resolution after medic's run is a successful remediation.
     let breakers: Vec<Option<String>> = alerts
         .iter()
         .map(|(a, routed)| match routed {
-            crate::routing::Decision::Runbook { route, .. }
-                if a.status == payload::Status::Resolved =>
-            {
+            Decision::Runbook { route, .. } if a.status == payload::Status::Resolved => {
                 app.guards.breaker_for(route, &a.labels)
             }
             _ => None,
@@ -257,6 +276,22 @@ async fn handle(
     }
     let body = json!({"status": "stored", "alerts": effects.len(), "opened": opened});
     ("accepted", (StatusCode::OK, Json(body)).into_response())
+}
+
+/// An alert over medic's limits is escalated `invalid_alert`, whatever routing chose for its
+/// bounded labels: the route it matched (a runbook's, or one that ignores it) only lends its
+/// escalation policy. Nothing is run for it, and it is never ignored. (`medic replay` shows
+/// the same.)
+pub fn invalid_alert(routed: Decision, violations: &[payload::Violation]) -> Decision {
+    let route = match routed {
+        Decision::Runbook { route, .. } | Decision::Ignore { route } => Some(route),
+        Decision::Invalid { route, .. } => route,
+        Decision::NoRunbook { .. } => None,
+    };
+    Decision::Invalid {
+        route,
+        why: payload::describe(violations),
+    }
 }
 
 /// `application/json`, with or without parameters such as `charset`.
