@@ -96,6 +96,8 @@ pub struct Metrics {
     pub alerts_deduplicated: Counter,
     /// Alerts older than what is known, ignored.
     pub alerts_stale: Counter,
+    /// Alerts over medic's content limits: stored bounded and escalated `invalid_alert`.
+    pub alerts_invalid: Counter,
     /// Deliveries refused, by reason.
     pub rejected: Family<ReasonLabel, Counter>,
     /// Incidents opened.
@@ -146,6 +148,7 @@ impl Default for Metrics {
             alerts_received: Family::default(),
             alerts_deduplicated: Counter::default(),
             alerts_stale: Counter::default(),
+            alerts_invalid: Counter::default(),
             rejected: Family::default(),
             incidents_opened: Counter::default(),
             incidents: Family::default(),
@@ -255,6 +258,11 @@ impl Default for Metrics {
             "alerts_stale",
             "Alert notifications older than what is known, ignored",
             m.alerts_stale.clone(),
+        );
+        registry.register(
+            "alerts_invalid",
+            "Alerts over medic's content limits, stored bounded and escalated invalid_alert",
+            m.alerts_invalid.clone(),
         );
         registry.register(
             "webhook_rejected",

@@ -345,6 +345,11 @@ async fn a_real_alertmanager_group_with_hostile_labels_is_taken_whole() {
         "no delivery refused:\n{}",
         am.log()
     );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("medic_alerts_invalid_total ") && !l.ends_with(" 0")),
+        "invalid alerts are counted:\n{text}"
+    );
 }
 
 fn obj(v: Value) -> Map<String, Value> {

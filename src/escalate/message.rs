@@ -78,9 +78,15 @@ impl Group {
             .get("instance")
             .or_else(|| m.labels.get("service"))
             .or_else(|| m.labels.get("name"))
-            .map(|i| format!(" on {i}"))
+            .map(|i| format!(" on {}", one_line(i)))
             .unwrap_or_default();
-        format!("{} {}{} ({})", m.id, m.alertname, instance, m.state)
+        format!(
+            "{} {}{} ({})",
+            m.id,
+            one_line(&m.alertname),
+            instance,
+            m.state
+        )
     }
 }
 
@@ -128,9 +134,11 @@ impl Message {
             .get("instance")
             .or_else(|| labels.get("job"))
             .or_else(|| labels.get("service"));
+        // Alert content is data: a newline in a label must not make a second line of a
+        // subject or of the text, so what is shown on one line is escaped and bounded.
         let subject = match target {
-            Some(t) => format!("{} on {t}", incident.alertname),
-            None => incident.alertname.clone(),
+            Some(t) => format!("{} on {}", one_line(&incident.alertname), one_line(t)),
+            None => one_line(&incident.alertname),
         };
         let reason_text = incident
             .reason
@@ -289,7 +297,7 @@ impl Message {
         let _ = writeln!(t);
         let _ = writeln!(t, "LABELS");
         for (k, v) in &self.labels {
-            let _ = writeln!(t, "  {k}={v}");
+            let _ = writeln!(t, "  {}={}", one_line(k), one_line(v));
         }
         t
     }
@@ -703,6 +711,28 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// Escapes text for HTML content and attribute values.
+/// Most characters of one alert value shown on one line of a message.
+const ONE_LINE_MAX: usize = 200;
+
+/// An alert value for one line of a message: control characters escaped (`\n`, `\t`,
+/// `\u{0}`) so a label cannot add lines to a subject or a message, and cut at
+/// [`ONE_LINE_MAX`] characters with the full size said. The stored value is untouched.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(ONE_LINE_MAX + 32));
+    for (n, c) in s.chars().enumerate() {
+        if n == ONE_LINE_MAX {
+            out.push_str(&format!("... ({} bytes)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -842,6 +872,32 @@ mod tests {
             m.links.source.as_deref(),
             Some("http://prometheus:9090/graph?g0.expr=x")
         );
+    }
+
+    #[test]
+    fn a_label_with_a_newline_cannot_add_lines_to_the_message() {
+        assert_eq!(
+            one_line("web-1\nSubject: forged\t\0"),
+            "web-1\\nSubject: forged\\t\\u{0}"
+        );
+        let long = "x".repeat(5000);
+        let shown = one_line(&long);
+        assert!(
+            shown.starts_with(&"x".repeat(ONE_LINE_MAX)) && shown.ends_with("... (5000 bytes)"),
+            "{shown}"
+        );
+
+        let mut i = incident();
+        i.labels
+            .insert("instance".into(), "db1\nforged: line".into());
+        let m = Message::new(&i, NotificationKind::Escalated, "http://m");
+        assert!(!m.title.contains('\n'), "{}", m.title);
+        let text = m.text();
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with("forged")),
+            "{text}"
+        );
+        assert!(text.contains("instance=db1\\nforged: line"), "{text}");
     }
 
     #[test]

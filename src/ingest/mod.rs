@@ -233,6 +233,7 @@ async fn handle(
     };
 
     let m = &app.metrics;
+    m.alerts_invalid.inc_by(invalid_alerts as u64);
     for status in statuses {
         m.alerts_received
             .get_or_create(&StatusLabel { status })
