@@ -1217,7 +1217,7 @@ impl Writer {
     fn ingest_alert(&mut self, p: &PreparedAlert, now: &str) -> Result<AlertEffect, StoreError> {
         let a = &p.alert;
         let latest = self.latest(&a.fingerprint)?;
-        match incident::decide(latest.as_ref(), a.status, a.starts_at) {
+        match incident::decide(latest.as_ref(), a.status, a.starts_at, a.ends_at) {
             Action::Open => Ok(AlertEffect::Opened(self.open(p, now)?)),
             Action::Duplicate { id } => {
                 self.conn
