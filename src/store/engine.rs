@@ -297,6 +297,32 @@ impl Engine {
         .await
     }
 
+    /// Every outbox row (key, incident, tier, channel, state, group) and every storm group's
+    /// first incident (for tests).
+    #[cfg(test)]
+    pub(super) async fn outbox_rows(&self) -> Result<OutboxDump, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, incident_id, tier, channel, state, group_id FROM outbox ORDER BY id",
+            )?;
+            let rows = stmt.query_map((), |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = c.prepare_cached("SELECT id, leader FROM escalation_groups")?;
+            let leaders = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((rows, leaders.collect::<Result<_, _>>()?))
+        })
+        .await
+    }
+
     pub(super) async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.read(|c| {
             let next: Option<String> = c.query_row(
@@ -924,6 +950,14 @@ fn audit_head(c: &dyn Db) -> Result<(i64, String), StoreError> {
         .optional()?;
     Ok(head.unwrap_or((0, audit::GENESIS.to_string())))
 }
+
+/// Outbox rows (key, incident, tier, channel, state, group) and storm groups' first
+/// incidents, for tests.
+#[cfg(test)]
+pub(super) type OutboxDump = (
+    Vec<(String, String, i64, String, String, Option<String>)>,
+    std::collections::HashMap<String, String>,
+);
 
 /// A storm group as the writer knows it: read once per batch, then kept up to date.
 #[derive(Debug, Clone)]

@@ -716,3 +716,6 @@ mod tests;
 
 #[cfg(test)]
 mod escalation_tests;
+
+#[cfg(test)]
+mod model_tests;
