@@ -546,3 +546,29 @@ async fn storm_summary_lists_the_first_incident_while_it_is_escalated() {
         [first.as_str(), second.as_str()]
     );
 }
+
+#[tokio::test]
+async fn a_failing_storm_summary_falls_through_to_the_summarys_next_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    let due = claim_due(&store, 2 * MINUTE).await;
+    let a = due
+        .iter()
+        .find(|n| n.group.is_some() && n.channel == "a")
+        .unwrap();
+    let failed = Attempt::Failed {
+        error: "HTTP 400".into(),
+        permanent: true,
+        retry_at: None,
+        fall_through: true,
+    };
+    store.outbox_attempt(a.id, failed).await.unwrap();
+    // The summary's tier 2 is due now, not the first incident's own.
+    let due = claim_due(&store, 2 * MINUTE).await;
+    assert_eq!(summaries(&due), [("c".into(), 2, first.clone())]);
+    assert!(due.iter().all(|n| n.group.is_some()), "{due:?}");
+    let inc = store.incident(&first).await.unwrap().unwrap();
+    assert_eq!(events(&inc, "escalation_fell_through")[0]["to_tier"], 2);
+    assert_ne!(first, second);
+}
