@@ -178,9 +178,25 @@ pub enum Action {
     UnknownResolved,
 }
 
-/// Decides what a notification (`status`, `starts_at`) does, given the newest incident
-/// known for its fingerprint. Never reopens a closed incident.
-pub fn decide(latest: Option<&Latest>, status: Status, starts_at: DateTime<Utc>) -> Action {
+/// Decides what a notification (`status`, `starts_at`, and for a resolution `ends_at`)
+/// does, given the newest incident known for its fingerprint. Never reopens a closed
+/// incident.
+///
+/// A notification belongs to the incident when its firing period overlaps the incident's.
+/// Alertmanager merges the copies of one alert from a high-availability Prometheus pair and
+/// keeps the earliest `startsAt`, so a later notification of the same firing period may carry
+/// an older `startsAt` than the one medic first saw: while the incident is open (or was
+/// ignored), such a firing is the same period, a duplicate. The incident keeps the start it
+/// was opened with: it is the period's identity in the store (one incident per fingerprint
+/// and start) and what medic already showed on-call. Only a resolution whose `endsAt` is
+/// before the incident began is about an older period: stale.
+pub fn decide(
+    latest: Option<&Latest>,
+    status: Status,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+) -> Action {
+    use std::cmp::Ordering::{Equal, Greater, Less};
     let Some(latest) = latest else {
         return match status {
             Status::Firing => Action::Open,
@@ -188,24 +204,48 @@ pub fn decide(latest: Option<&Latest>, status: Status, starts_at: DateTime<Utc>)
         };
     };
     let id = latest.id.clone();
-    let open = latest.state.is_open();
     let outcome = Outcome::on_resolution(latest.state);
-    match (status, starts_at.cmp(&latest.starts_at), open) {
-        // Older than the newest period we know: whatever it says is history.
-        (_, std::cmp::Ordering::Less, _) => Action::Stale {
-            id,
-            why: "startsAt is older than the incident's",
+    // A resolution ended before the incident began: it is about an older firing period.
+    // Without `endsAt`, only its `startsAt` can say so.
+    let ended_before = match ends_at {
+        Some(end) => end < latest.starts_at,
+        None => starts_at < latest.starts_at,
+    };
+    let stale_resolution = || Action::Stale {
+        id: latest.id.clone(),
+        why: "the resolution ended before the incident began",
+    };
+    match (status, starts_at.cmp(&latest.starts_at), latest.state) {
+        // The incident is still open: this firing period, whatever the `startsAt`
+        // Alertmanager kept for it, unless a newer period began.
+        (Status::Firing, Less | Equal, s) if s.is_open() => Action::Duplicate { id },
+        (Status::Firing, Greater, s) if s.is_open() => Action::Supersede { id, outcome },
+        (Status::Resolved, _, s) if s.is_open() => match ended_before {
+            true => stale_resolution(),
+            false => Action::Resolve { id, outcome },
         },
-        (Status::Firing, std::cmp::Ordering::Equal, true) => Action::Duplicate { id },
-        (Status::Firing, std::cmp::Ordering::Equal, false) => Action::Stale {
+        // Ignored on purpose: closed, but its alert still fires; resends and the resolution
+        // of its period are counted on it, a newer period opens (and is routed) anew.
+        (Status::Firing, Less | Equal, State::Ignored) => Action::Duplicate { id },
+        (Status::Resolved, Less | Equal, State::Ignored) => match ended_before {
+            true => stale_resolution(),
+            false => Action::Duplicate { id },
+        },
+        // Resolved: what fired in its period is history.
+        (Status::Firing, Equal, _) => Action::Stale {
             id,
             why: "firing arrived after its own resolution",
         },
-        (Status::Firing, std::cmp::Ordering::Greater, true) => Action::Supersede { id, outcome },
-        (Status::Firing, std::cmp::Ordering::Greater, false) => Action::Open,
-        (Status::Resolved, _, true) => Action::Resolve { id, outcome },
-        (Status::Resolved, std::cmp::Ordering::Equal, false) => Action::Duplicate { id },
-        (Status::Resolved, std::cmp::Ordering::Greater, false) => Action::UnknownResolved,
+        (Status::Firing, Less, _) => Action::Stale {
+            id,
+            why: "startsAt is older than the incident's",
+        },
+        (Status::Resolved, Less | Equal, _) => match ended_before {
+            true => stale_resolution(),
+            false => Action::Duplicate { id },
+        },
+        (Status::Firing, Greater, _) => Action::Open,
+        (Status::Resolved, Greater, _) => Action::UnknownResolved,
     }
 }
 
@@ -227,10 +267,22 @@ mod tests {
     }
 
     fn check(latest: Option<Latest>, status: Status, minute: u32, expected: Action) {
+        // A resolution ends when it is sent, after its start; a firing has no end.
+        let ends = (status == Status::Resolved).then_some(minute + 1);
+        check_ends(latest, status, minute, ends, expected);
+    }
+
+    fn check_ends(
+        latest: Option<Latest>,
+        status: Status,
+        minute: u32,
+        ends: Option<u32>,
+        expected: Action,
+    ) {
         assert_eq!(
-            decide(latest.as_ref(), status, t(minute)),
+            decide(latest.as_ref(), status, t(minute), ends.map(t)),
             expected,
-            "latest={latest:?} status={status:?} startsAt=:{minute}"
+            "latest={latest:?} status={status:?} startsAt=:{minute} endsAt={ends:?}"
         );
     }
 
@@ -307,19 +359,33 @@ mod tests {
                 why: "firing arrived after its own resolution",
             },
         );
-        // Anything older than the newest known period.
-        for state in [State::Resolved, State::Queued, State::Escalated] {
-            for status in [Firing, Resolved] {
-                check(
-                    Some(latest(state, 5)),
-                    status,
-                    1,
-                    Action::Stale {
-                        id: "I1".into(),
-                        why: "startsAt is older than the incident's",
-                    },
-                );
-            }
+        // A firing older than a period that resolved.
+        check(
+            Some(latest(State::Resolved, 5)),
+            Firing,
+            1,
+            Action::Stale {
+                id: "I1".into(),
+                why: "startsAt is older than the incident's",
+            },
+        );
+        // A resolution that ended before the incident began is about an older period.
+        for state in [
+            State::Resolved,
+            State::Queued,
+            State::Escalated,
+            State::Ignored,
+        ] {
+            check_ends(
+                Some(latest(state, 5)),
+                Resolved,
+                1,
+                Some(3),
+                Action::Stale {
+                    id: "I1".into(),
+                    why: "the resolution ended before the incident began",
+                },
+            );
         }
         // The same resolution again is a duplicate, not a change.
         check(
@@ -348,6 +414,82 @@ mod tests {
                 outcome: Outcome::ResolvedAfterEscalation,
             },
         );
+    }
+
+    #[test]
+    fn ha_prometheus_older_starts_at_is_the_same_firing_period() {
+        // Alertmanager kept the earlier startsAt of the pair: same period, a duplicate; the
+        // incident keeps the start it opened with.
+        for state in [
+            State::Queued,
+            State::Remediating,
+            State::Verifying,
+            State::Escalated,
+            State::Acknowledged,
+        ] {
+            check(
+                Some(latest(state, 5)),
+                Firing,
+                3,
+                Action::Duplicate { id: "I1".into() },
+            );
+        }
+    }
+
+    #[test]
+    fn ha_prometheus_resolution_with_older_starts_at_resolves_the_open_incident() {
+        check_ends(
+            Some(latest(State::Escalated, 5)),
+            Resolved,
+            3,
+            Some(9),
+            Action::Resolve {
+                id: "I1".into(),
+                outcome: Outcome::ResolvedAfterEscalation,
+            },
+        );
+        // Ended exactly when the incident began: still its period.
+        check_ends(
+            Some(latest(State::Verifying, 5)),
+            Resolved,
+            3,
+            Some(5),
+            Action::Resolve {
+                id: "I1".into(),
+                outcome: Outcome::AutoRemediated,
+            },
+        );
+        // Without endsAt, only startsAt can tell: an older one is stale.
+        check_ends(
+            Some(latest(State::Escalated, 5)),
+            Resolved,
+            3,
+            None,
+            Action::Stale {
+                id: "I1".into(),
+                why: "the resolution ended before the incident began",
+            },
+        );
+        // Repeated after the incident resolved: a duplicate, not stale.
+        check_ends(
+            Some(latest(State::Resolved, 5)),
+            Resolved,
+            3,
+            Some(9),
+            Action::Duplicate { id: "I1".into() },
+        );
+    }
+
+    #[test]
+    fn ignored_incident_counts_its_period_and_opens_a_newer_one() {
+        let ignored = || Some(latest(State::Ignored, 5));
+        let dup = || Action::Duplicate { id: "I1".into() };
+        check(ignored(), Firing, 5, dup());
+        check(ignored(), Firing, 3, dup());
+        check(ignored(), Resolved, 5, dup());
+        check_ends(ignored(), Resolved, 3, Some(9), dup());
+        check(ignored(), Firing, 9, Action::Open);
+        check(ignored(), Resolved, 9, Action::UnknownResolved);
     }
 
     #[test]

@@ -149,3 +149,75 @@ async fn wrong_token_is_refused_and_nothing_stored() {
     .await;
     assert!(incidents(&m).await.is_empty());
 }
+
+/// A high-availability Prometheus pair: the same alert arrives again with an earlier
+/// `startsAt`, which Alertmanager keeps. Its resolution is the incident's, not stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_prometheus_earlier_starts_at_still_resolves_the_incident() {
+    let m = Medic::start();
+    let am = Alertmanager::start(&m.url("/webhook"), WEBHOOK_TOKEN, "2s").await;
+    let at = |a: &mut Value, starts: &str| a["startsAt"] = json!(starts);
+
+    am.post_alerts(&json!([am_alert("web3:80", None)])).await;
+    let inc = eventually(
+        Duration::from_secs(30),
+        "the incident, remediated",
+        || async {
+            incidents(&m)
+                .await
+                .into_iter()
+                .find(|i| i["state"] == "verifying")
+        },
+    )
+    .await;
+    let id = inc["id"].as_str().unwrap().to_string();
+
+    // The pair's other Prometheus saw it fire two minutes earlier.
+    let mut earlier = am_alert("web3:80", None);
+    at(&mut earlier, "2026-11-23T09:58:00Z");
+    am.post_alerts(&json!([earlier])).await;
+    eventually(
+        Duration::from_secs(30),
+        "Alertmanager's resend with the earlier startsAt",
+        || async {
+            let one = api(&m, &format!("/api/v1/incidents/{id}")).await;
+            one["timeline"].as_array()?.iter().find(|e| {
+                e["event"] == "alert_deduplicated"
+                    && e["detail"]["starts_at"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("2026-11-23T09:58:00"))
+            })?;
+            Some(())
+        },
+    )
+    .await;
+
+    // Resolved through Alertmanager's API: it sends the earliest startsAt it kept.
+    am.post_alerts(&json!([am_alert(
+        "web3:80",
+        Some(Utc::now() - chrono::Duration::seconds(1))
+    )]))
+    .await;
+    let resolved = eventually(Duration::from_secs(30), "the incident resolved", || async {
+        let one = api(&m, &format!("/api/v1/incidents/{id}")).await;
+        (one["state"] == "resolved").then_some(one)
+    })
+    .await;
+    assert_eq!(resolved["outcome"], "auto_remediated");
+    assert!(
+        resolved["started_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-23T10:00:00"),
+        "the incident keeps the start it opened with: {}",
+        resolved["started_at"]
+    );
+    let stale = resolved["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "alert_stale")
+        .count();
+    assert_eq!(stale, 0, "{}", am.log());
+    assert_eq!(incidents(&m).await.len(), 1);
+}

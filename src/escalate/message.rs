@@ -54,7 +54,7 @@ pub struct Message {
     /// The outcome, for a resolution.
     pub outcome: Option<String>,
     pub resolved_at: Option<String>,
-    /// For a storm group's summary: every incident of the group (this one included).
+    /// For a storm group's summary: the group's incidents still escalated when it goes out.
     pub group: Option<Group>,
 }
 
@@ -62,7 +62,7 @@ pub struct Message {
 #[derive(Debug, Clone, Serialize)]
 pub struct Group {
     pub id: String,
-    /// How many incidents the group has.
+    /// How many of the group's incidents are still escalated (listed).
     pub size: u64,
     /// The first of them (at most [`GROUP_LISTED`]).
     pub incidents: Vec<crate::store::GroupMember>,
@@ -228,7 +228,7 @@ impl Message {
         if let Some(g) = &self.group {
             let _ = writeln!(
                 t,
-                "  This is a storm: {} incidents of this route were escalated for the same reason within a short window:",
+                "  This is a storm: {} incidents of this route, escalated for the same reason within a short window, are not handled yet:",
                 g.size
             );
             for m in &g.incidents {
@@ -332,7 +332,7 @@ impl Message {
         if let Some(g) = &self.group {
             let _ = write!(
                 h,
-                "<p>This is a storm: {} incidents of this route were escalated for the same reason within a short window:</p><ul>",
+                "<p>This is a storm: {} incidents of this route, escalated for the same reason within a short window, are not handled yet:</p><ul>",
                 g.size
             );
             for m in &g.incidents {

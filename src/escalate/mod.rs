@@ -345,13 +345,8 @@ async fn deliver(app: &App, n: Notification) {
         ))),
         (Some(channel), Ok(Some(incident))) => {
             let mut message = Message::new(&incident, n.kind, &app.medic_url());
-            // A storm group's summary lists the group (its key names the group).
-            if let Some(gid) = n
-                .key
-                .split("/group/")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-            {
+            // A storm group's summary lists the group's incidents still escalated.
+            if let Some(gid) = &n.group {
                 if let Ok((size, incidents)) =
                     app.store.group_members(gid, message::GROUP_LISTED).await
                 {

@@ -253,12 +253,20 @@ impl Engine {
             let now_s = stamp(now);
             let until = stamp(now + w.lease);
             let mut stmt = w.conn.prepare_cached(
-                "SELECT id, key, incident_id, kind, round, tier, channel, attempts FROM outbox
+                "SELECT id, key, incident_id, kind, round, tier, channel, attempts, group_id FROM outbox
                  WHERE state = 'pending' AND due_at <= ?1 AND (claimed_until IS NULL OR claimed_until < ?1)
                  ORDER BY due_at, id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now_s, limit as i64], notification_row)?;
-            let due = rows.collect::<Result<Vec<_>, _>>()?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut due = Vec::with_capacity(rows.len());
+            for n in rows {
+                // A storm group's summary goes out only while a member is still escalated.
+                match &n.group {
+                    Some(_) => due.extend(w.summary_due(n, &now_s)?),
+                    None => due.push(n),
+                }
+            }
             for n in &due {
                 w.conn
                     .prepare_cached(
@@ -280,11 +288,37 @@ impl Engine {
     ) -> Result<Vec<Notification>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, key, incident_id, kind, round, tier, channel, attempts FROM outbox
+                "SELECT id, key, incident_id, kind, round, tier, channel, attempts, group_id FROM outbox
                  WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![stamp(now), limit as i64], notification_row)?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// Every outbox row (key, incident, tier, channel, state, group) and every storm group's
+    /// first incident (for tests).
+    #[cfg(test)]
+    pub(super) async fn outbox_rows(&self) -> Result<OutboxDump, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, incident_id, tier, channel, state, group_id FROM outbox ORDER BY id",
+            )?;
+            let rows = stmt.query_map((), |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = c.prepare_cached("SELECT id, leader FROM escalation_groups")?;
+            let leaders = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((rows, leaders.collect::<Result<_, _>>()?))
         })
         .await
     }
@@ -336,10 +370,15 @@ impl Engine {
         let group = group.to_string();
         self.read(move |c| {
             let total: i64 = c
-                .prepare_cached("SELECT COUNT(*) FROM incidents WHERE escalation_group = ?1")?
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM incidents WHERE escalation_group = ?1 AND state = 'escalated'",
+                )?
                 .query_row([&group], |r| r.get(0))?;
             let mut stmt = c.prepare_cached(
-                "SELECT id, alertname, labels, state FROM incidents WHERE escalation_group = ?1 ORDER BY id LIMIT ?2",
+                "SELECT i.id, i.alertname, i.labels, i.state FROM incidents i
+                 JOIN escalation_groups g ON g.id = i.escalation_group
+                 WHERE i.escalation_group = ?1 AND i.state = 'escalated'
+                 ORDER BY CASE WHEN i.id = g.leader THEN 0 ELSE 1 END, i.id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![group, limit as i64], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
@@ -830,6 +869,7 @@ fn notification_row(r: &Row) -> Result<Notification, StoreError> {
         tier: r.get(5)?,
         channel: r.get(6)?,
         attempts: r.get(7)?,
+        group: r.get(8)?,
     })
 }
 
@@ -910,6 +950,14 @@ fn audit_head(c: &dyn Db) -> Result<(i64, String), StoreError> {
         .optional()?;
     Ok(head.unwrap_or((0, audit::GENESIS.to_string())))
 }
+
+/// Outbox rows (key, incident, tier, channel, state, group) and storm groups' first
+/// incidents, for tests.
+#[cfg(test)]
+pub(super) type OutboxDump = (
+    Vec<(String, String, i64, String, String, Option<String>)>,
+    std::collections::HashMap<String, String>,
+);
 
 /// A storm group as the writer knows it: read once per batch, then kept up to date.
 #[derive(Debug, Clone)]
@@ -1217,7 +1265,7 @@ impl Writer {
     fn ingest_alert(&mut self, p: &PreparedAlert, now: &str) -> Result<AlertEffect, StoreError> {
         let a = &p.alert;
         let latest = self.latest(&a.fingerprint)?;
-        match incident::decide(latest.as_ref(), a.status, a.starts_at) {
+        match incident::decide(latest.as_ref(), a.status, a.starts_at, a.ends_at) {
             Action::Open => Ok(AlertEffect::Opened(self.open(p, now)?)),
             Action::Duplicate { id } => {
                 self.conn
@@ -2074,7 +2122,7 @@ impl Writer {
             // Its `escalation_grouped` entry already says it is covered by the summary.
             Some(g) if g.leader != id => {
                 if g.size == 2 {
-                    self.schedule_group_summary(&g.id, &g.leader, &g.opened_at, now)?;
+                    self.schedule_group_summary(&g, id, now)?;
                 }
                 Ok(())
             }
@@ -2082,16 +2130,18 @@ impl Writer {
         }
     }
 
-    /// Puts the summary notification of storm group `gid` in the outbox, on its first
-    /// incident's channels, due when the group's window ends.
+    /// Puts the summary notification of storm group `g` in the outbox, on its route's
+    /// channels, due when the group's window ends. The summary belongs to the group (its key
+    /// and `group_id`), not to an incident: `member`, the first to join, is only who it is
+    /// told through until it is due (see [`Self::summary_due`]).
     fn schedule_group_summary(
         &mut self,
-        gid: &str,
-        leader: &str,
-        opened_at: &str,
+        g: &GroupState,
+        member: &str,
         now: &str,
     ) -> Result<(), StoreError> {
-        let route = self.route_of(leader)?;
+        let (gid, opened_at) = (&g.id, &g.opened_at);
+        let route = self.route_of(&g.leader)?;
         let plans = current(&self.plans);
         let policy = plans.policy(route.as_deref());
         let window = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
@@ -2103,18 +2153,71 @@ impl Writer {
             for channel in &tier.notify {
                 self.conn
                     .prepare_cached(
-                        "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
-                         VALUES (?1, ?2, 'escalated', 1, ?3, ?4, 'pending', ?5, ?6) ON CONFLICT DO NOTHING",
+                        "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at, group_id)
+                         VALUES (?1, ?2, 'escalated', 1, ?3, ?4, 'pending', ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                     )?
-                    .execute(params![format!("{leader}/group/{gid}/{number}/{channel}"), leader, number as i64, channel, due, now])?;
+                    .execute(params![format!("group/{gid}/{number}/{channel}"), member, number as i64, channel, due, now, gid])?;
             }
         }
         self.outbox_touched = true;
         let detail = json!({"group": gid, "summary_due_at": stamp(start)});
         self.append(
-            NewEntry::for_incident(Event::EscalationScheduled, leader, &detail),
+            NewEntry::for_incident(Event::EscalationScheduled, member, &detail),
             now,
         )
+    }
+
+    /// Storm group `n.group`'s summary `n` is due. It goes out while an incident that
+    /// joined the group is still escalated (the group's first has notifications of its own),
+    /// told through the first incident if it is still escalated, else the first such member;
+    /// when every one was acknowledged or resolved it is not sent, and the audit log says so.
+    fn summary_due(
+        &mut self,
+        mut n: Notification,
+        now: &str,
+    ) -> Result<Option<Notification>, StoreError> {
+        let gid = n.group.clone().unwrap_or_default();
+        let leader: Option<String> = self
+            .conn
+            .prepare_cached("SELECT leader FROM escalation_groups WHERE id = ?1")?
+            .query_row([&gid], |r| r.get(0))
+            .optional()?;
+        let leader = leader.unwrap_or_default();
+        let unhandled = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id FROM incidents WHERE escalation_group = ?1 AND state = 'escalated'
+                 ORDER BY CASE WHEN id = ?2 THEN 0 ELSE 1 END, id LIMIT 2",
+            )?;
+            let rows = stmt.query_map(params![gid, leader], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let through = match unhandled.iter().any(|id| *id != leader) {
+            true => unhandled.into_iter().next(),
+            false => None,
+        };
+        if let Some(id) = through {
+            if id != n.incident_id {
+                self.conn
+                    .prepare_cached("UPDATE outbox SET incident_id = ?2 WHERE id = ?1")?
+                    .execute(params![n.id, id])?;
+                n.incident_id = id;
+            }
+            return Ok(Some(n));
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'cancelled', done_at = ?2 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![n.id, now])?;
+        let detail = json!({
+            "notifications": 1, "group": gid, "key": n.key, "tier": n.tier, "channel": n.channel,
+            "why": "every incident of the storm group was acknowledged or resolved before its summary was due",
+        });
+        self.append(
+            NewEntry::for_incident(Event::NotificationsCancelled, &n.incident_id, &detail),
+            now,
+        )?;
+        Ok(None)
     }
 
     /// Puts one round of the incident's escalation policy in the outbox: each tier's
@@ -2180,7 +2283,7 @@ impl Writer {
             .conn
             .prepare_cached(
                 "UPDATE outbox SET state = 'cancelled', done_at = ?2
-                 WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'pending'",
+                 WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'pending' AND group_id IS NULL",
             )?
             .execute(params![id, now])?;
         if cancelled > 0 {
@@ -2264,7 +2367,8 @@ impl Writer {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT o.incident_id, o.kind, o.round, o.tier, o.channel, o.attempts, o.state, i.is_open, i.state
+                "SELECT o.incident_id, o.kind, o.round, o.tier, o.channel, o.attempts, o.state, i.is_open, i.state,
+                    o.group_id
                  FROM outbox o JOIN incidents i ON i.id = o.incident_id WHERE o.id = ?1",
             )?
             .query_row([id], |r| {
@@ -2278,11 +2382,22 @@ impl Writer {
                     r.get::<_, String>(6)?,
                     r.get::<_, i64>(7)?,
                     r.get::<_, String>(8)?,
+                    r.get::<_, Option<String>>(9)?,
                 ))
             })
             .optional()?;
-        let Some((incident, kind, round, tier, channel, attempts, state, is_open, incident_state)) =
-            row
+        let Some((
+            incident,
+            kind,
+            round,
+            tier,
+            channel,
+            attempts,
+            state,
+            is_open,
+            incident_state,
+            group,
+        )) = row
         else {
             return Ok(());
         };
@@ -2291,6 +2406,9 @@ impl Writer {
         let mut detail = json!({
             "channel": channel, "kind": kind, "round": round, "tier": tier, "attempt": attempt_no,
         });
+        if let Some(g) = &group {
+            detail["group"] = json!(g);
+        }
         match attempt {
             Attempt::Sent => {
                 self.conn
@@ -2343,40 +2461,51 @@ impl Writer {
                     NewEntry::for_incident(Event::NotificationFailed, &incident, &detail),
                     &now,
                 )?;
-                if fall_through && kind == "escalated" && incident_state == "escalated" {
-                    self.fall_through(&incident, round, tier, &channel, &now)?;
+                // A summary's later tiers decide when due whether anyone is left to tell.
+                let falls = match &group {
+                    Some(_) => true,
+                    None => incident_state == "escalated",
+                };
+                if fall_through && kind == "escalated" && falls {
+                    self.fall_through(&incident, group.as_deref(), round, tier, &channel, &now)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Makes the next tier of the round (after `tier`) due now, if it is not yet.
+    /// Makes the next tier of the round (after `tier`) due now, if it is not yet: of the
+    /// incident's own notifications, or of storm group `group`'s summary.
     fn fall_through(
         &mut self,
         incident: &str,
+        group: Option<&str>,
         round: i64,
         tier: i64,
         channel: &str,
         now: &str,
     ) -> Result<(), StoreError> {
+        // The round's tiers: the incident's own notifications, or the group's summary.
+        let (owner, of) = match group {
+            Some(g) => (g, "group_id = ?1"),
+            None => (incident, "incident_id = ?1 AND group_id IS NULL"),
+        };
         let next: Option<i64> = self
             .conn
-            .prepare_cached(
-                "SELECT MIN(tier) FROM outbox WHERE incident_id = ?1 AND round = ?2 AND kind = 'escalated'
-                    AND tier > ?3",
-            )?
-            .query_row(params![incident, round, tier], |r| r.get(0))?;
+            .prepare_cached(&format!(
+                "SELECT MIN(tier) FROM outbox WHERE {of} AND round = ?2 AND kind = 'escalated' AND tier > ?3"
+            ))?
+            .query_row(params![owner, round, tier], |r| r.get(0))?;
         let Some(next) = next else {
             return Ok(());
         };
         let moved = self
             .conn
-            .prepare_cached(
-                "UPDATE outbox SET due_at = ?4 WHERE incident_id = ?1 AND round = ?2 AND kind = 'escalated'
-                    AND state = 'pending' AND tier = ?3 AND due_at > ?4",
-            )?
-            .execute(params![incident, round, next, now])?;
+            .prepare_cached(&format!(
+                "UPDATE outbox SET due_at = ?4 WHERE {of} AND round = ?2 AND kind = 'escalated'
+                    AND state = 'pending' AND tier = ?3 AND due_at > ?4"
+            ))?
+            .execute(params![owner, round, next, now])?;
         if moved == 0 {
             // Already due, sent or cancelled.
             return Ok(());

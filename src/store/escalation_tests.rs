@@ -411,3 +411,164 @@ async fn a_due_notification_is_claimed_by_one_sender_until_its_claim_runs_out() 
         first.len()
     );
 }
+
+/// The notifications due `after` from now, claimed as the sender claims them.
+async fn claim_due(store: &Store, after: Duration) -> Vec<Notification> {
+    let at = Utc::now() + chrono::Duration::from_std(after).unwrap();
+    store.outbox_due(at, 100).await.unwrap()
+}
+
+/// Two escalations of one route and reason within the storm window: the first is told
+/// at once, the second through the group's summary when the window ends.
+async fn storm_of_two(store: &Store) -> (String, String) {
+    let first = run(store, "f1", stopped()).await;
+    let second = run(store, "f2", stopped()).await;
+    let inc = store.incident(&second).await.unwrap().unwrap();
+    assert_eq!(events(&inc, "escalation_grouped")[0]["first"], false);
+    (first, second)
+}
+
+fn summaries(due: &[Notification]) -> Vec<(String, u32, String)> {
+    let mut v: Vec<_> = due
+        .iter()
+        .filter(|n| n.group.is_some())
+        .map(|n| (n.channel.clone(), n.tier, n.incident_id.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn storm_group_member_is_told_when_first_member_is_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    store.ack(&first, Some("alice".into())).await.unwrap();
+    // The first's own later tier is cancelled; the group's summary is not.
+    let due = claim_due(&store, 2 * MINUTE).await;
+    assert_eq!(
+        summaries(&due),
+        [
+            ("a".into(), 1, second.clone()),
+            ("b".into(), 1, second.clone())
+        ],
+        "the summary is told through the member still escalated"
+    );
+    assert!(due.iter().all(|n| n.group.is_some()), "{due:?}");
+    let (size, listed) = store
+        .group_members(due[0].group.as_deref().unwrap(), 10)
+        .await
+        .unwrap();
+    assert_eq!(size, 1);
+    assert_eq!(listed[0].id, second);
+    store
+        .outbox_attempt(due[0].id, Attempt::Sent)
+        .await
+        .unwrap();
+    let inc = store.incident(&second).await.unwrap().unwrap();
+    assert_eq!(
+        events(&inc, "notification_sent")[0]["group"],
+        json!(due[0].group)
+    );
+}
+
+#[tokio::test]
+async fn storm_group_member_is_told_when_first_member_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    let mut resolved = alert("f1", Status::Resolved);
+    resolved.ends_at = Some(Utc::now());
+    store.ingest(delivery(resolved)).await.unwrap();
+    let inc = store.incident(&first).await.unwrap().unwrap();
+    assert_eq!(inc.state, State::Resolved);
+    let due = claim_due(&store, 2 * MINUTE).await;
+    assert_eq!(
+        summaries(&due),
+        [
+            ("a".into(), 1, second.clone()),
+            ("b".into(), 1, second.clone())
+        ]
+    );
+    // Later tiers of the summary too, while the member is escalated.
+    for n in &due {
+        store.outbox_attempt(n.id, Attempt::Sent).await.unwrap();
+    }
+    assert_eq!(
+        summaries(&claim_due(&store, 16 * MINUTE).await),
+        [("c".into(), 2, second.clone())]
+    );
+}
+
+#[tokio::test]
+async fn storm_summary_is_not_sent_when_every_member_was_handled_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    // Only the member that joined is acked: the first has its own notifications, so the
+    // summary has nobody left to tell.
+    store.ack(&second, Some("bob".into())).await.unwrap();
+    let due = claim_due(&store, 2 * MINUTE).await;
+    assert!(summaries(&due).is_empty(), "{due:?}");
+    let inc = store.incident(&second).await.unwrap().unwrap();
+    let skipped = events(&inc, "notifications_cancelled");
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped[0]["why"]
+        .as_str()
+        .unwrap()
+        .contains("before its summary was due"));
+    // Its later tier, the same way; the first incident's own tier 2 is still owed.
+    let due = claim_due(&store, 16 * MINUTE).await;
+    assert!(summaries(&due).is_empty(), "{due:?}");
+    assert!(due.iter().any(|n| n.incident_id == first && n.tier == 2));
+    let inc = store.incident(&second).await.unwrap().unwrap();
+    assert_eq!(events(&inc, "notifications_cancelled").len(), 3);
+}
+
+#[tokio::test]
+async fn storm_summary_lists_the_first_incident_while_it_is_escalated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    let due = claim_due(&store, 2 * MINUTE).await;
+    assert_eq!(
+        summaries(&due),
+        [
+            ("a".into(), 1, first.clone()),
+            ("b".into(), 1, first.clone())
+        ]
+    );
+    let gid = due.iter().find_map(|n| n.group.clone()).unwrap();
+    let (size, listed) = store.group_members(&gid, 10).await.unwrap();
+    assert_eq!(size, 2);
+    assert_eq!(
+        listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [first.as_str(), second.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_storm_summary_falls_through_to_the_summarys_next_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    let due = claim_due(&store, 2 * MINUTE).await;
+    let a = due
+        .iter()
+        .find(|n| n.group.is_some() && n.channel == "a")
+        .unwrap();
+    let failed = Attempt::Failed {
+        error: "HTTP 400".into(),
+        permanent: true,
+        retry_at: None,
+        fall_through: true,
+    };
+    store.outbox_attempt(a.id, failed).await.unwrap();
+    // The summary's tier 2 is due now, not the first incident's own.
+    let due = claim_due(&store, 2 * MINUTE).await;
+    assert_eq!(summaries(&due), [("c".into(), 2, first.clone())]);
+    assert!(due.iter().all(|n| n.group.is_some()), "{due:?}");
+    let inc = store.incident(&first).await.unwrap().unwrap();
+    assert_eq!(events(&inc, "escalation_fell_through")[0]["to_tier"], 2);
+    assert_ne!(first, second);
+}

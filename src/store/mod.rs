@@ -325,6 +325,9 @@ pub struct Notification {
     pub channel: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// For a storm group's summary, the group: it lists the group's incidents still
+    /// escalated, told through `incident_id`, one of them.
+    pub group: Option<String>,
 }
 
 /// How one delivery attempt went, as the store records it.
@@ -572,7 +575,8 @@ impl Store {
         self.inner.set_pause(pause, by).await
     }
 
-    /// The incidents of storm group `group` (at most `limit`), with the group's size.
+    /// The incidents of storm group `group` still escalated (at most `limit`, its first
+    /// incident first), with how many there are: what its summary lists when it goes out.
     pub async fn group_members(
         &self,
         group: &str,
@@ -712,3 +716,6 @@ mod tests;
 
 #[cfg(test)]
 mod escalation_tests;
+
+#[cfg(test)]
+mod model_tests;

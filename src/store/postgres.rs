@@ -29,6 +29,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("migrations/postgres/0003_guards.sql")),
     (4, include_str!("migrations/postgres/0004_escalation.sql")),
     (5, include_str!("migrations/postgres/0005_replicas.sql")),
+    (
+        6,
+        include_str!("migrations/postgres/0006_group_summaries.sql"),
+    ),
 ];
 
 /// How long a connection attempt may take.

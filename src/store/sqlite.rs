@@ -20,6 +20,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_guards.sql")),
     (4, include_str!("migrations/sqlite/0004_escalation.sql")),
     (5, include_str!("migrations/sqlite/0005_replicas.sql")),
+    (
+        6,
+        include_str!("migrations/sqlite/0006_group_summaries.sql"),
+    ),
 ];
 
 /// How often the background checkpoint runs.

@@ -143,6 +143,115 @@ async fn firing_resend_resolve() {
     store.close().await;
 }
 
+/// Alertmanager merged the alert from a Prometheus pair and kept the earlier `startsAt`:
+/// the same firing period, so its resolution resolves the incident.
+#[tokio::test]
+async fn ha_prometheus_earlier_starts_at_resolves_instead_of_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let fx = |a| delivery(vec![a]);
+    assert_eq!(
+        store
+            .ingest(fx(alert("haha", Status::Firing, 5)))
+            .await
+            .unwrap(),
+        [AlertEffect::Opened(State::Queued)]
+    );
+    assert_eq!(
+        store
+            .ingest(fx(alert("haha", Status::Firing, 3)))
+            .await
+            .unwrap(),
+        [AlertEffect::Deduplicated]
+    );
+    let mut resolved = alert("haha", Status::Resolved, 3);
+    resolved.ends_at = Some(Utc.with_ymd_and_hms(2026, 11, 23, 10, 9, 0).unwrap());
+    let effect = store.ingest(fx(resolved)).await.unwrap();
+    assert!(
+        matches!(effect[..], [AlertEffect::Resolved { .. }]),
+        "{effect:?}"
+    );
+    let all = store
+        .incidents(IncidentFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, State::Resolved);
+    assert_eq!(all[0].deliveries, 3);
+    // The incident keeps the start it opened with.
+    assert!(
+        all[0].started_at.starts_with("2026-11-23T10:05:00"),
+        "{}",
+        all[0].started_at
+    );
+    // A resolution that ended before the incident began is an older period's: stale.
+    assert_eq!(
+        store
+            .ingest(fx(alert("haha", Status::Firing, 12)))
+            .await
+            .unwrap(),
+        [AlertEffect::Opened(State::Queued)]
+    );
+    let mut old = alert("haha", Status::Resolved, 3);
+    old.ends_at = Some(Utc.with_ymd_and_hms(2026, 11, 23, 10, 9, 0).unwrap());
+    assert_eq!(store.ingest(fx(old)).await.unwrap(), [AlertEffect::Stale]);
+    verify(&store).await;
+    store.close().await;
+}
+
+/// An ignored incident is closed, but its alert's resends and resolution are its own, not
+/// stale; a newer firing period opens a new incident.
+#[tokio::test]
+async fn ignored_incident_resends_are_duplicates_not_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let fx = |a| {
+        let mut d = delivery(vec![a]);
+        d.alerts[0].1 = Routed::Ignore {
+            route: "quiet".into(),
+        };
+        d
+    };
+    assert_eq!(
+        store
+            .ingest(fx(alert("igno", Status::Firing, 5)))
+            .await
+            .unwrap(),
+        [AlertEffect::Opened(State::Ignored)]
+    );
+    for a in [
+        alert("igno", Status::Firing, 5),
+        alert("igno", Status::Firing, 3),
+        alert("igno", Status::Resolved, 5),
+    ] {
+        assert_eq!(
+            store.ingest(fx(a)).await.unwrap(),
+            [AlertEffect::Deduplicated]
+        );
+    }
+    assert_eq!(
+        store
+            .ingest(fx(alert("igno", Status::Firing, 9)))
+            .await
+            .unwrap(),
+        [AlertEffect::Opened(State::Ignored)]
+    );
+    let all = store
+        .incidents(IncidentFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].deliveries, 4);
+    verify(&store).await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn no_runbook_is_escalated() {
     let dir = tempfile::tempdir().unwrap();
