@@ -32,7 +32,36 @@ pub struct Medic {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// The config used by default: tokens, a route to `restart.rhai`, a no-runbook catch.
+/// An `[escalation]` policy that pages one `file` channel, `<dir>/escalations.jsonl`: a
+/// config must reach a person with every escalation, and tests about something else
+/// page this file.
+pub fn escalation_to_file(dir: &Path) -> String {
+    format!(
+        r#"
+[escalation]
+notify = ["escalations"]
+
+[[escalation.channels]]
+name = "escalations"
+type = "file"
+path = "{}"
+"#,
+        dir.join("escalations.jsonl").display()
+    )
+}
+
+/// The notifications the `file` channel of [`escalation_to_file`] wrote, one JSON
+/// document each.
+pub fn escalations_in_file(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("escalations.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON document per line"))
+        .collect()
+}
+
+/// The config used by default: tokens, a route to `restart.rhai`, a no-runbook catch,
+/// escalations paged to a file.
 pub fn default_config(dir: &Path) -> String {
     format!(
         r#"
@@ -43,6 +72,7 @@ api_token = "{API_TOKEN}"
 
 [store]
 {store}
+{escalation}
 
 [runbooks]
 dir = "{runbooks}"
@@ -53,6 +83,7 @@ matchers = ['alertname=~"ServiceDown|Restart.*"']
 runbook = "restart.rhai"
 "#,
         store = store_config(dir),
+        escalation = escalation_to_file(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }
