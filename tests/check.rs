@@ -256,3 +256,31 @@ fn audit_verify_does_not_need_the_webhook_or_api_token() {
     assert_eq!(code, 1, "{out}");
     assert_eq!(out.lines().count(), 3, "{out}");
 }
+
+#[test]
+fn a_runbook_calling_a_function_that_does_not_exist_fails_check() {
+    // It used to pass `check` and fail only when a run reached the call, with an error
+    // that named no file.
+    let tmp = project(
+        &format!("[runbooks]\ndir = \"runbooks\"\n\n[[routes]]\nrunbook = \"restart.rhai\"\n{PAGE}"),
+        &[
+            (
+                "restart.rhai",
+                "let unit = alert.labels[\"name\"];\nlog(`restarting ${unit}`);\nrestart_unit(unit, 3);\nif unit.lenght() > 0 { exec(\"systemctl\", [\"status\"], 1); }\n",
+            ),
+            ("fine.rhai", "fn twice(x) { x * 2 }\nlet n = twice(\"ab\".len());\nlog(n.to_string());\n"),
+        ],
+    );
+    let config = tmp.path().join("medic.toml");
+    let (code, out, _) = medic_cli(tmp.path(), &["check"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "runbooks/restart.rhai:3:1: calls unknown function restart_unit/2: not a runbook function, a Rhai built-in or a function of this runbook",
+            "runbooks/restart.rhai:4:9: calls unknown function lenght/1: not a runbook function, a Rhai built-in or a function of this runbook",
+            "runbooks/restart.rhai:4:24: calls unknown function exec/3: exec takes 1 or 2 argument(s)",
+        ],
+        "{out}"
+    );
+}

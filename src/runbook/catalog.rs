@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::calls::{unknown_calls, KnownFunctions};
 use super::sandbox::Sandbox;
 
 /// One runbook file as loaded.
@@ -43,7 +44,8 @@ pub struct LoadError {
 
 impl Catalog {
     /// Loads and compiles every `*.rhai` file directly under `dir`. Returns the runbooks
-    /// that compiled and a problem for every file that did not.
+    /// that compiled and a problem for every file that did not, or that calls a function
+    /// that does not exist (see [`super::calls`]).
     pub fn load(dir: &Path, sandbox: &Sandbox) -> (Catalog, Vec<LoadError>) {
         let err = |path: &Path, message: String| LoadError {
             path: path.to_path_buf(),
@@ -59,6 +61,7 @@ impl Catalog {
         };
         let mut runbooks = BTreeMap::new();
         let mut errors = Vec::new();
+        let known = KnownFunctions::of(sandbox.engine());
         for entry in entries {
             let path = match entry {
                 Ok(e) => e.path(),
@@ -86,6 +89,17 @@ impl Catalog {
             };
             match sandbox.compile(&source) {
                 Ok(ast) => {
+                    // A call that cannot resolve fails only when the run reaches it:
+                    // refused here, like a syntax error.
+                    let unknown = unknown_calls(&ast, &known);
+                    if !unknown.is_empty() {
+                        errors.extend(unknown.into_iter().map(|u| LoadError {
+                            path: path.clone(),
+                            position: u.position,
+                            message: u.message,
+                        }));
+                        continue;
+                    }
                     let hash = hex::encode(Sha256::digest(source.as_bytes()));
                     let runbook = Runbook {
                         name: name.clone(),

@@ -100,6 +100,11 @@ impl Medic {
 
     /// Starts medic in `dir` (kept between restarts) with config text `config`.
     pub fn start_in(dir: &Path, config: &str) -> Medic {
+        Medic::start_in_env(dir, config, &[])
+    }
+
+    /// [`Medic::start_in`] with `env` added to medic's environment.
+    pub fn start_in_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Medic {
         std::fs::create_dir_all(dir.join("runbooks")).unwrap();
         let runbook = dir.join("runbooks/restart.rhai");
         if !runbook.exists() {
@@ -112,6 +117,7 @@ impl Medic {
             .arg(&config_path)
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
