@@ -310,4 +310,25 @@ mod tests {
             runbook("routes[0]", "restart.rhai"),
         );
     }
+
+    #[test]
+    fn an_ignore_route_takes_the_alert_without_a_runbook() {
+        let r = router(
+            "[[routes]]\nname = \"watchdog\"\nmatchers = ['alertname=\"Watchdog\"']\nignore = true\n[[routes]]\nrunbook = \"restart.rhai\"\n",
+        );
+        check(
+            &r,
+            &[("alertname", "Watchdog")],
+            &[],
+            Decision::Ignore {
+                route: "watchdog".into(),
+            },
+        );
+        check(
+            &r,
+            &[("alertname", "ServiceDown")],
+            &[],
+            runbook("routes[1]", "restart.rhai"),
+        );
+    }
 }
