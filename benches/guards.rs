@@ -36,7 +36,12 @@ fn decisions() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let cfg = Config::parse(std::path::Path::new("b.toml"), ROUTE, &|_| None).unwrap();
+        let cfg = Config::parse(
+            std::path::Path::new("b.toml"),
+            &format!("{ROUTE}\n[escalation]\nnotify = [\"log\"]\n[[escalation.channels]]\nname = \"log\"\ntype = \"file\"\npath = \"escalations.jsonl\"\n"),
+            &|_| None,
+        )
+        .unwrap();
         let g = Guards::new(Arc::new(cfg), Vec::new(), None);
         let candidates: Vec<Candidate> = (0..10_000)
             .map(|i| Candidate {
@@ -87,7 +92,14 @@ async fn start(
         dir.join("medic.db").display(),
         dir.join("runbooks").display()
     );
-    let cfg = Config::parse(&dir.join("medic.toml"), &text, &|_| None).unwrap();
+    let cfg = Config::parse(
+        &dir.join("medic.toml"),
+        &format!(
+            "{text}\n[escalation]\nnotify = [\"log\"]\n[[escalation.channels]]\nname = \"log\"\ntype = \"file\"\npath = \"{}\"\n",
+            dir.join("escalations.jsonl").display()
+        ),
+        &|_| None,
+    ).unwrap();
     let loaded = Loaded::from_config(cfg).unwrap_or_else(|p| panic!("{p:?}"));
     let metrics = Arc::new(Metrics::default());
     let store = Store::open(&loaded.config.store.url, metrics.store.clone()).unwrap();

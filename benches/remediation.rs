@@ -61,7 +61,14 @@ fn config(dir: &std::path::Path) -> Config {
         dir.join("medic.db").display(),
         dir.join("runbooks").display()
     );
-    Config::parse(&dir.join("medic.toml"), &text, &|_| None).expect("bench config")
+    Config::parse(
+        &dir.join("medic.toml"),
+        &format!(
+            "{text}\n[escalation]\nnotify = [\"log\"]\n[[escalation.channels]]\nname = \"log\"\ntype = \"file\"\npath = \"{}\"\n",
+            dir.join("escalations.jsonl").display()
+        ),
+        &|_| None,
+    ).expect("bench config")
 }
 
 fn alert(i: usize) -> Alert {

@@ -77,6 +77,12 @@ name = "bench"
 matchers = ['alertname="Bench"']
 runbook = "step.rhai"
 verify_for = "1h"
+[escalation]
+notify = ["escalations"]
+[[escalation.channels]]
+name = "escalations"
+type = "file"
+path = "$dir/escalations.jsonl"
 EOF
     "$MEDIC" serve --config "$dir/medic.toml" --log-format json >"$dir/medic.log" 2>&1 &
     PIDS+=($!)

@@ -143,6 +143,14 @@ url = "$url"
 
 [runbooks]
 dir = "$dir/runbooks"
+
+[escalation]
+notify = ["escalations"]
+
+[[escalation.channels]]
+name = "escalations"
+type = "file"
+path = "$dir/escalations.jsonl"
 EOF
     "$MEDIC" serve --config "$dir/medic.toml" --log-format json \
         >"$dir/medic.log" 2>&1 &

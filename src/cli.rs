@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audit::Verifier;
-use crate::config::Config;
+use crate::config::{Config, Purpose};
 use crate::loaded::Loaded;
 use crate::metrics::Metrics;
 use crate::server::App;
@@ -146,6 +146,9 @@ fn init_logging(format: LogFormat) {
 fn check(path: &Path) -> ExitCode {
     match Loaded::load(path) {
         Ok(loaded) => {
+            for w in &loaded.config.warnings {
+                println!("{}", w.as_warning());
+            }
             println!(
                 "{}: ok ({} routes, {} runbooks)",
                 path.display(),
@@ -262,6 +265,9 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    for w in &loaded.config.warnings {
+        tracing::warn!("{}", w.as_warning());
+    }
     if loaded.config.server.webhook_token.is_none() {
         tracing::warn!(
             "server.webhook_token is not set: /webhook accepts unauthenticated deliveries"
@@ -316,7 +322,9 @@ async fn shutdown_signal() {
 }
 
 async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Only the store matters here: the server's tokens and the channels' secrets need
+    // not be set.
+    let config = Config::load_for(path, Purpose::Audit).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = Store::connect(&config.store, Default::default()).with_context(|| {
         format!(
             "opening the store {}",

@@ -22,7 +22,7 @@ body_limit = "4MiB"
 
 [store]
 {store}
-
+{escalation}
 [runbooks]
 dir = "{runbooks}"
 timeout = "20s"
@@ -33,6 +33,7 @@ timeout = "20s"
 {routes}
 "#,
         store = store_config(dir),
+        escalation = escalation_to_file(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }

@@ -594,13 +594,11 @@ fn replay_of_several_alerts_from_stdin() {
     );
     assert!(!resolved.contains("timeline"), "{resolved}");
 
+    // The shipped config takes the Watchdog on purpose: nobody is paged for it.
     let watchdog = alerts[3];
+    assert!(watchdog.contains("  route        watchdog\n"), "{watchdog}");
     assert!(
-        watchdog.contains("  route        none: no route matched the alert\n"),
-        "{watchdog}"
-    );
-    assert!(
-        watchdog.contains("  end          escalated (no_runbook): no route matched the alert\n"),
+        watchdog.contains("  end          ignored: the route takes the alert on purpose, nothing runs, nobody is told\n"),
         "{watchdog}"
     );
 }
@@ -667,4 +665,51 @@ fn a_call_in_an_imported_module_points_at_the_module() {
         ),
         "{out}"
     );
+}
+
+#[test]
+fn medic_test_does_not_need_the_servers_secrets() {
+    // A config whose webhook and API tokens and channel credentials come from variables
+    // that are not set: only `serve` (and `check`) use them.
+    let config = r#"
+[server]
+webhook_token = "${MEDIC_WEBHOOK_TOKEN}"
+api_token = "${MEDIC_API_TOKEN}"
+
+[runbooks]
+dir = "."
+allowed_commands = ["systemctl"]
+
+[[routes]]
+runbook = "restart.rhai"
+
+[escalation]
+notify = ["pager"]
+
+[[escalation.channels]]
+name = "pager"
+type = "pagerduty"
+routing_key = "${PD_ROUTING_KEY}"
+"#;
+    let test = format!(
+        "config = \"medic.toml\"\n\n[[tests]]\n{}",
+        &PASSING[PASSING.find("name").unwrap()..]
+    );
+    let dir = workdir(&[("medic.toml", config), ("t.toml", &test)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medic"));
+    child
+        .args(["test", "t.toml"])
+        .current_dir(dir.path())
+        .env_remove("MEDIC_WEBHOOK_TOKEN")
+        .env_remove("MEDIC_API_TOKEN")
+        .env_remove("PD_ROUTING_KEY");
+    let out = child.output().expect("run medic");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(last_line(&stdout), "1 passed, 0 failed", "{stdout}");
 }

@@ -23,7 +23,7 @@ api_token = "{API_TOKEN}"
 
 [store]
 {store}
-
+{escalation}
 [runbooks]
 dir = "{runbooks}"
 timeout = "20s"
@@ -32,6 +32,7 @@ timeout = "20s"
 {routes}
 "#,
         store = store_config(dir),
+        escalation = escalation_to_file(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }

@@ -38,10 +38,16 @@ statement_timeout = "2s"
 
 [runbooks]
 dir = "{runbooks}"
-
+{escalation}
 {extra}
 "#,
         runbooks = dir.join("runbooks").display(),
+        // Every escalation reaches a channel: a file, unless `extra` names its own.
+        escalation = if extra.contains("[escalation]") {
+            String::new()
+        } else {
+            escalation_to_file(dir)
+        },
     )
 }
 

@@ -32,7 +32,7 @@ api_token = "{API_TOKEN}"
 
 [store]
 {store}
-
+{escalation}
 [runbooks]
 dir = "{runbooks}"
 timeout = "20s"
@@ -44,6 +44,7 @@ exec_path = "{bin}:/usr/bin:/bin"
 {routes}
 "#,
         store = store_config(dir),
+        escalation = escalation_to_file(dir),
         runbooks = dir.join("runbooks").display(),
         bin = dir.join("bin").display(),
     )

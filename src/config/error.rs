@@ -83,6 +83,22 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The same problem as a warning: `<file>:<line>:<col>: warning: <key>: <message>`.
+    pub fn as_warning(&self) -> String {
+        let mut text = self.file.display().to_string();
+        if let Some(location) = self.location {
+            text.push_str(&format!(":{location}"));
+        }
+        text.push_str(": warning: ");
+        if !self.key.is_empty() {
+            text.push_str(&format!("{}: ", self.key));
+        }
+        text.push_str(&self.message);
+        text
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;

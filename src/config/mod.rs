@@ -52,6 +52,20 @@ pub const DEFAULT_VERIFY_FOR: Duration = Duration::from_secs(5 * 60);
 /// Default `url` of a `pagerduty` channel.
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
+/// An `[escalation]` section that pages a file, for unit tests whose configuration is
+/// about something else: appended to a file's text, it makes every escalation reach a
+/// channel.
+#[cfg(test)]
+pub(crate) const TEST_ESCALATION: &str = r#"
+[escalation]
+notify = ["log"]
+
+[[escalation.channels]]
+name = "log"
+type = "file"
+path = "escalations.jsonl"
+"#;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,6 +87,39 @@ pub struct Config {
     pub alertmanager: Option<ServiceConfig>,
     /// `[prometheus]`: enables the `query` step.
     pub prometheus: Option<ServiceConfig>,
+    /// Settings that are valid but probably not what was meant; `medic check` prints
+    /// them and still passes.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// What a configuration is loaded for, which decides the secrets it must have.
+///
+/// Only `serve` (and `check`, which answers for `serve`) uses the webhook and API
+/// tokens and the channels' credentials; the offline commands load the same file without
+/// them, so a `${VAR}` in those keys may be unset there (the value is left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `medic serve` and `medic check`: every `${VAR}` must be set.
+    Serve,
+    /// `medic test` and `medic replay`: routes and runbooks (and `runbooks.secrets`),
+    /// never the server's tokens or the channels.
+    Offline,
+    /// `medic audit verify`: only the store.
+    Audit,
+}
+
+impl Purpose {
+    /// Whether an unset `${VAR}` in `key` is fine for this purpose.
+    fn may_leave_unset(self, key: &str) -> bool {
+        let serve_only = key == "server.webhook_token"
+            || key == "server.api_token"
+            || key.starts_with("escalation.channels[");
+        match self {
+            Purpose::Serve => false,
+            Purpose::Offline => serve_only,
+            Purpose::Audit => serve_only || key.starts_with("runbooks.secrets."),
+        }
+    }
 }
 
 /// An HTTP service medic calls (`[alertmanager]`, `[prometheus]`).
@@ -91,10 +138,15 @@ impl Config {
     /// Reads and validates the file at `path`, expanding `${VAR}` from the
     /// process environment. An unreadable file is one error naming the path.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_for(path, Purpose::Serve)
+    }
+
+    /// [`Config::load`] for `purpose`: secrets that it does not use may be unset.
+    pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|error| {
             ConfigError::for_file(path, format!("cannot read config file: {error}"))
         })?;
-        Config::parse(path, &text, &|name| std::env::var(name).ok())
+        Config::parse_for(path, &text, &|name| std::env::var(name).ok(), purpose)
     }
 
     /// Validates `text`, the contents of the file `source` (used in errors
@@ -105,9 +157,19 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
+        Config::parse_for(source, text, env, Purpose::Serve)
+    }
+
+    /// [`Config::parse`] for `purpose`.
+    pub fn parse_for(
+        source: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        purpose: Purpose,
+    ) -> Result<Config, ConfigErrors> {
         let raw: raw::RawConfig =
             toml::from_str(text).map_err(|error| ConfigError::from_toml(source, text, &error))?;
-        validate::validate(source, text, &raw, env)
+        validate::validate(source, text, &raw, env, purpose)
     }
 }
 
@@ -424,6 +486,9 @@ pub enum RunbookTarget {
     /// `runbook_from = "annotation:<name>"`: the alert's annotation of this
     /// name gives the runbook's file name.
     Annotation(String),
+    /// `ignore = true`: no runbook. The alert is taken on purpose: nothing is run and
+    /// nobody is told (the incident is opened `ignored`).
+    Ignore,
 }
 
 /// A route's circuit breaker.
@@ -483,7 +548,9 @@ pub enum VerifyMode {
 /// keeps firing is escalated again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
-    /// In order of `after`; may be empty (nobody is told).
+    /// In order of `after`. Validation makes sure every policy that can be used has
+    /// at least one tier; only the default policy of a configuration in which every
+    /// alert is taken by a route with its own policy (or `ignore`) may be empty.
     pub tiers: Vec<Tier>,
     /// Runs the policy again this long after the last round, while the incident is
     /// escalated and not acknowledged; `None`: once.
@@ -583,6 +650,11 @@ pub enum ChannelKind {
         /// Severity when the alert's `severity` label is not one of PagerDuty's four.
         default_severity: String,
     },
+    /// `type = "file"`: each notification appended to a file as one JSON line.
+    File {
+        /// The file; created when missing, relative to medic's working directory.
+        path: PathBuf,
+    },
 }
 
 /// How an `email` channel secures its SMTP connection (`tls = "..."`).
@@ -631,6 +703,7 @@ impl fmt::Debug for ChannelKind {
                 .field("url", &redact_url_password(url))
                 .field("default_severity", default_severity)
                 .finish(),
+            ChannelKind::File { path } => f.debug_struct("File").field("path", path).finish(),
         }
     }
 }

@@ -124,6 +124,7 @@ pub(crate) struct RawRoute {
     pub matchers: Vec<Text>,
     pub runbook: Option<Text>,
     pub runbook_from: Option<Text>,
+    pub ignore: Option<Spanned<bool>>,
     pub verify_for: Option<Text>,
     pub verify: Option<Text>,
     pub tiers: Option<Spanned<Vec<Spanned<RawTier>>>>,
@@ -158,8 +159,7 @@ pub(crate) struct RawBreaker {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEscalation {
-    #[serde(default)]
-    pub notify: Vec<Text>,
+    pub notify: Option<Spanned<Vec<Text>>>,
     #[serde(default)]
     pub channels: Vec<Spanned<RawChannel>>,
     pub tiers: Option<Spanned<Vec<Spanned<RawTier>>>>,
@@ -198,6 +198,7 @@ pub(crate) struct RawChannel {
     pub username: Option<Text>,
     pub password: Option<Text>,
     pub default_severity: Option<Text>,
+    pub path: Option<Text>,
     pub timeout: Option<Text>,
 }
 

@@ -42,8 +42,8 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
         "bad-channels",
         &[
             r#"bad-channels.toml:2:1: escalation.channels[0]: missing required key "name""#,
-            r#"bad-channels.toml:8:8: escalation.channels[1].type: unknown channel type "sms" (use email, webhook, slack or pagerduty)"#,
-            r#"bad-channels.toml:10:1: escalation.channels[2]: missing required key "type" (email, webhook, slack or pagerduty)"#,
+            r#"bad-channels.toml:8:8: escalation.channels[1].type: unknown channel type "sms" (use email, webhook, slack, pagerduty or file)"#,
+            r#"bad-channels.toml:10:1: escalation.channels[2]: missing required key "type" (email, webhook, slack, pagerduty or file)"#,
             r#"bad-channels.toml:16:7: escalation.channels[3].url: invalid URL "hooks.slack.example/services/T000": expected an http:// or https:// URL"#,
             r#"bad-channels.toml:21:8: escalation.channels[4].smtp: invalid SMTP address "mail.example.com": expected <host>:<port>, like "127.0.0.1:25""#,
             r#"bad-channels.toml:22:8: escalation.channels[4].from: invalid email address "medic": missing '@'"#,
@@ -115,6 +115,33 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "escalation-to-nobody",
+        &[
+            r#"escalation-to-nobody.toml:13:10: escalation.notify: the default policy names no channel, so escalations of route "disk" and alerts that no route matches would reach nobody; name a channel in escalation.notify (or escalation.tiers), or set ignore = true on a route to take its alerts on purpose without a runbook or a page"#,
+        ],
+    ),
+    (
+        "file-channel-without-path",
+        &[
+            r#"file-channel-without-path.toml:2:1: escalation.channels[0]: missing required key "path" for a channel of type "file""#,
+            r#"file-channel-without-path.toml:5:7: escalation.channels[0].url: not allowed for a channel of type "file" (allowed: path)"#,
+            r#"file-channel-without-path.toml:10:8: escalation.channels[1].path: must not be empty"#,
+        ],
+    ),
+    (
+        "ignore-with-runbook",
+        &[
+            r#"ignore-with-runbook.toml:5:11: routes[0].runbook: not allowed with ignore = true (an ignored alert runs nothing and pages nobody)"#,
+            r#"ignore-with-runbook.toml:6:9: routes[0].tiers: not allowed with ignore = true (an ignored alert runs nothing and pages nobody)"#,
+        ],
+    ),
+    (
+        "route-tiers-empty",
+        &[
+            r#"route-tiers-empty.toml:5:9: routes[0].tiers: must list at least one tier (to take alerts on purpose without telling anyone, set ignore = true)"#,
+        ],
+    ),
+    (
         "email-missing-to",
         &[
             r#"email-missing-to.toml:2:1: escalation.channels[0]: missing required key "to" for a channel of type "email""#,
@@ -141,7 +168,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
     (
         "runbook-missing",
         &[
-            r#"runbook-missing.toml:2:1: routes[0]: missing "runbook" or "runbook_from"; set exactly one"#,
+            r#"runbook-missing.toml:2:1: routes[0]: missing "runbook" or "runbook_from"; set exactly one (or ignore = true to take the alerts on purpose without a runbook)"#,
         ],
     ),
     (
@@ -171,7 +198,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
     (
         "unknown-route-key",
         &[
-            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `verify_for`, `verify`, `tiers`, `renotify`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`"#,
+            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `ignore`, `verify_for`, `verify`, `tiers`, `renotify`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`"#,
         ],
     ),
     (
@@ -225,8 +252,19 @@ fn parse_ok(text: &str, env: &[(&str, &str)]) -> Config {
     parse(text, env).unwrap_or_else(|errors| panic!("unexpected errors:\n{errors}"))
 }
 
-/// The error lines of `text`, which must be invalid.
+/// `text` with an escalation policy that pages a file appended, for tests about
+/// something else.
+fn paged(text: &str) -> String {
+    format!("{text}{TEST_ESCALATION}")
+}
+
+/// The error lines of `text`, which must be invalid, with [`paged`]'s escalation.
 fn errors(text: &str) -> Vec<String> {
+    unpaged_errors(&paged(text))
+}
+
+/// The error lines of `text` as it is, which must be invalid.
+fn unpaged_errors(text: &str) -> Vec<String> {
     match parse(text, &[]) {
         Ok(config) => panic!("expected errors, parsed {config:#?}"),
         Err(errors) => errors.to_string().lines().map(str::to_owned).collect(),
@@ -271,8 +309,18 @@ fn every_invalid_fixture_is_tested() {
 }
 
 #[test]
-fn an_empty_file_gives_the_defaults() {
-    let config = parse_ok("", &[]);
+fn an_empty_file_escalates_to_nobody_and_is_refused() {
+    assert_eq!(
+        unpaged_errors(""),
+        [
+            "medic.toml: escalation: the default policy names no channel, so escalations of alerts that no route matches would reach nobody; name a channel in escalation.notify (or escalation.tiers), or set ignore = true on a route to take its alerts on purpose without a runbook or a page"
+        ]
+    );
+}
+
+#[test]
+fn a_file_with_only_a_channel_gives_the_defaults() {
+    let config = parse_ok(TEST_ESCALATION, &[]);
     assert_eq!(config.source, PathBuf::from("medic.toml"));
     assert_eq!(config.server, ServerConfig::default());
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:9095");
@@ -287,15 +335,21 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(config.limits.max_concurrent, 16);
     assert_eq!(config.limits.rate, None);
     assert!(config.routes.is_empty());
-    assert_eq!(config.escalation, EscalationConfig::default());
-    assert!(config.escalation.notify.is_empty());
-    assert!(config.escalation.channels.is_empty());
+    assert_eq!(config.escalation.notify, ["log"]);
+    assert_eq!(config.escalation.retry, RetryConfig::default());
+    assert_eq!(
+        config.escalation.channels[0].kind,
+        ChannelKind::File {
+            path: PathBuf::from("escalations.jsonl")
+        }
+    );
+    assert!(config.warnings.is_empty());
 }
 
 #[test]
 fn comments_and_empty_sections_also_give_the_defaults() {
     let config = parse_ok(
-        "# nothing set\n[server]\n[store]\n[runbooks]\n[limits]\n[escalation]\n",
+        &paged("# nothing set\n[server]\n[store]\n[runbooks]\n[limits]\n"),
         &[],
     );
     assert_eq!(config.server, ServerConfig::default());
@@ -517,6 +571,8 @@ fn load_of_a_missing_file_is_one_error_naming_it() {
 fn every_string_value_is_expanded() {
     let config = parse_ok(
         r#"
+            [escalation]
+            notify = ["hook"]
             [store]
             url = "postgres://medic:${DB_PASSWORD}@${DB_HOST:-localhost}/medic"
             [runbooks]
@@ -565,7 +621,7 @@ fn every_string_value_is_expanded() {
 #[test]
 fn empty_tokens_disable_auth() {
     let config = parse_ok(
-        "[server]\nwebhook_token = \"\"\napi_token = \"${EMPTY}\"\n",
+        &paged("[server]\nwebhook_token = \"\"\napi_token = \"${EMPTY}\"\n"),
         &[("EMPTY", "")],
     );
     assert_eq!(config.server.webhook_token, None);
@@ -575,7 +631,7 @@ fn empty_tokens_disable_auth() {
 #[test]
 fn body_limit_takes_bytes_or_a_size_string() {
     let limit = |value: &str| {
-        parse_ok(&format!("[server]\nbody_limit = {value}\n"), &[])
+        parse_ok(&paged(&format!("[server]\nbody_limit = {value}\n")), &[])
             .server
             .body_limit
     };
@@ -598,7 +654,7 @@ fn body_limit_takes_bytes_or_a_size_string() {
 #[test]
 fn listen_accepts_ipv6_and_port_zero() {
     let listen = |value: &str| {
-        parse_ok(&format!("[server]\nlisten = \"{value}\"\n"), &[])
+        parse_ok(&paged(&format!("[server]\nlisten = \"{value}\"\n")), &[])
             .server
             .listen
             .to_string()
@@ -610,7 +666,7 @@ fn listen_accepts_ipv6_and_port_zero() {
 #[test]
 fn store_urls() {
     let url = |value: &str| {
-        parse(&format!("[store]\nurl = \"{value}\"\n"), &[]).map(|config| config.store.url)
+        parse(&paged(&format!("[store]\nurl = \"{value}\"\n")), &[]).map(|config| config.store.url)
     };
     assert_eq!(
         url("sqlite://data/medic.db").ok().as_deref(),
@@ -635,7 +691,7 @@ fn store_urls() {
 #[test]
 fn routes_may_be_written_as_inline_tables() {
     let config = parse_ok(
-        "routes = [\n  { runbook = \"a.rhai\" },\n  { runbook = \"b.rhai\", breaker = { failures = 1, cooldown = \"1m\" } },\n]\n",
+        &paged("routes = [\n  { runbook = \"a.rhai\" },\n  { runbook = \"b.rhai\", breaker = { failures = 1, cooldown = \"1m\" } },\n]\n"),
         &[],
     );
     let summary: Vec<_> = config
@@ -657,7 +713,7 @@ fn routes_may_be_written_as_inline_tables() {
 #[test]
 fn breaker_may_be_a_sub_table() {
     let config = parse_ok(
-        "[[routes]]\nrunbook = \"a.rhai\"\n[routes.breaker]\nfailures = 2\ncooldown = \"30s\"\nkey = [\"service\"]\n",
+        &paged("[[routes]]\nrunbook = \"a.rhai\"\n[routes.breaker]\nfailures = 2\ncooldown = \"30s\"\nkey = [\"service\"]\n"),
         &[],
     );
     assert_eq!(
@@ -697,6 +753,8 @@ fn route_and_channel_errors_point_at_their_values() {
 fn debug_output_hides_secrets() {
     let config = parse_ok(
         r#"
+            [escalation]
+            notify = ["pager"]
             [server]
             webhook_token = "${WEBHOOK_TOKEN}"
             api_token = "api-secret-value"
@@ -856,4 +914,96 @@ fn notify_is_the_default_policy_at_once() {
         }]
     );
     assert_eq!(config.escalation.policy.renotify, None);
+}
+
+#[test]
+fn ignore_is_the_only_way_to_tell_nobody() {
+    let config = parse_ok(&read_fixture("valid-ignore"), &[]);
+    assert!(config.escalation.channels.is_empty());
+    assert!(config.escalation.policy.tiers.is_empty());
+    let targets: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.target.clone()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("watchdog", RunbookTarget::Ignore),
+            ("everything-else", RunbookTarget::Ignore)
+        ]
+    );
+    // Without the catch-all, alerts no route matches would page nobody.
+    assert_eq!(
+        unpaged_errors("[[routes]]\nmatchers = ['alertname=\"Watchdog\"']\nignore = true\n"),
+        [
+            "medic.toml: escalation: the default policy names no channel, so escalations of alerts that no route matches would reach nobody; name a channel in escalation.notify (or escalation.tiers), or set ignore = true on a route to take its alerts on purpose without a runbook or a page"
+        ]
+    );
+    // A route with its own tiers and a catch-all ignore need no default policy.
+    let config = parse_ok(
+        "[[routes]]\nrunbook = \"a.rhai\"\nmatchers = ['team=\"db\"']\ntiers = [{ after = \"0s\", notify = [\"log\"] }]\n[[routes]]\nignore = true\n[[escalation.channels]]\nname = \"log\"\ntype = \"file\"\npath = \"e.jsonl\"\n",
+        &[],
+    );
+    assert!(config.escalation.policy.tiers.is_empty());
+    // `ignore = false` is an ordinary route.
+    assert_eq!(
+        unpaged_errors("[[routes]]\nignore = false\n"),
+        [
+            "medic.toml: escalation: the default policy names no channel, so escalations of route \"routes[0]\" and alerts that no route matches would reach nobody; name a channel in escalation.notify (or escalation.tiers), or set ignore = true on a route to take its alerts on purpose without a runbook or a page",
+            r#"medic.toml:1:1: routes[0]: missing "runbook" or "runbook_from"; set exactly one (or ignore = true to take the alerts on purpose without a runbook)"#,
+        ]
+    );
+}
+
+#[test]
+fn the_shipped_config_with_notify_empty_is_refused() {
+    // The form the example configuration shipped with: every escalation recorded,
+    // nobody told.
+    assert_eq!(
+        unpaged_errors("[[routes]]\nname = \"disk-full\"\nmatchers = ['alertname=\"DiskFull\"']\nrunbook = \"disk_full.rhai\"\n\n[escalation]\nnotify = []\n"),
+        [
+            "medic.toml:7:10: escalation.notify: the default policy names no channel, so escalations of route \"disk-full\" and alerts that no route matches would reach nobody; name a channel in escalation.notify (or escalation.tiers), or set ignore = true on a route to take its alerts on purpose without a runbook or a page"
+        ]
+    );
+}
+
+#[test]
+fn verify_for_shorter_than_the_group_interval_warns() {
+    let config = parse_ok(
+        &paged("[[routes]]\nname = \"fast\"\nrunbook = \"a.rhai\"\nverify_for = \"1m\"\n[[routes]]\nname = \"slow\"\nrunbook = \"b.rhai\"\nverify_for = \"5m\"\n"),
+        &[],
+    );
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.as_warning()).collect();
+    assert_eq!(
+        warnings,
+        [
+            r#"medic.toml:4:14: warning: routes[0].verify_for: 1m is shorter than Alertmanager's default group_interval (5m): Alertmanager tells medic that an alert resolved only at the next group_interval, so an alert the runbook fixed may be escalated still_firing; set verify_for to at least the group_interval of its Alertmanager route, or verify = "alertmanager" to ask Alertmanager's API"#
+        ]
+    );
+    // Asking Alertmanager's API does not wait for a notification.
+    let config = parse_ok(
+        &paged("[alertmanager]\nurl = \"http://127.0.0.1:9093\"\n[[routes]]\nrunbook = \"a.rhai\"\nverify_for = \"1m\"\nverify = \"alertmanager\"\n"),
+        &[],
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn offline_purposes_do_not_need_the_secrets_of_serve() {
+    let text = paged(
+        "[server]\nwebhook_token = \"${MEDIC_WEBHOOK_TOKEN}\"\napi_token = \"${MEDIC_API_TOKEN}\"\n[runbooks.secrets]\nADMIN = \"${ADMIN_TOKEN}\"\n[[escalation.channels]]\nname = \"pager\"\ntype = \"pagerduty\"\nrouting_key = \"${PD_ROUTING_KEY}\"\n",
+    );
+    let load = |purpose| Config::parse_for(Path::new("medic.toml"), &text, &env_of(&[]), purpose);
+    let serve = load(Purpose::Serve).expect_err("serve needs every secret");
+    assert_eq!(serve.0.len(), 4, "{serve}");
+    // `medic test` and `replay` use the runbooks' secrets, not the server's or the channels'.
+    let offline = load(Purpose::Offline).expect_err("runbook secrets are used offline");
+    assert_eq!(
+        offline.to_string(),
+        "medic.toml:5:9: runbooks.secrets.ADMIN: environment variable ADMIN_TOKEN is not set (write ${ADMIN_TOKEN:-default} to give a default)"
+    );
+    let audit = load(Purpose::Audit).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(audit.server.webhook_token, None);
+    assert_eq!(audit.server.api_token, None);
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::expand::expand;
+use super::expand::{expand, ExpandError};
 use super::raw::{
     Integer, RawBreaker, RawChannel, RawConfig, RawEscalation, RawLimits, RawRoute, RawRunbooks,
     RawServer, RawService, RawSize, RawStore, RawTier, RawWindow, Text,
@@ -29,10 +29,14 @@ use super::{
     DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_STORM_WINDOW, DEFAULT_VERIFY_FOR,
 };
 use super::{
-    Policy, RetryConfig, SmtpTls, Tier, VerifyMode, DEFAULT_CHANNEL_TIMEOUT,
+    Policy, Purpose, RetryConfig, SmtpTls, Tier, VerifyMode, DEFAULT_CHANNEL_TIMEOUT,
     DEFAULT_PAGERDUTY_SEVERITY, PAGERDUTY_SEVERITIES,
 };
 use crate::routing::matcher::parse_matchers;
+
+/// Alertmanager's default `group_interval`: how long it waits before it tells a receiver
+/// that an alert of a group already notified changed (resolved, for one).
+const AM_DEFAULT_GROUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// Validates `raw`, parsed from `text`, the contents of `source`.
 pub(crate) fn validate(
@@ -40,19 +44,22 @@ pub(crate) fn validate(
     text: &str,
     raw: &RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
+    purpose: Purpose,
 ) -> Result<Config, ConfigErrors> {
     let mut validator = Validator {
         source,
         text,
         env,
+        purpose,
         errors: Vec::new(),
+        warnings: Vec::new(),
         channel_names: UniqueNames::default(),
         has_alertmanager: raw.alertmanager.as_ref().is_some_and(|a| a.url.is_some()),
         default_tiers: Vec::new(),
     };
     // Channels first: routes' tiers name them.
     let escalation = validator.escalation(&raw.escalation);
-    let config = Config {
+    let mut config = Config {
         source: source.to_path_buf(),
         server: validator.server(&raw.server),
         store: validator.store(&raw.store),
@@ -68,7 +75,10 @@ pub(crate) fn validate(
             .prometheus
             .as_ref()
             .and_then(|s| validator.service("prometheus", s)),
+        warnings: Vec::new(),
     };
+    validator.everyone_reaches_someone(raw, &config);
+    config.warnings = validator.warnings;
     let mut errors = validator.errors;
     if errors.is_empty() {
         Ok(config)
@@ -84,7 +94,10 @@ struct Validator<'a> {
     source: &'a Path,
     text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// What the config is for: which unset secrets are fine.
+    purpose: Purpose,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
     /// Every named escalation channel (known once `escalation` ran).
     channel_names: UniqueNames,
     /// Whether `[alertmanager] url` is set (for `verify = "alertmanager"`).
@@ -440,7 +453,28 @@ impl Validator<'_> {
             matchers.extend(parsed.into_iter().flatten());
         }
 
+        let ignore = raw.ignore.as_ref().is_some_and(|i| *i.get_ref());
+        if ignore {
+            let contradictions = [
+                ("runbook", raw.runbook.as_ref().map(Spanned::span)),
+                ("runbook_from", raw.runbook_from.as_ref().map(Spanned::span)),
+                ("tiers", raw.tiers.as_ref().map(Spanned::span)),
+                ("renotify", raw.renotify.as_ref().map(Spanned::span)),
+                ("verify_for", raw.verify_for.as_ref().map(Spanned::span)),
+                ("verify", raw.verify.as_ref().map(Spanned::span)),
+            ];
+            for (field, field_span) in contradictions {
+                if let Some(field_span) = field_span {
+                    self.error(
+                        &key(field),
+                        field_span,
+                        "not allowed with ignore = true (an ignored alert runs nothing and pages nobody)",
+                    );
+                }
+            }
+        }
         let target = match (&raw.runbook, &raw.runbook_from) {
+            _ if ignore => Some(RunbookTarget::Ignore),
             (Some(file), None) => self
                 .parse(&key("runbook"), file, check_runbook_file)
                 .map(RunbookTarget::File),
@@ -459,7 +493,7 @@ impl Validator<'_> {
                 self.error(
                     &prefix,
                     span.clone(),
-                    "missing \"runbook\" or \"runbook_from\"; set exactly one",
+                    "missing \"runbook\" or \"runbook_from\"; set exactly one (or ignore = true to take the alerts on purpose without a runbook)",
                 );
                 None
             }
@@ -491,10 +525,32 @@ impl Validator<'_> {
                 mode.unwrap_or_default()
             }
         };
+        if let Some(text) = &raw.verify_for {
+            if !ignore
+                && verify == VerifyMode::Notification
+                && verify_for < AM_DEFAULT_GROUP_INTERVAL
+            {
+                self.warning(
+                    &key("verify_for"),
+                    text.span(),
+                    format!(
+                        "{} is shorter than Alertmanager's default group_interval (5m): Alertmanager tells medic that an alert resolved only at the next group_interval, so an alert the runbook fixed may be escalated still_firing; set verify_for to at least the group_interval of its Alertmanager route, or verify = \"alertmanager\" to ask Alertmanager's API",
+                        humantime::format_duration(verify_for)
+                    ),
+                );
+            }
+        }
         let renotify = raw
             .renotify
             .as_ref()
             .and_then(|text| self.parse(&key("renotify"), text, parse_duration));
+        if let Some(tiers) = raw.tiers.as_ref().filter(|t| t.get_ref().is_empty()) {
+            self.error(
+                &key("tiers"),
+                tiers.span(),
+                "must list at least one tier (to take alerts on purpose without telling anyone, set ignore = true)",
+            );
+        }
         let policy = match &raw.tiers {
             Some(tiers) => Some(Policy {
                 tiers: self.tiers(&key("tiers"), tiers),
@@ -559,6 +615,57 @@ impl Validator<'_> {
         })
     }
 
+    /// Reports every way an escalation could reach no channel. Taking an alert without
+    /// telling anyone is only ever written down: `ignore = true` on a route.
+    fn everyone_reaches_someone(&mut self, raw: &RawConfig, config: &Config) {
+        let escalation = &raw.escalation;
+        let notify = escalation.notify.as_ref();
+        let tiers = escalation.tiers.as_ref();
+        let default_names_nobody = notify.is_none_or(|n| n.get_ref().is_empty())
+            && tiers.is_none_or(|t| t.get_ref().is_empty());
+        // A policy that names channels with mistakes is reported where they are.
+        if !default_names_nobody || !config.escalation.policy.tiers.is_empty() {
+            return;
+        }
+        let mut users: Vec<String> = raw
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                let r = r.get_ref();
+                r.tiers.is_none() && !r.ignore.as_ref().is_some_and(|i| *i.get_ref())
+            })
+            .map(|(index, r)| {
+                let name = r.get_ref().name.as_ref();
+                format!(
+                    "route {:?}",
+                    name.map_or_else(|| format!("routes[{index}]"), |n| n.get_ref().clone())
+                )
+            })
+            .collect();
+        let catch_all = raw.routes.iter().any(|r| {
+            let r = r.get_ref();
+            r.matchers.is_empty()
+                && (r.runbook.is_some() || r.ignore.as_ref().is_some_and(|i| *i.get_ref()))
+        });
+        if !catch_all {
+            users.push("alerts that no route matches".to_owned());
+        }
+        let Some(last) = users.pop() else { return };
+        let who = match users.as_slice() {
+            [] => last,
+            some => format!("{} and {last}", some.join(", ")),
+        };
+        let message = format!(
+            "the default policy names no channel, so escalations of {who} would reach nobody; name a channel in escalation.notify (or escalation.tiers), or set ignore = true on a route to take its alerts on purpose without a runbook or a page"
+        );
+        match (notify, tiers) {
+            (Some(n), _) => self.error("escalation.notify", n.span(), message),
+            (None, Some(t)) => self.error("escalation.tiers", t.span(), message),
+            (None, None) => self.error_at("escalation", None, message),
+        }
+    }
+
     fn breaker(&mut self, prefix: &str, spanned: &Spanned<RawBreaker>) -> Option<BreakerConfig> {
         let raw = spanned.get_ref();
         let failures = match &raw.failures {
@@ -616,13 +723,14 @@ impl Validator<'_> {
         }
         // Checked against every named channel, even one with other errors,
         // so that a mistake in a channel is not reported twice.
-        let notify = self.list("escalation.notify", &raw.notify, |name| {
+        let raw_notify: &[Text] = raw.notify.as_ref().map_or(&[], |n| n.get_ref());
+        let notify = self.list("escalation.notify", raw_notify, |name| {
             check_channel(&names, name)
         });
         self.channel_names = names;
         let tiers = match &raw.tiers {
             Some(tiers) => {
-                if !raw.notify.is_empty() {
+                if !raw_notify.is_empty() {
                     self.error(
                         "escalation.tiers",
                         tiers.span(),
@@ -732,7 +840,7 @@ impl Validator<'_> {
             self.error(
                 prefix,
                 span,
-                "missing required key \"type\" (email, webhook, slack or pagerduty)",
+                "missing required key \"type\" (email, webhook, slack, pagerduty or file)",
             );
             return None;
         };
@@ -743,7 +851,7 @@ impl Validator<'_> {
                 &type_key,
                 type_text.span(),
                 format!(
-                    "unknown channel type {type_name:?} (use email, webhook, slack or pagerduty)"
+                    "unknown channel type {type_name:?} (use email, webhook, slack, pagerduty or file)"
                 ),
             );
             return None;
@@ -763,6 +871,7 @@ impl Validator<'_> {
                 "default_severity",
                 raw.default_severity.as_ref().map(Spanned::span),
             ),
+            ("path", raw.path.as_ref().map(Spanned::span)),
         ];
         let mut misplaced = false;
         for (key, key_span) in present {
@@ -795,6 +904,18 @@ impl Validator<'_> {
                 .http_url(&table, raw)
                 .map(|url| ChannelKind::Slack { url }),
             ChannelType::PagerDuty => self.pagerduty_channel(&table, raw),
+            ChannelType::File => self
+                .required(&table, "path", raw.path.as_ref())
+                .and_then(|path| {
+                    self.parse(&table.key("path"), path, |path| match path {
+                        "" => Err("must not be empty".to_owned()),
+                        p if p.contains('\0') => {
+                            Err(format!("invalid path {p:?}: contains a NUL character"))
+                        }
+                        p => Ok(PathBuf::from(p)),
+                    })
+                })
+                .map(|path| ChannelKind::File { path }),
         };
         kind.filter(|_| !misplaced)
     }
@@ -1034,9 +1155,15 @@ impl Validator<'_> {
 
     /// `text`, found at `span`, expanded.
     fn expand(&mut self, key: &str, span: Range<usize>, text: &str) -> Option<String> {
-        expand(text, self.env)
-            .map_err(|error| self.error(key, span, error.to_string()))
-            .ok()
+        match expand(text, self.env) {
+            Ok(expanded) => Some(expanded),
+            // A secret this purpose does not use: left out, without complaint.
+            Err(ExpandError::Unset(_)) if self.purpose.may_leave_unset(key) => None,
+            Err(error) => {
+                self.error(key, span, error.to_string());
+                None
+            }
+        }
     }
 
     // ----- reporting -----
@@ -1047,7 +1174,21 @@ impl Validator<'_> {
 
     fn error(&mut self, key: &str, span: Range<usize>, message: impl Into<String>) {
         let location = self.location(&span);
+        self.error_at(key, Some(location), message);
+    }
+
+    fn error_at(&mut self, key: &str, location: Option<Location>, message: impl Into<String>) {
         self.errors.push(ConfigError {
+            file: self.source.to_path_buf(),
+            location,
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn warning(&mut self, key: &str, span: Range<usize>, message: impl Into<String>) {
+        let location = self.location(&span);
+        self.warnings.push(ConfigError {
             file: self.source.to_path_buf(),
             location: Some(location),
             key: key.to_owned(),
@@ -1085,6 +1226,7 @@ enum ChannelType {
     Webhook,
     Slack,
     PagerDuty,
+    File,
 }
 
 impl ChannelType {
@@ -1094,6 +1236,7 @@ impl ChannelType {
             "webhook" => Some(ChannelType::Webhook),
             "slack" => Some(ChannelType::Slack),
             "pagerduty" => Some(ChannelType::PagerDuty),
+            "file" => Some(ChannelType::File),
             _ => None,
         }
     }
@@ -1103,6 +1246,7 @@ impl ChannelType {
             ChannelType::Email => &["smtp", "from", "to", "tls", "username", "password"],
             ChannelType::Webhook | ChannelType::Slack => &["url"],
             ChannelType::PagerDuty => &["routing_key", "url", "default_severity"],
+            ChannelType::File => &["path"],
         }
     }
 }

@@ -10,7 +10,7 @@
 //! 2. **render**: [`message::Message`] turns the incident and its timeline into what
 //!    on-call reads;
 //! 3. **send**: one small file per channel ([`email`], [`webhook`], [`slack`],
-//!    [`pagerduty`]), bounded by the channel's timeout, each error typed as transient or
+//!    [`pagerduty`], [`file`]), bounded by the channel's timeout, each error typed as transient or
 //!    permanent ([`SendError`]);
 //! 4. **record**: the attempt is audited; a transient failure is retried with exponential
 //!    backoff and jitter, a permanent one is not; a channel that keeps failing, or cannot
@@ -19,6 +19,7 @@
 //! It also starts the renotify rounds of incidents that stay escalated and unacknowledged.
 
 pub mod email;
+pub mod file;
 pub mod message;
 pub mod pagerduty;
 pub mod slack;
@@ -73,13 +74,16 @@ pub enum SendError {
     /// The channel's settings or the message cannot work (a bad address, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A file could not be written (full disk, permissions): worth another try.
+    #[error("cannot write {path}: {message}")]
+    File { path: String, message: String },
 }
 
 impl SendError {
     /// A permanent error fails the same way every time: no retry.
     pub fn is_permanent(&self) -> bool {
         match self {
-            SendError::Timeout | SendError::Connect(_) => false,
+            SendError::Timeout | SendError::Connect(_) | SendError::File { .. } => false,
             // 408 and 429 ask to come back; other 4xx say the request itself is wrong.
             SendError::Http { status, .. } => {
                 (400..500).contains(status) && *status != 408 && *status != 429
@@ -184,6 +188,7 @@ pub async fn send(
                 url,
                 default_severity,
             } => pagerduty::send(client, url, routing_key, default_severity, out).await,
+            ChannelKind::File { path } => file::send(path, out).await,
         }
     };
     tokio::time::timeout(channel.timeout, sending)

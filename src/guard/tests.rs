@@ -8,7 +8,12 @@ use chrono::TimeZone;
 use super::*;
 
 fn guards(toml: &str) -> Guards {
-    let cfg = Config::parse(std::path::Path::new("t.toml"), toml, &|_| None).expect("config");
+    let cfg = Config::parse(
+        std::path::Path::new("t.toml"),
+        &format!("{toml}{}", crate::config::TEST_ESCALATION),
+        &|_| None,
+    )
+    .expect("config");
     Guards::new(Arc::new(cfg), Vec::new(), None)
 }
 
@@ -162,7 +167,12 @@ async fn breaker_opens_half_opens_and_closes() {
 
 #[tokio::test]
 async fn breaker_state_is_restored_from_what_the_store_kept() {
-    let cfg = Config::parse(std::path::Path::new("t.toml"), BREAKER, &|_| None).unwrap();
+    let cfg = Config::parse(
+        std::path::Path::new("t.toml"),
+        &format!("{BREAKER}{}", crate::config::TEST_ESCALATION),
+        &|_| None,
+    )
+    .unwrap();
     let id = breaker_id("restart", "instance=a");
     let kept = BreakerEntry {
         id: id.clone(),
@@ -268,7 +278,12 @@ async fn a_reload_keeps_the_rate_windows() {
     for i in 0..3 {
         assert!(matches!(g.admit(&a(i), now()), Decision::Run(_)));
     }
-    let cfg = Config::parse(std::path::Path::new("t.toml"), ROUTE_RATE, &|_| None).unwrap();
+    let cfg = Config::parse(
+        std::path::Path::new("t.toml"),
+        &format!("{ROUTE_RATE}{}", crate::config::TEST_ESCALATION),
+        &|_| None,
+    )
+    .unwrap();
     g.reconfigure(Arc::new(cfg));
     assert!(
         matches!(g.admit(&a(3), now()), Decision::Refuse { .. }),

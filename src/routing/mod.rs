@@ -3,7 +3,8 @@
 //! Routes are tried in config order and the first whose matchers all match wins, as in
 //! Alertmanager. A route names its runbook, or lets the alert name it in an annotation
 //! (`runbook_from = "annotation:medic_runbook"`), in which case only a runbook that exists
-//! can be chosen. Routing does no IO: it reads labels and a runbook catalog and answers.
+//! can be chosen. A route with `ignore = true` takes the alert without a runbook
+//! ([`Decision::Ignore`]). Routing does no IO: it reads labels and a runbook catalog and answers.
 
 pub mod matcher;
 
@@ -66,6 +67,11 @@ impl Router {
                 continue;
             }
             match &rule.target {
+                RunbookTarget::Ignore => {
+                    return Decision::Ignore {
+                        route: rule.name.clone(),
+                    }
+                }
                 RunbookTarget::File(runbook) if exists(runbook) => {
                     return Decision::Runbook {
                         route: rule.name.clone(),
@@ -142,7 +148,12 @@ mod tests {
     use std::path::Path;
 
     fn router(toml: &str) -> Router {
-        let cfg = Config::parse(Path::new("test.toml"), toml, &|_| None).expect("valid config");
+        let cfg = Config::parse(
+            Path::new("test.toml"),
+            &format!("{toml}{}", crate::config::TEST_ESCALATION),
+            &|_| None,
+        )
+        .expect("valid config");
         Router::new(&cfg.routes)
     }
 
@@ -297,6 +308,27 @@ mod tests {
             &[("alertname", "Anything")],
             &[],
             runbook("routes[0]", "restart.rhai"),
+        );
+    }
+
+    #[test]
+    fn an_ignore_route_takes_the_alert_without_a_runbook() {
+        let r = router(
+            "[[routes]]\nname = \"watchdog\"\nmatchers = ['alertname=\"Watchdog\"']\nignore = true\n[[routes]]\nrunbook = \"restart.rhai\"\n",
+        );
+        check(
+            &r,
+            &[("alertname", "Watchdog")],
+            &[],
+            Decision::Ignore {
+                route: "watchdog".into(),
+            },
+        );
+        check(
+            &r,
+            &[("alertname", "ServiceDown")],
+            &[],
+            runbook("routes[1]", "restart.rhai"),
         );
     }
 }

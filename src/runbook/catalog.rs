@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::calls::{unknown_calls, KnownFunctions};
 use super::sandbox::Sandbox;
 
 /// One runbook file as loaded.
@@ -43,7 +44,8 @@ pub struct LoadError {
 
 impl Catalog {
     /// Loads and compiles every `*.rhai` file directly under `dir`. Returns the runbooks
-    /// that compiled and a problem for every file that did not.
+    /// that compiled and a problem for every file that did not, or that calls a function
+    /// that does not exist (see [`super::calls`]).
     pub fn load(dir: &Path, sandbox: &Sandbox) -> (Catalog, Vec<LoadError>) {
         let err = |path: &Path, message: String| LoadError {
             path: path.to_path_buf(),
@@ -59,6 +61,8 @@ impl Catalog {
         };
         let mut runbooks = BTreeMap::new();
         let mut errors = Vec::new();
+        let known = KnownFunctions::of(sandbox.engine());
+        let mut compiled = Vec::new();
         for entry in entries {
             let path = match entry {
                 Ok(e) => e.path(),
@@ -85,23 +89,48 @@ impl Catalog {
                 }
             };
             match sandbox.compile(&source) {
-                Ok(ast) => {
-                    let hash = hex::encode(Sha256::digest(source.as_bytes()));
-                    let runbook = Runbook {
-                        name: name.clone(),
-                        path,
-                        source,
-                        hash,
-                        ast: Arc::new(ast),
-                    };
-                    runbooks.insert(name, runbook);
-                }
+                Ok(ast) => compiled.push((name, path, source, ast)),
                 Err(e) => errors.push(LoadError {
                     path,
                     position: e.position,
                     message: e.message,
                 }),
             }
+        }
+        // What each file offers when another imports it: its public functions.
+        let modules: BTreeMap<String, KnownFunctions> = compiled
+            .iter()
+            .map(|(name, _, _, ast)| (name.clone(), KnownFunctions::exported_by(ast)))
+            .collect();
+        let module = |import: &str| -> Option<&KnownFunctions> {
+            let file = if import.ends_with(".rhai") {
+                import.to_owned()
+            } else {
+                format!("{import}.rhai")
+            };
+            modules.get(&file)
+        };
+        for (name, path, source, ast) in compiled {
+            // A call that cannot resolve fails only when the run reaches it: refused
+            // here, like a syntax error.
+            let unknown = unknown_calls(&ast, &known, &module);
+            if !unknown.is_empty() {
+                errors.extend(unknown.into_iter().map(|u| LoadError {
+                    path: path.clone(),
+                    position: u.position,
+                    message: u.message,
+                }));
+                continue;
+            }
+            let hash = hex::encode(Sha256::digest(source.as_bytes()));
+            let runbook = Runbook {
+                name: name.clone(),
+                path,
+                source,
+                hash,
+                ast: Arc::new(ast),
+            };
+            runbooks.insert(name, runbook);
         }
         (Catalog { runbooks }, errors)
     }

@@ -236,6 +236,11 @@ impl Sandbox {
         }
     }
 
+    /// The configured engine, for checks of what a runbook can call.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Compiles a runbook's source.
     pub fn compile(&self, source: &str) -> Result<AST, CompileError> {
         self.engine.compile(source).map_err(|e| CompileError {

@@ -54,7 +54,6 @@ impl Alertmanager {
         token: &str,
         repeat_interval: &str,
     ) -> Alertmanager {
-        let dir = tempfile::tempdir().unwrap();
         let webhooks: String = webhook_urls
             .iter()
             .map(|url| {
@@ -82,6 +81,16 @@ receivers:
     webhook_configs:{webhooks}
 "#
         );
+        Alertmanager::start_with(&config, &[]).await
+    }
+
+    /// Starts Alertmanager on the config `config`, written as `alertmanager.yml` in a new
+    /// directory next to `files` (name, content): relative paths in the config find them.
+    pub async fn start_with(config: &str, files: &[(&str, &str)]) -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config).unwrap();
         let port = free_port();

@@ -32,7 +32,36 @@ pub struct Medic {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// The config used by default: tokens, a route to `restart.rhai`, a no-runbook catch.
+/// An `[escalation]` policy that pages one `file` channel, `<dir>/escalations.jsonl`: a
+/// config must reach a person with every escalation, and tests about something else
+/// page this file.
+pub fn escalation_to_file(dir: &Path) -> String {
+    format!(
+        r#"
+[escalation]
+notify = ["escalations"]
+
+[[escalation.channels]]
+name = "escalations"
+type = "file"
+path = "{}"
+"#,
+        dir.join("escalations.jsonl").display()
+    )
+}
+
+/// The notifications the `file` channel of [`escalation_to_file`] wrote, one JSON
+/// document each.
+pub fn escalations_in_file(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("escalations.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON document per line"))
+        .collect()
+}
+
+/// The config used by default: tokens, a route to `restart.rhai`, a no-runbook catch,
+/// escalations paged to a file.
 pub fn default_config(dir: &Path) -> String {
     format!(
         r#"
@@ -43,6 +72,7 @@ api_token = "{API_TOKEN}"
 
 [store]
 {store}
+{escalation}
 
 [runbooks]
 dir = "{runbooks}"
@@ -53,6 +83,7 @@ matchers = ['alertname=~"ServiceDown|Restart.*"']
 runbook = "restart.rhai"
 "#,
         store = store_config(dir),
+        escalation = escalation_to_file(dir),
         runbooks = dir.join("runbooks").display(),
     )
 }
@@ -69,6 +100,11 @@ impl Medic {
 
     /// Starts medic in `dir` (kept between restarts) with config text `config`.
     pub fn start_in(dir: &Path, config: &str) -> Medic {
+        Medic::start_in_env(dir, config, &[])
+    }
+
+    /// [`Medic::start_in`] with `env` added to medic's environment.
+    pub fn start_in_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Medic {
         std::fs::create_dir_all(dir.join("runbooks")).unwrap();
         let runbook = dir.join("runbooks/restart.rhai");
         if !runbook.exists() {
@@ -81,6 +117,7 @@ impl Medic {
             .arg(&config_path)
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
