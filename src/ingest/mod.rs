@@ -279,13 +279,15 @@ async fn handle(
     ("accepted", (StatusCode::OK, Json(body)).into_response())
 }
 
-/// An alert over medic's limits is escalated `invalid_alert`, whatever routing chose for its
-/// bounded labels: the route it matched (a runbook's, or one that ignores it) only lends its
-/// escalation policy. Nothing is run for it, and it is never ignored. (`medic replay` shows
-/// the same.)
+/// An alert over medic's limits is escalated `invalid_alert`, whatever runbook routing chose
+/// for its bounded labels: the route it matched only lends its escalation policy, and nothing
+/// is run for it. The one exception is a route that ignores the alert: `ignore = true` is the
+/// config's written choice that nobody is told about these alerts, so it is kept (an ignore
+/// route has no policy of its own to lend). `medic replay` shows the same.
 pub fn invalid_alert(routed: Decision, violations: &[payload::Violation]) -> Decision {
     let route = match routed {
-        Decision::Runbook { route, .. } | Decision::Ignore { route } => Some(route),
+        Decision::Ignore { route } => return Decision::Ignore { route },
+        Decision::Runbook { route, .. } => Some(route),
         Decision::Invalid { route, .. } => route,
         Decision::NoRunbook { .. } => None,
     };
@@ -313,4 +315,41 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_alert_is_escalated_on_its_route_unless_the_route_ignores_it() {
+        let v = [payload::Violation {
+            field: "label \"big\"".into(),
+            message: "over the limit of 16384 bytes".into(),
+        }];
+        let routed = Decision::Runbook {
+            route: "disk".into(),
+            runbook: "disk.rhai".into(),
+        };
+        match invalid_alert(routed, &v) {
+            Decision::Invalid { route, why } => {
+                assert_eq!(route.as_deref(), Some("disk"));
+                assert!(why.contains("label \"big\""), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unrouted = Decision::NoRunbook {
+            why: "no route".into(),
+        };
+        assert!(matches!(
+            invalid_alert(unrouted, &v),
+            Decision::Invalid { route: None, .. }
+        ));
+        let ignored = Decision::Ignore {
+            route: "watchdog".into(),
+        };
+        assert!(
+            matches!(invalid_alert(ignored, &v), Decision::Ignore { route } if route == "watchdog")
+        );
+    }
 }
