@@ -267,6 +267,10 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             "server.webhook_token is not set: /webhook accepts unauthenticated deliveries"
         );
     }
+    // What a step leaves behind is re-parented to medic, so it can be ended and collected.
+    if let Err(e) = crate::steps::reaper::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become a child subreaper: processes that escape a step's session (setsid) may outlive it");
+    }
     let metrics = Arc::new(Metrics::default());
     let store = Store::connect(&loaded.config.store, metrics.store.clone()).with_context(|| {
         format!(

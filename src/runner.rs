@@ -78,6 +78,10 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         if last_housekeeping.elapsed() >= POLL {
             last_housekeeping = Instant::now();
             expire_silences(&app).await;
+            // Processes that escaped a step and that no running step may still own.
+            tokio::spawn(crate::steps::reaper::sweep_orphans(
+                app.loaded().toolkit.exec_limits.kill_grace,
+            ));
             if app.guards.is_shared() {
                 if let Err(e) = app.restore_guards().await {
                     tracing::warn!(error = %e, "cannot read the shared breakers and pause switch");
