@@ -106,10 +106,12 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("medic: cannot start the async runtime: {e}");
+            tracing::error!("medic: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // `serve` reports its errors in the log, in the log's format; the tools print them.
+    let logged = matches!(cli.command, Command::Serve { .. });
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
@@ -123,6 +125,10 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        Err(e) if logged => {
+            tracing::error!(error = %format!("{e:#}"), "medic: {e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("medic: {e:#}");
             ExitCode::FAILURE
@@ -252,8 +258,9 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = match Loaded::load(path) {
         Ok(e) => e,
         Err(problems) => {
+            // Logged, so that `--log-format json` holds for them too.
             for p in &problems {
-                eprintln!("{p}");
+                tracing::error!(config = %path.display(), problem = %p, "{p}");
             }
             anyhow::bail!(
                 "{}: {} problem(s); not starting",
