@@ -76,12 +76,13 @@ with open(pidfile, "w") as f: f.write(str(os.getpid()))
 server.serve_forever()
 EOF
 
-# The runbook's one command: start the service again, detached from medic.
+# The runbook's one command: ask the service manager to start the service again, as
+# `systemctl start` would (nothing a step starts outlives the step, so it cannot fork it).
 mkdir -p "$WORK/bin" "$WORK/runbooks"  # aiosmtpd creates the Maildir
 if [ "$MODE" = heal ]; then
     cat >"$WORK/bin/start-service" <<EOF
 #!/bin/sh
-setsid python3 "$WORK/service.py" $SVC_PORT "$WORK/service.pid" >>"$WORK/service.log" 2>&1 </dev/null &
+touch "$WORK/start.request"
 for i in 1 2 3 4 5 6 7 8 9 10; do
     if python3 -c 'import socket; socket.create_connection(("127.0.0.1", $SVC_PORT), 1)' 2>/dev/null; then
         echo "service on 127.0.0.1:$SVC_PORT is listening again"; exit 0
@@ -201,6 +202,15 @@ PIDS+=($!)
     --web.listen-address="127.0.0.1:$AM_PORT" --cluster.listen-address= >"$WORK/alertmanager.log" 2>&1 &
 PIDS+=($!)
 python3 "$WORK/service.py" "$SVC_PORT" "$WORK/service.pid" >>"$WORK/service.log" 2>&1 &
+# The demo's service manager (systemd's part): starts the service when asked.
+while :; do
+    if [ -f "$WORK/start.request" ]; then
+        rm -f "$WORK/start.request"
+        python3 "$WORK/service.py" "$SVC_PORT" "$WORK/service.pid" >>"$WORK/service.log" 2>&1 </dev/null &
+    fi
+    sleep 0.1
+done &
+PIDS+=($!)
 "$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom" \
     --web.listen-address="127.0.0.1:$PROM_PORT" --rules.alert.resend-delay=1s >"$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)

@@ -106,10 +106,12 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("medic: cannot start the async runtime: {e}");
+            tracing::error!("medic: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // `serve` reports its errors in the log, in the log's format; the tools print them.
+    let logged = matches!(cli.command, Command::Serve { .. });
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(&config).await,
@@ -123,6 +125,10 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        Err(e) if logged => {
+            tracing::error!(error = %format!("{e:#}"), "medic: {e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("medic: {e:#}");
             ExitCode::FAILURE
@@ -255,8 +261,9 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let loaded = match Loaded::load(path) {
         Ok(e) => e,
         Err(problems) => {
+            // Logged, so that `--log-format json` holds for them too.
             for p in &problems {
-                eprintln!("{p}");
+                tracing::error!(config = %path.display(), problem = %p, "{p}");
             }
             anyhow::bail!(
                 "{}: {} problem(s); not starting",
@@ -272,6 +279,10 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         tracing::warn!(
             "server.webhook_token is not set: /webhook accepts unauthenticated deliveries"
         );
+    }
+    // What a step leaves behind is re-parented to medic, so it can be ended and collected.
+    if let Err(e) = crate::steps::reaper::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become a child subreaper: processes that escape a step's session (setsid) may outlive it");
     }
     let metrics = Arc::new(Metrics::default());
     let store = Store::connect(&loaded.config.store, metrics.store.clone()).with_context(|| {

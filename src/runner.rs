@@ -78,6 +78,10 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         if last_housekeeping.elapsed() >= POLL {
             last_housekeeping = Instant::now();
             expire_silences(&app).await;
+            // Processes that escaped a step and that no running step may still own.
+            tokio::spawn(crate::steps::reaper::sweep_orphans(
+                app.loaded().toolkit.exec_limits.kill_grace,
+            ));
             if app.guards.is_shared() {
                 if let Err(e) = app.restore_guards().await {
                     tracing::warn!(error = %e, "cannot read the shared breakers and pause switch");
@@ -465,8 +469,12 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
     }
     app.guards.release(&ticket);
     // A run that failed counts against its breaker now; a completed one counts as a
-    // success only once its alert resolves (see ingest).
-    let failed = matches!(&end, RunEnd::Stopped(s) if matches!(s.reason, Reason::RunbookError | Reason::StepFailed | Reason::Timeout));
+    // success only once its alert resolves (see ingest). A runbook that gave up and
+    // called `escalate()` failed too, unless its route's breaker says otherwise.
+    let count_requested = route
+        .and_then(|r| r.breaker.as_ref())
+        .is_none_or(|b| b.count_requested);
+    let failed = matches!(&end, RunEnd::Stopped(s) if counts_as_failure(s.reason, count_requested));
     if let (true, Some(breaker)) = (failed, ticket.breaker.as_deref()) {
         record_breaker(app, breaker, &claim.id, false).await;
     }
@@ -476,4 +484,31 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
         .inc();
     app.metrics.run_seconds.observe(elapsed.as_secs_f64());
     app.metrics.runs_in_flight.dec();
+}
+
+/// Whether a run stopped for `reason` counts as a failure against its route's breaker.
+/// `interrupted`, `paused` and the guards' refusals say nothing about the fix.
+fn counts_as_failure(reason: Reason, count_requested: bool) -> bool {
+    match reason {
+        Reason::RunbookError | Reason::StepFailed | Reason::Timeout => true,
+        Reason::Requested => count_requested,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_requested_escalation_counts_against_the_breaker_unless_the_route_opts_out() {
+        assert!(counts_as_failure(Reason::Requested, true));
+        assert!(!counts_as_failure(Reason::Requested, false));
+        for r in [Reason::RunbookError, Reason::StepFailed, Reason::Timeout] {
+            assert!(counts_as_failure(r, false), "{r:?}");
+        }
+        for r in [Reason::Interrupted, Reason::Paused, Reason::CircuitOpen] {
+            assert!(!counts_as_failure(r, true), "{r:?}");
+        }
+    }
 }

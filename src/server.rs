@@ -144,7 +144,16 @@ pub async fn run(
         return Err(std::io::Error::other(e.to_string()));
     }
     let watch = crate::reload::start(app.clone());
-    tracing::info!(addr = %addr, "listening");
+    let c = &loaded.config;
+    tracing::info!(
+        addr = %addr,
+        config = %c.source.display(),
+        store = %crate::config::redact_url_password(&c.store.url),
+        routes = c.routes.len(),
+        channels = c.escalation.channels.len(),
+        runbooks = loaded.catalog.len(),
+        "listening"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

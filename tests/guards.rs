@@ -304,6 +304,87 @@ async fn an_open_breaker_survives_a_restart_and_can_be_reset() {
     );
 }
 
+/// Regression: a runbook that gives up by calling `escalate()` (as every shipped runbook
+/// does when its fix fails) never tripped the breaker, so a fix that kept failing was
+/// retried until a rate limit held it.
+#[tokio::test]
+async fn requested_escalations_trip_the_breaker_unless_the_route_opts_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    runbook(
+        dir,
+        "gives_up.rhai",
+        "escalate(\"the restart did not help\");\n",
+    );
+    let routes = r#"
+[[routes]]
+name = "gives-up"
+matchers = ['alertname="GivesUp"']
+runbook = "gives_up.rhai"
+breaker = { failures = 2, cooldown = "1h" }
+
+[[routes]]
+name = "asks"
+matchers = ['alertname="Asks"']
+runbook = "gives_up.rhai"
+breaker = { failures = 2, cooldown = "1h", count_requested = false }
+"#;
+    let m = Medic::start_in(dir, &config(dir, "", routes));
+    for name in ["GivesUp", "Asks"] {
+        for i in ["a", "b"] {
+            assert_eq!(
+                post_webhook(&m, &body(vec![alert(name, i, "firing")]))
+                    .await
+                    .0,
+                200
+            );
+            assert_eq!(incident_of(&m, name, i).await["reason"], "requested");
+        }
+    }
+    // The breaker is recorded just after the run's end: wait for it to open.
+    eventually(WAIT, "the breaker of gives-up to open", || async {
+        let list = api(&m, "/api/v1/breakers").await;
+        list["breakers"]
+            .as_array()?
+            .iter()
+            .any(|b| b["route"] == "gives-up" && b["state"] == "open")
+            .then_some(())
+    })
+    .await;
+    for name in ["GivesUp", "Asks"] {
+        assert_eq!(
+            post_webhook(&m, &body(vec![alert(name, "c", "firing")]))
+                .await
+                .0,
+            200
+        );
+    }
+    let c = incident_of(&m, "GivesUp", "c").await;
+    assert_eq!(c["reason"], "circuit_open", "{c}");
+    let c = incident_of(&m, "Asks", "c").await;
+    assert_eq!(
+        c["reason"], "requested",
+        "the opted-out route still runs: {c}"
+    );
+    let list = api(&m, "/api/v1/breakers").await;
+    assert!(
+        !list["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["route"] == "asks" && b["state"] != "closed"),
+        "{list}"
+    );
+    assert_eq!(
+        count(
+            dir,
+            "SELECT COUNT(*) FROM audit WHERE event = 'breaker_changed' AND detail LIKE '%\"asks\"%'"
+        ),
+        0,
+        "the opted-out route's breaker never counted"
+    );
+}
+
 fn marker_script(dir: &Path) -> PathBuf {
     script(
         dir,

@@ -554,3 +554,93 @@ async fn an_http_call_without_an_answer_is_a_result_the_runbook_handles() {
     );
     assert_eq!(events(&inc, "step_finished")[0]["status"], 0);
 }
+
+/// Live processes whose command line is exactly `sleep <arg>`.
+fn sleeps(arg: &str) -> Vec<i32> {
+    let want = format!("sleep\0{arg}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        })
+        .collect()
+}
+
+/// Regression: a program started by `exec` could leave a background child (`cmd &`, or a
+/// daemon that double-forks out of its session with `setsid`) that survived the step, its
+/// timeout, and medic itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_step_starts_outlives_the_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let id = std::process::id();
+    // `sleep 300.<test pid><n>`: arguments no other process has.
+    let (exits, times_out, escapes) = (
+        format!("300.{id}1"),
+        format!("300.{id}2"),
+        format!("300.{id}3"),
+    );
+    let pidfile = dir.join("escaped.pid");
+    runbook(
+        dir,
+        "exits.rhai",
+        &format!("exec(\"sh\", [\"-c\", \"sleep {exits} & echo started\"]);\n"),
+    );
+    runbook(
+        dir,
+        "times_out.rhai",
+        &format!("exec(\"sh\", [\"-c\", \"sleep {times_out} & echo started; sleep 30\"]);\n"),
+    );
+    runbook(
+        dir,
+        "escapes.rhai",
+        &format!(
+            "exec(\"sh\", [\"-c\", \"setsid -f sh -c 'echo $$ > {}; exec sleep {escapes}'; sleep 0.3; echo started\"]);\n",
+            pidfile.display()
+        ),
+    );
+    let mut routes = String::new();
+    for name in ["exits", "times_out", "escapes"] {
+        routes.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\nmatchers = ['alertname=\"{name}\"']\nrunbook = \"{name}.rhai\"\n\n"
+        ));
+    }
+    let extra = "allowed_commands = [\"sh\"]\nstep_timeout = \"1s\"";
+    let m = Medic::start_in(dir, &config(dir, extra, &routes));
+    let alerts = ["exits", "times_out", "escapes"]
+        .iter()
+        .map(|n| alert(n, "host1", "firing"))
+        .collect();
+    assert_eq!(post_webhook(&m, &body(alerts)).await.0, 200);
+
+    let inc = settled(&m, "exits").await;
+    assert_eq!(inc["state"], "verifying", "{inc:#}");
+    let inc = settled(&m, "times_out").await;
+    assert_eq!(inc["reason"], "timeout", "{inc:#}");
+    let inc = settled(&m, "escapes").await;
+    assert_eq!(inc["state"], "verifying", "{inc:#}");
+    let escaped: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for arg in [&exits, &times_out, &escapes] {
+        eventually(
+            Duration::from_secs(10),
+            &format!("sleep {arg} to be ended"),
+            || async { sleeps(arg).is_empty().then_some(()) },
+        )
+        .await;
+    }
+    // And collected: not left a zombie of medic's.
+    eventually(
+        Duration::from_secs(10),
+        "the escaped process to be collected",
+        || async { (!Path::new(&format!("/proc/{escaped}")).exists()).then_some(()) },
+    )
+    .await;
+}

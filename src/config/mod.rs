@@ -500,6 +500,8 @@ pub struct BreakerConfig {
     pub cooldown: Duration,
     /// Labels whose values each get their own breaker.
     pub key: Vec<String>,
+    /// A run that ends by calling `escalate()` counts as a failure (the default).
+    pub count_requested: bool,
 }
 
 /// `[escalation]`: who hears about alerts medic could not fix.

@@ -153,6 +153,7 @@ pub(crate) struct RawBreaker {
     pub cooldown: Option<Text>,
     #[serde(default)]
     pub key: Vec<Text>,
+    pub count_requested: Option<bool>,
 }
 
 /// `[escalation]`

@@ -432,6 +432,7 @@ fn the_full_example_parses_to_typed_values() {
             failures: 3,
             cooldown: 15 * MINUTE,
             key: vec!["instance".to_owned()],
+            count_requested: true,
         })
     );
     assert_eq!(
@@ -722,8 +723,18 @@ fn breaker_may_be_a_sub_table() {
             failures: 2,
             cooldown: Duration::from_secs(30),
             key: vec!["service".to_owned()],
+            count_requested: true,
         })
     );
+}
+
+#[test]
+fn breaker_count_requested_may_be_turned_off() {
+    let config = parse_ok(
+        "[[routes]]\nrunbook = \"a.rhai\"\nbreaker = { failures = 2, cooldown = \"1m\", count_requested = false }\n",
+        &[],
+    );
+    assert!(!config.routes[0].breaker.as_ref().unwrap().count_requested);
 }
 
 #[test]

@@ -687,6 +687,7 @@ impl Validator<'_> {
             failures: failures?,
             cooldown: cooldown?,
             key,
+            count_requested: raw.count_requested.unwrap_or(true),
         })
     }
 

@@ -20,26 +20,25 @@
 //! * **Bounded output.** stdout and stderr are read concurrently, each kept up
 //!   to [`ExecLimits::output_limit`] bytes; anything beyond is read and
 //!   discarded, so the child never blocks on a full pipe.
-//! * **Bounded time, whole group.** The child leads its own process group. On
-//!   timeout or cancellation the whole group (children and grandchildren) gets
-//!   `SIGTERM` (and `SIGCONT`, so stopped members see it), then `SIGKILL` once
-//!   every member has exited or [`ExecLimits::kill_grace`] has passed. The
-//!   output read so far is returned inside the error. If the future returned
-//!   by [`run`] is dropped before it finishes, the group is sent `SIGKILL`.
-//!
-//! Policy on leftovers after a *normal* exit: when the direct child exits by
-//! itself, the rest of its process group is left alone. Well-behaved tools
-//! such as `systemctl` leave nothing behind, and a runbook that restarts a
-//! service may legitimately leave a background process running. Such a
-//! process should redirect its stdout/stderr: after the direct child exits,
-//! output is collected only until both pipes reach end-of-file or for
-//! [`DRAIN_AFTER_EXIT`], whichever comes first; then the pipes are closed.
-//!
-//! Processes that leave the group on purpose (`setsid`, `setpgid`) are out of
-//! reach of the group kill, as with any process-group based supervision.
+//! * **Bounded time, whole group.** The child leads its own session (and so
+//!   its own process group). On timeout or cancellation the whole group
+//!   (children and grandchildren) gets `SIGTERM` (and `SIGCONT`, so stopped
+//!   members see it), then `SIGKILL` once every member has exited or
+//!   [`ExecLimits::kill_grace`] has passed. The output read so far is
+//!   returned inside the error. If the future returned by [`run`] is dropped
+//!   before it finishes, the group is sent `SIGKILL`.
+//! * **Nothing outlives the step.** However the step ends — the child exited
+//!   by itself, failed, timed out or was cancelled — what is left of its
+//!   session (a `cmd &` it left behind, a process that moved to another
+//!   group) is ended the same way, `SIGTERM` then `SIGKILL` after the grace;
+//!   a process that escaped the session (`setsid` and a double fork) is ended
+//!   too when this process is a child subreaper (see [`reaper`]). After the
+//!   direct child exits, output is collected until both pipes reach
+//!   end-of-file or for [`DRAIN_AFTER_EXIT`] once the leftovers are gone.
 //!
 //! Worst-case wall time of [`run`] is about
-//! `timeout + kill_grace + DRAIN_AFTER_EXIT`.
+//! `timeout + 2 × kill_grace + DRAIN_AFTER_EXIT` (plus a second for a
+//! process that does not die at once of `SIGKILL`).
 //!
 //! This module never prints or logs; every outcome is returned to the caller.
 //! It is Linux-specific: it relies on process groups, `/proc` (to see when a
@@ -57,6 +56,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use super::reaper;
 
 /// The `PATH` given to children by default, and a sensible search path for
 /// [`Allowlist::resolve`].
@@ -310,17 +311,18 @@ pub async fn run(
     })?;
 
     let started = Instant::now();
-    let mut child = Command::new(path)
+    let mut command = Command::new(path);
+    command
         .args(args)
         .env_clear()
         .envs(limits.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| spawn_error(program, path, args, source))?;
+        .kill_on_drop(true);
+    // In a session (and so a process group) of its own.
+    let (mut child, registration) =
+        reaper::spawn(&mut command).map_err(|source| spawn_error(program, path, args, source))?;
     let pgid = match child.id().and_then(|id| libc::pid_t::try_from(id).ok()) {
         Some(pid) if pid > 1 => pid,
         _ => {
@@ -370,8 +372,19 @@ pub async fn run(
             }
         };
         // The child is reaped now (or waiting failed): never signal the
-        // group again, its id may be reused.
+        // group by its id again, it may be reused.
         guard.armed = false;
+        registration.collected();
+        // Nothing the step started outlives it: end what is left of its session
+        // (and escaped orphans), still reading so nobody blocks on a full pipe.
+        let sweep = reaper::sweep(Some(pgid), limits.kill_grace);
+        tokio::pin!(sweep);
+        loop {
+            tokio::select! {
+                _ = &mut reading, if !reading_done => reading_done = true,
+                () = &mut sweep => break,
+            }
+        }
         if !reading_done {
             let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reading).await;
         }
@@ -918,28 +931,72 @@ mod tests {
         panic!("background child {pid} survived");
     }
 
+    /// A `sleep` argument no other process has: `300.<pid><n>` seconds.
+    fn unique_sleep() -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "300.{}{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    /// Live processes whose command line is exactly `sleep <arg>`.
+    fn sleeps(arg: &str) -> Vec<libc::pid_t> {
+        let want = format!("sleep\0{arg}\0");
+        fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+            .filter(|&pid| {
+                pid_alive(pid)
+                    && fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.ends_with(want.as_bytes()) && c.starts_with(b"sleep"))
+            })
+            .collect()
+    }
+
+    /// Regression: `sh -c 'sleep 300 & echo started'` left its `sleep` running after
+    /// the step (and medic) ended.
     #[tokio::test]
-    async fn normal_exit_leaves_background_processes_alone() {
+    async fn a_background_child_does_not_outlive_a_step_that_exits() {
+        let arg = unique_sleep();
+        let args = strings(&["-c", &format!("sleep {arg} & echo started"), "step"]);
+        let out = run_retry(&allow(&["sh"]), "sh", &args, &quick())
+            .await
+            .expect("runs");
+        assert_eq!((out.code, out.stdout.as_str()), (0, "started\n"));
+        assert_eq!(
+            sleeps(&arg),
+            Vec::<libc::pid_t>::new(),
+            "sleep {arg} survived"
+        );
+    }
+
+    /// Regression: a child that moved to a process group of its own escaped the group
+    /// kill; it is still in the step's session.
+    #[tokio::test]
+    async fn a_child_in_another_process_group_does_not_outlive_its_step() {
         let dir = TempDir::new().expect("tempdir");
-        let pidfile = dir.path().join("pid");
+        let arg = unique_sleep();
+        // perl's setpgrp moves the child to a group of its own before it sleeps.
         let prog = script(
             &dir,
-            "starter",
+            "regroup",
             &format!(
-                "sleep 30 >/dev/null 2>&1 &\necho $! > {}\necho done",
-                pidfile.display()
+                "perl -e 'setpgrp(0, 0); exec \"sleep\", \"{arg}\"' &\nsleep 0.2\necho started"
             ),
         );
         let out = run_retry(&allow(&[&prog]), &prog, &[], &quick())
             .await
             .expect("runs");
-        assert_eq!((out.code, out.stdout.as_str()), (0, "done\n"));
-        let pid = read_pid(&pidfile).await;
-        assert!(pid_alive(pid));
-        // SAFETY: pid is the test's own grandchild, still alive (checked above).
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        assert_eq!(out.stdout, "started\n");
+        assert_eq!(
+            sleeps(&arg),
+            Vec::<libc::pid_t>::new(),
+            "sleep {arg} survived"
+        );
     }
 
     #[tokio::test]
@@ -957,10 +1014,7 @@ mod tests {
         assert_eq!(out.stdout, "done\n");
         assert!(out.duration < Duration::from_secs(2), "{:?}", out.duration);
         let pid = read_pid(&pidfile).await;
-        // SAFETY: pid is the test's own grandchild.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        assert!(!pid_alive(pid), "background child {pid} survived");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ pub mod alertmanager;
 pub mod exec;
 pub mod http;
 pub mod prometheus;
+pub mod reaper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -112,6 +112,7 @@ impl Engine {
             plans: plans.clone(),
             outbox_wake: outbox_wake.clone(),
             outbox_touched: false,
+            changes: Vec::new(),
             owner: parts.owner.clone(),
             lease: chrono::Duration::from_std(parts.lease).unwrap_or(chrono::Duration::seconds(30)),
             audit_rows: Vec::new(),
@@ -1058,6 +1059,8 @@ pub(super) struct Writer {
     outbox_wake: Arc<Notify>,
     /// Set by a job of the current batch that touched the outbox.
     outbox_touched: bool,
+    /// The current batch's state changes, logged after its commit.
+    changes: Vec<super::changelog::Change>,
 }
 
 impl Writer {
@@ -1161,6 +1164,7 @@ impl Writer {
             }
             let head = self.head.clone();
             let appended = self.audit_rows.len();
+            let changed = self.changes.len();
             let groups = self.groups.clone();
             let r = match &savepoint {
                 Ok(()) => job.run(self),
@@ -1188,6 +1192,7 @@ impl Writer {
                     }
                     self.head = head;
                     self.audit_rows.truncate(appended);
+                    self.changes.truncate(changed);
                     self.groups = groups;
                     self.prefetched.clear();
                     results.push(Err(e));
@@ -1210,6 +1215,7 @@ impl Writer {
             tracing::error!(error = %msg, jobs = batch.len(), "store: commit failed; nothing in this batch was acknowledged");
             let _ = self.conn.execute_batch("ROLLBACK");
             self.head = head_before;
+            self.changes.clear();
             for job in batch {
                 job.finish(Err(StoreError::Commit(msg.clone())));
             }
@@ -1218,6 +1224,7 @@ impl Writer {
         if self.outbox_touched {
             self.outbox_wake.notify_one();
         }
+        super::changelog::emit(&mut self.changes);
         for (job, r) in batch.into_iter().zip(results) {
             job.finish(r);
         }
@@ -1404,19 +1411,29 @@ impl Writer {
             }
             _ => None,
         };
-        let changed: Option<String> = self
+        let changed: Option<(String, String, String)> = self
             .conn
             .prepare_cached(
                 "UPDATE incidents SET state = ?3, reason = COALESCE(?4, reason), message = COALESCE(?5, message),
                     updated_at = ?6, verify_until = ?7
                  WHERE id = ?1 AND state = ?2
-                 RETURNING COALESCE(route, '')",
+                 RETURNING COALESCE(route, ''), alertname, fingerprint",
             )?
-            .query_row(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now, verify_until], |r| r.get(0))
+            .query_row(params![id, from.as_str(), to.as_str(), reason.map(Reason::as_str), message, now, verify_until], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
-        let Some(route) = changed else {
+        let Some((route, alertname, fingerprint)) = changed else {
             return Ok(false);
         };
+        self.changes.push(super::changelog::Change {
+            id: id.to_string(),
+            alertname,
+            fingerprint,
+            route: route.clone(),
+            from: Some(from),
+            to,
+            reason,
+            channels: None,
+        });
         let mut detail = json!({"from": from, "to": to});
         if let Some(until) = &verify_until {
             detail["verify_until"] = json!(until);
@@ -1951,6 +1968,16 @@ impl Writer {
                 i64::from(group.is_some()),
                 i64::from(state.is_open()),
             ])?;
+        self.changes.push(super::changelog::Change {
+            id: id.clone(),
+            alertname: a.alertname().to_string(),
+            fingerprint: a.fingerprint.clone(),
+            route: route.unwrap_or_default().to_string(),
+            from: None,
+            to: state,
+            reason,
+            channels: None,
+        });
         let opened = details::IncidentOpened {
             fingerprint: &a.fingerprint,
             alertname: a.alertname(),
@@ -2264,6 +2291,8 @@ impl Writer {
         }
         // Wake the sender only when something was put in the outbox.
         self.outbox_touched |= policy.tiers.iter().any(|t| !t.notify.is_empty());
+        let told = policy.tiers.iter().flat_map(|t| &t.notify);
+        super::changelog::told(&mut self.changes, id, told);
         let mut detail = json!({"round": round, "tiers": tiers});
         if policy.tiers.is_empty() {
             detail["note"] = json!("no escalation policy names a channel: nobody is notified");

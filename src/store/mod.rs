@@ -9,6 +9,7 @@
 //! one transaction and one fsync, and each caller is answered only after the commit that
 //! holds its change is durable.
 
+mod changelog;
 pub(crate) mod db;
 mod engine;
 pub mod postgres;
