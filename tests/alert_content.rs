@@ -232,6 +232,7 @@ api_token = "{API_TOKEN}"
 
 [store]
 {store}
+{escalation}
 
 [runbooks]
 dir = "{runbooks}"
@@ -243,6 +244,7 @@ matchers = ['alertname="Argv"']
 runbook = "record.rhai"
 "#,
         store = store_config(dir),
+        escalation = escalation_to_file(dir),
         runbooks = dir.join("runbooks").display(),
         record = record.display(),
     )

@@ -128,24 +128,38 @@ async fn every_state_change_is_a_log_line_naming_the_alert() {
     assert_eq!(e["incident"], o["incident"]);
 }
 
-/// Regression: an escalation that no channel hears was as quiet as any other.
-#[tokio::test]
-async fn an_escalation_that_tells_nobody_is_a_warning() {
+/// Regression: an escalation that no channel hears was as quiet as any other. Such a
+/// configuration is now refused at start-up, and the refusal is in the log's format,
+/// naming the key.
+#[test]
+fn a_config_whose_escalations_would_tell_nobody_is_refused_in_the_log() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     runbook(dir, "gives_up.rhai", "escalate(\"cannot fix\");\n");
-    let m = Medic::start_in(dir, &config(dir, ""));
-    let alerts = vec![alert("NoRunbook", "web1", "firing")];
-    assert_eq!(post_webhook(&m, &body(alerts)).await.0, 200);
-    let w = wait_line(
-        &m,
-        "incident escalated, but no channel is told: nobody will hear of it",
-        "NoRunbook",
-    )
-    .await;
-    assert_eq!(w["level"], "WARN");
-    assert_eq!(w["reason"], "no_runbook");
-    assert_eq!(w["fingerprint"], fingerprint_of("NoRunbook", "web1"));
+    let path = dir.join("medic.toml");
+    std::fs::write(&path, config(dir, "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refusal = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("would reach nobody"))
+        })
+        .unwrap_or_else(|| panic!("no JSON line says nobody would be told: {stderr}"));
+    assert_eq!(refusal["level"], "ERROR");
+    let problem = refusal["problem"].as_str().unwrap();
+    assert!(problem.contains("escalation"), "{problem}");
+    assert!(problem.contains("\"gives-up\""), "{problem}");
 }
 
 /// Regression: with `--log-format json`, configuration errors at start-up were printed raw

@@ -731,7 +731,7 @@ fn breaker_may_be_a_sub_table() {
 #[test]
 fn breaker_count_requested_may_be_turned_off() {
     let config = parse_ok(
-        "[[routes]]\nrunbook = \"a.rhai\"\nbreaker = { failures = 2, cooldown = \"1m\", count_requested = false }\n",
+        &paged("[[routes]]\nrunbook = \"a.rhai\"\nbreaker = { failures = 2, cooldown = \"1m\", count_requested = false }\n"),
         &[],
     );
     assert!(!config.routes[0].breaker.as_ref().unwrap().count_requested);
