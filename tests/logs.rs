@@ -76,8 +76,12 @@ async fn every_state_change_is_a_log_line_naming_the_alert() {
     runbook(dir, "gives_up.rhai", "escalate(\"cannot fix\");\n");
     let m = Medic::start_in(dir, &config(dir, HOOK));
 
-    let started = lines(&m, "listening");
-    let s = &started[0];
+    // The summary is logged as the server starts listening, which may come just after the
+    // address it listens on is known to the test.
+    let s = &eventually(WAIT, "the start-up summary", || async {
+        lines(&m, "listening").into_iter().next()
+    })
+    .await;
     assert_eq!(s["level"], "INFO");
     assert_eq!(s["config"], m.config.display().to_string());
     assert!(s["store"].as_str().is_some_and(|u| !u.is_empty()), "{s}");
