@@ -615,7 +615,10 @@ async fn storm_member_joining_after_the_window_grew_by_reload_is_told() {
     // Nothing that went out named it: it is owed the first tier still.
     let due = claim_due(&store, 20 * MINUTE).await;
     let missing = told_on_first_tier(&due, &third);
-    assert!(missing.is_empty(), "{third} is never told on {missing:?}: {due:?}");
+    assert!(
+        missing.is_empty(),
+        "{third} is never told on {missing:?}: {due:?}"
+    );
 }
 
 #[tokio::test]
@@ -634,7 +637,10 @@ async fn storm_member_committed_after_the_summary_went_out_is_told() {
     assert_eq!(events(&inc, "escalation_grouped")[0]["first"], false);
     let due = claim_due(&store, 2 * MINUTE).await;
     let missing = told_on_first_tier(&due, &third);
-    assert!(missing.is_empty(), "{third} is never told on {missing:?}: {due:?}");
+    assert!(
+        missing.is_empty(),
+        "{third} is never told on {missing:?}: {due:?}"
+    );
 }
 
 #[tokio::test]
@@ -654,5 +660,8 @@ async fn storm_member_joining_after_the_summary_was_cancelled_is_told() {
     let third = run(&store, "f3", stopped()).await;
     let due = claim_due(&store, 20 * MINUTE).await;
     let missing = told_on_first_tier(&due, &third);
-    assert!(missing.is_empty(), "{third} is never told on {missing:?}: {due:?}");
+    assert!(
+        missing.is_empty(),
+        "{third} is never told on {missing:?}: {due:?}"
+    );
 }
