@@ -665,3 +665,59 @@ async fn storm_member_joining_after_the_summary_was_cancelled_is_told() {
         "{third} is never told on {missing:?}: {due:?}"
     );
 }
+
+/// Runs `sql` on the store at `url` directly, as an older medic left it.
+fn raw(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    // The blocking PostgreSQL client runs a runtime of its own: not inside the test's.
+    std::thread::spawn(move || raw_now(&url, &sql))
+        .join()
+        .unwrap();
+}
+
+fn raw_now(url: &str, sql: &str) {
+    match url.strip_prefix("sqlite://") {
+        Some(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap(),
+        None => ::postgres::Client::connect(url, ::postgres::NoTls)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_summary_lost_before_the_upgrade_is_owed_again() {
+    // Before migration 6 a storm's summary was the first incident's: acking the first
+    // cancelled it, and the member that joined stayed escalated with nobody told. The
+    // upgrade must not leave that member without a page.
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    store.close().await;
+    // The database as the older medic left it, the first acked.
+    raw(
+        &url,
+        &format!(
+            "UPDATE outbox SET key = '{first}/' || key, incident_id = '{first}', state = 'cancelled'
+                WHERE group_id IS NOT NULL;
+             UPDATE incidents SET state = 'acknowledged', acked_by = 'alice' WHERE id = '{first}';
+             UPDATE outbox SET state = 'cancelled' WHERE incident_id = '{first}' AND group_id IS NULL
+                AND state = 'pending';
+             DROP INDEX outbox_group;
+             ALTER TABLE outbox DROP COLUMN group_id;
+             DELETE FROM schema_migrations WHERE version = 6;"
+        ),
+    );
+    let store = open(&dir, None);
+    let due = claim_due(&store, 2 * MINUTE).await;
+    let missing = told_on_first_tier(&due, &second);
+    assert!(
+        missing.is_empty(),
+        "{second} is never told on {missing:?}: {due:?}"
+    );
+    assert_eq!(summaries(&due)[0].2, second, "{due:?}");
+}
