@@ -600,9 +600,9 @@ fn told_on_first_tier(due: &[Notification], id: &str) -> Vec<&'static str> {
 async fn storm_member_joining_after_the_window_grew_by_reload_is_told() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
-    store.set_storm_window(Duration::from_millis(1500));
+    store.set_storm_window(Duration::from_millis(2500));
     storm_of_two(&store).await;
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::sleep(Duration::from_millis(2700)).await;
     // The window ended: the summary's first tier goes out, listing the two.
     let due = claim_due(&store, Duration::ZERO).await;
     assert_eq!(summaries(&due).len(), 2, "{due:?}");
@@ -649,10 +649,10 @@ async fn storm_member_joining_after_the_summary_was_cancelled_is_told() {
     // that joins later (the window grew by reload) has nothing left to tell it.
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
-    store.set_storm_window(Duration::from_millis(1500));
+    store.set_storm_window(Duration::from_millis(2500));
     let (_, second) = storm_of_two(&store).await;
     store.ack(&second, Some("bob".into())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::sleep(Duration::from_millis(2700)).await;
     let due = claim_due(&store, Duration::ZERO).await;
     assert!(summaries(&due).is_empty(), "{due:?}");
     send_all(&store, &due).await;
