@@ -842,3 +842,35 @@ async fn a_storm_is_told_once_with_the_list_of_its_incidents() {
         "the summary is the group's first incident's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_summary_pages_pagerduty_as_an_alert_of_its_own() {
+    // PagerDuty folds a trigger into the open alert of the same dedup_key and pages nobody:
+    // a summary told through the group's first incident, whose own alert is still open,
+    // must not carry that incident's key, or the storm's other members are never paged.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    let cfg = config(dir, "127.0.0.1:9", &rx, r#"notify = ["pager"]"#, "", "")
+        .replace("storm_window = \"1ms\"", "storm_window = \"2s\"");
+    let m = Medic::start_in(dir, &cfg);
+    let alerts: Vec<Value> = (0..3)
+        .map(|i| alert("NodeDown", &format!("n{i}:9100"), "firing"))
+        .collect();
+    assert_eq!(post_webhook(&m, &body(alerts)).await.0, 200);
+    let got = rx.wait_delivered("/pagerduty/enqueue", 2, WAIT).await;
+    let (first, summary) = (&got[0].body, &got[1].body);
+    assert_eq!(first["event_action"], "trigger");
+    assert_eq!(summary["event_action"], "trigger");
+    assert!(
+        summary["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("(+2 more incidents)"),
+        "{summary}"
+    );
+    assert_ne!(
+        summary["dedup_key"], first["dedup_key"],
+        "the summary is deduplicated into the first incident's open PagerDuty alert"
+    );
+}

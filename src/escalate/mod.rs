@@ -103,6 +103,8 @@ pub struct Outgoing<'a> {
     pub channel: &'a str,
     pub tier: u32,
     pub round: u32,
+    /// The storm group, for a group's summary.
+    pub group: Option<&'a str>,
 }
 
 /// POSTs `body` as JSON and classifies the answer.
@@ -374,6 +376,7 @@ async fn deliver(app: &App, n: Notification) {
                 channel: &n.channel,
                 tier: n.tier,
                 round: n.round,
+                group: n.group.as_deref(),
             };
             send(&loaded.toolkit.client, channel, &out).await
         }

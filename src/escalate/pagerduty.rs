@@ -2,7 +2,10 @@
 //!
 //! An escalation is a `trigger` whose `dedup_key` is the incident id, so every tier and
 //! retry of one incident is one PagerDuty alert; its resolution is a `resolve` with the
-//! same key. PagerDuty answers 202; a 400 (a malformed event, a bad routing key) is
+//! same key. A storm group's summary is an alert of its own (`medic-group-<group>`):
+//! PagerDuty folds a trigger into the open alert of its key without paging anyone, so the
+//! summary must not share the key of the incident it is told through. Nothing resolves
+//! it: on-call resolves it in PagerDuty. PagerDuty answers 202; a 400 (a malformed event, a bad routing key) is
 //! permanent, 429 and 5xx are transient.
 
 use serde_json::{json, Value};
@@ -66,10 +69,14 @@ pub fn event(routing_key: &str, default_severity: &str, out: &Outgoing<'_>) -> V
             links.push(json!({"href": href, "text": text}));
         }
     }
+    let dedup_key = match out.group {
+        Some(g) => format!("medic-group-{g}"),
+        None => incident.id.clone(),
+    };
     json!({
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": incident.id,
+        "dedup_key": dedup_key,
         "payload": {
             "summary": summary,
             "source": source,

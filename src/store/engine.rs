@@ -2145,14 +2145,17 @@ impl Writer {
         // Storm grouping: the group's first incident is notified at once, as usual. The others
         // are not notified one by one: when the first of them joins, one summary notification
         // of the group is scheduled for the end of its window, listing every member then.
+        // A member that joins when the summary's first tier can no longer list it (it went
+        // out, is going out, or was not sent: a window made longer by a reload, a delivery
+        // committed after the window's end, a replica whose clock is behind) is told on its
+        // own.
         match group {
             // Its `escalation_grouped` entry already says it is covered by the summary.
-            Some(g) if g.leader != id => {
-                if g.size == 2 {
-                    self.schedule_group_summary(&g, id, now)?;
-                }
-                Ok(())
-            }
+            Some(g) if g.leader != id => match g.size == 2 {
+                true => self.schedule_group_summary(&g, id, now),
+                false if self.summary_will_list(&g.id, now)? => Ok(()),
+                false => self.schedule_round(id, 1, now),
+            },
             _ => self.schedule_round(id, 1, now),
         }
     }
@@ -2192,6 +2195,21 @@ impl Writer {
             NewEntry::for_incident(Event::EscalationScheduled, member, &detail),
             now,
         )
+    }
+
+    /// Whether storm group `gid`'s summary will still list a member that joins now: every
+    /// notification of its first tier is pending and not being sent (each is rendered, with
+    /// the members escalated then, when it is claimed).
+    fn summary_will_list(&self, gid: &str, now: &str) -> Result<bool, StoreError> {
+        let (all, waiting): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'pending'
+                        AND (claimed_until IS NULL OR claimed_until < ?2) THEN 1 ELSE 0 END), 0)
+                 FROM outbox WHERE group_id = ?1 AND kind = 'escalated' AND tier = 1",
+            )?
+            .query_row(params![gid, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(all > 0 && waiting == all)
     }
 
     /// Storm group `n.group`'s summary `n` is due. It goes out while an incident that

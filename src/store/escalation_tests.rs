@@ -572,3 +572,152 @@ async fn a_failing_storm_summary_falls_through_to_the_summarys_next_tier() {
     assert_eq!(events(&inc, "escalation_fell_through")[0]["to_tier"], 2);
     assert_ne!(first, second);
 }
+
+/// Marks every notification in `due` sent.
+async fn send_all(store: &Store, due: &[Notification]) {
+    for n in due {
+        store.outbox_attempt(n.id, Attempt::Sent).await.unwrap();
+    }
+}
+
+/// `id` is owed every channel of the first tier: its own notification, or a storm summary
+/// still to go out (which lists the members escalated when it does).
+fn told_on_first_tier(due: &[Notification], id: &str) -> Vec<&'static str> {
+    ["a", "b"]
+        .into_iter()
+        .filter(|ch| {
+            !due.iter().any(|n| {
+                n.channel == *ch
+                    && n.tier == 1
+                    && n.kind == Escalated
+                    && (n.incident_id == id || n.group.is_some())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn storm_member_joining_after_the_window_grew_by_reload_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    store.set_storm_window(Duration::from_millis(2500));
+    storm_of_two(&store).await;
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    // The window ended: the summary's first tier goes out, listing the two.
+    let due = claim_due(&store, Duration::ZERO).await;
+    assert_eq!(summaries(&due).len(), 2, "{due:?}");
+    send_all(&store, &due).await;
+    // A reload makes the window longer: the group takes a third escalation.
+    store.set_storm_window(10 * MINUTE);
+    let third = run(&store, "f3", stopped()).await;
+    let inc = store.incident(&third).await.unwrap().unwrap();
+    assert_eq!(events(&inc, "escalation_grouped")[0]["first"], false);
+    // Nothing that went out named it: it is owed the first tier still.
+    let due = claim_due(&store, 20 * MINUTE).await;
+    let missing = told_on_first_tier(&due, &third);
+    assert!(
+        missing.is_empty(),
+        "{third} is never told on {missing:?}: {due:?}"
+    );
+}
+
+#[tokio::test]
+async fn storm_member_committed_after_the_summary_went_out_is_told() {
+    // An escalation stamped inside the window (a delivery received before the window
+    // ended but committed after it, or a replica whose clock is behind) joins the group
+    // after its summary's first tier was sent.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    storm_of_two(&store).await;
+    let due = claim_due(&store, 2 * MINUTE).await;
+    assert_eq!(summaries(&due).len(), 2, "{due:?}");
+    send_all(&store, &due).await;
+    let third = run(&store, "f3", stopped()).await;
+    let inc = store.incident(&third).await.unwrap().unwrap();
+    assert_eq!(events(&inc, "escalation_grouped")[0]["first"], false);
+    let due = claim_due(&store, 2 * MINUTE).await;
+    let missing = told_on_first_tier(&due, &third);
+    assert!(
+        missing.is_empty(),
+        "{third} is never told on {missing:?}: {due:?}"
+    );
+}
+
+#[tokio::test]
+async fn storm_member_joining_after_the_summary_was_cancelled_is_told() {
+    // Every member was handled when the summary fell due, so it was not sent; a member
+    // that joins later (the window grew by reload) has nothing left to tell it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None);
+    store.set_storm_window(Duration::from_millis(2500));
+    let (_, second) = storm_of_two(&store).await;
+    store.ack(&second, Some("bob".into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    let due = claim_due(&store, Duration::ZERO).await;
+    assert!(summaries(&due).is_empty(), "{due:?}");
+    send_all(&store, &due).await;
+    store.set_storm_window(10 * MINUTE);
+    let third = run(&store, "f3", stopped()).await;
+    let due = claim_due(&store, 20 * MINUTE).await;
+    let missing = told_on_first_tier(&due, &third);
+    assert!(
+        missing.is_empty(),
+        "{third} is never told on {missing:?}: {due:?}"
+    );
+}
+
+/// Runs `sql` on the store at `url` directly, as an older medic left it.
+fn raw(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    // The blocking PostgreSQL client runs a runtime of its own: not inside the test's.
+    std::thread::spawn(move || raw_now(&url, &sql))
+        .join()
+        .unwrap();
+}
+
+fn raw_now(url: &str, sql: &str) {
+    match url.strip_prefix("sqlite://") {
+        Some(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap(),
+        None => ::postgres::Client::connect(url, ::postgres::NoTls)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_summary_lost_before_the_upgrade_is_owed_again() {
+    // Before migration 6 a storm's summary was the first incident's: acking the first
+    // cancelled it, and the member that joined stayed escalated with nobody told. The
+    // upgrade must not leave that member without a page.
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, None);
+    let (first, second) = storm_of_two(&store).await;
+    store.close().await;
+    // The database as the older medic left it, the first acked.
+    raw(
+        &url,
+        &format!(
+            "UPDATE outbox SET key = '{first}/' || key, incident_id = '{first}', state = 'cancelled'
+                WHERE group_id IS NOT NULL;
+             UPDATE incidents SET state = 'acknowledged', acked_by = 'alice' WHERE id = '{first}';
+             UPDATE outbox SET state = 'cancelled' WHERE incident_id = '{first}' AND group_id IS NULL
+                AND state = 'pending';
+             DROP INDEX outbox_group;
+             ALTER TABLE outbox DROP COLUMN group_id;
+             DELETE FROM schema_migrations WHERE version = 6;"
+        ),
+    );
+    let store = open(&dir, None);
+    let due = claim_due(&store, 2 * MINUTE).await;
+    let missing = told_on_first_tier(&due, &second);
+    assert!(
+        missing.is_empty(),
+        "{second} is never told on {missing:?}: {due:?}"
+    );
+    assert_eq!(summaries(&due)[0].2, second, "{due:?}");
+}

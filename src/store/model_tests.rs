@@ -5,8 +5,9 @@
 //! After each sequence:
 //!
 //! - every incident that was escalated and is still escalated has, for every channel of its
-//!   first tier, a notification sent or pending (its own, or its storm group's summary);
-//!   one cancelled was cancelled because every incident it would tell about was handled;
+//!   first tier, a notification sent or pending (its own, or its storm group's summary, which
+//!   counts as sent only if it went out after the incident joined the group); one cancelled
+//!   was cancelled because every incident it would tell about was handled;
 //! - no fingerprint has two open incidents;
 //! - no resolution whose period overlaps the open incident is dropped, and no firing of its
 //!   period is taken as stale (checked as each is delivered);
@@ -352,14 +353,38 @@ impl Model {
         let state: HashMap<&str, State> = all.iter().map(|i| (i.id.as_str(), i.state)).collect();
         let handled =
             |id: &str| matches!(state.get(id), Some(State::Acknowledged | State::Resolved));
+        // When (audit seq) each storm summary's first tier went out on each channel, and
+        // when each incident joined its group: a summary only tells about who joined before.
+        let mut summary_sent: HashMap<(String, String), i64> = HashMap::new();
+        let mut joined: HashMap<String, i64> = HashMap::new();
+        for i in &all {
+            let full = self.store.incident(&i.id).await.unwrap().unwrap();
+            for e in full.timeline.unwrap_or_default() {
+                let d = &e.detail;
+                match (e.event.as_str(), d["group"].as_str(), d["channel"].as_str()) {
+                    ("notification_sent", Some(g), Some(ch)) if d["tier"] == 1 => {
+                        summary_sent.insert((g.to_string(), ch.to_string()), e.seq);
+                    }
+                    ("escalation_grouped", _, _) => {
+                        joined.insert(i.id.clone(), e.seq);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let own_row = |id: &str, channel: &str| {
+            let key = format!("{id}/1/1/{channel}");
+            rows.iter().find(move |(k, ..)| *k == key)
+        };
         for i in all.iter().filter(|i| i.escalated_at.is_some()) {
             let group = i.escalation_group.as_deref();
             let leader = group.and_then(|g| leaders.get(g)).map(String::as_str);
-            let own = group.is_none() || leader == Some(i.id.as_str());
             for channel in FIRST_TIER {
-                let covering = rows.iter().find(|(key, _, tier, ch, _, gid)| match own {
-                    true => *key == format!("{}/1/1/{channel}", i.id),
-                    false => *tier == 1 && ch == channel && gid.as_deref() == group,
+                // Its own notification, else (a member that joined) its group's summary.
+                let covering = own_row(&i.id, channel).or_else(|| {
+                    rows.iter().find(|(_, _, tier, ch, _, gid)| {
+                        group.is_some() && *tier == 1 && ch == channel && gid.as_deref() == group
+                    })
                 });
                 let Some((key, _, _, _, row_state, gid)) = covering else {
                     return Err(format!(
@@ -367,14 +392,20 @@ impl Model {
                         i.id, i.state
                     ));
                 };
-                let fine = match row_state.as_str() {
-                    "sent" | "pending" => true,
-                    "cancelled" if gid.is_none() => handled(&i.id),
+                let fine = match (row_state.as_str(), gid) {
+                    ("pending", _) | ("sent", None) => true,
+                    // A summary that went out before the incident joined never named it.
+                    ("sent", Some(g)) => {
+                        let sent = summary_sent.get(&(g.clone(), channel.to_string()));
+                        sent.is_some_and(|s| joined.get(&i.id).is_some_and(|j| j < s))
+                    }
+                    ("cancelled", None) => handled(&i.id),
                     // A summary is cancelled only when everyone it would tell about is handled.
-                    "cancelled" => all
+                    ("cancelled", Some(_)) => all
                         .iter()
                         .filter(|m| m.escalation_group.as_deref() == gid.as_deref())
                         .filter(|m| leader != Some(m.id.as_str()))
+                        .filter(|m| own_row(&m.id, channel).is_none())
                         .all(|m| handled(&m.id)),
                     _ => false,
                 };
@@ -490,6 +521,27 @@ fn storm_summary_survives_the_first_incident_being_acked() {
         },
         Op::Ack { nth: 1 },
         Op::Advance { secs: 149 },
+    ];
+    assert_eq!(play(Duration::from_secs(120), &ops), Ok(()));
+}
+
+#[test]
+fn storm_member_escalated_by_a_run_after_its_summary_went_out_is_told() {
+    // Two runs of route `disk` escalate together (a group, its summary due when the window
+    // ends); the test's clock passes the window and the summary goes out; a third run of the
+    // same route escalates, stamped by the store's clock still inside the window.
+    let fire = |fp, start| Op::Fire {
+        fp,
+        start,
+        twice: false,
+    };
+    let ops = [
+        fire(2, 0),
+        fire(3, 0),
+        Op::Run { outcome: 1 },
+        Op::Advance { secs: 149 },
+        fire(2, 1),
+        Op::Run { outcome: 1 },
     ];
     assert_eq!(play(Duration::from_secs(120), &ops), Ok(()));
 }
