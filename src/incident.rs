@@ -158,6 +158,8 @@ pub struct Latest {
     pub state: State,
     /// The alert's `startsAt` for that incident's firing period.
     pub starts_at: DateTime<Utc>,
+    /// When medic last heard of the alert (its newest delivery).
+    pub last_seen_at: DateTime<Utc>,
 }
 
 /// What an incoming notification does. Computed by [`decide`], carried out by the store.
@@ -219,6 +221,14 @@ pub fn decide(
         // The incident is still open: this firing period, whatever the `startsAt`
         // Alertmanager kept for it, unless a newer period began.
         (Status::Firing, Less | Equal, s) if s.is_open() => Action::Duplicate { id },
+        // A newer `startsAt` is a new period only if it began after medic last heard the
+        // alert firing: then its resolution may have been lost between. One that began
+        // while medic already knew the alert was firing overlaps the open incident: the
+        // same period, as another Prometheus of an HA pair (through an Alertmanager that
+        // had not yet merged the earlier copy) saw it.
+        (Status::Firing, Greater, s) if s.is_open() && starts_at <= latest.last_seen_at => {
+            Action::Duplicate { id }
+        }
         (Status::Firing, Greater, s) if s.is_open() => Action::Supersede { id, outcome },
         (Status::Resolved, _, s) if s.is_open() => match ended_before {
             true => stale_resolution(),
@@ -263,6 +273,8 @@ mod tests {
             id: "I1".into(),
             state,
             starts_at: t(minute),
+            // Heard of once, when it opened (a minute after it began).
+            last_seen_at: t(minute + 1),
         }
     }
 
@@ -409,6 +421,36 @@ mod tests {
             Some(latest(State::Escalated, 5)),
             Firing,
             9,
+            Action::Supersede {
+                id: "I1".into(),
+                outcome: Outcome::ResolvedAfterEscalation,
+            },
+        );
+    }
+
+    #[test]
+    fn ha_prometheus_newer_starts_at_while_known_firing_is_the_same_firing_period() {
+        // An Alertmanager that had only the later Prometheus's copy: its startsAt (:6) is
+        // newer than the incident's (:5) but not newer than the last time medic heard the
+        // alert firing (:6): the periods overlap, no false resolution and no second run.
+        for state in [
+            State::Queued,
+            State::Remediating,
+            State::Verifying,
+            State::Escalated,
+        ] {
+            check(
+                Some(latest(state, 5)),
+                Firing,
+                6,
+                Action::Duplicate { id: "I1".into() },
+            );
+        }
+        // Begun after medic last heard it firing: a new period whose resolution was lost.
+        check(
+            Some(latest(State::Escalated, 5)),
+            Firing,
+            7,
             Action::Supersede {
                 id: "I1".into(),
                 outcome: Outcome::ResolvedAfterEscalation,

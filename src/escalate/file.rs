@@ -87,6 +87,7 @@ mod tests {
             channel: "escalations",
             tier: 1,
             round: 1,
+            group: None,
         };
         send(path, &out).await
     }

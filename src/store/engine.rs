@@ -1045,7 +1045,7 @@ pub(super) struct Writer {
     audit_rows: Vec<AuditRow>,
     /// The newest incident (id, state, starts_at) of the fingerprints of this batch's
     /// deliveries, or `None` for none, as looked up when the batch began.
-    prefetched: std::collections::HashMap<String, Option<(String, String, String)>>,
+    prefetched: std::collections::HashMap<String, Option<(String, String, String, String)>>,
     /// The newest storm group of each route and reason, as this batch has seen it (the
     /// write lock makes it exact until the commit), with sizes written at the commit. A job
     /// that rolls back puts back what it found.
@@ -1346,13 +1346,15 @@ impl Writer {
             None => self
                 .conn
                 .prepare_cached(
-                    "SELECT id, state, starts_at FROM incidents WHERE fingerprint = ?1
+                    "SELECT id, state, starts_at, last_seen_at FROM incidents WHERE fingerprint = ?1
                      ORDER BY starts_at DESC LIMIT 1",
                 )?
-                .query_row([fingerprint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row([fingerprint], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .optional()?,
         };
-        let Some((id, state, starts_at)) = row else {
+        let Some((id, state, starts_at, last_seen_at)) = row else {
             return Ok(None);
         };
         Ok(Some(Latest {
@@ -1361,6 +1363,9 @@ impl Writer {
             })?,
             starts_at: parse_time(&starts_at).ok_or_else(|| {
                 StoreError::Corrupt(format!("incident {id}: bad starts_at {starts_at:?}"))
+            })?,
+            last_seen_at: parse_time(&last_seen_at).ok_or_else(|| {
+                StoreError::Corrupt(format!("incident {id}: bad last_seen_at {last_seen_at:?}"))
             })?,
             id,
         }))
@@ -1386,8 +1391,10 @@ impl Writer {
             self.prefetched.insert(fp.to_string(), None);
         }
         for r in rows {
-            self.prefetched
-                .insert(r.get(0)?, Some((r.get(1)?, r.get(2)?, r.get(3)?)));
+            self.prefetched.insert(
+                r.get(0)?,
+                Some((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            );
         }
         Ok(())
     }

@@ -231,7 +231,7 @@ impl Db for PgConn {
 
     fn latest_incidents(&self, fingerprints: &[&str]) -> Result<Option<Vec<Row>>, StoreError> {
         let statement = self.statement(
-            "SELECT DISTINCT ON (fingerprint) fingerprint, id, state, starts_at FROM incidents
+            "SELECT DISTINCT ON (fingerprint) fingerprint, id, state, starts_at, last_seen_at FROM incidents
              WHERE fingerprint = ANY(?1::TEXT[]) ORDER BY fingerprint, starts_at DESC",
         )?;
         let rows = self.client().query(&statement, &[&fingerprints])?;
