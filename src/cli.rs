@@ -258,6 +258,9 @@ fn replay(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    // The signal handlers are in place before anything else, so a SIGTERM that comes as soon
+    // as the server answers (or even before) is a clean stop, never the default action.
+    let shutdown = shutdown_signal();
     let loaded = match Loaded::load(path) {
         Ok(e) => e,
         Err(problems) => {
@@ -306,29 +309,38 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             )
         })?;
     let app = App::new(loaded, store, metrics);
-    crate::server::run(listener, app, shutdown_signal()).await?;
+    crate::server::run(listener, app, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Registers for SIGINT and SIGTERM now (not when first polled); the future completes on
+/// either.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(int) => tracing::info!("SIGINT received"),
+            _ = wait(term) => tracing::info!("SIGTERM received"),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupt received");
     }
 }
 
