@@ -448,8 +448,13 @@ async fn a_failing_runbook_escalates_by_mail_through_alertmanager() {
         "{html}"
     );
 
-    let inc = incident(&m, id).await;
-    let sent = events(&inc, "notification_sent");
+    // The attempt is recorded once the SMTP server has answered: it may come just after
+    // the mail is in the server's hands.
+    let sent = eventually(WAIT, "the mail's notification_sent entry", || async {
+        let sent = events(&incident(&m, id).await, "notification_sent");
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
     assert_eq!(sent[0]["channel"], "mail");
     assert_eq!(sent[0]["attempt"], 1);
     drop(am);
