@@ -6,6 +6,7 @@
 //! file itself (TOML, a missing runbook, a runbook that does not compile) is one failure,
 //! reported with its file and line.
 
+use crate::incident::Reason;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -219,6 +220,22 @@ struct Ran {
     record: Record,
 }
 
+impl Ran {
+    /// A test whose alert runs no runbook: it stopped at routing, for `reason`.
+    fn not_run(route: Option<String>, reason: Reason, why: String, test: &TestCase) -> Ran {
+        Ran {
+            route,
+            runbook: None,
+            runbook_path: PathBuf::new(),
+            end: RunEnd::Stopped(Stop::new(reason, why)),
+            record: Record {
+                used: vec![0; test.mocks.len()],
+                ..Record::default()
+            },
+        }
+    }
+}
+
 fn execute(subject: &Subject, test: &TestCase) -> Ran {
     let alert = &test.alert;
     let fingerprint = alert
@@ -267,39 +284,16 @@ fn execute(subject: &Subject, test: &TestCase) -> Ran {
         Subject::Config(o) => {
             let exists = |name: &str| o.catalog.contains(name);
             match o.router.route(&alert.labels, &alert.annotations, &exists) {
-                Decision::Ignore { route } => Ran {
-                    route: Some(route.clone()),
-                    runbook: None,
-                    runbook_path: PathBuf::new(),
-                    end: RunEnd::Stopped(Stop::new(
-                        crate::incident::Reason::NoRunbook,
-                        format!("route {route:?} ignores the alert: nothing runs, nobody is told"),
-                    )),
-                    record: Record {
-                        used: vec![0; test.mocks.len()],
-                        ..Record::default()
-                    },
-                },
-                Decision::Invalid { route, why } => Ran {
-                    route,
-                    runbook: None,
-                    runbook_path: PathBuf::new(),
-                    end: RunEnd::Stopped(Stop::new(crate::incident::Reason::InvalidAlert, why)),
-                    record: Record {
-                        used: vec![0; test.mocks.len()],
-                        ..Record::default()
-                    },
-                },
-                Decision::NoRunbook { why } => Ran {
-                    route: None,
-                    runbook: None,
-                    runbook_path: PathBuf::new(),
-                    end: RunEnd::Stopped(Stop::new(crate::incident::Reason::NoRunbook, why)),
-                    record: Record {
-                        used: vec![0; test.mocks.len()],
-                        ..Record::default()
-                    },
-                },
+                // Nothing runs: the test sees the route, if any, and why it stopped.
+                Decision::Ignore { route } => {
+                    let why =
+                        format!("route {route:?} ignores the alert: nothing runs, nobody is told");
+                    Ran::not_run(Some(route), Reason::NoRunbook, why, test)
+                }
+                Decision::Invalid { route, why } => {
+                    Ran::not_run(route, Reason::InvalidAlert, why, test)
+                }
+                Decision::NoRunbook { why } => Ran::not_run(None, Reason::NoRunbook, why, test),
                 Decision::Runbook { route, runbook } => {
                     let dry_run = test.dry_run || o.dry_run(&route);
                     let incident = IncidentView {
