@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -109,7 +109,7 @@ impl App {
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/webhook", post(crate::ingest::webhook))
+        .route("/webhook", crate::ingest::route(app.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -572,3 +572,283 @@ async fn the_server_closes_a_connection_that_never_finishes_its_headers() {
         200
     );
 }
+
+/// The head of a raw `POST /webhook` with the token and a JSON content type, then `extra`
+/// header lines (each ending in CRLF); the connection closes after the answer.
+fn webhook_head(extra: &str) -> String {
+    format!(
+        "POST /webhook HTTP/1.1\r\nhost: medic\r\nauthorization: Bearer {WEBHOOK_TOKEN}\r\n\
+         content-type: application/json\r\nconnection: close\r\n{extra}\r\n"
+    )
+}
+
+/// A valid webhook body of exactly `size` bytes: JSON with trailing white space.
+fn padded_body(instance: &str, size: usize) -> Vec<u8> {
+    let mut b = serde_json::to_vec(&body(vec![alert("ServiceDown", instance, "firing")])).unwrap();
+    assert!(b.len() <= size, "a webhook body takes {} bytes", b.len());
+    b.resize(size, b' ');
+    b
+}
+
+/// `bytes` in HTTP/1.1 chunked encoding, in chunks of `chunk` bytes, with the last chunk.
+fn chunked(bytes: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in bytes.chunks(chunk) {
+        out.extend(format!("{:x}\r\n", part.len()).into_bytes());
+        out.extend(part);
+        out.extend(b"\r\n");
+    }
+    out.extend(b"0\r\n\r\n");
+    out
+}
+
+/// Reads one HTTP response from `c`: its status, its head as text, its body as JSON. The
+/// wait is bounded for the test only; what arrived by then is what is returned.
+async fn read_response(c: &mut tokio::net::TcpStream) -> (u16, String, Value) {
+    use tokio::io::AsyncReadExt;
+
+    fn split(got: &[u8]) -> Option<(String, &[u8])> {
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
+        Some((
+            String::from_utf8_lossy(&got[..end]).into_owned(),
+            &got[end + 4..],
+        ))
+    }
+    fn complete(got: &[u8]) -> bool {
+        let Some((head, rest)) = split(got) else {
+            return false;
+        };
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse::<usize>().ok());
+        length.is_some_and(|n| rest.len() >= n)
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        while !complete(&got) {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let Some((head, rest)) = split(&got) else {
+        return (0, String::from_utf8_lossy(&got).into_owned(), Value::Null);
+    };
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (
+        status,
+        head,
+        serde_json::from_slice(rest).unwrap_or(Value::Null),
+    )
+}
+
+/// Sends `request` on a new connection and reads the response.
+async fn exchange(m: &Medic, request: &[u8]) -> (u16, String, Value) {
+    use tokio::io::AsyncWriteExt;
+
+    let mut c = tokio::net::TcpStream::connect(&m.addr).await.unwrap();
+    c.write_all(request).await.unwrap();
+    read_response(&mut c).await
+}
+
+async fn metrics_text(m: &Medic) -> String {
+    client()
+        .get(m.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A body sent without a length (chunked) is held to the limit as it arrives: one of
+/// exactly the limit is taken, one byte more is answered 413 with the JSON error. The
+/// checks that need no body come first: credentials, then the content type, then a
+/// declared length over the limit; and they are the webhook's, not other methods'.
+#[tokio::test]
+async fn a_chunked_body_is_held_to_the_limit_and_checks_run_before_the_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = default_config(dir).replace("api_token = ", "body_limit = 1024\napi_token = ");
+    let m = Medic::start_in(dir, &config);
+    let chunked_head = webhook_head("transfer-encoding: chunked\r\n");
+
+    let mut at_limit = chunked_head.clone().into_bytes();
+    at_limit.extend(chunked(&padded_body("c1", 1024), 300));
+    let (status, head, reply) = exchange(&m, &at_limit).await;
+    assert_eq!(status, 200, "{head}\n{reply}");
+    assert_eq!(reply["opened"], 1);
+
+    let mut over = chunked_head.into_bytes();
+    over.extend(chunked(&padded_body("c2", 1025), 300));
+    let (status, head, reply) = exchange(&m, &over).await;
+    assert_eq!(status, 413, "{head}\n{reply}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    assert_eq!(
+        reply,
+        json!({"error": "body exceeds the limit of 1024 bytes"})
+    );
+
+    // Declared over the limit, nothing of the body sent: still 401 without credentials,
+    // 415 for another content type, and 413 only with both right.
+    let declared = "content-length: 1025\r\n";
+    let no_token =
+        webhook_head(declared).replace(&format!("authorization: Bearer {WEBHOOK_TOKEN}\r\n"), "");
+    let (status, head, reply) = exchange(&m, no_token.as_bytes()).await;
+    assert_eq!(status, 401, "{head}\n{reply}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer realm=\"medic\""),
+        "{head}"
+    );
+    assert_eq!(reply["error"], "missing or wrong credentials");
+    let text = webhook_head(declared).replace("application/json", "text/plain");
+    let (status, _, reply) = exchange(&m, text.as_bytes()).await;
+    assert_eq!(status, 415, "{reply}");
+    let (status, _, reply) = exchange(&m, webhook_head(declared).as_bytes()).await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(
+        reply,
+        json!({"error": "body exceeds the limit of 1024 bytes"})
+    );
+    // Another method is answered 405, credentials or not.
+    let r = client().get(m.url("/webhook")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+
+    let metrics = metrics_text(&m).await;
+    for line in [
+        "medic_webhook_rejected_total{reason=\"body_too_large\"} 2",
+        "medic_webhook_rejected_total{reason=\"unauthorized\"} 1",
+        "medic_webhook_rejected_total{reason=\"content_type\"} 1",
+        "medic_webhook_deliveries_total{outcome=\"rejected\"} 3",
+        "medic_webhook_deliveries_total{outcome=\"unauthorized\"} 1",
+        "medic_webhook_deliveries_total{outcome=\"accepted\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert_eq!(
+        incidents(&m).await.len(),
+        1,
+        "only the body within the limit is stored"
+    );
+}
+
+/// `server.request_timeout` bounds the whole body, not each wait for more of it: a body
+/// that stops arriving, and one that keeps coming a byte at a time, are both answered 408.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config =
+        default_config(dir).replace("api_token = ", "request_timeout = \"1s\"\napi_token = ");
+    let m = Medic::start_in(dir, &config);
+    let head = webhook_head("content-length: 100000\r\n");
+
+    // Part of the body, then nothing.
+    let mut stalled = head.clone().into_bytes();
+    stalled.extend(b"{\"version\": ");
+    let (status, answer_head, reply) = exchange(&m, &stalled).await;
+    assert_eq!(status, 408, "{answer_head}\n{reply}");
+    assert_eq!(reply, json!({"error": "the body did not arrive in time"}));
+
+    // A byte every 100 ms, for longer than the answer is waited for: only a deadline for
+    // the whole body answers it.
+    let c = tokio::net::TcpStream::connect(&m.addr).await.unwrap();
+    let (mut reader, mut writer) = c.into_split();
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..600 {
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut got = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+    }
+    trickle.abort();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+
+    let metrics = metrics_text(&m).await;
+    for line in [
+        "medic_webhook_rejected_total{reason=\"timeout\"} 2",
+        "medic_webhook_deliveries_total{outcome=\"rejected\"} 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    // The server is still fine for everyone else.
+    assert_eq!(
+        post_webhook(&m, &body(vec![alert("ServiceDown", "t:1", "firing")]))
+            .await
+            .0,
+        200
+    );
+}
+
+/// `server.body_limit` is read per delivery: a reload that raises it takes effect for the
+/// next one, and the 413 names the limit in force.
+#[tokio::test]
+async fn a_reload_that_raises_the_body_limit_takes_effect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = default_config(dir).replace("api_token = ", "body_limit = 2048\napi_token = ");
+    let m = Medic::start_in(dir, &config);
+    let post = |bytes: Vec<u8>| {
+        client()
+            .post(m.url("/webhook"))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .header("content-type", "application/json")
+            .body(bytes)
+            .send()
+    };
+    let r = post(padded_body("r1", 4096)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "body exceeds the limit of 2048 bytes");
+
+    let raised = config.replace("body_limit = 2048", "body_limit = 16384");
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the raised body limit to take effect",
+        || async {
+            // Written again until it is in force: an edit made before the reloader took the
+            // file's first stamp would not be seen as one.
+            std::fs::write(&m.config, &raised).unwrap();
+            (post(padded_body("r1", 4096)).await.ok()?.status().as_u16() == 200).then_some(())
+        },
+    )
+    .await;
+    let r = post(padded_body("r2", 16385)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "body exceeds the limit of 16384 bytes");
+}

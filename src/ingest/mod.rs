@@ -7,155 +7,187 @@
 //! right thing: 4xx for a body it should not resend as is, 503 when a retry will help.
 //! What an alert contains never refuses a delivery: an alert over medic's limits is stored
 //! bounded and escalated `invalid_alert`, and the others of its delivery go on as usual.
+//!
+//! The checks that need none of the body are layers in front of the handler ([`route`],
+//! `intake.rs`): credentials, content type, and the body's limits in size (tower-http's
+//! `RequestBodyLimit`) and time, read from the config in force for each delivery so that a
+//! reload applies to the next one.
 
+mod intake;
 pub mod payload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{post, MethodRouter};
+use axum::{Extension, Json};
 use chrono::Utc;
-use serde_json::json;
+use http_body_util::{BodyExt as _, LengthLimitError};
+use serde_json::{json, Value};
+use tower::ServiceBuilder;
 
 use crate::audit::{Event, NewEntry};
-use crate::metrics::{OutcomeLabel, ReasonLabel, StatusLabel};
+use crate::loaded::Loaded;
+use crate::metrics::{ReasonLabel, StatusLabel};
 use crate::routing::Decision;
 use crate::server::App;
 use crate::store::{AlertEffect, Delivery};
 
-/// `POST /webhook`.
-pub async fn webhook(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let started = Instant::now();
-    let (outcome, response) = handle(&app, peer, &headers, body).await;
-    let m = &app.metrics;
-    m.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
-    m.webhook_seconds.observe(started.elapsed().as_secs_f64());
+/// `POST /webhook`: the handler behind its layers, outermost first. The layers run only for
+/// a `POST` (`route_layer`): another method is answered 405, whatever its credentials.
+pub fn route(app: Arc<App>) -> MethodRouter<Arc<App>> {
+    let layers = ServiceBuilder::new()
+        .layer(from_fn_with_state(app.clone(), intake::observe))
+        .layer(from_fn_with_state(app.clone(), intake::credentials))
+        .layer(from_fn_with_state(app.clone(), intake::content_type))
+        .layer(from_fn_with_state(app, intake::limits));
+    post(webhook).route_layer(layers)
+}
+
+/// How a delivery ended, for `medic_webhook_deliveries_total{outcome}`: carried on the
+/// answer back to the outermost layer, which counts it.
+#[derive(Clone, Copy)]
+struct Outcome(&'static str);
+
+/// The config, routes and runbooks in force when the delivery arrived: every layer and step
+/// of one delivery uses this one version, whatever a reload does meanwhile.
+#[derive(Clone)]
+struct Snapshot(Arc<Loaded>);
+
+fn answer(outcome: &'static str, status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(Outcome(outcome));
     response
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+fn error(outcome: &'static str, status: StatusCode, message: impl Into<String>) -> Response {
+    answer(outcome, status, json!({ "error": message.into() }))
 }
 
-async fn handle(
+/// Counts a refused delivery in `medic_webhook_rejected_total{reason}`.
+fn count_rejected(app: &App, reason: &'static str) {
+    app.metrics
+        .rejected
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+/// A 4xx: a body Alertmanager should not resend as is, counted by `reason`.
+fn refuse(
     app: &App,
-    peer: SocketAddr,
-    headers: &HeaderMap,
+    reason: &'static str,
+    status: StatusCode,
+    message: impl Into<String>,
+) -> Response {
+    count_rejected(app, reason);
+    error("rejected", status, message)
+}
+
+fn too_large(app: &App, limit: usize) -> Response {
+    refuse(
+        app,
+        "body_too_large",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body exceeds the limit of {limit} bytes"),
+    )
+}
+
+/// The handler behind the layers: read the body, parse it, route each alert, store the
+/// delivery, answer.
+async fn webhook(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(Snapshot(loaded)): Extension<Snapshot>,
     body: Body,
-) -> (&'static str, Response) {
-    let loaded = app.loaded();
+) -> Response {
     let server = &loaded.config.server;
-    let reject = |reason: &'static str| {
-        app.metrics
-            .rejected
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+    let bytes = match read_body(&app, server.body_limit, body).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return *refused,
     };
+    let parsed = match parse(&app, peer, &bytes) {
+        Ok(parsed) => parsed,
+        Err(refused) => return *refused,
+    };
+    let (delivery, tally) = route_alerts(&app, &loaded, peer, parsed);
+    match store(&app, server.request_timeout, peer, delivery).await {
+        Ok(effects) => stored(&app, tally, &effects).await,
+        Err(unavailable) => *unavailable,
+    }
+}
 
-    if let Some(token) = &server.webhook_token {
-        if !crate::auth::bearer_or_basic_ok(headers, token) {
-            reject("unauthorized");
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"medic\""),
-            );
-            return ("unauthorized", r);
-        }
-    }
-    if !is_json(headers) {
-        reject("content_type");
-        let given = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
-        return (
-            "rejected",
-            error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Type must be application/json, got {given:?}"),
-            ),
-        );
-    }
-    let limit = server.body_limit;
-    let too_large = || {
-        reject("body_too_large");
-        (
-            "rejected",
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body exceeds the limit of {limit} bytes"),
-            ),
+/// Reads the whole body, which the `limits` layer bounds in size and time. Its errors are
+/// told apart by type, through the error's sources: over the limit (413), too late (408),
+/// or anything else the connection did (400).
+async fn read_body(app: &App, limit: usize, body: Body) -> Result<Bytes, Box<Response>> {
+    let e = match body.collect().await {
+        Ok(collected) => return Ok(collected.to_bytes()),
+        Err(e) => e,
+    };
+    Err(Box::new(if caused_by::<LengthLimitError>(&e) {
+        too_large(app, limit)
+    } else if caused_by::<intake::TooLate>(&e) {
+        refuse(
+            app,
+            "timeout",
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
         )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large();
-    }
-    let bytes =
-        match tokio::time::timeout(server.request_timeout, axum::body::to_bytes(body, limit)).await
-        {
-            Err(_) => {
-                reject("timeout");
-                return (
-                    "rejected",
-                    error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the body did not arrive in time",
-                    ),
-                );
-            }
-            Ok(Err(e)) => {
-                // to_bytes fails with a length-limit error when the body runs past `limit`.
-                if std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                    || e.to_string().contains("length limit")
-                {
-                    return too_large();
-                }
-                reject("body");
-                return (
-                    "rejected",
-                    error(
-                        StatusCode::BAD_REQUEST,
-                        format!("cannot read the body: {e}"),
-                    ),
-                );
-            }
-            Ok(Ok(b)) => b,
-        };
+    } else {
+        refuse(
+            app,
+            "body",
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {e}"),
+        )
+    }))
+}
 
-    let parsed = match payload::parse(&bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            reject(e.kind);
-            tracing::warn!(source = %peer, error = %e.message, "webhook rejected");
-            let entry = NewEntry::new(
-                Event::DeliveryRejected,
-                &json!({"source": peer.to_string(), "reason": e.kind, "error": truncate(&e.message, 512)}),
-            );
-            // Best effort: a refused body must not wait on, or fail because of, the store.
-            let store = app.store.clone();
-            tokio::spawn(async move {
-                let _ = store.audit(vec![entry]).await;
-            });
-            return ("rejected", error(StatusCode::BAD_REQUEST, e.message));
-        }
-    };
+/// Whether `E` is `error` or one of its sources.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
+}
 
+/// Parses and checks the body ([`payload`]). One that is not a version-4 webhook is
+/// answered 400 with the error naming the field, and audited.
+fn parse(app: &App, peer: SocketAddr, bytes: &[u8]) -> Result<payload::Payload, Box<Response>> {
+    payload::parse(bytes).map_err(|e| {
+        tracing::warn!(source = %peer, error = %e.message, "webhook rejected");
+        let entry = NewEntry::new(
+            Event::DeliveryRejected,
+            &json!({"source": peer.to_string(), "reason": e.kind, "error": truncate(&e.message, 512)}),
+        );
+        // Best effort: a refused body must not wait on, or fail because of, the store.
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            let _ = store.audit(vec![entry]).await;
+        });
+        Box::new(refuse(app, e.kind, StatusCode::BAD_REQUEST, e.message))
+    })
+}
+
+/// What the answer counts of a delivery, kept aside while the store has the delivery.
+struct Tally {
+    statuses: Vec<&'static str>,
+    invalid: usize,
+    /// For breakers: a resolution after medic's run is a successful remediation.
+    breakers: Vec<Option<String>>,
+}
+
+/// Routes each alert (pure, [`crate::routing`]); an alert over medic's limits is escalated
+/// `invalid_alert` instead ([`invalid_alert`]).
+fn route_alerts(
+    app: &App,
+    loaded: &Loaded,
+    peer: SocketAddr,
+    parsed: payload::Payload,
+) -> (Delivery, Tally) {
     if parsed.truncated_alerts > 0 {
         // Alertmanager's `max_alerts` left these out of the delivery: medic never sees them.
         tracing::warn!(source = %peer, truncated_alerts = parsed.truncated_alerts, group_key = %parsed.group_key,
@@ -176,24 +208,7 @@ async fn handle(
             (a, routed)
         })
         .collect::<Vec<_>>();
-    let invalid_alerts = alerts
-        .iter()
-        .filter(|(_, r)| matches!(r, Decision::Invalid { .. }))
-        .count();
-    if invalid_alerts > 0 {
-        tracing::warn!(source = %peer, alerts = invalid_alerts, "alerts over medic's limits stored bounded, to be escalated invalid_alert");
-    }
-    let statuses: Vec<&'static str> = alerts.iter().map(|(a, _)| a.status.as_str()).collect();
-    // For breakers: a resolution after medic's run is a successful remediation.
-    let breakers: Vec<Option<String>> = alerts
-        .iter()
-        .map(|(a, routed)| match routed {
-            Decision::Runbook { route, .. } if a.status == payload::Status::Resolved => {
-                app.guards.breaker_for(route, &a.labels)
-            }
-            _ => None,
-        })
-        .collect();
+    let tally = tally(app, peer, &alerts);
     let delivery = Delivery {
         received_at: Utc::now(),
         source: peer.to_string(),
@@ -205,55 +220,67 @@ async fn handle(
         extra: parsed.extra,
         alerts,
     };
+    (delivery, tally)
+}
 
-    let effects = match tokio::time::timeout(server.request_timeout, app.store.ingest(delivery))
-        .await
-    {
-        Ok(Ok(effects)) => effects,
+/// How many alerts are invalid, each alert's status, and the breaker a resolution closes.
+fn tally(app: &App, peer: SocketAddr, alerts: &[(payload::Alert, Decision)]) -> Tally {
+    let invalid = alerts
+        .iter()
+        .filter(|(_, r)| matches!(r, Decision::Invalid { .. }))
+        .count();
+    if invalid > 0 {
+        tracing::warn!(source = %peer, alerts = invalid, "alerts over medic's limits stored bounded, to be escalated invalid_alert");
+    }
+    let breakers = alerts
+        .iter()
+        .map(|(a, routed)| match routed {
+            Decision::Runbook { route, .. } if a.status == payload::Status::Resolved => {
+                app.guards.breaker_for(route, &a.labels)
+            }
+            _ => None,
+        })
+        .collect();
+    Tally {
+        statuses: alerts.iter().map(|(a, _)| a.status.as_str()).collect(),
+        invalid,
+        breakers,
+    }
+}
+
+/// Hands the delivery to the store, which commits it in its next group commit. 503 when it
+/// fails or does not commit within `timeout`, so that Alertmanager retries.
+async fn store(
+    app: &App,
+    timeout: Duration,
+    peer: SocketAddr,
+    delivery: Delivery,
+) -> Result<Vec<AlertEffect>, Box<Response>> {
+    let unavailable = |message: String| {
+        Box::new(error(
+            "unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
+            message,
+        ))
+    };
+    match tokio::time::timeout(timeout, app.store.ingest(delivery)).await {
+        Ok(Ok(effects)) => Ok(effects),
         Ok(Err(e)) => {
             tracing::error!(source = %peer, error = %e, "webhook not stored; answering 503 so Alertmanager retries");
-            return (
-                "unavailable",
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot store the delivery: {e}"),
-                ),
-            );
+            Err(unavailable(format!("cannot store the delivery: {e}")))
         }
         Err(_) => {
             tracing::error!(source = %peer, "webhook commit timed out; answering 503 so Alertmanager retries");
-            return (
-                "unavailable",
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the store did not commit in time",
-                ),
-            );
+            Err(unavailable("the store did not commit in time".into()))
         }
-    };
+    }
+}
 
-    let m = &app.metrics;
-    m.alerts_invalid.inc_by(invalid_alerts as u64);
-    for status in statuses {
-        m.alerts_received
-            .get_or_create(&StatusLabel { status })
-            .inc();
-    }
-    let mut opened = 0;
-    for effect in &effects {
-        match effect {
-            AlertEffect::Opened(_) | AlertEffect::Superseded(_) => opened += 1,
-            AlertEffect::Deduplicated => {
-                m.alerts_deduplicated.inc();
-            }
-            AlertEffect::Stale => {
-                m.alerts_stale.inc();
-            }
-            AlertEffect::Resolved { .. } | AlertEffect::UnknownResolved => {}
-        }
-    }
-    m.incidents_opened.inc_by(opened);
-    for (effect, breaker) in effects.iter().zip(&breakers) {
+/// The delivery is durable: count what it did, record remediations that worked for their
+/// breakers, wake the runner if an incident was queued, and answer 200.
+async fn stored(app: &App, tally: Tally, effects: &[AlertEffect]) -> Response {
+    let opened = count_effects(app, &tally, effects);
+    for (effect, breaker) in effects.iter().zip(&tally.breakers) {
         if let (
             AlertEffect::Resolved {
                 id,
@@ -276,7 +303,33 @@ async fn handle(
         app.wake.wake();
     }
     let body = json!({"status": "stored", "alerts": effects.len(), "opened": opened});
-    ("accepted", (StatusCode::OK, Json(body)).into_response())
+    answer("accepted", StatusCode::OK, body)
+}
+
+/// The alert metrics of a committed delivery; returns how many incidents it opened.
+fn count_effects(app: &App, tally: &Tally, effects: &[AlertEffect]) -> u64 {
+    let m = &app.metrics;
+    m.alerts_invalid.inc_by(tally.invalid as u64);
+    for &status in &tally.statuses {
+        m.alerts_received
+            .get_or_create(&StatusLabel { status })
+            .inc();
+    }
+    let mut opened = 0;
+    for effect in effects {
+        match effect {
+            AlertEffect::Opened(_) | AlertEffect::Superseded(_) => opened += 1,
+            AlertEffect::Deduplicated => {
+                m.alerts_deduplicated.inc();
+            }
+            AlertEffect::Stale => {
+                m.alerts_stale.inc();
+            }
+            AlertEffect::Resolved { .. } | AlertEffect::UnknownResolved => {}
+        }
+    }
+    m.incidents_opened.inc_by(opened);
+    opened
 }
 
 /// An alert over medic's limits is escalated `invalid_alert`, whatever runbook routing chose
@@ -295,15 +348,6 @@ pub fn invalid_alert(routed: Decision, violations: &[payload::Violation]) -> Dec
         route,
         why: payload::describe(violations),
     }
-}
-
-/// `application/json`, with or without parameters such as `charset`.
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn truncate(s: &str, max: usize) -> String {
