@@ -39,6 +39,11 @@ pub struct Watch {
     watched: Vec<PathBuf>,
     filter: Arc<std::sync::RwLock<Relevant>>,
     rx: mpsc::UnboundedReceiver<()>,
+    /// The config file as it was when the watch began, before the server listens: an edit
+    /// made once the server answers is always seen as a change.
+    config_stamp: Option<(std::time::SystemTime, u64)>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 /// Registers the watches for `app`'s config file and runbook directory.
@@ -74,12 +79,16 @@ pub fn start(app: Arc<App>) -> Watch {
             }
         }
     }
+    let config_stamp = file_stamp(&loaded.config.source);
     Watch {
         app,
         watcher,
         watched,
         filter,
         rx,
+        config_stamp,
+        #[cfg(unix)]
+        hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
     }
 }
 
@@ -91,13 +100,13 @@ pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
         mut watched,
         filter,
         mut rx,
+        mut config_stamp,
+        #[cfg(unix)]
+        mut hup,
     } = w;
     let config_path = app.loaded().config.source.clone();
-    let mut config_stamp = file_stamp(&config_path);
     let mut poll = tokio::time::interval(CONFIG_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::pin!(stop);
     loop {
         #[cfg(unix)]
