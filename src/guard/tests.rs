@@ -292,27 +292,6 @@ async fn a_reload_keeps_the_rate_windows() {
 }
 
 #[test]
-fn one_decision_is_cheap() {
-    // Not a performance assertion (see benches/guards.rs): just that deciding works in a loop.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let g = guards(BREAKER);
-        for i in 0..1000 {
-            let d = g.admit(
-                &cand(&i.to_string(), "restart", &[("instance", "a")]),
-                now(),
-            );
-            if let Decision::Run(t) = d {
-                g.release(&t);
-            }
-        }
-    });
-}
-
-#[test]
 fn gcra_allows_the_burst_then_one_per_interval() {
     use crate::guard::gcra;
     let rate = Rate {
