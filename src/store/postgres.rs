@@ -59,22 +59,7 @@ fn open_blocking(
     owner: String,
     metrics: StoreMetrics,
 ) -> Result<Engine, StoreError> {
-    let mut config = postgres::Config::from_str(url).map_err(|e| StoreError::Url {
-        url: redact_url_password(url),
-        message: e.to_string(),
-    })?;
-    let timeout_ms = options.statement_timeout.as_millis().max(1);
-    config
-        .connect_timeout(CONNECT_TIMEOUT)
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(10))
-        .application_name("medic")
-        // A replica that hangs inside a transaction must not hold the write lock forever.
-        .options(&format!(
-            "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={}",
-            timeout_ms * 4
-        ));
-    let manager = Manager { config };
+    let manager = Manager::new(url, options)?;
     let writer = manager.open().map_err(|e| StoreError::Open {
         path: redact_url_password(url).into(),
         source: Box::new(e),
@@ -116,6 +101,27 @@ pub(crate) struct Manager {
 }
 
 impl Manager {
+    /// The settings of every connection: the writer's, its reconnections and the pool's.
+    fn new(url: &str, options: &Options) -> Result<Manager, StoreError> {
+        let mut config = postgres::Config::from_str(url).map_err(|e| StoreError::Url {
+            url: redact_url_password(url),
+            message: e.to_string(),
+        })?;
+        let timeout_ms = options.statement_timeout.as_millis().max(1);
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("medic")
+            // A replica that hangs inside a transaction must not hold the write lock
+            // forever.
+            .options(&format!(
+                "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={}",
+                timeout_ms * 4
+            ));
+        Ok(Manager { config })
+    }
+
     fn open(&self) -> Result<PgConn, postgres::Error> {
         Ok(PgConn {
             client: RefCell::new(Some(self.config.connect(NoTls)?)),
@@ -229,10 +235,18 @@ impl Db for PgConn {
         Ok(())
     }
 
+    /// One index probe per fingerprint (`incidents_period`, newest first), whatever the
+    /// planner knows of the table. The same lookup as `fingerprint = ANY(..)` would be
+    /// planned from statistics: before `incidents` is first analysed PostgreSQL guesses
+    /// that each fingerprint matches 0.5% of the rows, so a batch of a few hundred alerts
+    /// looks like the whole table and is read as a sequential scan, every batch, slower as
+    /// the table grows; a plan cached while the table was empty did the same.
     fn latest_incidents(&self, fingerprints: &[&str]) -> Result<Option<Vec<Row>>, StoreError> {
         let statement = self.statement(
-            "SELECT DISTINCT ON (fingerprint) fingerprint, id, state, starts_at, last_seen_at FROM incidents
-             WHERE fingerprint = ANY(?1::TEXT[]) ORDER BY fingerprint, starts_at DESC",
+            "SELECT f.fingerprint, i.id, i.state, i.starts_at, i.last_seen_at
+             FROM UNNEST(?1::TEXT[]) AS f (fingerprint)
+             CROSS JOIN LATERAL (SELECT id, state, starts_at, last_seen_at FROM incidents
+                 WHERE fingerprint = f.fingerprint ORDER BY starts_at DESC LIMIT 1) AS i",
         )?;
         let rows = self.client().query(&statement, &[&fingerprints])?;
         Ok(Some(rows.iter().map(to_row).collect()))
@@ -368,6 +382,96 @@ fn create_scratch_database() -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new deployment's first storm: the writer's connection runs the batch lookup many
+    /// times while `incidents` is empty and never analysed, then the table grows by
+    /// thousands of incidents before autovacuum gets to it. The lookup the connection has
+    /// prepared must still find its rows through an index, not read the whole table.
+    #[test]
+    fn the_batch_lookup_reads_an_index_after_the_table_grows() {
+        if std::env::var("MEDIC_TEST_STORE").as_deref() != Ok("postgres") {
+            return;
+        }
+        let url = scratch_database().unwrap();
+        let conn = Manager::new(&url, &Options::default())
+            .unwrap()
+            .open()
+            .unwrap();
+        engine::migrate(&conn, MIGRATIONS).unwrap();
+        let wanted: Vec<String> = (0..50).map(|i| format!("fp{:05}", i * 97)).collect();
+        let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        // More than five runs: enough for PostgreSQL to consider a cached generic plan.
+        for _ in 0..10 {
+            assert!(conn.latest_incidents(&wanted).unwrap().unwrap().is_empty());
+        }
+        conn.execute_batch(
+            "INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
+                starts_at, state, is_open, deliveries, created_at, updated_at, last_seen_at)
+             SELECT 'i' || g, 'fp' || lpad(g::TEXT, 5, '0'), 'DiskFull', '{}', '{}', '',
+                '2026-11-23T10:00:00.000000000Z', 'queued', 1, 1, '2026-11-23T10:00:01Z',
+                '2026-11-23T10:00:01Z', '2026-11-23T10:00:01Z'
+             FROM generate_series(0, 4999) AS g;
+             INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
+                starts_at, state, is_open, deliveries, created_at, updated_at, last_seen_at,
+                resolved_at)
+             SELECT 'r' || g, 'fp' || lpad(g::TEXT, 5, '0'), 'DiskFull', '{}', '{}', '',
+                '2026-11-23T09:00:00.000000000Z', 'resolved', 0, 1, '2026-11-23T09:00:01Z',
+                '2026-11-23T09:30:00Z', '2026-11-23T09:00:01Z', '2026-11-23T09:30:00Z'
+             FROM generate_series(0, 4999) AS g",
+        )
+        .unwrap();
+        // Each fingerprint's newest incident, the one still open.
+        let found = conn.latest_incidents(&wanted).unwrap().unwrap();
+        let mut fingerprints: Vec<String> = found.iter().map(|r| r.get(0).unwrap()).collect();
+        fingerprints.sort();
+        assert_eq!(fingerprints, wanted);
+        for r in &found {
+            assert!(r.get::<_, String>(1).unwrap().starts_with('i'), "{r:?}");
+        }
+
+        // The plan of the statement the connection prepared, as it would run it next.
+        let prepared = conn
+            .rows(
+                "SELECT name FROM pg_prepared_statements
+                 WHERE statement LIKE '%FROM incidents%' AND statement NOT LIKE '%pg_prepared%'",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(prepared.len(), 1, "{prepared:?}");
+        let name: String = prepared[0].get(0).unwrap();
+        let explain: String = conn
+            .rows(
+                &format!(
+                    "EXPLAIN (FORMAT JSON) EXECUTE {name}('{{{}}}')",
+                    wanted.join(",")
+                ),
+                &[],
+            )
+            .unwrap()[0]
+            .get(0)
+            .unwrap();
+        let plan: serde_json::Value = serde_json::from_str(&explain).unwrap();
+        let mut nodes = Vec::new();
+        let mut todo = vec![&plan[0]["Plan"]];
+        while let Some(node) = todo.pop() {
+            nodes.push((
+                node["Node Type"].as_str().unwrap_or_default(),
+                node["Relation Name"].as_str(),
+                node["Index Name"].as_str(),
+            ));
+            todo.extend(node["Plans"].as_array().into_iter().flatten());
+        }
+        assert!(
+            !nodes.contains(&("Seq Scan", Some("incidents"), None)),
+            "the lookup reads the whole table: {nodes:?}"
+        );
+        assert!(
+            nodes
+                .iter()
+                .any(|(_, table, index)| *table == Some("incidents") && index.is_some()),
+            "the lookup reads no index of incidents: {nodes:?}"
+        );
+    }
 
     #[test]
     fn placeholders_become_dollars() {
