@@ -2,10 +2,73 @@
 //! committed (a batch that rolls back logs nothing).
 //!
 //! The writer collects a [`Change`] wherever an incident is opened or moved, adds the
-//! channels an escalation tells, and emits them after `COMMIT`. An escalation that tells
-//! no channel is a warning: nobody will hear of it.
+//! channels an escalation tells, and hands them after `COMMIT` to a thread of their own
+//! ([`Log`]), which writes the lines: the writer and the deliveries it answers never wait
+//! on the log. An escalation that tells no channel is a warning: nobody will hear of it.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use crate::incident::{Reason, State};
+
+/// Batches of changes waiting for the log thread; past this the writer waits for it.
+const PENDING_BATCHES: usize = 1024;
+
+/// The thread that logs committed changes, in commit order. Dropping it (when the writer
+/// stops) waits until every change handed to it is logged.
+pub(crate) struct Log {
+    tx: Option<mpsc::SyncSender<Vec<Change>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Log {
+    pub(crate) fn start() -> Log {
+        let (tx, rx) = mpsc::sync_channel::<Vec<Change>>(PENDING_BATCHES);
+        let thread = std::thread::Builder::new()
+            .name("medic-changelog".into())
+            .spawn(move || {
+                for batch in rx {
+                    emit(batch);
+                }
+            });
+        match thread {
+            Ok(thread) => Log {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            // No thread: the writer logs the lines itself.
+            Err(_) => Log {
+                tx: None,
+                thread: None,
+            },
+        }
+    }
+
+    /// Logs a committed batch's changes, and forgets them.
+    pub(crate) fn committed(&self, changes: &mut Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(changes);
+        match &self.tx {
+            Some(tx) => {
+                if let Err(mpsc::SendError(batch)) = tx.send(batch) {
+                    emit(batch);
+                }
+            }
+            None => emit(batch),
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 
 /// One committed state change, as the log shows it.
 #[derive(Debug, Clone)]
@@ -39,9 +102,9 @@ pub(crate) fn told<'a>(
     }
 }
 
-/// Logs each change, oldest first, and forgets them.
-pub(crate) fn emit(changes: &mut Vec<Change>) {
-    for c in changes.drain(..) {
+/// Logs each change, oldest first.
+fn emit(changes: Vec<Change>) {
+    for c in changes {
         let from = c.from.map(State::as_str);
         let reason = c.reason.map(Reason::as_str);
         let to = c.to.as_str();

@@ -113,6 +113,7 @@ impl Engine {
             outbox_wake: outbox_wake.clone(),
             outbox_touched: false,
             changes: Vec::new(),
+            log: super::changelog::Log::start(),
             owner: parts.owner.clone(),
             lease: chrono::Duration::from_std(parts.lease).unwrap_or(chrono::Duration::seconds(30)),
             audit_rows: Vec::new(),
@@ -1061,6 +1062,8 @@ pub(super) struct Writer {
     outbox_touched: bool,
     /// The current batch's state changes, logged after its commit.
     changes: Vec<super::changelog::Change>,
+    /// Logs the committed changes off the writer's thread.
+    log: super::changelog::Log,
 }
 
 impl Writer {
@@ -1224,7 +1227,7 @@ impl Writer {
         if self.outbox_touched {
             self.outbox_wake.notify_one();
         }
-        super::changelog::emit(&mut self.changes);
+        self.log.committed(&mut self.changes);
         for (job, r) in batch.into_iter().zip(results) {
             job.finish(r);
         }
