@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::ingest::payload::Status;
+use crate::alert::Status;
 
 /// Where an incident stands. Names are the public contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -5,6 +5,7 @@
 //! audit log, durably) → `runner` (claims queued incidents) → `runbook` (the sandboxed
 //! script) → `steps` (the world) → `verify` (did the alert resolve?) → `escalate` (tell a person).
 
+pub mod alert;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub use crate::alert::{Alert, Status};
+
 /// Most labels one alert may carry.
 pub const MAX_LABELS: usize = 256;
 /// Most annotations one alert may carry.
@@ -60,48 +62,6 @@ pub struct Payload {
     pub truncated_alerts: u64,
     /// Top-level fields this version of medic does not know (`notification_reason`, ...).
     pub extra: Map<String, Value>,
-}
-
-/// One alert of a delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alert {
-    pub status: Status,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub starts_at: DateTime<Utc>,
-    /// `None` for Alertmanager's zero time (`0001-01-01T00:00:00Z`): no end known yet.
-    pub ends_at: Option<DateTime<Utc>>,
-    pub generator_url: String,
-    pub fingerprint: String,
-    /// Alert fields this version of medic does not know.
-    pub extra: Map<String, Value>,
-}
-
-impl Alert {
-    /// The `alertname` label, or "" when the alert has none.
-    pub fn alertname(&self) -> &str {
-        self.labels
-            .get("alertname")
-            .map(String::as_str)
-            .unwrap_or("")
-    }
-}
-
-/// Whether an alert (or a whole group) is firing or resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Firing,
-    Resolved,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Firing => "firing",
-            Status::Resolved => "resolved",
-        }
-    }
 }
 
 /// Why a body was refused. The message names the field.

@@ -27,11 +27,11 @@ use super::{
     IncidentFilter, Notification, NotificationKind, OutboxCounts, Plans, Queued, Refusal, Routed,
     RunResult, StoreError, TimelineEntry, Verifying,
 };
+use crate::alert::Alert;
 use crate::audit::{self, chain_hash, Event, NewEntry};
 use crate::guard::breaker::Admit;
 use crate::guard::{self, storm, BreakerEntry, Pause, Shared};
 use crate::incident::{self, Action, Latest, Outcome, Reason, State};
-use crate::ingest::payload::Alert;
 use crate::metrics::StoreMetrics;
 
 /// Most jobs committed in one transaction.
@@ -2647,8 +2647,8 @@ mod details {
     use serde_json::value::RawValue;
     use serde_json::{Map, Value};
 
+    use crate::alert::Status;
     use crate::incident::State;
-    use crate::ingest::payload::Status;
 
     #[derive(Serialize)]
     pub struct DeliveryReceived<'a> {

@@ -7,8 +7,8 @@ use chrono::Utc;
 use serde_json::{json, Map};
 
 use super::*;
+use crate::alert::{Alert, Status};
 use crate::config::Tier;
-use crate::ingest::payload::{Alert, Status};
 
 fn alert(fp: &str, status: Status) -> Alert {
     let labels: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", fp)]

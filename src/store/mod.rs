@@ -24,11 +24,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::alert::{Alert, Status};
 use crate::audit::{self, NewEntry};
 use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
 use crate::guard::{BreakerEntry, Pause, Shared};
 use crate::incident::{Outcome, Reason, State};
-use crate::ingest::payload::{Alert, Status};
 use crate::metrics::StoreMetrics;
 
 /// What went wrong in the store. `is_transient` tells callers whether to ask for a retry.

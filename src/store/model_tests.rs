@@ -26,8 +26,8 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map};
 
 use super::*;
+use crate::alert::{Alert, Status};
 use crate::config::Tier;
-use crate::ingest::payload::{Alert, Status};
 
 /// How many distinct alerts a sequence is about.
 const ALERTS: usize = 5;

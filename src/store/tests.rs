@@ -6,8 +6,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::Map;
 
 use super::*;
+use crate::alert::{Alert, Status};
 use crate::audit::Verifier;
-use crate::ingest::payload::{Alert, Status};
 
 fn alert(fp: &str, status: Status, minute: u32) -> Alert {
     let labels: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", fp)]
