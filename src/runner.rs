@@ -310,37 +310,6 @@ async fn expire_silences(app: &App) {
     }
 }
 
-/// Records a remediation result with a breaker and persists the breaker if it changed.
-pub async fn record_breaker(app: &App, breaker: &str, incident: &str, success: bool) {
-    if app.guards.is_shared() {
-        let thresholds = app.guards.breaker_thresholds();
-        match app
-            .store
-            .record_breaker(breaker, incident, success, thresholds)
-            .await
-        {
-            Ok(Some(entry)) => app.guards.put_breaker(entry),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(breaker, error = %e, "cannot record a shared circuit breaker")
-            }
-        }
-        return;
-    }
-    if let Some((entry, changed_state)) =
-        app.guards
-            .record(breaker, incident, success, chrono::Utc::now())
-    {
-        if changed_state {
-            tracing::warn!(breaker, route = %entry.route, state = entry.breaker.state.as_str(), "circuit breaker changed state");
-        }
-        let detail = serde_json::json!({ "incident": incident, "success": success });
-        if let Err(e) = app.store.save_breaker(entry, detail).await {
-            tracing::error!(breaker, error = %e, "cannot persist a circuit breaker");
-        }
-    }
-}
-
 /// The `run_started` detail of a claimed run, written with the claim.
 fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
     let route = claim
@@ -476,7 +445,7 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
         .is_none_or(|b| b.count_requested);
     let failed = matches!(&end, RunEnd::Stopped(s) if counts_as_failure(s.reason, count_requested));
     if let (true, Some(breaker)) = (failed, ticket.breaker.as_deref()) {
-        record_breaker(app, breaker, &claim.id, false).await;
+        crate::guard::record_breaker(&app.guards, &app.store, breaker, &claim.id, false).await;
     }
     app.metrics
         .runs

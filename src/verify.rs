@@ -199,7 +199,7 @@ async fn record_breaker(app: &App, v: &Verifying, success: bool) {
         return;
     };
     if let Some(breaker) = app.guards.breaker_for(route, &v.labels) {
-        crate::runner::record_breaker(app, &breaker, &v.id, success).await;
+        crate::guard::record_breaker(&app.guards, &app.store, &breaker, &v.id, success).await;
     }
 }
 

@@ -635,5 +635,66 @@ impl Guards {
     }
 }
 
+/// Where breakers are kept: the two calls of the store that [`record_breaker`] needs,
+/// named here so that `guard` does not depend on `store` (which depends on `guard` for
+/// the breaker's types). The store implements it.
+pub trait BreakerStore {
+    type Error: std::fmt::Display;
+
+    /// Records a result with a breaker kept in the store (shared guards), in one
+    /// transaction; the breaker if it changed.
+    fn record_shared(
+        &self,
+        id: &str,
+        incident: &str,
+        success: bool,
+        thresholds: HashMap<String, u32>,
+    ) -> impl std::future::Future<Output = Result<Option<BreakerEntry>, Self::Error>> + Send;
+
+    /// Persists a breaker this replica changed, audited with `detail`.
+    fn save(
+        &self,
+        entry: BreakerEntry,
+        detail: serde_json::Value,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Counts a remediation's result (`success`) of `incident` against breaker `breaker`.
+///
+/// Shared guards: the store reads, updates and audits the breaker in one transaction and
+/// the guards keep what it returns. Otherwise the guards update it in memory and the store
+/// persists it. A store error is logged: the result is lost, the incident is not.
+pub async fn record_breaker(
+    guards: &Guards,
+    store: &impl BreakerStore,
+    breaker: &str,
+    incident: &str,
+    success: bool,
+) {
+    if guards.is_shared() {
+        let thresholds = guards.breaker_thresholds();
+        match store
+            .record_shared(breaker, incident, success, thresholds)
+            .await
+        {
+            Ok(Some(entry)) => guards.put_breaker(entry),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(breaker, error = %e, "cannot record a shared circuit breaker")
+            }
+        }
+        return;
+    }
+    if let Some((entry, changed_state)) = guards.record(breaker, incident, success, Utc::now()) {
+        if changed_state {
+            tracing::warn!(breaker, route = %entry.route, state = entry.breaker.state.as_str(), "circuit breaker changed state");
+        }
+        let detail = serde_json::json!({ "incident": incident, "success": success });
+        if let Err(e) = store.save(entry, detail).await {
+            tracing::error!(breaker, error = %e, "cannot persist a circuit breaker");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

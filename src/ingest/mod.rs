@@ -289,7 +289,7 @@ async fn stored(app: &App, tally: Tally, effects: &[AlertEffect]) -> Response {
             Some(b),
         ) = (effect, breaker)
         {
-            crate::runner::record_breaker(app, b, id, true).await;
+            crate::guard::record_breaker(&app.guards, &app.store, b, id, true).await;
         }
     }
     let queued = effects.iter().any(|e| {

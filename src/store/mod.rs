@@ -701,6 +701,24 @@ impl Store {
     }
 }
 
+impl crate::guard::BreakerStore for Store {
+    type Error = StoreError;
+
+    async fn record_shared(
+        &self,
+        id: &str,
+        incident: &str,
+        success: bool,
+        thresholds: HashMap<String, u32>,
+    ) -> Result<Option<BreakerEntry>, StoreError> {
+        self.record_breaker(id, incident, success, thresholds).await
+    }
+
+    async fn save(&self, entry: BreakerEntry, detail: Value) -> Result<(), StoreError> {
+        self.save_breaker(entry, detail).await
+    }
+}
+
 /// Timestamps as stored: RFC 3339 in UTC with a fixed number of digits, so that text
 /// order is time order.
 pub(crate) fn stamp(t: DateTime<Utc>) -> String {
