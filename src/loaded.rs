@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::audit::{Event, NewEntry};
-use crate::config::{Config, ConfigError, Location, RunbookTarget};
+use crate::config::{Config, ConfigError, Location, RouteConfig, RunbookTarget};
 use crate::routing::Router;
 use crate::runbook::sandbox::Sandbox;
 use crate::runbook::Catalog;
@@ -90,7 +90,7 @@ impl Loaded {
         let Some(toolkit) = toolkit.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };
-        let router = Router::new(&config.routes);
+        let router = Router::new(config.routes.iter().map(RouteConfig::routing));
         Ok(Loaded {
             config,
             router,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rhai::{Array, Dynamic, Map, AST};
 
 use super::spec::{Answer, Mock};
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 use crate::incident::Reason;
 use crate::loaded::{missing_runbooks, Problem};
 use crate::routing::Router;
@@ -572,7 +572,7 @@ impl Offline {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let router = Router::new(&config.routes);
+        let router = Router::new(config.routes.iter().map(RouteConfig::routing));
         Ok(Offline {
             config,
             router,

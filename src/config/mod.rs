@@ -28,7 +28,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::routing::matcher::Matcher;
+use crate::routing::Route;
 
+/// The runbook a route runs is routing's type; validation builds it.
+pub use crate::routing::RunbookTarget;
 pub use error::{ConfigError, ConfigErrors, Location};
 
 /// Default `server.listen`.
@@ -478,17 +481,15 @@ pub struct RouteConfig {
     pub location: Location,
 }
 
-/// The runbook a route runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunbookTarget {
-    /// `runbook = "<file>.rhai"`: a file name in `runbooks.dir`.
-    File(String),
-    /// `runbook_from = "annotation:<name>"`: the alert's annotation of this
-    /// name gives the runbook's file name.
-    Annotation(String),
-    /// `ignore = true`: no runbook. The alert is taken on purpose: nothing is run and
-    /// nobody is told (the incident is opened `ignored`).
-    Ignore,
+impl RouteConfig {
+    /// What routing needs of this route: its name, matchers and runbook.
+    pub fn routing(&self) -> Route {
+        Route {
+            name: self.name.clone(),
+            matchers: self.matchers.clone(),
+            target: self.target.clone(),
+        }
+    }
 }
 
 /// A route's circuit breaker.

@@ -10,7 +10,6 @@ pub mod matcher;
 
 use std::collections::BTreeMap;
 
-use crate::config::{RouteConfig, RunbookTarget};
 use matcher::Matcher;
 
 /// What routing decided for one alert.
@@ -28,30 +27,41 @@ pub enum Decision {
     Invalid { route: Option<String>, why: String },
 }
 
+/// The runbook a route runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunbookTarget {
+    /// `runbook = "<file>.rhai"`: a file name in `runbooks.dir`.
+    File(String),
+    /// `runbook_from = "annotation:<name>"`: the alert's annotation of this
+    /// name gives the runbook's file name.
+    Annotation(String),
+    /// `ignore = true`: no runbook. The alert is taken on purpose: nothing is run and
+    /// nobody is told (the incident is opened `ignored`).
+    Ignore,
+}
+
+/// One route as routing sees it: the rest of a route (verification, limits, breaker...)
+/// belongs to its configuration.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// All must match (empty: matches every alert).
+    pub matchers: Vec<Matcher>,
+    pub target: RunbookTarget,
+}
+
 /// The compiled routes, ready to answer.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    rules: Vec<Rule>,
-}
-
-#[derive(Debug, Clone)]
-struct Rule {
-    name: String,
-    matchers: Vec<Matcher>,
-    target: RunbookTarget,
+    rules: Vec<Route>,
 }
 
 impl Router {
-    pub fn new(routes: &[RouteConfig]) -> Router {
-        let rules = routes
-            .iter()
-            .map(|r| Rule {
-                name: r.name.clone(),
-                matchers: r.matchers.clone(),
-                target: r.target.clone(),
-            })
-            .collect();
-        Router { rules }
+    /// The routes, in the order they are tried.
+    pub fn new(routes: impl IntoIterator<Item = Route>) -> Router {
+        Router {
+            rules: routes.into_iter().collect(),
+        }
     }
 
     /// Routes an alert. `exists` says whether a runbook file name is loaded.
@@ -144,17 +154,22 @@ fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use std::path::Path;
 
-    fn router(toml: &str) -> Router {
-        let cfg = Config::parse(
-            Path::new("test.toml"),
-            &format!("{toml}{}", crate::config::TEST_ESCALATION),
-            &|_| None,
-        )
-        .expect("valid config");
-        Router::new(&cfg.routes)
+    /// A route named `name` whose matchers are those of `matchers`, each one entry as in
+    /// the config's `matchers = [...]`.
+    fn route(name: &str, matchers: &[&str], target: RunbookTarget) -> Route {
+        Route {
+            name: name.into(),
+            matchers: matchers
+                .iter()
+                .flat_map(|m| matcher::parse_matchers(m).expect("valid matchers"))
+                .collect(),
+            target,
+        }
+    }
+
+    fn file(name: &str) -> RunbookTarget {
+        RunbookTarget::File(name.into())
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -187,26 +202,30 @@ mod tests {
         }
     }
 
-    const CONFIG: &str = r#"
-        [[routes]]
-        name = "disk"
-        matchers = ['alertname="DiskFull"', 'severity=~"warning|critical"']
-        runbook = "disk_full.rhai"
-
-        [[routes]]
-        name = "by-annotation"
-        matchers = ['team="db"']
-        runbook_from = "annotation:medic_runbook"
-
-        [[routes]]
-        name = "fallback"
-        matchers = ['{env="prod", alertname!~"Watchdog|InfoInhibitor"}']
-        runbook = "catch_all.rhai"
-    "#;
+    /// Three routes: one that names its runbook, one that lets the alert name it, a fallback.
+    fn routes() -> Router {
+        Router::new([
+            route(
+                "disk",
+                &[r#"alertname="DiskFull""#, r#"severity=~"warning|critical""#],
+                file("disk_full.rhai"),
+            ),
+            route(
+                "by-annotation",
+                &[r#"team="db""#],
+                RunbookTarget::Annotation("medic_runbook".into()),
+            ),
+            route(
+                "fallback",
+                &[r#"{env="prod", alertname!~"Watchdog|InfoInhibitor"}"#],
+                file("catch_all.rhai"),
+            ),
+        ])
+    }
 
     #[test]
     fn first_matching_route_wins() {
-        let r = router(CONFIG);
+        let r = routes();
         check(
             &r,
             &[
@@ -240,7 +259,7 @@ mod tests {
 
     #[test]
     fn annotation_may_name_an_existing_runbook() {
-        let r = router(CONFIG);
+        let r = routes();
         let labels = [("alertname", "PgDown"), ("team", "db")];
         check(
             &r,
@@ -289,7 +308,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_no_runbook() {
-        let r = router("[[routes]]\nname = \"x\"\nrunbook = \"gone.rhai\"\n");
+        let r = Router::new([route("x", &[], file("gone.rhai"))]);
         check(
             &r,
             &[("alertname", "A")],
@@ -302,7 +321,7 @@ mod tests {
 
     #[test]
     fn route_without_matchers_matches_everything() {
-        let r = router("[[routes]]\nrunbook = \"restart.rhai\"\n");
+        let r = Router::new([route("routes[0]", &[], file("restart.rhai"))]);
         check(
             &r,
             &[("alertname", "Anything")],
@@ -313,9 +332,14 @@ mod tests {
 
     #[test]
     fn an_ignore_route_takes_the_alert_without_a_runbook() {
-        let r = router(
-            "[[routes]]\nname = \"watchdog\"\nmatchers = ['alertname=\"Watchdog\"']\nignore = true\n[[routes]]\nrunbook = \"restart.rhai\"\n",
-        );
+        let r = Router::new([
+            route(
+                "watchdog",
+                &[r#"alertname="Watchdog""#],
+                RunbookTarget::Ignore,
+            ),
+            route("routes[1]", &[], file("restart.rhai")),
+        ]);
         check(
             &r,
             &[("alertname", "Watchdog")],
