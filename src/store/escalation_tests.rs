@@ -721,3 +721,25 @@ async fn a_summary_lost_before_the_upgrade_is_owed_again() {
     );
     assert_eq!(summaries(&due)[0].2, second, "{due:?}");
 }
+
+#[tokio::test]
+async fn an_unknown_notification_kind_is_corrupt_not_an_escalation() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, None);
+    run(&store, "f1", stopped()).await;
+    store.close().await;
+    raw(
+        &url,
+        "UPDATE outbox SET kind = 'paged' WHERE tier = 1 AND channel = 'a'",
+    );
+    let store = open(&dir, None);
+    let at = Utc::now() + chrono::Duration::hours(1);
+    let err = store.outbox_peek(at, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("unknown kind \"paged\"")),
+        "{err}"
+    );
+    let err = store.outbox_due(at, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}

@@ -304,11 +304,55 @@ pub enum NotificationKind {
 }
 
 impl NotificationKind {
+    pub const ALL: [NotificationKind; 2] =
+        [NotificationKind::Escalated, NotificationKind::Resolved];
+
+    /// Its name, as stored in the outbox's `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
             NotificationKind::Escalated => "escalated",
             NotificationKind::Resolved => "resolved",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<NotificationKind> {
+        NotificationKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a notification of the outbox stands (its `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Owed: sent when due (and not claimed by a sender).
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Given up on: a permanent error, or out of retries.
+    Failed,
+    /// No longer needed: acknowledged, resolved, or nobody left to tell.
+    Cancelled,
+}
+
+impl OutboxState {
+    pub const ALL: [OutboxState; 4] = [
+        OutboxState::Pending,
+        OutboxState::Sent,
+        OutboxState::Failed,
+        OutboxState::Cancelled,
+    ];
+
+    /// Its name, as stored in the outbox's `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+            OutboxState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        OutboxState::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 
