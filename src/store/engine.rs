@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
     stamp, stamp_exact, Ack, AlertEffect, Attempt, Claim, Claimed, Delivery, GroupMember, Incident,
-    IncidentFilter, Notification, NotificationKind, OutboxCounts, OutboxState, Plans, Queued,
-    Refusal, Routed, RunResult, StoreError, TimelineEntry, Verifying,
+    IncidentFilter, Notification, NotificationKey, NotificationKind, OutboxCounts, OutboxState,
+    Plans, Queued, Refusal, Routed, RunResult, StoreError, TimelineEntry, Verifying,
 };
 use crate::audit::{self, chain_hash, Event, NewEntry};
 use crate::guard::breaker::Admit;
@@ -870,10 +870,11 @@ fn breaker_row(r: &Row) -> Result<BreakerEntry, StoreError> {
 /// Maps a row of `SELECT id, key, incident_id, kind, round, tier, channel, attempts`.
 fn notification_row(r: &Row) -> Result<Notification, StoreError> {
     let id: i64 = r.get(0)?;
-    let kind: String = r.get(3)?;
+    let (key, kind): (String, String) = (r.get(1)?, r.get(3)?);
     Ok(Notification {
         id,
-        key: r.get(1)?,
+        key: NotificationKey::parse(&key)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: bad key {key:?}")))?,
         incident_id: r.get(2)?,
         kind: NotificationKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: unknown kind {kind:?}")))?,
@@ -2207,7 +2208,12 @@ impl Writer {
                          VALUES (?1, ?2, ?8, 1, ?3, ?4, ?9, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
-                        format!("group/{gid}/{number}/{channel}"),
+                        NotificationKey::GroupSummary {
+                            group: gid.clone(),
+                            tier: number as u32,
+                            channel: channel.clone()
+                        }
+                        .to_string(),
                         member,
                         number as i64,
                         channel,
@@ -2298,7 +2304,7 @@ impl Writer {
                 OutboxState::Pending.as_str()
             ])?;
         let detail = json!({
-            "notifications": 1, "group": gid, "key": n.key, "tier": n.tier, "channel": n.channel,
+            "notifications": 1, "group": gid, "key": n.key.to_string(), "tier": n.tier, "channel": n.channel,
             "why": "every incident of the storm group was acknowledged or resolved before its summary was due",
         });
         self.append(
@@ -2336,7 +2342,13 @@ impl Writer {
                          VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?9, ?6, ?7) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
-                        format!("{id}/{round}/{number}/{channel}"),
+                        NotificationKey::Round {
+                            incident: id.to_string(),
+                            round,
+                            tier: number as u32,
+                            channel: channel.clone()
+                        }
+                        .to_string(),
                         id,
                         round,
                         number as i64,
@@ -2425,7 +2437,11 @@ impl Writer {
                          VALUES (?1, ?2, ?5, 0, 0, ?3, ?6, ?4, ?4) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                format!("{id}/resolved/{channel}"),
+                NotificationKey::Resolution {
+                    incident: id.to_string(),
+                    channel: channel.to_string()
+                }
+                .to_string(),
                 id,
                 channel,
                 now,

@@ -155,7 +155,7 @@ async fn an_escalation_commits_its_notifications_with_it() {
         .await
         .unwrap()
         .into_iter()
-        .map(|n| n.key)
+        .map(|n| n.key.to_string())
         .collect();
     assert!(keys.contains(&format!("{id}/1/2/c")), "{keys:?}");
     let inc = store.incident(&id).await.unwrap().unwrap();
@@ -361,7 +361,7 @@ async fn renotify_starts_a_new_round_until_acked() {
         .await
         .unwrap()
         .into_iter()
-        .map(|n| n.key)
+        .map(|n| n.key.to_string())
         .collect();
     assert!(keys.contains(&format!("{id}/2/1/a")), "{keys:?}");
     store.ack(&id, None).await.unwrap();
@@ -742,4 +742,24 @@ async fn an_unknown_notification_kind_is_corrupt_not_an_escalation() {
     );
     let err = store.outbox_due(at, 10).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_a_key_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, None);
+    run(&store, "f1", stopped()).await;
+    store.close().await;
+    raw(
+        &url,
+        "UPDATE outbox SET key = 'nonsense' WHERE tier = 1 AND channel = 'a'",
+    );
+    let store = open(&dir, None);
+    let at = Utc::now() + chrono::Duration::hours(1);
+    let err = store.outbox_peek(at, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("bad key \"nonsense\"")),
+        "{err}"
+    );
 }

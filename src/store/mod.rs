@@ -12,6 +12,7 @@
 mod changelog;
 pub(crate) mod db;
 mod engine;
+mod key;
 pub mod postgres;
 mod sqlite;
 
@@ -79,6 +80,7 @@ impl StoreError {
 }
 
 pub use crate::routing::Decision as Routed;
+pub use key::NotificationKey;
 
 /// One webhook delivery, parsed and routed, ready to be committed.
 #[derive(Debug, Clone)]
@@ -360,9 +362,8 @@ impl OutboxState {
 #[derive(Debug, Clone)]
 pub struct Notification {
     pub id: i64,
-    /// Its idempotency key: one per incident, round, tier and channel (or per incident and
-    /// channel for a resolution).
-    pub key: String,
+    /// Its idempotency key.
+    pub key: NotificationKey,
     pub incident_id: String,
     pub kind: NotificationKind,
     pub round: u32,
