@@ -85,7 +85,7 @@ impl Group {
             m.id,
             one_line(&m.alertname),
             instance,
-            m.state
+            m.state.as_str()
         )
     }
 }

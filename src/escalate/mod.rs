@@ -369,10 +369,11 @@ async fn deliver(app: &App, n: Notification) {
                     });
                 }
             }
+            let key = n.key.to_string();
             let out = Outgoing {
                 message: &message,
                 incident: &incident,
-                key: &n.key,
+                key: &key,
                 channel: &n.channel,
                 tier: n.tier,
                 round: n.round,

@@ -34,6 +34,44 @@ use crate::config::{BreakerConfig, Config, Rate, RouteConfig, WindowAction};
 use crate::incident::Reason;
 use breaker::{Admit, Breaker};
 
+/// The kinds of step a runbook can take (`steps`), as the guards are asked about them
+/// and as the audit log and metrics name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    Exec,
+    Http,
+    Sleep,
+    Silence,
+    Query,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 5] = [
+        StepKind::Exec,
+        StepKind::Http,
+        StepKind::Sleep,
+        StepKind::Silence,
+        StepKind::Query,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Exec => "exec",
+            StepKind::Http => "http",
+            StepKind::Sleep => "sleep",
+            StepKind::Silence => "silence",
+            StepKind::Query => "query",
+        }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// governor's clock, following tokio's (so `tokio::time::pause` drives it in tests).
 #[derive(Debug, Clone, Default)]
 pub struct TokioClock;
@@ -598,8 +636,9 @@ impl Guards {
             .unwrap_or_default()
     }
 
-    /// May a step run now? `kind` is `exec` (key: the program) or `http` (key: the host).
-    pub fn step(&self, kind: &str, key: &str) -> Result<(), (Reason, &'static str, String)> {
+    /// May a step run now? The pause switch stops every kind; `exec` (key: the program) and
+    /// `http` (key: the host) also have rates.
+    pub fn step(&self, kind: StepKind, key: &str) -> Result<(), (Reason, &'static str, String)> {
         if let Some(p) = self.paused() {
             return Err((
                 Reason::Paused,
@@ -613,10 +652,10 @@ impl Guards {
             ));
         }
         let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
-        let (limit, name, setting) = match kind {
-            "exec" => (&limits.exec, "exec_rate", "limits.exec_rate"),
-            "http" => (&limits.http, "http_rate", "limits.http_rate"),
-            _ => return Ok(()),
+        let (limit, name, setting, per) = match kind {
+            StepKind::Exec => (&limits.exec, "exec_rate", "limits.exec_rate", "program"),
+            StepKind::Http => (&limits.http, "http_rate", "limits.http_rate", "host"),
+            StepKind::Sleep | StepKind::Silence | StepKind::Query => return Ok(()),
         };
         if let Some((rate, limiter)) = limit {
             if limiter.check_key(&key.to_string()).is_err() {
@@ -626,7 +665,7 @@ impl Guards {
                     format!(
                         "{kind} of {key} refused: {setting} allows {} per {}",
                         show(*rate),
-                        if kind == "exec" { "program" } else { "host" }
+                        per
                     ),
                 ));
             }

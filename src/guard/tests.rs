@@ -209,7 +209,10 @@ async fn pause_refuses_runs_and_steps() {
     let (limit, reason, msg) = refused(&g.admit(&cand("1", "any", &[]), now()));
     assert_eq!((limit, reason), ("paused", Reason::Paused));
     assert!(msg.contains("by alice") && msg.contains("deploy"), "{msg}");
-    assert_eq!(g.step("exec", "systemctl").unwrap_err().0, Reason::Paused);
+    assert_eq!(
+        g.step(StepKind::Exec, "systemctl").unwrap_err().0,
+        Reason::Paused
+    );
     g.set_paused(None);
     assert!(matches!(
         g.admit(&cand("1", "any", &[]), now()),
@@ -220,22 +223,22 @@ async fn pause_refuses_runs_and_steps() {
 #[tokio::test(start_paused = true)]
 async fn step_rates_count_per_program_and_host() {
     let g = guards("[limits]\nexec_rate = \"2/1m\"\nhttp_rate = \"1/1m\"\n");
-    assert!(g.step("exec", "systemctl").is_ok());
-    assert!(g.step("exec", "systemctl").is_ok());
-    let (reason, limit, msg) = g.step("exec", "systemctl").unwrap_err();
+    assert!(g.step(StepKind::Exec, "systemctl").is_ok());
+    assert!(g.step(StepKind::Exec, "systemctl").is_ok());
+    let (reason, limit, msg) = g.step(StepKind::Exec, "systemctl").unwrap_err();
     assert_eq!((reason, limit), (Reason::RateLimited, "exec_rate"));
     assert_eq!(
         msg,
         "exec of systemctl refused: limits.exec_rate allows 2/1m per program"
     );
     assert!(
-        g.step("exec", "df").is_ok(),
+        g.step(StepKind::Exec, "df").is_ok(),
         "another program has its own budget"
     );
-    assert!(g.step("http", "admin:8080").is_ok());
-    assert!(g.step("http", "admin:8080").is_err());
+    assert!(g.step(StepKind::Http, "admin:8080").is_ok());
+    assert!(g.step(StepKind::Http, "admin:8080").is_err());
     tokio::time::advance(Duration::from_secs(60)).await;
-    assert!(g.step("http", "admin:8080").is_ok());
+    assert!(g.step(StepKind::Http, "admin:8080").is_ok());
 }
 
 #[tokio::test]
@@ -312,4 +315,23 @@ fn gcra_allows_the_burst_then_one_per_interval() {
         gcra(tat, 200_000_000, rate).is_some(),
         "one more after a third of the window"
     );
+}
+
+#[test]
+fn step_kinds_keep_their_names_in_the_audit_log_and_metrics() {
+    let names: Vec<_> = StepKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["exec", "http", "sleep", "silence", "query"]);
+    for kind in StepKind::ALL {
+        assert_eq!(serde_json::json!(kind), kind.as_str());
+        assert_eq!(kind.to_string(), kind.as_str());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_exec_and_http_steps_have_rates() {
+    let g = guards("[limits]\nexec_rate = \"1/1m\"\nhttp_rate = \"1/1m\"\n");
+    for kind in [StepKind::Sleep, StepKind::Silence, StepKind::Query] {
+        assert!(g.step(kind, "").is_ok());
+        assert!(g.step(kind, "").is_ok(), "{kind} has no rate");
+    }
 }

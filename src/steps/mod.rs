@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::audit::{Event, NewEntry};
 use crate::config::{Config, ServiceConfig};
+use crate::guard::StepKind;
 use crate::incident::Reason;
 use crate::metrics::{Metrics, StepLabels};
 use crate::runbook::sandbox::{Cancel, Host, Stop};
@@ -172,15 +173,18 @@ impl StepHost {
             })
     }
 
-    fn count(&self, step: &'static str, result: &'static str) {
+    fn count(&self, step: StepKind, result: &'static str) {
         self.metrics
             .steps
-            .get_or_create(&StepLabels { step, result })
+            .get_or_create(&StepLabels {
+                step: step.as_str(),
+                result,
+            })
             .inc();
     }
 
     /// Records a failure and turns it into the run's stop.
-    fn fail(&self, step: &'static str, args: Value, reason: Reason, message: String) -> Stop {
+    fn fail(&self, step: StepKind, args: Value, reason: Reason, message: String) -> Stop {
         let message = self.toolkit.redactor.apply(&message);
         let _ = self.record(
             Event::StepFailed,
@@ -198,7 +202,7 @@ impl StepHost {
     }
 
     /// Asks the guards whether a step may run (the pause switch, per-step rate limits).
-    fn guard(&self, step: &'static str, key: &str, args: &Value) -> Result<(), Stop> {
+    fn guard(&self, step: StepKind, key: &str, args: &Value) -> Result<(), Stop> {
         match self.guards.step(step, key) {
             Ok(()) => Ok(()),
             Err((reason, limit, message)) => {
@@ -212,7 +216,7 @@ impl StepHost {
     }
 
     /// Dry run: record the step and return its synthetic result.
-    fn would_run(&self, step: &'static str, args: Value, result: Map) -> Result<Map, Stop> {
+    fn would_run(&self, step: StepKind, args: Value, result: Map) -> Result<Map, Stop> {
         self.record(Event::StepWouldRun, json!({"step": step, "args": args}))?;
         self.count(step, "dry_run");
         Ok(result)
@@ -273,16 +277,21 @@ impl Host for StepHost {
             let err = exec::ExecError::NotAllowed {
                 program: program.to_string(),
             };
-            return Err(self.fail("exec", shown_args, Reason::StepFailed, err.to_string()));
+            return Err(self.fail(
+                StepKind::Exec,
+                shown_args,
+                Reason::StepFailed,
+                err.to_string(),
+            ));
         };
         let args_json = json!({"program": program, "path": path, "args": args});
-        self.guard("exec", program, &args_json)?;
+        self.guard(StepKind::Exec, program, &args_json)?;
         if self.dry_run {
-            return self.would_run("exec", args_json, dry_run_exec());
+            return self.would_run(StepKind::Exec, args_json, dry_run_exec());
         }
         self.record(
             Event::StepStarted,
-            json!({"step": "exec", "args": args_json}),
+            json!({"step": StepKind::Exec, "args": args_json}),
         )?;
         let cancelled = self.cancel.cancelled();
         let result = self.rt.block_on(exec::run(
@@ -298,12 +307,12 @@ impl Host for StepHost {
                 self.record(
                     Event::StepFinished,
                     json!({
-                        "step": "exec", "program": program, "code": out.code, "duration_ms": duration_ms,
+                        "step": StepKind::Exec, "program": program, "code": out.code, "duration_ms": duration_ms,
                         "stdout": excerpt(&out.stdout), "stderr": excerpt(&out.stderr),
                         "stdout_truncated": out.stdout_truncated, "stderr_truncated": out.stderr_truncated,
                     }),
                 )?;
-                self.count("exec", if out.code == 0 { "ok" } else { "nonzero" });
+                self.count(StepKind::Exec, if out.code == 0 { "ok" } else { "nonzero" });
                 Ok(map(vec![
                     ("code", Dynamic::from(out.code)),
                     ("stdout", Dynamic::from(out.stdout)),
@@ -319,7 +328,7 @@ impl Host for StepHost {
                     exec::ExecError::Cancelled { .. } => Reason::Interrupted,
                     _ => Reason::StepFailed,
                 };
-                Err(self.fail("exec", args_json, reason, e.to_string()))
+                Err(self.fail(StepKind::Exec, args_json, reason, e.to_string()))
             }
         }
     }
@@ -328,13 +337,18 @@ impl Host for StepHost {
         let args = json!({"method": method, "url": url, "body": excerpt(body)});
         let request = match self.toolkit.http.check(method, url) {
             Ok(r) => r,
-            Err(message) => return Err(self.fail("http", args, Reason::StepFailed, message)),
+            Err(message) => {
+                return Err(self.fail(StepKind::Http, args, Reason::StepFailed, message))
+            }
         };
-        self.guard("http", &request.host(), &args)?;
+        self.guard(StepKind::Http, &request.host(), &args)?;
         if self.dry_run {
-            return self.would_run("http", args, dry_run_http());
+            return self.would_run(StepKind::Http, args, dry_run_http());
         }
-        self.record(Event::StepStarted, json!({"step": "http", "args": args}))?;
+        self.record(
+            Event::StepStarted,
+            json!({"step": StepKind::Http, "args": args}),
+        )?;
         let started = Instant::now();
         let call = self
             .toolkit
@@ -348,18 +362,23 @@ impl Host for StepHost {
             }
         });
         let Some(result) = result else {
-            return Err(self.fail("http", args, Reason::Interrupted, "cancelled".into()));
+            return Err(self.fail(
+                StepKind::Http,
+                args,
+                Reason::Interrupted,
+                "cancelled".into(),
+            ));
         };
         match result {
             Ok(resp) => {
                 let duration_ms = started.elapsed().as_millis() as i64;
                 self.record(
                     Event::StepFinished,
-                    json!({"step": "http", "method": method, "url": url, "status": resp.status,
+                    json!({"step": StepKind::Http, "method": method, "url": url, "status": resp.status,
                            "duration_ms": duration_ms, "body": excerpt(&resp.body), "truncated": resp.truncated}),
                 )?;
                 self.count(
-                    "http",
+                    StepKind::Http,
                     if resp.status < 400 {
                         "ok"
                     } else {
@@ -388,10 +407,10 @@ impl Host for StepHost {
                 let duration_ms = started.elapsed().as_millis() as i64;
                 self.record(
                     Event::StepFinished,
-                    json!({"step": "http", "method": method, "url": url, "status": 0,
+                    json!({"step": StepKind::Http, "method": method, "url": url, "status": 0,
                            "duration_ms": duration_ms, "error": error}),
                 )?;
-                self.count("http", "no_answer");
+                self.count(StepKind::Http, "no_answer");
                 Ok(map(vec![
                     ("status", Dynamic::from(0_i64)),
                     ("body", Dynamic::from(String::new())),
@@ -409,12 +428,15 @@ impl Host for StepHost {
 
     fn sleep(&self, duration: Duration) -> Result<(), Stop> {
         let args = json!({"seconds": duration.as_secs_f64()});
-        self.guard("sleep", "", &args)?;
+        self.guard(StepKind::Sleep, "", &args)?;
         if self.dry_run {
-            self.would_run("sleep", args, Map::new())?;
+            self.would_run(StepKind::Sleep, args, Map::new())?;
             return Ok(());
         }
-        self.record(Event::StepStarted, json!({"step": "sleep", "args": args}))?;
+        self.record(
+            Event::StepStarted,
+            json!({"step": StepKind::Sleep, "args": args}),
+        )?;
         let cancelled = self.cancel.cancelled();
         let finished = self.rt.block_on(async {
             tokio::select! {
@@ -423,13 +445,18 @@ impl Host for StepHost {
             }
         });
         if !finished {
-            return Err(self.fail("sleep", args, Reason::Interrupted, "cancelled".into()));
+            return Err(self.fail(
+                StepKind::Sleep,
+                args,
+                Reason::Interrupted,
+                "cancelled".into(),
+            ));
         }
         self.record(
             Event::StepFinished,
-            json!({"step": "sleep", "duration_ms": duration.as_millis() as u64}),
+            json!({"step": StepKind::Sleep, "duration_ms": duration.as_millis() as u64}),
         )?;
-        self.count("sleep", "ok");
+        self.count(StepKind::Sleep, "ok");
         Ok(())
     }
 
@@ -437,7 +464,7 @@ impl Host for StepHost {
         let args = json!({"duration": duration, "comment": comment, "matchers": self.labels});
         let Some(am) = &self.toolkit.alertmanager else {
             return Err(self.fail(
-                "silence",
+                StepKind::Silence,
                 args,
                 Reason::StepFailed,
                 NEEDS_ALERTMANAGER.into(),
@@ -445,14 +472,19 @@ impl Host for StepHost {
         };
         let length = match silence_length(duration) {
             Ok(d) => d,
-            Err(message) => return Err(self.fail("silence", args, Reason::StepFailed, message)),
+            Err(message) => {
+                return Err(self.fail(StepKind::Silence, args, Reason::StepFailed, message))
+            }
         };
-        self.guard("silence", "", &args)?;
+        self.guard(StepKind::Silence, "", &args)?;
         if self.dry_run {
-            self.would_run("silence", args, Map::new())?;
+            self.would_run(StepKind::Silence, args, Map::new())?;
             return Ok(DRY_RUN_SILENCE.into());
         }
-        self.record(Event::StepStarted, json!({"step": "silence", "args": args}))?;
+        self.record(
+            Event::StepStarted,
+            json!({"step": StepKind::Silence, "args": args}),
+        )?;
         let comment = format!("medic incident {}: {comment}", self.incident_id);
         let call =
             alertmanager::create_silence(&self.toolkit.client, am, &self.labels, length, &comment);
@@ -470,24 +502,32 @@ impl Host for StepHost {
                     Event::SilenceCreated,
                     json!({"silence_id": id, "ends_at": ends_at.to_rfc3339()}),
                 )?;
-                self.count("silence", "ok");
+                self.count(StepKind::Silence, "ok");
                 Ok(id)
             }
-            Err(e) => Err(self.fail("silence", args, Reason::StepFailed, e)),
+            Err(e) => Err(self.fail(StepKind::Silence, args, Reason::StepFailed, e)),
         }
     }
 
     fn query(&self, promql: &str) -> Result<Array, Stop> {
         let args = json!({"query": promql});
         let Some(prom) = &self.toolkit.prometheus else {
-            return Err(self.fail("query", args, Reason::StepFailed, NEEDS_PROMETHEUS.into()));
+            return Err(self.fail(
+                StepKind::Query,
+                args,
+                Reason::StepFailed,
+                NEEDS_PROMETHEUS.into(),
+            ));
         };
-        self.guard("query", "", &args)?;
+        self.guard(StepKind::Query, "", &args)?;
         if self.dry_run {
-            self.would_run("query", args, Map::new())?;
+            self.would_run(StepKind::Query, args, Map::new())?;
             return Ok(Array::new());
         }
-        self.record(Event::StepStarted, json!({"step": "query", "args": args}))?;
+        self.record(
+            Event::StepStarted,
+            json!({"step": StepKind::Query, "args": args}),
+        )?;
         let started = Instant::now();
         match self.rt.block_on(prometheus::instant_query(
             &self.toolkit.client,
@@ -497,10 +537,10 @@ impl Host for StepHost {
             Ok(samples) => {
                 self.record(
                     Event::StepFinished,
-                    json!({"step": "query", "results": samples.len(), "duration_ms": started.elapsed().as_millis() as u64,
+                    json!({"step": StepKind::Query, "results": samples.len(), "duration_ms": started.elapsed().as_millis() as u64,
                            "first": samples.first().map(|s| json!({"labels": s.labels, "value": s.value}))}),
                 )?;
-                self.count("query", "ok");
+                self.count(StepKind::Query, "ok");
                 Ok(samples
                     .into_iter()
                     .map(|s| {
@@ -516,7 +556,7 @@ impl Host for StepHost {
                     })
                     .collect())
             }
-            Err(e) => Err(self.fail("query", args, Reason::StepFailed, e)),
+            Err(e) => Err(self.fail(StepKind::Query, args, Reason::StepFailed, e)),
         }
     }
 }

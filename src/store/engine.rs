@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
     stamp, stamp_exact, Ack, AlertEffect, Attempt, Claim, Claimed, Delivery, GroupMember, Incident,
-    IncidentFilter, Notification, NotificationKind, OutboxCounts, Plans, Queued, Refusal, Routed,
-    RunResult, StoreError, TimelineEntry, Verifying,
+    IncidentFilter, Notification, NotificationKey, NotificationKind, OutboxCounts, OutboxState,
+    Plans, Queued, Refusal, Routed, RunResult, StoreError, TimelineEntry, Verifying,
 };
 use crate::alert::Alert;
 use crate::audit::{self, chain_hash, Event, NewEntry};
@@ -172,10 +172,10 @@ impl Engine {
             for row in rows {
                 let (id, route, fingerprint, labels, until, updated) = row?;
                 // Verifying since before timers were stored: from its last change.
-                let until = match until.as_deref().and_then(parse_time) {
-                    Some(t) => t,
+                let until = match until {
+                    Some(until) => stored_time(&until, || format!("incident {id}: verify_until"))?,
                     None => {
-                        parse_time(&updated).unwrap_or_else(Utc::now)
+                        stored_time(&updated, || format!("incident {id}: updated_at"))?
                             + plans.verify_for(route.as_deref())
                     }
                 };
@@ -251,6 +251,9 @@ impl Engine {
     ) -> Result<Vec<Notification>, StoreError> {
         // Claimed, not just read: a replica's sender never takes a notification another is
         // delivering, until that claim runs out.
+        // `'pending'` is `OutboxState::Pending`, written out in these queries of due
+        // notifications so that the partial index `outbox_due` (`WHERE state = 'pending'`)
+        // serves them.
         self.write(move |w| {
             let now_s = stamp(now);
             let until = stamp(now + w.lease);
@@ -333,7 +336,8 @@ impl Engine {
                 (),
                 |r| r.get(0),
             )?;
-            Ok(next.as_deref().and_then(parse_time))
+            next.map(|next| stored_time(&next, || "outbox: the next due time".into()))
+                .transpose()
         })
         .await
     }
@@ -349,14 +353,23 @@ impl Engine {
     pub(super) async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT state, COUNT(*) FROM outbox WHERE state IN ('pending', 'failed') GROUP BY state",
+                "SELECT state, COUNT(*) FROM outbox WHERE state IN (?1, ?2) GROUP BY state",
             )?;
-            let rows = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let (pending, failed) = (OutboxState::Pending, OutboxState::Failed);
+            let rows = stmt.query_map(params![pending.as_str(), failed.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
             let mut counts = OutboxCounts::default();
             for row in rows {
-                match row? {
-                    (state, n) if state == "pending" => counts.pending = n as u64,
-                    (_, n) => counts.failed = n as u64,
+                let (state, n) = row?;
+                match OutboxState::parse(&state) {
+                    Some(OutboxState::Pending) => counts.pending = n as u64,
+                    Some(OutboxState::Failed) => counts.failed = n as u64,
+                    _ => {
+                        return Err(StoreError::Corrupt(format!(
+                            "outbox: unexpected state {state:?} counted"
+                        )))
+                    }
                 }
             }
             Ok(counts)
@@ -388,11 +401,14 @@ impl Engine {
             let mut out = Vec::new();
             for row in rows {
                 let (id, alertname, labels, state) = row?;
+                let corrupt = |what: String| StoreError::Corrupt(format!("incident {id}: {what}"));
                 out.push(GroupMember {
-                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                    labels: serde_json::from_str(&labels)
+                        .map_err(|_| corrupt("labels are not JSON".into()))?,
+                    state: State::parse(&state)
+                        .ok_or_else(|| corrupt(format!("unknown state {state:?}")))?,
                     id,
                     alertname,
-                    state,
                 });
             }
             Ok((total as u64, out))
@@ -515,7 +531,11 @@ impl Engine {
                     r.get(0)
                 })
                 .optional()?;
-            Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
+            v.map(|v| {
+                serde_json::from_str(&v)
+                    .map_err(|_| StoreError::Corrupt(format!("setting pause: not a pause: {v:?}")))
+            })
+            .transpose()
         })
         .await
     }
@@ -857,16 +877,15 @@ fn breaker_row(r: &Row) -> Result<BreakerEntry, StoreError> {
 
 /// Maps a row of `SELECT id, key, incident_id, kind, round, tier, channel, attempts`.
 fn notification_row(r: &Row) -> Result<Notification, StoreError> {
-    let kind: String = r.get(3)?;
+    let id: i64 = r.get(0)?;
+    let (key, kind): (String, String) = (r.get(1)?, r.get(3)?);
     Ok(Notification {
-        id: r.get(0)?,
-        key: r.get(1)?,
+        id,
+        key: NotificationKey::parse(&key)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: bad key {key:?}")))?,
         incident_id: r.get(2)?,
-        kind: if kind == "resolved" {
-            NotificationKind::Resolved
-        } else {
-            NotificationKind::Escalated
-        },
+        kind: NotificationKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: unknown kind {kind:?}")))?,
         round: r.get(4)?,
         tier: r.get(5)?,
         channel: r.get(6)?,
@@ -1417,7 +1436,7 @@ impl Writer {
             State::Verifying => {
                 let route = self.route_of(id)?;
                 let verify_for = current(&self.plans).verify_for(route.as_deref());
-                Some(stamp(parse_time(now).unwrap_or_else(Utc::now) + verify_for))
+                Some(stamp(writer_time(now)? + verify_for))
             }
             _ => None,
         };
@@ -1533,14 +1552,17 @@ impl Writer {
                 })
                 .optional()?,
         };
-        let as_storm = latest.as_ref().and_then(|g| {
-            Some(storm::Group {
+        let as_storm = match &latest {
+            Some(g) => Some(storm::Group {
                 id: g.id.clone(),
-                opened_at: parse_time(&g.opened_at)?,
+                opened_at: stored_time(&g.opened_at, || {
+                    format!("storm group {}: opened_at", g.id)
+                })?,
                 size: g.size as u32,
-            })
-        });
-        let now_t = parse_time(now).unwrap_or_else(Utc::now);
+            }),
+            None => None,
+        };
+        let now_t = writer_time(now)?;
         let window_ms = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
         let grouping = storm::assign(
             as_storm.as_ref(),
@@ -2185,8 +2207,8 @@ impl Writer {
         let plans = current(&self.plans);
         let policy = plans.policy(route.as_deref());
         let window = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
-        let start =
-            parse_time(opened_at).unwrap_or_else(Utc::now) + chrono::Duration::milliseconds(window);
+        let start = stored_time(opened_at, || format!("storm group {gid}: opened_at"))?
+            + chrono::Duration::milliseconds(window);
         for (index, tier) in policy.tiers.iter().enumerate() {
             let number = index + 1;
             let due = stamp(start + tier.after);
@@ -2194,9 +2216,24 @@ impl Writer {
                 self.conn
                     .prepare_cached(
                         "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at, group_id)
-                         VALUES (?1, ?2, 'escalated', 1, ?3, ?4, 'pending', ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                         VALUES (?1, ?2, ?8, 1, ?3, ?4, ?9, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                     )?
-                    .execute(params![format!("group/{gid}/{number}/{channel}"), member, number as i64, channel, due, now, gid])?;
+                    .execute(params![
+                        NotificationKey::GroupSummary {
+                            group: gid.clone(),
+                            tier: number as u32,
+                            channel: channel.clone()
+                        }
+                        .to_string(),
+                        member,
+                        number as i64,
+                        channel,
+                        due,
+                        now,
+                        gid,
+                        NotificationKind::Escalated.as_str(),
+                        OutboxState::Pending.as_str()
+                    ])?;
             }
         }
         self.outbox_touched = true;
@@ -2214,11 +2251,19 @@ impl Writer {
         let (all, waiting): (i64, i64) = self
             .conn
             .prepare_cached(
-                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'pending'
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = ?3
                         AND (claimed_until IS NULL OR claimed_until < ?2) THEN 1 ELSE 0 END), 0)
-                 FROM outbox WHERE group_id = ?1 AND kind = 'escalated' AND tier = 1",
+                 FROM outbox WHERE group_id = ?1 AND kind = ?4 AND tier = 1",
             )?
-            .query_row(params![gid, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row(
+                params![
+                    gid,
+                    now,
+                    OutboxState::Pending.as_str(),
+                    NotificationKind::Escalated.as_str()
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
         Ok(all > 0 && waiting == all)
     }
 
@@ -2261,11 +2306,16 @@ impl Writer {
         }
         self.conn
             .prepare_cached(
-                "UPDATE outbox SET state = 'cancelled', done_at = ?2 WHERE id = ?1 AND state = 'pending'",
+                "UPDATE outbox SET state = ?3, done_at = ?2 WHERE id = ?1 AND state = ?4",
             )?
-            .execute(params![n.id, now])?;
+            .execute(params![
+                n.id,
+                now,
+                OutboxState::Cancelled.as_str(),
+                OutboxState::Pending.as_str()
+            ])?;
         let detail = json!({
-            "notifications": 1, "group": gid, "key": n.key, "tier": n.tier, "channel": n.channel,
+            "notifications": 1, "group": gid, "key": n.key.to_string(), "tier": n.tier, "channel": n.channel,
             "why": "every incident of the storm group was acknowledged or resolved before its summary was due",
         });
         self.append(
@@ -2291,7 +2341,7 @@ impl Writer {
         let route = self.route_of(id)?;
         let plans = current(&self.plans);
         let policy = plans.policy(route.as_deref());
-        let start = parse_time(from).unwrap_or_else(Utc::now);
+        let start = writer_time(from)?;
         let mut tiers = Vec::with_capacity(policy.tiers.len());
         for (index, tier) in policy.tiers.iter().enumerate() {
             let number = index + 1;
@@ -2300,16 +2350,24 @@ impl Writer {
                 self.conn
                     .prepare_cached(
                         "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
-                         VALUES (?1, ?2, 'escalated', ?3, ?4, ?5, 'pending', ?6, ?7) ON CONFLICT DO NOTHING",
+                         VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?9, ?6, ?7) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
-                        format!("{id}/{round}/{number}/{channel}"),
+                        NotificationKey::Round {
+                            incident: id.to_string(),
+                            round,
+                            tier: number as u32,
+                            channel: channel.clone()
+                        }
+                        .to_string(),
                         id,
                         round,
                         number as i64,
                         channel,
                         due,
-                        now
+                        now,
+                        NotificationKind::Escalated.as_str(),
+                        OutboxState::Pending.as_str()
                     ])?;
             }
             tiers.push(json!({
@@ -2339,10 +2397,16 @@ impl Writer {
         let cancelled = self
             .conn
             .prepare_cached(
-                "UPDATE outbox SET state = 'cancelled', done_at = ?2
-                 WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'pending' AND group_id IS NULL",
+                "UPDATE outbox SET state = ?3, done_at = ?2
+                 WHERE incident_id = ?1 AND kind = ?4 AND state = ?5 AND group_id IS NULL",
             )?
-            .execute(params![id, now])?;
+            .execute(params![
+                id,
+                now,
+                OutboxState::Cancelled.as_str(),
+                NotificationKind::Escalated.as_str(),
+                OutboxState::Pending.as_str()
+            ])?;
         if cancelled > 0 {
             let detail = json!({"notifications": cancelled, "why": why});
             self.append(
@@ -2359,9 +2423,16 @@ impl Writer {
         self.cancel_pending(id, "the alert resolved", now)?;
         let channels = {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT DISTINCT channel FROM outbox WHERE incident_id = ?1 AND kind = 'escalated' AND state = 'sent'",
+                "SELECT DISTINCT channel FROM outbox WHERE incident_id = ?1 AND kind = ?2 AND state = ?3",
             )?;
-            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(
+                params![
+                    id,
+                    NotificationKind::Escalated.as_str(),
+                    OutboxState::Sent.as_str()
+                ],
+                |r| r.get::<_, String>(0),
+            )?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
         for channel in channels {
@@ -2374,9 +2445,20 @@ impl Writer {
         self.conn
             .prepare_cached(
                 "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
-                         VALUES (?1, ?2, 'resolved', 0, 0, ?3, 'pending', ?4, ?4) ON CONFLICT DO NOTHING",
+                         VALUES (?1, ?2, ?5, 0, 0, ?3, ?6, ?4, ?4) ON CONFLICT DO NOTHING",
             )?
-            .execute(params![format!("{id}/resolved/{channel}"), id, channel, now])?;
+            .execute(params![
+                NotificationKey::Resolution {
+                    incident: id.to_string(),
+                    channel: channel.to_string()
+                }
+                .to_string(),
+                id,
+                channel,
+                now,
+                NotificationKind::Resolved.as_str(),
+                OutboxState::Pending.as_str()
+            ])?;
         self.outbox_touched = true;
         Ok(())
     }
@@ -2458,6 +2540,16 @@ impl Writer {
         else {
             return Ok(());
         };
+        let corrupt = |what: String| StoreError::Corrupt(format!("outbox {id}: {what}"));
+        let kind = NotificationKind::parse(&kind)
+            .ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?;
+        let state = OutboxState::parse(&state)
+            .ok_or_else(|| corrupt(format!("unknown state {state:?}")))?;
+        let incident_state = State::parse(&incident_state).ok_or_else(|| {
+            corrupt(format!(
+                "incident {incident}: unknown state {incident_state:?}"
+            ))
+        })?;
         let attempt_no = attempts + 1;
         let now = stamp(Utc::now());
         let mut detail = json!({
@@ -2470,15 +2562,15 @@ impl Writer {
             Attempt::Sent => {
                 self.conn
                     .prepare_cached(
-                        "UPDATE outbox SET state = 'sent', attempts = ?2, done_at = ?3, last_error = NULL WHERE id = ?1",
+                        "UPDATE outbox SET state = ?4, attempts = ?2, done_at = ?3, last_error = NULL WHERE id = ?1",
                     )?
-                    .execute(params![id, attempt_no, now])?;
+                    .execute(params![id, attempt_no, now, OutboxState::Sent.as_str()])?;
                 self.append(
                     NewEntry::for_incident(Event::NotificationSent, &incident, &detail),
                     &now,
                 )?;
                 // Delivered while the alert resolved: this channel is owed the end too.
-                if kind == "escalated" && is_open == 0 {
+                if kind == NotificationKind::Escalated && is_open == 0 {
                     self.owe_resolution(&incident, &channel, &now)?;
                 }
             }
@@ -2488,30 +2580,33 @@ impl Writer {
                 retry_at,
                 fall_through,
             } => {
-                let next = match (&retry_at, permanent, state.as_str()) {
-                    (_, _, "cancelled") => "cancelled",
-                    (Some(_), false, _) => "pending",
-                    _ => "failed",
+                let next = match (&retry_at, permanent, state) {
+                    (_, _, OutboxState::Cancelled) => OutboxState::Cancelled,
+                    (Some(_), false, _) => OutboxState::Pending,
+                    _ => OutboxState::Failed,
                 };
                 self.conn
                     .prepare_cached(
                         "UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4,
-                            due_at = COALESCE(?5, due_at), done_at = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END
+                            due_at = COALESCE(?5, due_at), done_at = CASE WHEN ?2 = ?7 THEN NULL ELSE ?6 END
                          WHERE id = ?1",
                     )?
                     .execute(params![
                         id,
-                        next,
+                        next.as_str(),
                         attempt_no,
                         error,
-                        retry_at.filter(|_| next == "pending").map(stamp),
-                        now
+                        retry_at.filter(|_| next == OutboxState::Pending).map(stamp),
+                        now,
+                        OutboxState::Pending.as_str()
                     ])?;
                 detail["error"] = json!(error);
                 detail["permanent"] = json!(permanent);
                 match (next, &retry_at) {
-                    ("pending", Some(at)) => detail["next_attempt_at"] = json!(stamp(*at)),
-                    ("failed", _) => detail["gave_up"] = json!(true),
+                    (OutboxState::Pending, Some(at)) => {
+                        detail["next_attempt_at"] = json!(stamp(*at))
+                    }
+                    (OutboxState::Failed, _) => detail["gave_up"] = json!(true),
                     _ => {}
                 }
                 self.append(
@@ -2521,9 +2616,9 @@ impl Writer {
                 // A summary's later tiers decide when due whether anyone is left to tell.
                 let falls = match &group {
                     Some(_) => true,
-                    None => incident_state == "escalated",
+                    None => incident_state == State::Escalated,
                 };
-                if fall_through && kind == "escalated" && falls {
+                if fall_through && kind == NotificationKind::Escalated && falls {
                     self.fall_through(&incident, group.as_deref(), round, tier, &channel, &now)?;
                 }
             }
@@ -2550,19 +2645,29 @@ impl Writer {
         let next: Option<i64> = self
             .conn
             .prepare_cached(&format!(
-                "SELECT MIN(tier) FROM outbox WHERE {of} AND round = ?2 AND kind = 'escalated' AND tier > ?3"
+                "SELECT MIN(tier) FROM outbox WHERE {of} AND round = ?2 AND kind = ?4 AND tier > ?3"
             ))?
-            .query_row(params![owner, round, tier], |r| r.get(0))?;
+            .query_row(
+                params![owner, round, tier, NotificationKind::Escalated.as_str()],
+                |r| r.get(0),
+            )?;
         let Some(next) = next else {
             return Ok(());
         };
         let moved = self
             .conn
             .prepare_cached(&format!(
-                "UPDATE outbox SET due_at = ?4 WHERE {of} AND round = ?2 AND kind = 'escalated'
-                    AND state = 'pending' AND tier = ?3 AND due_at > ?4"
+                "UPDATE outbox SET due_at = ?4 WHERE {of} AND round = ?2 AND kind = ?5
+                    AND state = ?6 AND tier = ?3 AND due_at > ?4"
             ))?
-            .execute(params![owner, round, next, now])?;
+            .execute(params![
+                owner,
+                round,
+                next,
+                now,
+                NotificationKind::Escalated.as_str(),
+                OutboxState::Pending.as_str()
+            ])?;
         if moved == 0 {
             // Already due, sent or cancelled.
             return Ok(());
@@ -2616,7 +2721,8 @@ impl Writer {
             let Some(every) = plans.policy(route.as_deref()).renotify else {
                 continue;
             };
-            let due = parse_time(&round_at).is_some_and(|at| at + every <= now_t);
+            let at = stored_time(&round_at, || format!("incident {id}: round_at"))?;
+            let due = at + every <= now_t;
             if !due {
                 continue;
             }
@@ -2781,6 +2887,17 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// A time read back from the database; `what` names the row and column for the error.
+fn stored_time(s: &str, what: impl FnOnce() -> String) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(s).ok_or_else(|| StoreError::Corrupt(format!("{}: bad time {s:?}", what())))
+}
+
+/// The writer's own `now`, as [`stamp`] rendered it for the rows it is writing.
+fn writer_time(now: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(now)
+        .ok_or_else(|| StoreError::Corrupt(format!("the time to write, {now:?}, is not RFC 3339")))
 }
 
 const INCIDENT_COLUMNS: &str =

@@ -155,7 +155,7 @@ async fn an_escalation_commits_its_notifications_with_it() {
         .await
         .unwrap()
         .into_iter()
-        .map(|n| n.key)
+        .map(|n| n.key.to_string())
         .collect();
     assert!(keys.contains(&format!("{id}/1/2/c")), "{keys:?}");
     let inc = store.incident(&id).await.unwrap().unwrap();
@@ -361,7 +361,7 @@ async fn renotify_starts_a_new_round_until_acked() {
         .await
         .unwrap()
         .into_iter()
-        .map(|n| n.key)
+        .map(|n| n.key.to_string())
         .collect();
     assert!(keys.contains(&format!("{id}/2/1/a")), "{keys:?}");
     store.ack(&id, None).await.unwrap();
@@ -720,4 +720,93 @@ async fn a_summary_lost_before_the_upgrade_is_owed_again() {
         "{second} is never told on {missing:?}: {due:?}"
     );
     assert_eq!(summaries(&due)[0].2, second, "{due:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_notification_kind_is_corrupt_not_an_escalation() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, None);
+    run(&store, "f1", stopped()).await;
+    store.close().await;
+    raw(
+        &url,
+        "UPDATE outbox SET kind = 'paged' WHERE tier = 1 AND channel = 'a'",
+    );
+    let store = open(&dir, None);
+    let at = Utc::now() + chrono::Duration::hours(1);
+    let err = store.outbox_peek(at, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("unknown kind \"paged\"")),
+        "{err}"
+    );
+    let err = store.outbox_due(at, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_a_key_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, None);
+    run(&store, "f1", stopped()).await;
+    store.close().await;
+    raw(
+        &url,
+        "UPDATE outbox SET key = 'nonsense' WHERE tier = 1 AND channel = 'a'",
+    );
+    let store = open(&dir, None);
+    let at = Utc::now() + chrono::Duration::hours(1);
+    let err = store.outbox_peek(at, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("bad key \"nonsense\"")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_stored_time_is_an_error_not_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, Some(MINUTE));
+    let id = run(&store, "f1", stopped()).await;
+    assert!(store.outbox_next_due().await.unwrap().is_some());
+    store.close().await;
+    raw(
+        &url,
+        &format!(
+            "UPDATE outbox SET due_at = '0000-soon' WHERE tier = 1 AND channel = 'a';
+             UPDATE incidents SET round_at = '0000-later' WHERE id = '{id}';"
+        ),
+    );
+    let store = open(&dir, Some(MINUTE));
+    let err = store.outbox_next_due().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("bad time \"0000-soon\"")),
+        "{err}"
+    );
+    let err = store.renotify_due().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains(&format!("incident {id}: round_at"))),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_pause_switch_is_an_error_not_unpaused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
+    let store = open(&dir, None);
+    assert!(store.pause().await.unwrap().is_none());
+    store.close().await;
+    raw(
+        &url,
+        "INSERT INTO settings (name, value, updated_at) VALUES ('pause', 'yes', '2026-11-23T10:00:00Z')",
+    );
+    let store = open(&dir, None);
+    let err = store.pause().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("pause")),
+        "{err}"
+    );
 }

@@ -12,6 +12,7 @@
 mod changelog;
 pub(crate) mod db;
 mod engine;
+mod key;
 pub mod postgres;
 mod sqlite;
 
@@ -79,6 +80,7 @@ impl StoreError {
 }
 
 pub use crate::routing::Decision as Routed;
+pub use key::NotificationKey;
 
 /// One webhook delivery, parsed and routed, ready to be committed.
 #[derive(Debug, Clone)]
@@ -199,7 +201,7 @@ pub struct GroupMember {
     pub id: String,
     pub alertname: String,
     pub labels: BTreeMap<String, String>,
-    pub state: String,
+    pub state: State,
 }
 
 /// A queued incident, as the guards need to see it.
@@ -304,11 +306,55 @@ pub enum NotificationKind {
 }
 
 impl NotificationKind {
+    pub const ALL: [NotificationKind; 2] =
+        [NotificationKind::Escalated, NotificationKind::Resolved];
+
+    /// Its name, as stored in the outbox's `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
             NotificationKind::Escalated => "escalated",
             NotificationKind::Resolved => "resolved",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<NotificationKind> {
+        NotificationKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a notification of the outbox stands (its `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Owed: sent when due (and not claimed by a sender).
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Given up on: a permanent error, or out of retries.
+    Failed,
+    /// No longer needed: acknowledged, resolved, or nobody left to tell.
+    Cancelled,
+}
+
+impl OutboxState {
+    pub const ALL: [OutboxState; 4] = [
+        OutboxState::Pending,
+        OutboxState::Sent,
+        OutboxState::Failed,
+        OutboxState::Cancelled,
+    ];
+
+    /// Its name, as stored in the outbox's `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+            OutboxState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        OutboxState::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 
@@ -316,9 +362,8 @@ impl NotificationKind {
 #[derive(Debug, Clone)]
 pub struct Notification {
     pub id: i64,
-    /// Its idempotency key: one per incident, round, tier and channel (or per incident and
-    /// channel for a resolution).
-    pub key: String,
+    /// Its idempotency key.
+    pub key: NotificationKey,
     pub incident_id: String,
     pub kind: NotificationKind,
     pub round: u32,

@@ -324,7 +324,7 @@ impl Model {
                 return Ok(());
             }
             for n in due {
-                if !self.sent.insert(n.key.clone()) {
+                if !self.sent.insert(n.key.to_string()) {
                     return Err(format!("{} was sent twice", n.key));
                 }
                 self.store

@@ -392,3 +392,19 @@ fn unsupported_urls_are_named() {
         "store url \"mysql://x\": unsupported scheme; expected sqlite://, postgres:// or postgresql://"
     );
 }
+
+#[test]
+fn outbox_states_and_kinds_read_back_what_they_write() {
+    for state in OutboxState::ALL {
+        assert_eq!(OutboxState::parse(state.as_str()), Some(state));
+    }
+    let names: Vec<_> = OutboxState::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(names, ["pending", "sent", "failed", "cancelled"]);
+    assert_eq!(OutboxState::parse("Pending"), None);
+    for kind in NotificationKind::ALL {
+        assert_eq!(NotificationKind::parse(kind.as_str()), Some(kind));
+    }
+    let names: Vec<_> = NotificationKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["escalated", "resolved"]);
+    assert_eq!(NotificationKind::parse("acknowledged"), None);
+}
