@@ -85,7 +85,7 @@ impl Group {
             m.id,
             one_line(&m.alertname),
             instance,
-            m.state.as_str()
+            m.state
         )
     }
 }

@@ -401,14 +401,11 @@ impl Engine {
             let mut out = Vec::new();
             for row in rows {
                 let (id, alertname, labels, state) = row?;
-                let corrupt = |what: String| StoreError::Corrupt(format!("incident {id}: {what}"));
                 out.push(GroupMember {
-                    labels: serde_json::from_str(&labels)
-                        .map_err(|_| corrupt("labels are not JSON".into()))?,
-                    state: State::parse(&state)
-                        .ok_or_else(|| corrupt(format!("unknown state {state:?}")))?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
                     id,
                     alertname,
+                    state,
                 });
             }
             Ok((total as u64, out))
@@ -531,11 +528,7 @@ impl Engine {
                     r.get(0)
                 })
                 .optional()?;
-            v.map(|v| {
-                serde_json::from_str(&v)
-                    .map_err(|_| StoreError::Corrupt(format!("setting pause: not a pause: {v:?}")))
-            })
-            .transpose()
+            Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
         })
         .await
     }

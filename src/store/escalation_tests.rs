@@ -791,22 +791,3 @@ async fn a_corrupt_stored_time_is_an_error_not_now() {
         "{err}"
     );
 }
-
-#[tokio::test]
-async fn a_corrupt_pause_switch_is_an_error_not_unpaused() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
-    let store = open(&dir, None);
-    assert!(store.pause().await.unwrap().is_none());
-    store.close().await;
-    raw(
-        &url,
-        "INSERT INTO settings (name, value, updated_at) VALUES ('pause', 'yes', '2026-11-23T10:00:00Z')",
-    );
-    let store = open(&dir, None);
-    let err = store.pause().await.unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("pause")),
-        "{err}"
-    );
-}

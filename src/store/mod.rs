@@ -201,7 +201,7 @@ pub struct GroupMember {
     pub id: String,
     pub alertname: String,
     pub labels: BTreeMap<String, String>,
-    pub state: State,
+    pub state: String,
 }
 
 /// A queued incident, as the guards need to see it.
