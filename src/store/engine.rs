@@ -172,10 +172,10 @@ impl Engine {
             for row in rows {
                 let (id, route, fingerprint, labels, until, updated) = row?;
                 // Verifying since before timers were stored: from its last change.
-                let until = match until {
-                    Some(until) => stored_time(&until, || format!("incident {id}: verify_until"))?,
+                let until = match until.as_deref().and_then(parse_time) {
+                    Some(t) => t,
                     None => {
-                        stored_time(&updated, || format!("incident {id}: updated_at"))?
+                        parse_time(&updated).unwrap_or_else(Utc::now)
                             + plans.verify_for(route.as_deref())
                     }
                 };
@@ -336,8 +336,7 @@ impl Engine {
                 (),
                 |r| r.get(0),
             )?;
-            next.map(|next| stored_time(&next, || "outbox: the next due time".into()))
-                .transpose()
+            Ok(next.as_deref().and_then(parse_time))
         })
         .await
     }
@@ -1429,7 +1428,7 @@ impl Writer {
             State::Verifying => {
                 let route = self.route_of(id)?;
                 let verify_for = current(&self.plans).verify_for(route.as_deref());
-                Some(stamp(writer_time(now)? + verify_for))
+                Some(stamp(parse_time(now).unwrap_or_else(Utc::now) + verify_for))
             }
             _ => None,
         };
@@ -1545,17 +1544,14 @@ impl Writer {
                 })
                 .optional()?,
         };
-        let as_storm = match &latest {
-            Some(g) => Some(storm::Group {
+        let as_storm = latest.as_ref().and_then(|g| {
+            Some(storm::Group {
                 id: g.id.clone(),
-                opened_at: stored_time(&g.opened_at, || {
-                    format!("storm group {}: opened_at", g.id)
-                })?,
+                opened_at: parse_time(&g.opened_at)?,
                 size: g.size as u32,
-            }),
-            None => None,
-        };
-        let now_t = writer_time(now)?;
+            })
+        });
+        let now_t = parse_time(now).unwrap_or_else(Utc::now);
         let window_ms = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
         let grouping = storm::assign(
             as_storm.as_ref(),
@@ -2200,8 +2196,8 @@ impl Writer {
         let plans = current(&self.plans);
         let policy = plans.policy(route.as_deref());
         let window = self.storm_window.load(std::sync::atomic::Ordering::Relaxed) as i64;
-        let start = stored_time(opened_at, || format!("storm group {gid}: opened_at"))?
-            + chrono::Duration::milliseconds(window);
+        let start =
+            parse_time(opened_at).unwrap_or_else(Utc::now) + chrono::Duration::milliseconds(window);
         for (index, tier) in policy.tiers.iter().enumerate() {
             let number = index + 1;
             let due = stamp(start + tier.after);
@@ -2334,7 +2330,7 @@ impl Writer {
         let route = self.route_of(id)?;
         let plans = current(&self.plans);
         let policy = plans.policy(route.as_deref());
-        let start = writer_time(from)?;
+        let start = parse_time(from).unwrap_or_else(Utc::now);
         let mut tiers = Vec::with_capacity(policy.tiers.len());
         for (index, tier) in policy.tiers.iter().enumerate() {
             let number = index + 1;
@@ -2714,8 +2710,7 @@ impl Writer {
             let Some(every) = plans.policy(route.as_deref()).renotify else {
                 continue;
             };
-            let at = stored_time(&round_at, || format!("incident {id}: round_at"))?;
-            let due = at + every <= now_t;
+            let due = parse_time(&round_at).is_some_and(|at| at + every <= now_t);
             if !due {
                 continue;
             }
@@ -2880,17 +2875,6 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// A time read back from the database; `what` names the row and column for the error.
-fn stored_time(s: &str, what: impl FnOnce() -> String) -> Result<DateTime<Utc>, StoreError> {
-    parse_time(s).ok_or_else(|| StoreError::Corrupt(format!("{}: bad time {s:?}", what())))
-}
-
-/// The writer's own `now`, as [`stamp`] rendered it for the rows it is writing.
-fn writer_time(now: &str) -> Result<DateTime<Utc>, StoreError> {
-    parse_time(now)
-        .ok_or_else(|| StoreError::Corrupt(format!("the time to write, {now:?}, is not RFC 3339")))
 }
 
 const INCIDENT_COLUMNS: &str =

@@ -763,31 +763,3 @@ async fn a_key_that_is_not_a_key_is_corrupt() {
         "{err}"
     );
 }
-
-#[tokio::test]
-async fn a_corrupt_stored_time_is_an_error_not_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
-    let store = open(&dir, Some(MINUTE));
-    let id = run(&store, "f1", stopped()).await;
-    assert!(store.outbox_next_due().await.unwrap().is_some());
-    store.close().await;
-    raw(
-        &url,
-        &format!(
-            "UPDATE outbox SET due_at = '0000-soon' WHERE tier = 1 AND channel = 'a';
-             UPDATE incidents SET round_at = '0000-later' WHERE id = '{id}';"
-        ),
-    );
-    let store = open(&dir, Some(MINUTE));
-    let err = store.outbox_next_due().await.unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("bad time \"0000-soon\"")),
-        "{err}"
-    );
-    let err = store.renotify_due().await.unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains(&format!("incident {id}: round_at"))),
-        "{err}"
-    );
-}
