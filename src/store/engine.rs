@@ -262,10 +262,24 @@ impl Engine {
                  WHERE state = 'pending' AND due_at <= ?1 AND (claimed_until IS NULL OR claimed_until < ?1)
                  ORDER BY due_at, id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now_s, limit as i64], notification_row)?;
+            let rows = stmt.query_map(params![now_s, limit as i64], |r| {
+                let id: i64 = r.get(0)?;
+                let incident: String = r.get(2)?;
+                Ok((id, incident, notification_row(r)))
+            })?;
             let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
             let mut due = Vec::with_capacity(rows.len());
-            for n in rows {
+            for (id, incident, n) in rows {
+                // A row that cannot be read must not hold up every other notification: it
+                // is set aside (failed), audited and logged, and the others go on.
+                let n = match n {
+                    Ok(n) => n,
+                    Err(e) => {
+                        w.set_aside(id, &incident, &e, &now_s)?;
+                        continue;
+                    }
+                };
                 // A storm group's summary goes out only while a member is still escalated.
                 match &n.group {
                     Some(_) => due.extend(w.summary_due(n, &now_s)?),
@@ -2377,6 +2391,27 @@ impl Writer {
         }
         self.append(
             NewEntry::for_incident(Event::EscalationScheduled, id, &detail),
+            now,
+        )
+    }
+
+    /// Sets aside an outbox row that cannot be read (`error`): marked failed, audited on its
+    /// incident and logged, so that it cannot block the notifications due after it.
+    fn set_aside(
+        &mut self,
+        id: i64,
+        incident: &str,
+        error: &StoreError,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        tracing::error!(outbox = id, incident, error = %error, "an outbox row cannot be read: set aside as failed");
+        self.conn
+            .prepare_cached("UPDATE outbox SET state = ?2, done_at = ?3 WHERE id = ?1")?
+            .execute(params![id, OutboxState::Failed.as_str(), now])?;
+        let detail = json!({"outbox": id, "error": error.to_string(), "permanent": true,
+            "next": "set aside: the row cannot be read"});
+        self.append(
+            NewEntry::for_incident(Event::NotificationFailed, incident, &detail),
             now,
         )
     }
