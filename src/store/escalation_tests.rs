@@ -744,9 +744,16 @@ async fn an_unknown_notification_kind_is_corrupt_not_an_escalation() {
     // other notifications due go out.
     let due = store.outbox_due(at, 10).await.unwrap();
     assert!(!due.is_empty(), "the other notifications are still due");
-    assert!(due.iter().all(|n| n.kind == NotificationKind::Escalated), "{due:?}");
+    assert!(
+        due.iter().all(|n| n.kind == NotificationKind::Escalated),
+        "{due:?}"
+    );
     let again = store.outbox_peek(at, 10).await.unwrap();
-    assert_eq!(again.len(), due.len(), "the unreadable row is no longer pending");
+    assert_eq!(
+        again.len(),
+        due.len(),
+        "the unreadable row is no longer pending"
+    );
 }
 
 #[tokio::test]
