@@ -609,16 +609,8 @@ async fn storm_member_joining_after_the_window_grew_by_reload_is_told() {
     send_all(&store, &due).await;
     // A reload makes the window longer: the group takes a third escalation.
     store.set_storm_window(10 * MINUTE);
-    let third = run(&store, "f3", stopped()).await;
-    let inc = store.incident(&third).await.unwrap().unwrap();
-    assert_eq!(events(&inc, "escalation_grouped")[0]["first"], false);
     // Nothing that went out named it: it is owed the first tier still.
-    let due = claim_due(&store, 20 * MINUTE).await;
-    let missing = told_on_first_tier(&due, &third);
-    assert!(
-        missing.is_empty(),
-        "{third} is never told on {missing:?}: {due:?}"
-    );
+    a_late_member_is_told(&store, 20 * MINUTE).await;
 }
 
 #[tokio::test]
@@ -632,15 +624,7 @@ async fn storm_member_committed_after_the_summary_went_out_is_told() {
     let due = claim_due(&store, 2 * MINUTE).await;
     assert_eq!(summaries(&due).len(), 2, "{due:?}");
     send_all(&store, &due).await;
-    let third = run(&store, "f3", stopped()).await;
-    let inc = store.incident(&third).await.unwrap().unwrap();
-    assert_eq!(events(&inc, "escalation_grouped")[0]["first"], false);
-    let due = claim_due(&store, 2 * MINUTE).await;
-    let missing = told_on_first_tier(&due, &third);
-    assert!(
-        missing.is_empty(),
-        "{third} is never told on {missing:?}: {due:?}"
-    );
+    a_late_member_is_told(&store, 2 * MINUTE).await;
 }
 
 #[tokio::test]
@@ -657,8 +641,17 @@ async fn storm_member_joining_after_the_summary_was_cancelled_is_told() {
     assert!(summaries(&due).is_empty(), "{due:?}");
     send_all(&store, &due).await;
     store.set_storm_window(10 * MINUTE);
-    let third = run(&store, "f3", stopped()).await;
-    let due = claim_due(&store, 20 * MINUTE).await;
+    a_late_member_is_told(&store, 20 * MINUTE).await;
+}
+
+/// A third escalation joins the storm group late (not as its first member): whatever the
+/// group's summary did before, the notifications due `after` from now tell it on every
+/// channel of its first tier.
+async fn a_late_member_is_told(store: &Store, after: Duration) {
+    let third = run(store, "f3", stopped()).await;
+    let inc = store.incident(&third).await.unwrap().unwrap();
+    assert_eq!(events(&inc, "escalation_grouped")[0]["first"], false);
+    let due = claim_due(store, after).await;
     let missing = told_on_first_tier(&due, &third);
     assert!(
         missing.is_empty(),
