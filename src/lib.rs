@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod authoring;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod escalate;
 pub mod guard;
