@@ -9,8 +9,9 @@
 #                              the incident ends auto_remediated, with its whole timeline
 #   scripts/demo.sh --broken   the restart command fails: medic escalates, by mail
 #
-# Needs prometheus, prometheus-alertmanager and python3 with aiosmtpd (scripts/test.sh
-# installs them). Environment: MEDIC_BIN (else it builds medic), MEDIC_PROMETHEUS_BIN,
+# Needs prometheus, prometheus-alertmanager and a python3 with aiosmtpd (scripts/test.sh
+# installs them, aiosmtpd in a virtual environment it exports as MEDIC_PYTHON).
+# Environment: MEDIC_BIN (else it builds medic), MEDIC_PYTHON (python3), MEDIC_PROMETHEUS_BIN,
 # MEDIC_ALERTMANAGER_BIN, DEMO_OUT (a directory for incident.json and mail.json),
 # DEMO_KEEP=1 (keep the work directory).
 set -euo pipefail
@@ -39,7 +40,8 @@ PROMETHEUS=${MEDIC_PROMETHEUS_BIN:-$(command -v prometheus || true)}
 ALERTMANAGER=${MEDIC_ALERTMANAGER_BIN:-$(command -v prometheus-alertmanager || command -v alertmanager || true)}
 [ -x "$PROMETHEUS" ] || { echo "prometheus is not installed (scripts/test.sh installs it)" >&2; exit 1; }
 [ -x "$ALERTMANAGER" ] || { echo "alertmanager is not installed (scripts/test.sh installs it)" >&2; exit 1; }
-python3 -c 'import aiosmtpd' 2>/dev/null || { echo "python3 aiosmtpd is not installed (scripts/test.sh installs it)" >&2; exit 1; }
+SMTP_PYTHON=${MEDIC_PYTHON:-python3}
+"$SMTP_PYTHON" -c 'import aiosmtpd' 2>/dev/null || { echo "$SMTP_PYTHON has no aiosmtpd (scripts/test.sh installs it and sets MEDIC_PYTHON)" >&2; exit 1; }
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -194,7 +196,7 @@ wait_http() { # URL WHAT
     die "$2 did not come up"
 }
 
-python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$WORK/mail" >"$WORK/smtp.log" 2>&1 &
+"$SMTP_PYTHON" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$WORK/mail" >"$WORK/smtp.log" 2>&1 &
 PIDS+=($!)
 "$MEDIC" serve --config "$WORK/medic.toml" >"$WORK/medic.log" 2>&1 &
 PIDS+=($!)
