@@ -186,6 +186,19 @@ ensure_prometheus
 ensure_postgres
 command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
 
+# Every integration test file is a module of tests/suite.rs (one test binary); a file
+# missing from it would silently not be compiled.
+banner "integration test files listed in tests/suite.rs"
+for file in tests/*.rs; do
+    name=$(basename "$file" .rs)
+    [ "$name" = suite ] && continue
+    if ! grep -qx "mod $name;" tests/suite.rs; then
+        echo "tests/$name.rs is not a module of tests/suite.rs: add \"mod $name;\" there" >&2
+        exit 1
+    fi
+done
+echo "ok"
+
 LOCKED=()
 if [ -f Cargo.lock ]; then
     LOCKED=(--locked)

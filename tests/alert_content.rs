@@ -3,7 +3,7 @@
 //! stored bounded and escalated `invalid_alert` naming the limit, and the other alerts of
 //! its delivery are remediated as usual.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! incidents through its webhook (with the bearer token), its resends are deduplicated,
 //! and its resolved notification moves the incident on.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

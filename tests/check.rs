@@ -1,6 +1,6 @@
 //! `medic check`: the shipped config is valid; a broken one reports every problem at once.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

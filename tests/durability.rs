@@ -1,7 +1,7 @@
 //! Durability and tamper evidence: a delivery answered 200 survives `kill -9`, and an
 //! edited audit row is found and named.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

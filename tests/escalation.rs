@@ -1,7 +1,7 @@
 //! Verification and escalation end to end through the real binary: a real SMTP server,
 //! a local HTTP receiver for webhook, Slack and PagerDuty, and a real Alertmanager.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

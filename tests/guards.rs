@@ -1,7 +1,7 @@
 //! Guards through the real binary: a storm of 10,000 alerts, breakers that survive a
 //! restart, the pause switch, in-flight caps and maintenance windows.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

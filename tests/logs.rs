@@ -1,7 +1,7 @@
 //! What an operator tailing the log sees: one line per incident state change, a start-up
 //! summary, and configuration errors in the log's format.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Runbooks end to end through the real binary: real commands, untrusted labels as
 //! arguments, every limit, hot reload, dry run, and restarts during a run.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //!
 //! These tests always use PostgreSQL (`MEDIC_TEST_POSTGRES`, else the local server).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

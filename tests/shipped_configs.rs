@@ -6,7 +6,7 @@
 //! Only what must differ on a test machine is substituted: ports, the store, the file the
 //! channel appends to, and the runbook directory's absolute path.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! `runbooks.exec_path` so that those names resolve to the fakes. HTTP calls go to a
 //! small server started by the test, which records every request.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

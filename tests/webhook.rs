@@ -4,7 +4,7 @@
 //! delivery: see tests/alert_content.rs. Also the HTTP server itself: the API's token on
 //! every path under `/api`, and connections that never finish their headers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

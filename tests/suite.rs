@@ -1,0 +1,22 @@
+//! medic's integration tests, in one binary: each file beside this one is a module, so
+//! the tests share one build and one link instead of one per file. `scripts/test.sh` fails
+//! when a file here is not listed below (it would not be compiled at all).
+//!
+//! Run one file's tests with `cargo test --test suite escalation::`.
+
+mod common;
+
+mod alert_content;
+mod alertmanager;
+mod check;
+mod demo;
+mod durability;
+mod escalation;
+mod guards;
+mod logs;
+mod medic_test;
+mod remediation;
+mod replicas;
+mod shipped_configs;
+mod shipped_runbooks;
+mod webhook;
