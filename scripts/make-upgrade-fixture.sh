@@ -15,7 +15,7 @@
 #
 #   - an incident remediated (`exec("true")`) and resolved, auto_remediated;
 #   - one escalated no_runbook, delivered twice, whose first tier was sent and whose
-#     second tier (520 weeks away) is still pending in the outbox;
+#     second tier (100 years away) is still pending in the outbox;
 #   - one escalated by its runbook (requested) and acknowledged through the API;
 #   - a failed run (runbook_error) that opened a breaker, then resolved after escalation;
 #   - a storm group: three alerts refused circuit_open by that breaker, whose summary is
@@ -35,7 +35,8 @@
 #   MEDIC_FIXTURE_VERSION   the directory's version (default: what `MEDIC_BIN --version` says)
 #   MEDIC_FIXTURE_POSTGRES  the PostgreSQL server (default postgres://postgres@127.0.0.1:5432);
 #                           a database of its own is created there and dropped afterwards
-#   MEDIC_FIXTURE_STORES    which stores to make (default "sqlite postgres")
+#   MEDIC_FIXTURE_STORES    which stores to make (default "sqlite postgres"; a fixture to
+#                           commit has both: the directory is made anew each time)
 #
 # Needs curl, jq, sqlite3, psql and pg_dump. Exits non-zero if any step fails.
 set -euo pipefail
@@ -166,8 +167,8 @@ sent_to_oncall() {
 
 # --- one store ----------------------------------------------------------------------
 
-# make STORE URL: runs the release on a fresh database at URL and fills it.
-make() {
+# run_release STORE URL: runs the release on a fresh database at URL and fills it.
+run_release() {
     local store=$1 url=$2 i
     DIR=$WORK/$store
     mkdir -p "$DIR/data"
@@ -267,7 +268,7 @@ mkdir -p "$OUT"
 for store in $STORES; do
     case $store in
     sqlite)
-        make sqlite sqlite://data/medic.db
+        run_release sqlite sqlite://data/medic.db
         sqlite3 "$DIR/data/medic.db" 'PRAGMA wal_checkpoint(TRUNCATE); VACUUM;' >/dev/null
         if [ -s "$DIR/data/medic.db-wal" ]; then
             echo "the SQLite database still has a write-ahead log" >&2
@@ -278,7 +279,7 @@ for store in $STORES; do
     postgres)
         PG_DB=medic_fixture_$(date +%s)_$$
         psql -q "$PG_SERVER/postgres" -c "CREATE DATABASE $PG_DB" >/dev/null
-        make postgres "$PG_SERVER/$PG_DB"
+        run_release postgres "$PG_SERVER/$PG_DB"
         # \restrict and \unrestrict (psql meta-commands of recent pg_dumps, with a random
         # key) are left out: the dump is reviewed in the repository, and loads with any psql.
         pg_dump --no-owner --no-privileges "$PG_SERVER/$PG_DB" \
@@ -295,4 +296,7 @@ done
 
 jq -s --arg version "$VERSION" '{release: $version, incidents: add}' \
     "$WORK"/expected.*.json >"$OUT/expected.json"
-say "wrote $(cd "$OUT" && ls | tr '\n' ' ')in ${OUT#"$ROOT"/}"
+say "wrote ${OUT#"$ROOT"/}:"
+for file in "$OUT"/*; do
+    printf '   %-22s %s bytes\n' "$(basename "$file")" "$(wc -c <"$file")"
+done
