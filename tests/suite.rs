@@ -19,4 +19,5 @@ mod remediation;
 mod replicas;
 mod shipped_configs;
 mod shipped_runbooks;
+mod upgrade;
 mod webhook;

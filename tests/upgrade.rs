@@ -5,9 +5,8 @@
 //! `MEDIC_TEST_STORE=postgres`), migrates it, lists what the release kept, extends its
 //! audit chain, and carries on with the incidents, breakers and notifications it left.
 
-mod common;
-#[path = "common/upgrade.rs"]
-mod upgrade;
+use crate::common;
+use common::upgrade;
 
 use std::path::Path;
 use std::time::Duration;

@@ -7,6 +7,7 @@ pub mod alertmanager;
 pub mod db;
 pub mod receiver;
 pub mod smtp;
+pub mod upgrade;
 
 #[allow(unused_imports)]
 pub use db::{store_config, store_url, TestDb};
