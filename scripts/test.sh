@@ -207,25 +207,70 @@ fi
 banner "cargo build --all-targets${LOCKED:+ ${LOCKED[*]}}"
 cargo build --all-targets "${LOCKED[@]}"
 
-banner "cargo test --no-fail-fast${LOCKED:+ ${LOCKED[*]}}"
-TEST_LOG=$(mktemp)
-RUNBOOK_TEST_LOG=$(mktemp)
-trap 'rm -f "$TEST_LOG" "$RUNBOOK_TEST_LOG"' EXIT
-set +e
-cargo test --no-fail-fast "${LOCKED[@]}" 2>&1 | tee "$TEST_LOG"
-TEST_STATUS=${PIPESTATUS[0]}
-set -e
+# The test binaries just built (the library's unit tests, the binary's, and tests/suite.rs),
+# run directly rather than through cargo, so that the two stores' passes can run at once:
+# most tests wait on processes and timers, not on the CPU.
+TEST_BINS=()
+while IFS= read -r bin; do TEST_BINS+=("$bin"); done < <(
+    cargo test --no-run "${LOCKED[@]}" --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])'
+)
+if [ "${#TEST_BINS[@]}" -eq 0 ]; then
+    echo "cargo test --no-run listed no test binary" >&2
+    exit 1
+fi
 
-# The same suite with the PostgreSQL store: every test that opens a store gets a
-# database of its own on the local server.
-banner "cargo test --no-fail-fast (store: PostgreSQL)"
+# Runs every test binary with the environment given, into LOG; fails if any of them
+# failed, after running them all.
+#   run_tests LOG [NAME=VALUE ...]
+run_tests() {
+    local log=$1 status=0
+    shift
+    for bin in "${TEST_BINS[@]}"; do
+        echo "     Running $(basename "$bin")" >>"$log"
+        env "$@" "$bin" >>"$log" 2>&1 || status=1
+    done
+    return "$status"
+}
+
+banner "tests, on SQLite and on PostgreSQL at once (each test that opens a store gets a database of its own on the local server)"
+TEST_LOG=$(mktemp)
 PG_TEST_LOG=$(mktemp)
+RUNBOOK_TEST_LOG=$(mktemp)
+trap 'rm -f "$TEST_LOG" "$PG_TEST_LOG" "$RUNBOOK_TEST_LOG"' EXIT
+TESTS_STARTED=$SECONDS
+# The doc tests do not open a store: once, with the SQLite pass.
+(
+    status=0
+    cargo test --doc "${LOCKED[@]}" >>"$TEST_LOG" 2>&1 || status=1
+    run_tests "$TEST_LOG" || status=1
+    exit "$status"
+) &
+SQLITE_PID=$!
+run_tests "$PG_TEST_LOG" MEDIC_TEST_STORE=postgres &
+PG_PID=$!
 set +e
-MEDIC_TEST_STORE=postgres cargo test --no-fail-fast "${LOCKED[@]}" 2>&1 | tee "$PG_TEST_LOG"
-PG_TEST_STATUS=${PIPESTATUS[0]}
+wait "$SQLITE_PID"
+TEST_STATUS=$?
+wait "$PG_PID"
+PG_TEST_STATUS=$?
 set -e
+echo "both passes took $((SECONDS - TESTS_STARTED))s"
+
+banner "tests on SQLite"
+cat "$TEST_LOG"
+banner "tests on PostgreSQL (MEDIC_TEST_STORE=postgres)"
+cat "$PG_TEST_LOG"
+# Which tests failed, by store, for the summary.
+FAILED_TESTS=$(
+    { sed -n 's/^test \(.*\) \.\.\. FAILED$/  sqlite:     \1/p' "$TEST_LOG"
+      sed -n 's/^test \(.*\) \.\.\. FAILED$/  postgresql: \1/p' "$PG_TEST_LOG"; } | sort -u
+)
 cat "$PG_TEST_LOG" >>"$TEST_LOG"
-rm -f "$PG_TEST_LOG"
 
 # The shipped runbooks' own tests (runbooks/tests/*.toml), run offline by medic itself.
 banner "medic test runbooks/tests"
@@ -252,11 +297,15 @@ read -r PASSED FAILED IGNORED < <(
 )
 
 banner "summary"
+if [ -n "$FAILED_TESTS" ]; then
+    echo "failed tests:"
+    echo "$FAILED_TESTS"
+fi
 if [ "$TEST_STATUS" -ne 0 ]; then
-    echo "cargo test failed (exit $TEST_STATUS)"
+    echo "tests on SQLite failed"
 fi
 if [ "$PG_TEST_STATUS" -ne 0 ]; then
-    echo "cargo test on PostgreSQL failed (exit $PG_TEST_STATUS)"
+    echo "tests on PostgreSQL failed"
     if [ "$TEST_STATUS" -eq 0 ]; then TEST_STATUS=$PG_TEST_STATUS; fi
 fi
 if [ "$RUNBOOK_TEST_STATUS" -ne 0 ]; then
