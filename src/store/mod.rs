@@ -8,6 +8,20 @@
 //! Writes go through a single writer that commits in groups: concurrent deliveries share
 //! one transaction and one fsync, and each caller is answered only after the commit that
 //! holds its change is durable.
+//!
+//! The files, by what they keep. The machinery: `engine.rs` (the handle a backend opens),
+//! `writer.rs` (the writer thread and its group commit, which knows nothing of incidents),
+//! `batch.rs` (what jobs keep in memory over one batch), `migrate.rs`, `db.rs` (the
+//! connection trait), `sqlite.rs` and `postgres.rs` (opening connections). The concerns,
+//! each with its `impl Store` methods and the writer's side of them: `incidents.rs`
+//! (ingest: open, deduplicate, resolve; verification's end; acks), `transition.rs` (the one
+//! checked write of an incident's state), `runs.rs` (queue, claims, leases, interrupted
+//! runs, silences), `guards.rs` (shared rates and in-flight caps, breakers, refusals, the
+//! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
+//! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
+//! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`.
+//!
+//! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
 mod audit_log;
 mod batch;
@@ -29,7 +43,6 @@ mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -37,10 +50,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::alert::{Alert, Status};
-
 use crate::clock::Clock;
 use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
-
 use crate::incident::{Outcome, Reason, State};
 use crate::metrics::StoreMetrics;
 

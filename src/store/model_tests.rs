@@ -28,7 +28,7 @@ use serde_json::{json, Map};
 use super::*;
 use crate::alert::{Alert, Status};
 use crate::config::Tier;
-use outbox::{OutboxDump, OutboxRow};
+use super::outbox::{OutboxDump, OutboxRow};
 
 /// How many distinct alerts a sequence is about.
 const ALERTS: usize = 5;

@@ -1,7 +1,7 @@
 //! The one place an incident's state is written.
 //!
-//! Every change of an incident's `state` column, its first (the row [`Writer::open`]
-//! inserts) included, goes through [`Writer::write_state`], which checks the move against
+//! Every change of an incident's `state` column, its first (the row `open` inserts, in
+//! `incidents.rs`) included, goes through [`Writer::write_state`], which checks the move against
 //! the table of `crate::incident` ([`State::can_move_to`], [`State::can_open_as`]) and
 //! refuses any other with [`StoreError::IllegalMove`], writing nothing. A move is
 //! conditional on the state the incident is in now: it changes nothing when the incident
@@ -10,8 +10,6 @@
 //! [`Writer::transition`] is a move with what comes with it: the audit entry, the log line,
 //! the verification timer and, for an escalation, its storm group and notifications, all
 //! in the same transaction.
-//!
-//! [`Writer::open`]: super::writer::Writer
 
 use serde_json::{json, Value};
 
