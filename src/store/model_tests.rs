@@ -25,10 +25,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map};
 
+use super::outbox::{OutboxDump, OutboxRow};
 use super::*;
 use crate::alert::{Alert, Status};
 use crate::config::Tier;
-use super::outbox::{OutboxDump, OutboxRow};
 
 /// How many distinct alerts a sequence is about.
 const ALERTS: usize = 5;
