@@ -54,7 +54,46 @@ impl State {
     pub fn is_open(self) -> bool {
         !matches!(self, State::Resolved | State::Ignored)
     }
+
+    /// Whether an incident may open in this state (see [`MOVES`]).
+    pub fn can_open_as(self) -> bool {
+        MOVES.contains(&(None, self))
+    }
+
+    /// Whether an incident in this state may move to `to` (see [`MOVES`]).
+    pub fn can_move_to(self, to: State) -> bool {
+        MOVES.contains(&(Some(self), to))
+    }
 }
+
+/// Every state change an incident may make, `None` standing for "not opened yet". The
+/// store checks each write of an incident's state against this table and refuses any
+/// other move. A closed incident (resolved, ignored) never moves again.
+pub const MOVES: &[(Option<State>, State)] = {
+    use State::*;
+    &[
+        // Opened: queued for its runbook, ignored on purpose, or escalated at once.
+        (None, Queued),
+        (None, Ignored),
+        (None, Escalated),
+        // Claimed for a run, refused by a guard, or its alert resolved first.
+        (Some(Queued), Remediating),
+        (Some(Queued), Escalated),
+        (Some(Queued), Resolved),
+        // The run ended (or was interrupted and runs once more), or the alert resolved.
+        (Some(Remediating), Verifying),
+        (Some(Remediating), Escalated),
+        (Some(Remediating), Queued),
+        (Some(Remediating), Resolved),
+        // The wait after a run: the alert resolved, or still fires.
+        (Some(Verifying), Resolved),
+        (Some(Verifying), Escalated),
+        // A person takes it over; the alert resolves.
+        (Some(Escalated), Acknowledged),
+        (Some(Escalated), Resolved),
+        (Some(Acknowledged), Resolved),
+    ]
+};
 
 /// Why an incident was escalated. Names are the public contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -263,6 +302,52 @@ pub fn decide(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// The whole transition table, as a grid: each row a state an incident is in (`new`:
+    /// not opened yet), each letter whether it may move to the state of that column.
+    #[test]
+    fn the_transition_table() {
+        use State::*;
+        let columns = [
+            Queued,
+            Remediating,
+            Verifying,
+            Resolved,
+            Escalated,
+            Acknowledged,
+            Ignored,
+        ];
+        // Columns: queued, remediating, verifying, resolved, escalated, acknowledged, ignored.
+        let grid: [(Option<State>, &str); 8] = [
+            (None, "y . . . y . y"),
+            (Some(Queued), ". y . y y . ."),
+            (Some(Remediating), "y . y y y . ."),
+            (Some(Verifying), ". . . y y . ."),
+            (Some(Resolved), ". . . . . . ."),
+            (Some(Escalated), ". . . y . y ."),
+            (Some(Acknowledged), ". . . y . . ."),
+            (Some(Ignored), ". . . . . . ."),
+        ];
+        assert_eq!(columns, State::ALL);
+        for (from, row) in grid {
+            let cells: Vec<&str> = row.split(' ').collect();
+            assert_eq!(cells.len(), columns.len());
+            for (to, cell) in columns.into_iter().zip(cells) {
+                let allowed = match from {
+                    None => to.can_open_as(),
+                    Some(from) => from.can_move_to(to),
+                };
+                assert_eq!(allowed, cell == "y", "{from:?} -> {to:?}");
+            }
+        }
+        // Nothing closed ever moves, and nothing moves to where it already is.
+        for s in State::ALL {
+            assert!(!s.can_move_to(s), "{s:?} -> {s:?}");
+            if !s.is_open() {
+                assert!(State::ALL.iter().all(|&to| !s.can_move_to(to)), "{s:?}");
+            }
+        }
+    }
 
     fn t(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 23, 10, minute, 0).unwrap()

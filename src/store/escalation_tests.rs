@@ -8,6 +8,7 @@ use serde_json::{json, Map};
 
 use super::*;
 use crate::alert::{Alert, Status};
+use crate::clock::Clock;
 use crate::config::Tier;
 
 fn alert(fp: &str, status: Status) -> Alert {
@@ -51,8 +52,13 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// A store whose route `disk` has two tiers: `a` and `b` at once, `c` after 15m.
 fn open(dir: &tempfile::TempDir, renotify: Option<Duration>) -> Store {
+    open_on(dir, renotify, Clock::system())
+}
+
+/// [`open`], on `clock`.
+fn open_on(dir: &tempfile::TempDir, renotify: Option<Duration>, clock: Clock) -> Store {
     let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
-    let store = Store::open(&url, StoreMetrics::default()).expect("open");
+    let store = Store::open_with_clock(&url, StoreMetrics::default(), clock).expect("open");
     let policy = Policy {
         tiers: vec![
             Tier {
@@ -767,4 +773,40 @@ async fn a_key_that_is_not_a_key_is_corrupt() {
         matches!(&err, StoreError::Corrupt(m) if m.contains("bad key \"nonsense\"")),
         "{err}"
     );
+}
+
+/// The store reads time only from the clock it is given: on a clock that follows paused
+/// tokio time, a verification deadline is counted from the injected time, and a renotify
+/// round becomes due when that time moves, not the wall clock's (and nothing sleeps).
+#[tokio::test(start_paused = true)]
+async fn time_based_decisions_follow_the_injected_clock() {
+    let start: chrono::DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
+    let clock = Clock::following_tokio(start);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_on(&dir, Some(10 * MINUTE), clock.clone());
+
+    // The verification window (60m for route `disk`) starts at the store's now.
+    run(&store, "verified", RunResult::Completed).await;
+    let waiting = store.verifying(10).await.unwrap();
+    assert_eq!(
+        waiting[0].verify_until,
+        start + chrono::Duration::minutes(60)
+    );
+
+    // Escalated at `start`: its renotify round is due 10 minutes of clock time later.
+    let id = run(&store, "renotified", stopped()).await;
+    assert_eq!(store.renotify_due().await.unwrap(), 0);
+    tokio::time::advance(9 * MINUTE).await;
+    assert_eq!(store.renotify_due().await.unwrap(), 0);
+    tokio::time::advance(MINUTE).await;
+    assert_eq!(store.renotify_due().await.unwrap(), 1);
+    let keys: Vec<String> = store
+        .outbox_peek(clock.now(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.key.to_string())
+        .collect();
+    assert!(keys.contains(&format!("{id}/2/1/a")), "{keys:?}");
+    store.close().await;
 }

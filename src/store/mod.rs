@@ -8,17 +8,41 @@
 //! Writes go through a single writer that commits in groups: concurrent deliveries share
 //! one transaction and one fsync, and each caller is answered only after the commit that
 //! holds its change is durable.
+//!
+//! The files, by what they keep. The machinery: `engine.rs` (the handle a backend opens),
+//! `writer.rs` (the writer thread and its group commit, which knows nothing of incidents),
+//! `batch.rs` (what jobs keep in memory over one batch), `migrate.rs`, `db.rs` (the
+//! connection trait), `sqlite.rs` and `postgres.rs` (opening connections). The concerns,
+//! each with its `impl Store` methods and the writer's side of them: `incidents.rs`
+//! (ingest: open, deduplicate, resolve; verification's end; acks), `transition.rs` (the one
+//! checked write of an incident's state), `runs.rs` (queue, claims, leases, interrupted
+//! runs, silences), `guards.rs` (shared rates and in-flight caps, breakers, refusals, the
+//! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
+//! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
+//! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`.
+//!
+//! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
+mod audit_log;
+mod batch;
 mod changelog;
 pub(crate) mod db;
 mod engine;
+mod guards;
+mod incidents;
 mod key;
+mod migrate;
+mod outbox;
 pub mod postgres;
+mod reads;
+mod runs;
 mod sqlite;
+mod storm;
+mod transition;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,9 +50,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::alert::{Alert, Status};
-use crate::audit::{self, NewEntry};
+use crate::clock::Clock;
 use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
-use crate::guard::{BreakerEntry, Pause, Shared};
 use crate::incident::{Outcome, Reason, State};
 use crate::metrics::StoreMetrics;
 
@@ -63,6 +86,15 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    /// A state change the transition table does not allow (`incident::State::can_move_to`):
+    /// refused, nothing written.
+    #[error("incident {id}: the move from {} to {} is not allowed", .from.map_or("nothing (a new incident)", State::as_str), .to.as_str())]
+    IllegalMove {
+        id: String,
+        /// `None`: the incident's first state.
+        from: Option<State>,
+        to: State,
+    },
 }
 
 impl StoreError {
@@ -431,336 +463,79 @@ impl Default for Options {
 }
 
 /// The handle every other module uses. Cheap to clone.
+///
+/// Its methods are written beside what they keep: incidents (`incidents.rs`), runs
+/// (`runs.rs`), the outbox (`outbox.rs`), storm groups (`storm.rs`), shared guards
+/// (`guards.rs`), the audit log (`audit_log.rs`), reads (`reads.rs`), and the handle
+/// itself (`engine.rs`).
 #[derive(Clone)]
 pub struct Store {
     inner: engine::Engine,
 }
 
 impl Store {
-    /// Opens (creating and migrating as needed) the store at `url`, with default options.
+    /// Opens (creating and migrating as needed) the store at `url`, with default options,
+    /// on the system clock.
     pub fn open(url: &str, metrics: StoreMetrics) -> Result<Store, StoreError> {
-        Store::open_with(url, &Options::default(), metrics)
+        Store::open_with_clock(url, metrics, Clock::system())
     }
 
-    /// Opens the store of a configuration.
+    /// [`Store::open`], reading time from `clock`.
+    pub fn open_with_clock(
+        url: &str,
+        metrics: StoreMetrics,
+        clock: Clock,
+    ) -> Result<Store, StoreError> {
+        Store::open_with(url, &Options::default(), metrics, clock)
+    }
+
+    /// Opens the store of a configuration, on the system clock.
     pub fn connect(config: &StoreConfig, metrics: StoreMetrics) -> Result<Store, StoreError> {
+        Store::connect_with_clock(config, metrics, Clock::system())
+    }
+
+    /// [`Store::connect`], reading time from `clock`.
+    pub fn connect_with_clock(
+        config: &StoreConfig,
+        metrics: StoreMetrics,
+        clock: Clock,
+    ) -> Result<Store, StoreError> {
         let options = Options {
             lease: config.lease,
             statement_timeout: config.statement_timeout,
             pool_size: config.pool_size,
         };
-        Store::open_with(&config.url, &options, metrics)
+        Store::open_with(&config.url, &options, metrics, clock)
     }
 
-    fn open_with(url: &str, options: &Options, metrics: StoreMetrics) -> Result<Store, StoreError> {
+    fn open_with(
+        url: &str,
+        options: &Options,
+        metrics: StoreMetrics,
+        clock: Clock,
+    ) -> Result<Store, StoreError> {
         // Who holds this process's leases: unique per start, readable in the audit log.
         let owner = format!("{}/{}", std::process::id(), ulid::Ulid::new());
-        if let Some(path) = url.strip_prefix("sqlite://") {
+        let inner = if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(StoreError::Url {
                     url: url.into(),
                     message: "no database path after sqlite://".into(),
                 });
             }
-            let inner = sqlite::open(path.as_ref(), options.lease, owner, metrics)?;
-            return Ok(Store { inner });
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let inner = postgres::open(url, options, owner, metrics)?;
-            return Ok(Store { inner });
-        }
-        Err(StoreError::Url {
-            url: crate::config::redact_url_password(url),
-            message: "unsupported scheme; expected sqlite://, postgres:// or postgresql://".into(),
-        })
-    }
-
-    /// Whether several replicas may share this store (PostgreSQL): the guards then keep
-    /// their budgets in it rather than in memory.
-    pub fn is_shared(&self) -> bool {
-        self.inner.is_shared()
-    }
-
-    /// Commits a delivery: its audit entries and the incidents its alerts open, join or
-    /// resolve. Returns only once the commit is durable.
-    pub async fn ingest(&self, delivery: Delivery) -> Result<Vec<AlertEffect>, StoreError> {
-        self.inner.ingest(delivery).await
-    }
-
-    /// Appends entries to the audit log, durably.
-    pub async fn audit(&self, entries: Vec<NewEntry>) -> Result<(), StoreError> {
-        self.inner.audit(entries).await
-    }
-
-    /// Records how the run of incident `id` ended: its `run_finished` entry (`finished`)
-    /// and the state change, in one commit. Returns the new state, or `None` when the
-    /// incident had already moved on (its alert resolved during the run).
-    pub async fn finish_run(
-        &self,
-        id: &str,
-        result: RunResult,
-        finished: Value,
-    ) -> Result<Option<State>, StoreError> {
-        self.inner.finish_run(id, result, finished).await
-    }
-
-    /// Extends the leases on runs `ids`, which this process is running (see
-    /// `store.lease`); returns how many it still holds.
-    pub async fn renew_leases(&self, ids: Vec<String>) -> Result<usize, StoreError> {
-        self.inner.renew_leases(ids).await
-    }
-
-    /// Incidents left `remediating` by a process that died: whose lease ran out (with
-    /// SQLite, at start-up, every one). Each is requeued once if its route is idempotent
-    /// (`routes[].idempotent`, listed in `idempotent_routes`) and it ran only once, else escalated `interrupted`. Returns what
-    /// was done to each.
-    pub async fn recover_interrupted(
-        &self,
-        idempotent_routes: Vec<String>,
-    ) -> Result<Vec<(String, State)>, StoreError> {
-        self.inner.recover_interrupted(idempotent_routes).await
-    }
-
-    /// Remembers a silence created for an incident, to expire it when the incident ends.
-    pub async fn record_silence(
-        &self,
-        incident_id: &str,
-        silence_id: &str,
-        ends_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .record_silence(incident_id, silence_id, ends_at)
-            .await
-    }
-
-    /// Silences whose incident has ended and that were not expired yet: (incident, silence).
-    pub async fn silences_to_expire(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.inner.silences_to_expire().await
-    }
-
-    /// Marks a silence expired and audits it.
-    pub async fn silence_expired(
-        &self,
-        incident_id: &str,
-        silence_id: &str,
-    ) -> Result<(), StoreError> {
-        self.inner.silence_expired(incident_id, silence_id).await
-    }
-
-    /// Up to `limit` queued incidents, oldest first, as the guards see them (a read).
-    pub async fn queued(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
-        self.inner.queued(limit).await
-    }
-
-    /// Claims the given queued incidents (queued → remediating), writing each one's
-    /// `run_started` entry (`started`) in the same commit. Incidents no longer queued are
-    /// skipped.
-    pub async fn claim(
-        &self,
-        ids: Vec<String>,
-        started: impl Fn(&Claim) -> Value + Send + 'static,
-    ) -> Result<Vec<Claim>, StoreError> {
-        let ids = ids.into_iter().map(|id| (id, None)).collect();
-        Ok(self.inner.claim(ids, Box::new(started)).await?.claims)
-    }
-
-    /// [`Store::claim`] with the shared guards of each run checked in the same transaction:
-    /// a run whose in-flight cap is full stays queued; one refused by its breaker or a rate
-    /// bucket is escalated, and listed in [`Claimed::refused`].
-    pub async fn claim_checked(
-        &self,
-        ids: Vec<(String, Option<Shared>)>,
-        started: impl Fn(&Claim) -> Value + Send + 'static,
-    ) -> Result<Claimed, StoreError> {
-        self.inner.claim(ids, Box::new(started)).await
-    }
-
-    /// Records a remediation's result with a breaker kept in the store (shared guards):
-    /// read, updated and audited in one transaction. Returns the breaker if it changed.
-    pub async fn record_breaker(
-        &self,
-        id: &str,
-        incident: &str,
-        success: bool,
-        thresholds: HashMap<String, u32>,
-    ) -> Result<Option<BreakerEntry>, StoreError> {
-        self.inner
-            .record_breaker(id.into(), incident.into(), success, thresholds)
-            .await
-    }
-
-    /// Escalates queued incidents the guards refused, each with its reason, message and
-    /// the limit that refused it, in one commit.
-    pub async fn refuse(&self, refusals: Vec<Refusal>) -> Result<(), StoreError> {
-        self.inner.refuse(refusals).await
-    }
-
-    /// Escalates the newest queued incidents beyond `max_queued` (`rate_limited`), at most
-    /// a commit's worth per call. Returns how many.
-    pub async fn shed_queue(&self, max_queued: usize) -> Result<usize, StoreError> {
-        self.inner.shed_queue(max_queued).await
-    }
-
-    /// Every persisted circuit breaker.
-    pub async fn breakers(&self) -> Result<Vec<BreakerEntry>, StoreError> {
-        self.inner.breakers().await
-    }
-
-    /// Persists a breaker and audits why (`detail`).
-    pub async fn save_breaker(&self, entry: BreakerEntry, detail: Value) -> Result<(), StoreError> {
-        self.inner.save_breaker(entry, detail).await
-    }
-
-    /// The persisted pause switch.
-    pub async fn pause(&self) -> Result<Option<Pause>, StoreError> {
-        self.inner.pause().await
-    }
-
-    /// Sets (or clears) the pause switch and audits who did it.
-    pub async fn set_pause(&self, pause: Option<Pause>, by: &str) -> Result<(), StoreError> {
-        self.inner.set_pause(pause, by).await
-    }
-
-    /// The incidents of storm group `group` still escalated (at most `limit`, its first
-    /// incident first), with how many there are: what its summary lists when it goes out.
-    pub async fn group_members(
-        &self,
-        group: &str,
-        limit: usize,
-    ) -> Result<(u64, Vec<GroupMember>), StoreError> {
-        self.inner.group_members(group, limit).await
-    }
-
-    /// Escalations of one route and reason within `window` are grouped (storm handling).
-    pub fn set_storm_window(&self, window: std::time::Duration) {
-        self.inner.set_storm_window(window)
-    }
-
-    /// Incidents matching `filter`, newest first, without timelines.
-    pub async fn incidents(&self, filter: IncidentFilter) -> Result<Vec<Incident>, StoreError> {
-        self.inner.incidents(filter).await
-    }
-
-    /// One incident with its timeline.
-    pub async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
-        self.inner.incident(id).await
-    }
-
-    /// How many incidents are in each state.
-    pub async fn count_by_state(&self) -> Result<Vec<(State, u64)>, StoreError> {
-        self.inner.count_by_state().await
-    }
-
-    /// Up to `limit` audit entries with `seq` greater than `after`, in order.
-    pub async fn audit_page(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<audit::Entry>, StoreError> {
-        self.inner.audit_page(after, limit).await
-    }
-
-    /// Puts the plans of a newly loaded configuration in force.
-    pub fn set_plans(&self, plans: Plans) {
-        self.inner.set_plans(plans)
-    }
-
-    /// Notified after a commit that made a notification due (an escalation, a retry moved
-    /// forward, a resolution to announce).
-    pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
-        self.inner.outbox_wake()
-    }
-
-    /// Incidents in `verifying`, soonest deadline first.
-    pub async fn verifying(&self, limit: usize) -> Result<Vec<Verifying>, StoreError> {
-        self.inner.verifying(limit).await
-    }
-
-    /// The wait after a run ended and the alert still fires: escalates `still_firing` with
-    /// `message` (and schedules its notifications in the same commit). False when the
-    /// incident was no longer verifying.
-    pub async fn verification_failed(&self, id: &str, message: &str) -> Result<bool, StoreError> {
-        self.inner.verification_failed(id, message).await
-    }
-
-    /// The alert of a verifying incident is gone (`how` says how medic knows): resolved,
-    /// `auto_remediated`. False when the incident was no longer verifying.
-    pub async fn verification_resolved(&self, id: &str, how: &str) -> Result<bool, StoreError> {
-        self.inner.verification_resolved(id, how).await
-    }
-
-    /// A person (`by`, if given) takes an escalated incident over: → `acknowledged`, and
-    /// the notifications of later tiers are cancelled.
-    pub async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
-        self.inner.ack(id, by).await
-    }
-
-    /// Notifications due at `now`, oldest first, claimed for this process's sender for
-    /// one lease: no other replica takes them meanwhile.
-    pub async fn outbox_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Notification>, StoreError> {
-        self.inner.outbox_due(now, limit).await
-    }
-
-    /// Notifications due at `now`, without claiming them (for tests).
-    #[cfg(test)]
-    pub(crate) async fn outbox_peek(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Notification>, StoreError> {
-        self.inner.outbox_peek(now, limit).await
-    }
-
-    /// When the next pending notification is due, if any.
-    pub async fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.inner.outbox_next_due().await
-    }
-
-    /// Records one delivery attempt of notification `id` and audits it.
-    pub async fn outbox_attempt(&self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
-        self.inner.outbox_attempt(id, attempt).await
-    }
-
-    /// Starts a new escalation round for every escalated, unacknowledged incident whose
-    /// policy renotifies and whose last round is that old. Returns how many.
-    pub async fn renotify_due(&self) -> Result<usize, StoreError> {
-        self.inner.renotify_due().await
-    }
-
-    pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        self.inner.outbox_counts().await
-    }
-
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
-    /// Finishes every pending write and stops the writer. Later writes fail with `Closed`.
-    pub async fn close(&self) {
-        self.inner.close().await
-    }
-}
-
-impl crate::guard::BreakerStore for Store {
-    type Error = StoreError;
-
-    async fn record_shared(
-        &self,
-        id: &str,
-        incident: &str,
-        success: bool,
-        thresholds: HashMap<String, u32>,
-    ) -> Result<Option<BreakerEntry>, StoreError> {
-        self.record_breaker(id, incident, success, thresholds).await
-    }
-
-    async fn save(&self, entry: BreakerEntry, detail: Value) -> Result<(), StoreError> {
-        self.save_breaker(entry, detail).await
+            sqlite::open(path.as_ref(), options.lease, owner, metrics)?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            postgres::open(url, options, owner, metrics)?
+        } else {
+            return Err(StoreError::Url {
+                url: crate::config::redact_url_password(url),
+                message: "unsupported scheme; expected sqlite://, postgres:// or postgresql://"
+                    .into(),
+            });
+        };
+        // Before any job: the writer reads the clock only while it runs one.
+        inner.settings.set_clock(clock);
+        Ok(Store { inner })
     }
 }
 
@@ -773,6 +548,18 @@ pub(crate) fn stamp(t: DateTime<Utc>) -> String {
 /// An alert's `startsAt` as stored: exact to the nanosecond, fixed width.
 pub(crate) fn stamp_exact(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// A stored timestamp, read back (`None` when it is not one).
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A value as stored JSON text.
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
 #[cfg(test)]

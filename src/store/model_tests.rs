@@ -25,6 +25,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map};
 
+use super::outbox::{OutboxDump, OutboxRow};
 use super::*;
 use crate::alert::{Alert, Status};
 use crate::config::Tier;
@@ -349,7 +350,7 @@ impl Model {
                 ));
             }
         }
-        let (rows, leaders) = self.store.inner.outbox_rows().await.unwrap();
+        let OutboxDump { rows, leaders } = self.store.outbox_rows().await.unwrap();
         let state: HashMap<&str, State> = all.iter().map(|i| (i.id.as_str(), i.state)).collect();
         let handled =
             |id: &str| matches!(state.get(id), Some(State::Acknowledged | State::Resolved));
@@ -374,7 +375,7 @@ impl Model {
         }
         let own_row = |id: &str, channel: &str| {
             let key = format!("{id}/1/1/{channel}");
-            rows.iter().find(move |(k, ..)| *k == key)
+            rows.iter().find(move |r| r.key == key)
         };
         for i in all.iter().filter(|i| i.escalated_at.is_some()) {
             let group = i.escalation_group.as_deref();
@@ -382,11 +383,20 @@ impl Model {
             for channel in FIRST_TIER {
                 // Its own notification, else (a member that joined) its group's summary.
                 let covering = own_row(&i.id, channel).or_else(|| {
-                    rows.iter().find(|(_, _, tier, ch, _, gid)| {
-                        group.is_some() && *tier == 1 && ch == channel && gid.as_deref() == group
+                    rows.iter().find(|r| {
+                        group.is_some()
+                            && r.tier == 1
+                            && r.channel == *channel
+                            && r.group.as_deref() == group
                     })
                 });
-                let Some((key, _, _, _, row_state, gid)) = covering else {
+                let Some(OutboxRow {
+                    key,
+                    state: row_state,
+                    group: gid,
+                    ..
+                }) = covering
+                else {
                     return Err(format!(
                         "escalated incident {} ({:?}) has no notification for {channel}",
                         i.id, i.state

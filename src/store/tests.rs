@@ -408,3 +408,46 @@ fn outbox_states_and_kinds_read_back_what_they_write() {
     assert_eq!(names, ["escalated", "resolved"]);
     assert_eq!(NotificationKind::parse("acknowledged"), None);
 }
+
+/// A move the transition table does not allow is refused with an error that names the
+/// incident and both states, and nothing of it is written: a resolved incident cannot
+/// start a run.
+#[tokio::test]
+async fn an_illegal_move_is_refused_and_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .ingest(delivery(vec![alert("illegal", Status::Firing, 0)]))
+        .await
+        .unwrap();
+    let effects = store
+        .ingest(delivery(vec![alert("illegal", Status::Resolved, 0)]))
+        .await
+        .unwrap();
+    let [AlertEffect::Resolved { id, .. }] = effects.as_slice() else {
+        panic!("not resolved: {effects:?}");
+    };
+    let entries = store.audit_page(0, 1000).await.unwrap().len();
+
+    let moved = id.clone();
+    let err = store
+        .inner
+        .write(move |w| {
+            let now = stamp(w.cx.now());
+            let m = transition::Move::new(State::Resolved, State::Remediating);
+            w.transition(&moved, m, &now)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IllegalMove { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("incident {id}: the move from resolved to remediating is not allowed")
+    );
+    assert!(!err.is_transient());
+
+    let incident = store.incident(id).await.unwrap().unwrap();
+    assert_eq!(incident.state, State::Resolved);
+    assert_eq!(store.audit_page(0, 1000).await.unwrap().len(), entries);
+    store.close().await;
+}
