@@ -109,7 +109,7 @@ impl Store {
         self.inner
             .write(move |w| {
                 let now = super::stamp(w.cx.now());
-                entries.into_iter().try_for_each(|e| w.append(e, &now))
+                entries.iter().cloned().try_for_each(|e| w.append(e, &now))
             })
             .await
     }

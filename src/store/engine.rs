@@ -202,7 +202,7 @@ impl Engine {
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut Writer) -> Result<T, StoreError> + Send + 'static,
     {
         self.write_weighted(1, f).await
     }
@@ -211,7 +211,7 @@ impl Engine {
     pub(super) async fn write_weighted<T, F>(&self, weight: usize, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut Writer) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(weight, Vec::new(), f).await
     }
@@ -226,7 +226,7 @@ impl Engine {
     ) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut Writer) -> Result<T, StoreError> + Send + 'static,
     {
         let sender = lock(&self.jobs).clone().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();

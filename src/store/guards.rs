@@ -52,7 +52,7 @@ impl Store {
         self.inner
             .write_weighted(refusals.len().max(1), move |w| {
                 let now = stamp(w.cx.now());
-                for r in refusals {
+                for r in refusals.iter().cloned() {
                     w.refuse(&r.id, r.reason, r.limit, &r.message, &now)?;
                 }
                 Ok(())
@@ -103,7 +103,7 @@ impl Store {
             .write(move |w| {
                 let now = stamp(w.cx.now());
                 w.store_breaker(&entry, &now)?;
-                let mut detail = detail;
+                let mut detail = detail.clone();
                 detail["breaker"] = json!(entry.id);
                 detail["route"] = json!(entry.route);
                 detail["key"] = json!(entry.key);

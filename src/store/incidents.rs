@@ -76,7 +76,7 @@ impl Store {
             .map(|a| a.alert.fingerprint.clone())
             .collect();
         self.inner
-            .submit(weight, fingerprints, move |w| w.ingest(prepared))
+            .submit(weight, fingerprints, move |w| w.ingest(&prepared))
             .await
     }
 
@@ -183,14 +183,14 @@ impl Store {
     /// the notifications of later tiers are cancelled.
     pub async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
         let id = id.to_string();
-        self.inner.write(move |w| w.ack(&id, by)).await
+        self.inner.write(move |w| w.ack(&id, by.clone())).await
     }
 }
 
 impl Writer {
-    fn ingest(&mut self, d: Prepared) -> Result<Vec<AlertEffect>, StoreError> {
+    fn ingest(&mut self, d: &Prepared) -> Result<Vec<AlertEffect>, StoreError> {
         self.append(
-            NewEntry::raw(Event::DeliveryReceived, None, d.received),
+            NewEntry::raw(Event::DeliveryReceived, None, d.received.clone()),
             &d.now,
         )?;
         let mut effects = Vec::with_capacity(d.alerts.len());

@@ -142,7 +142,7 @@ impl Store {
     /// Records one delivery attempt of notification `id` and audits it.
     pub async fn outbox_attempt(&self, id: i64, attempt: Attempt) -> Result<(), StoreError> {
         self.inner
-            .write(move |w| w.outbox_attempt(id, attempt))
+            .write(move |w| w.outbox_attempt(id, attempt.clone()))
             .await
     }
 

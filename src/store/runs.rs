@@ -85,7 +85,7 @@ impl Store {
     ) -> Result<Option<State>, StoreError> {
         let id = id.to_string();
         self.inner
-            .write(move |w| w.finish_run(&id, result, &finished))
+            .write(move |w| w.finish_run(&id, result.clone(), &finished))
             .await
     }
 

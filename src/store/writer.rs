@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::audit_log::{audit_head, Chain};
+use super::audit_log::{audit_head, Chain, ChainMark};
 use super::batch::Batch;
 use super::db::{Db, Dialect};
 use super::engine::{Connector, Context, WRITE_LOCK};
@@ -39,9 +39,11 @@ pub(super) trait Job: Send {
     fn hints(&self) -> &[String];
 }
 
-/// A job made of a closure, answered on a oneshot channel.
+/// A job made of a closure, answered on a oneshot channel. The closure may run more than
+/// once (a batch that rolled back is run again, its jobs apart): it borrows what it
+/// writes, it does not consume it.
 pub(super) struct FnJob<T, F> {
-    f: Option<F>,
+    f: F,
     out: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
     weight: usize,
@@ -56,7 +58,7 @@ impl<T, F> FnJob<T, F> {
         hints: Vec<String>,
     ) -> Self {
         FnJob {
-            f: Some(f),
+            f,
             out: None,
             reply,
             weight,
@@ -68,11 +70,10 @@ impl<T, F> FnJob<T, F> {
 impl<T, F> Job for FnJob<T, F>
 where
     T: Send,
-    F: FnOnce(&mut Writer) -> Result<T, StoreError> + Send,
+    F: FnMut(&mut Writer) -> Result<T, StoreError> + Send,
 {
     fn run(&mut self, w: &mut Writer) -> Result<(), StoreError> {
-        let f = self.f.take().ok_or(StoreError::Closed)?;
-        match f(w) {
+        match (self.f)(w) {
             Ok(v) => {
                 self.out = Some(Ok(v));
                 Ok(())
@@ -201,37 +202,92 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, batch: Vec<Box<dyn Job>>) {
+    /// Commits a batch. Its jobs first run together in one transaction, without a
+    /// savepoint each (a savepoint is a round trip and, in PostgreSQL, a subtransaction);
+    /// if one of them fails, that transaction is rolled back and the batch runs again with
+    /// each job in its own savepoint, so the failing job fails alone, as it always did.
+    fn commit_batch(&mut self, mut batch: Vec<Box<dyn Job>>) {
+        let outcome = match self.attempt(&mut batch, Isolation::Together) {
+            Outcome::JobFailed(e) if batch.len() == 1 => {
+                // Nothing else was in the transaction: the job failed alone already.
+                if let Some(job) = batch.pop() {
+                    job.finish(Err(e));
+                }
+                return;
+            }
+            Outcome::JobFailed(_) => self.attempt(&mut batch, Isolation::Apart),
+            other => other,
+        };
+        match outcome {
+            Outcome::Committed(results) => {
+                self.batch.committed();
+                for (job, r) in batch.into_iter().zip(results) {
+                    job.finish(r);
+                }
+            }
+            Outcome::Failed(msg) => {
+                for job in batch {
+                    job.finish(Err(StoreError::Commit(msg.clone())));
+                }
+            }
+            Outcome::JobFailed(e) => {
+                // Jobs run apart never end the attempt; kept for completeness.
+                let msg = e.to_string();
+                for job in batch {
+                    job.finish(Err(StoreError::Commit(msg.clone())));
+                }
+            }
+        }
+    }
+
+    /// Runs the batch's jobs in one transaction and commits it, or rolls it back.
+    fn attempt(&mut self, batch: &mut [Box<dyn Job>], isolation: Isolation) -> Outcome {
         let chain_before = self.chain.mark();
         if let Err(e) = self.begin() {
             let msg = e.to_string();
             tracing::error!(error = %msg, "store: cannot begin a transaction");
-            for job in batch {
-                job.finish(Err(StoreError::Commit(msg.clone())));
-            }
-            return;
+            return Outcome::Failed(msg);
         }
-        let mut results = Vec::with_capacity(batch.len());
-        let mut batch = batch;
         self.chain.begin_batch();
         let hints: Vec<&str> = batch
             .iter()
             .flat_map(|j| j.hints())
             .map(String::as_str)
             .collect();
-        // Each job runs after a savepoint: a failing job rolls back to it and fails alone.
-        // Releasing one job's savepoint and setting the next's is one round trip.
+        let apart = isolation == Isolation::Apart;
+        // Apart, each job runs after a savepoint: a failing job rolls back to it and fails
+        // alone. Releasing one job's savepoint and setting the next's is one round trip.
         let mut savepoint = self
             .batch
             .begin(self.conn.as_ref(), &hints)
-            .and_then(|()| self.conn.execute_batch("SAVEPOINT job"))
+            .and_then(|()| match apart {
+                true => self.conn.execute_batch("SAVEPOINT job"),
+                false => Ok(()),
+            })
             .map_err(|e| e.to_string());
         // The first savepoint step that failed, if any: the batch cannot be trusted then.
         let mut doubt = savepoint.clone().err();
+        let mut results = Vec::with_capacity(batch.len());
         for job in batch.iter_mut() {
             if job.hints().is_empty() {
                 // A job that is not a delivery may change what was looked up ahead.
                 self.batch.forget_lookups();
+            }
+            if !apart {
+                // Together: the first failure ends the attempt, and nothing is kept.
+                let r = match &savepoint {
+                    Ok(()) => job.run(self),
+                    Err(m) => Err(StoreError::Commit(m.clone())),
+                };
+                if let Err(e) = r {
+                    self.abandon(chain_before);
+                    return match doubt {
+                        Some(m) => Outcome::Failed(m),
+                        None => Outcome::JobFailed(e),
+                    };
+                }
+                results.push(Ok(()));
+                continue;
             }
             let chain_mark = self.chain.mark();
             let batch_mark = self.batch.mark();
@@ -277,19 +333,37 @@ impl Writer {
         if let Err(e) = committed {
             let msg = e.to_string();
             tracing::error!(error = %msg, jobs = batch.len(), "store: commit failed; nothing in this batch was acknowledged");
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.chain.rewind(chain_before);
-            self.batch.failed();
-            for job in batch {
-                job.finish(Err(StoreError::Commit(msg.clone())));
-            }
-            return;
+            self.abandon(chain_before);
+            return Outcome::Failed(msg);
         }
-        self.batch.committed();
-        for (job, r) in batch.into_iter().zip(results) {
-            job.finish(r);
-        }
+        Outcome::Committed(results)
     }
+
+    /// Rolls the transaction back and forgets what the batch kept in memory.
+    fn abandon(&mut self, chain_before: ChainMark) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.chain.rewind(chain_before);
+        self.batch.failed();
+    }
+}
+
+/// How a batch's jobs are kept apart inside its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// No savepoints: the quick way, for the batches in which no job fails (nearly all).
+    Together,
+    /// A savepoint per job: a failing job rolls back alone.
+    Apart,
+}
+
+/// How an attempt at a batch ended.
+enum Outcome {
+    /// Committed; each job's own result.
+    Committed(Vec<Result<(), StoreError>>),
+    /// A job failed while the jobs ran together: the transaction was rolled back.
+    JobFailed(StoreError),
+    /// The transaction could not begin, or commit: every job fails with it.
+    Failed(String),
 }
 
 #[cfg(test)]
