@@ -27,6 +27,7 @@ pub mod webhook;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,12 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::clock::Clock;
 use crate::config::{ChannelConfig, ChannelKind, RetryConfig};
+use crate::metrics::Metrics;
 use crate::metrics::NotificationLabels;
-use crate::server::App;
-use crate::store::{Attempt, Incident, Notification};
+use crate::snapshot::Current;
+use crate::store::{Attempt, Incident, Notification, Store};
 use message::Message;
 
 /// How often the sender looks at the outbox when nothing woke it.
@@ -249,9 +252,31 @@ impl Health {
     }
 }
 
+/// What the sender works with, handed to it by the composition root.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Which channels keep failing, shared with `/readyz`.
+    pub health: Arc<Health>,
+    pub config: Current,
+    pub clock: Clock,
+    /// The address medic listens on, for links in messages when `server.external_url`
+    /// is not set.
+    pub listening: Option<SocketAddr>,
+}
+
+impl Context {
+    /// medic's external URL, for links in messages: `server.external_url`, else the
+    /// address it listens on.
+    fn medic_url(&self) -> String {
+        message::medic_url(&self.config.get().config, self.listening)
+    }
+}
+
 /// Runs the sender until `stop` completes; sends in flight get a short grace.
-pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
-    let wake = app.store.outbox_wake();
+pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
+    let wake = ctx.store.outbox_wake();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // Notifications in flight, and those whose attempt was recorded since the last look:
     // an id leaves `taken` only before a fresh read of the outbox, one that sees its record.
@@ -261,7 +286,7 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
     let mut last_renotify = Instant::now();
     tokio::pin!(stop);
     loop {
-        let mut wait = match app.store.outbox_next_due().await {
+        let mut wait = match ctx.store.outbox_next_due().await {
             Ok(Some(due)) => (due - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -281,7 +306,7 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
         }
         if last_renotify.elapsed() >= RENOTIFY_EVERY {
             last_renotify = Instant::now();
-            match app.store.renotify_due().await {
+            match ctx.store.renotify_due().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(incidents = n, "escalated incidents renotified"),
                 Err(e) => tracing::warn!(error = %e, "cannot start renotify rounds; will retry"),
@@ -290,7 +315,7 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
         for id in lock(&finished).drain(..) {
             taken.remove(&id);
         }
-        let due = match app.store.outbox_due(Utc::now(), BATCH).await {
+        let due = match ctx.store.outbox_due(Utc::now(), BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox; will retry");
@@ -304,10 +329,10 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (app, finished) = (app.clone(), finished.clone());
+            let (ctx, finished) = (ctx.clone(), finished.clone());
             sends.spawn(async move {
                 let id = n.id;
-                deliver(&app, n).await;
+                deliver(&ctx, n).await;
                 lock(&finished).push(id);
                 drop(permit);
             });
@@ -330,13 +355,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// One attempt at one notification, recorded.
-async fn deliver(app: &App, n: Notification) {
-    let loaded = app.loaded();
+async fn deliver(ctx: &Context, n: Notification) {
+    let loaded = ctx.config.get();
     let retry = loaded.config.escalation.retry;
     let started = Instant::now();
     let result = match (
         loaded.config.escalation.channel(&n.channel),
-        app.store.incident(&n.incident_id).await,
+        ctx.store.incident(&n.incident_id).await,
     ) {
         (_, Err(e)) => {
             tracing::warn!(error = %e, "cannot read an incident to notify; will retry");
@@ -351,11 +376,11 @@ async fn deliver(app: &App, n: Notification) {
             n.channel
         ))),
         (Some(channel), Ok(Some(incident))) => {
-            let mut message = Message::new(&incident, n.kind, &app.medic_url());
+            let mut message = Message::new(&incident, n.kind, &ctx.medic_url());
             // A storm group's summary lists the group's incidents still escalated.
             if let Some(gid) = &n.group {
                 if let Ok((size, incidents)) =
-                    app.store.group_members(gid, message::GROUP_LISTED).await
+                    ctx.store.group_members(gid, message::GROUP_LISTED).await
                 {
                     message.title = format!(
                         "{} (+{} more incidents)",
@@ -405,8 +430,8 @@ async fn deliver(app: &App, n: Notification) {
         Err(e) if e.is_permanent() => "permanent_failure",
         Err(_) => "transient_failure",
     };
-    let failures = app.escalation.record(&n.channel, result.is_ok());
-    let m = &app.metrics;
+    let failures = ctx.health.record(&n.channel, result.is_ok());
+    let m = &ctx.metrics;
     m.notifications
         .get_or_create(&NotificationLabels {
             channel: n.channel.clone(),
@@ -424,7 +449,7 @@ async fn deliver(app: &App, n: Notification) {
             tracing::warn!(incident = %n.incident_id, channel = %n.channel, attempt = n.attempts + 1, error = %e, permanent = e.is_permanent(), "notification failed")
         }
     }
-    if let Err(e) = app.store.outbox_attempt(n.id, attempt).await {
+    if let Err(e) = ctx.store.outbox_attempt(n.id, attempt).await {
         // Not recorded: it stays due and is tried again (a receiver may see it twice,
         // with the same idempotency key).
         tracing::error!(error = %e, "cannot record a notification attempt");
