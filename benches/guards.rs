@@ -42,7 +42,8 @@ fn decisions() {
             &|_| None,
         )
         .unwrap();
-        let g = Guards::new(Arc::new(cfg), Vec::new(), None);
+        let g = Guards::new(Vec::new(), None);
+        let limits = g.limits(Arc::new(cfg));
         let candidates: Vec<Candidate> = (0..10_000)
             .map(|i| Candidate {
                 id: format!("i{i}"),
@@ -59,7 +60,7 @@ fn decisions() {
         let mut admitted = 0;
         for _ in 0..rounds {
             for c in &candidates {
-                if let Decision::Run(t) = g.admit(c, now) {
+                if let Decision::Run(t) = g.admit(&limits, c, now) {
                     admitted += 1;
                     g.release(&t);
                 }

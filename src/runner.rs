@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::metrics::ResultLabel;
 use crate::runbook::sandbox::{Cancel, RunEnd, Stop};
 use crate::runbook::scope::{self, AlertView, IncidentView};
-use crate::snapshot::Current;
+use crate::snapshot::{Current, Snapshot};
 use crate::steps::StepHost;
 use crate::store::{Claim, Refusal, RunResult, Store};
 
@@ -259,6 +259,7 @@ async fn admit(
     let page = free * 4 + 32;
     let queued = ctx.store.queued(page).await?;
     let full = queued.len() == page;
+    let snapshot = ctx.config.get();
     let now = chrono::Utc::now();
     let mut admitted = std::collections::HashMap::new();
     let mut refusals = Vec::new();
@@ -271,7 +272,7 @@ async fn admit(
             route: q.route.clone(),
             labels: q.labels,
         };
-        match ctx.guards.admit(&candidate, now) {
+        match ctx.guards.admit(&snapshot.limits, &candidate, now) {
             Decision::Run(ticket) => {
                 admitted.insert(q.id, ticket);
             }
@@ -366,7 +367,7 @@ fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
 
 /// Runs one claimed incident's runbook and records the end.
 async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
-    let loaded: Arc<Loaded> = ctx.config.get();
+    let loaded: Arc<Snapshot> = ctx.config.get();
     let started = Instant::now();
     ctx.metrics.runs_in_flight.inc();
     let route = claim
@@ -395,6 +396,7 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
                 cancel: cancel.clone(),
                 metrics: ctx.metrics.clone(),
                 guards: ctx.guards.clone(),
+                limits: loaded.limits.clone(),
             };
             let alert = AlertView {
                 labels: &claim.labels,
@@ -481,7 +483,17 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
         .is_none_or(|b| b.count_requested);
     let failed = matches!(&end, RunEnd::Stopped(s) if counts_as_failure(s.reason, count_requested));
     if let (true, Some(breaker)) = (failed, ticket.breaker.as_deref()) {
-        crate::guard::record_breaker(&ctx.guards, &ctx.store, breaker, &claim.id, false).await;
+        let now = ctx.clock.now();
+        crate::guard::record_breaker(
+            &ctx.guards,
+            &loaded.limits,
+            &ctx.store,
+            breaker,
+            &claim.id,
+            false,
+            now,
+        )
+        .await;
     }
     ctx.metrics
         .runs

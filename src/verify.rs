@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::{ServiceConfig, VerifyMode};
-use crate::guard::Guards;
+use crate::guard::{Guards, Limits};
 use crate::metrics::Metrics;
 use crate::metrics::ResultLabel;
 use crate::snapshot::Current;
@@ -102,7 +102,7 @@ async fn check(ctx: &Context, v: &Verifying, polled: &mut HashMap<String, Instan
                         Ok(true) => {
                             count(ctx, "resolved");
                             tracing::info!(incident = %v.id, "verified through Alertmanager: the alert resolved");
-                            record_breaker(ctx, v, true).await;
+                            record_breaker(ctx, &loaded.limits, v, true).await;
                         }
                         Ok(false) => {}
                         Err(e) => {
@@ -129,7 +129,7 @@ async fn check(ctx: &Context, v: &Verifying, polled: &mut HashMap<String, Instan
         Ok(true) => {
             count(ctx, "still_firing");
             tracing::warn!(incident = %v.id, "escalated: the alert is still firing after the runbook");
-            record_breaker(ctx, v, false).await;
+            record_breaker(ctx, &loaded.limits, v, false).await;
         }
         Ok(false) => {}
         Err(e) => {
@@ -207,12 +207,22 @@ fn seen(alerts: &Value, fingerprint: &str, labels: &BTreeMap<String, String>) ->
 }
 
 /// A verification's result counts for the route's circuit breaker, if it has one.
-async fn record_breaker(ctx: &Context, v: &Verifying, success: bool) {
+async fn record_breaker(ctx: &Context, limits: &Limits, v: &Verifying, success: bool) {
     let Some(route) = v.route.as_deref() else {
         return;
     };
-    if let Some(breaker) = ctx.guards.breaker_for(route, &v.labels) {
-        crate::guard::record_breaker(&ctx.guards, &ctx.store, &breaker, &v.id, success).await;
+    if let Some(breaker) = limits.breaker_for(route, &v.labels) {
+        let now = ctx.clock.now();
+        crate::guard::record_breaker(
+            &ctx.guards,
+            limits,
+            &ctx.store,
+            &breaker,
+            &v.id,
+            success,
+            now,
+        )
+        .await;
     }
 }
 

@@ -125,11 +125,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
 
     // The shared pieces, built once.
-    let guards = Arc::new(Guards::new(
-        Arc::new(loaded.config.clone()),
-        Vec::new(),
-        None,
-    ));
+    let guards = Arc::new(Guards::new(Vec::new(), None));
     // Replicas on one database share rates, caps and breakers through it.
     guards.set_shared(store.is_shared());
     let config = Current::new(loaded, &guards, &store);

@@ -19,7 +19,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tower::{ServiceBuilder, ServiceExt as _};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use super::{count_rejected, error, refuse, too_large, Outcome, Snapshot};
+use super::{count_rejected, error, refuse, too_large, InForce, Outcome};
 use crate::metrics::OutcomeLabel;
 
 /// Outermost: takes the config in force for the whole delivery, then counts the delivery
@@ -30,7 +30,7 @@ pub(super) async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    req.extensions_mut().insert(Snapshot(ctx.config.get()));
+    req.extensions_mut().insert(InForce(ctx.config.get()));
     let response = next.run(req).await;
     if let Some(&Outcome(outcome)) = response.extensions().get::<Outcome>() {
         let m = &ctx.metrics;
@@ -44,7 +44,7 @@ pub(super) async fn observe(
 /// password; else 401 with `WWW-Authenticate`.
 pub(super) async fn credentials(
     State(ctx): State<Arc<super::Context>>,
-    Extension(Snapshot(loaded)): Extension<Snapshot>,
+    Extension(InForce(loaded)): Extension<InForce>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -107,7 +107,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// ([`Deadline`]).
 pub(super) async fn limits(
     State(ctx): State<Arc<super::Context>>,
-    Extension(Snapshot(loaded)): Extension<Snapshot>,
+    Extension(InForce(loaded)): Extension<InForce>,
     req: Request,
     next: Next,
 ) -> Response {

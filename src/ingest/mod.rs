@@ -27,20 +27,18 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Json};
-use chrono::Utc;
 use http_body_util::{BodyExt as _, LengthLimitError};
 use serde_json::{json, Value};
 use tower::ServiceBuilder;
 
 use crate::audit::{Event, NewEntry};
 use crate::clock::Clock;
-use crate::guard::Guards;
-use crate::loaded::Loaded;
+use crate::guard::{Guards, Limits};
 use crate::metrics::Metrics;
 use crate::metrics::{ReasonLabel, StatusLabel};
 use crate::routing::Decision;
 use crate::runner::Wake;
-use crate::snapshot::Current;
+use crate::snapshot::{Current, Snapshot};
 use crate::store::{AlertEffect, Delivery, Store};
 
 /// What a delivery is handled with, handed to ingest by the composition root.
@@ -74,7 +72,7 @@ struct Outcome(&'static str);
 /// The config, routes and runbooks in force when the delivery arrived: every layer and step
 /// of one delivery uses this one version, whatever a reload does meanwhile.
 #[derive(Clone)]
-struct Snapshot(Arc<Loaded>);
+struct InForce(Arc<Snapshot>);
 
 fn answer(outcome: &'static str, status: StatusCode, body: Value) -> Response {
     let mut response = (status, Json(body)).into_response();
@@ -119,7 +117,7 @@ fn too_large(ctx: &Context, limit: usize) -> Response {
 async fn webhook(
     State(ctx): State<Arc<Context>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(Snapshot(loaded)): Extension<Snapshot>,
+    Extension(InForce(loaded)): Extension<InForce>,
     body: Body,
 ) -> Response {
     let server = &loaded.config.server;
@@ -133,7 +131,7 @@ async fn webhook(
     };
     let (delivery, tally) = route_alerts(&ctx, &loaded, peer, parsed);
     match store(&ctx, server.request_timeout, peer, delivery).await {
-        Ok(effects) => stored(&ctx, tally, &effects).await,
+        Ok(effects) => stored(&ctx, &loaded.limits, tally, &effects).await,
         Err(unavailable) => *unavailable,
     }
 }
@@ -200,7 +198,7 @@ struct Tally {
 /// `invalid_alert` instead ([`invalid_alert`]).
 fn route_alerts(
     ctx: &Context,
-    loaded: &Loaded,
+    loaded: &Snapshot,
     peer: SocketAddr,
     parsed: payload::Payload,
 ) -> (Delivery, Tally) {
@@ -224,9 +222,9 @@ fn route_alerts(
             (a, routed)
         })
         .collect::<Vec<_>>();
-    let tally = tally(ctx, peer, &alerts);
+    let tally = tally(&loaded.limits, peer, &alerts);
     let delivery = Delivery {
-        received_at: Utc::now(),
+        received_at: ctx.clock.now(),
         source: peer.to_string(),
         receiver: parsed.receiver,
         status: parsed.status,
@@ -240,7 +238,7 @@ fn route_alerts(
 }
 
 /// How many alerts are invalid, each alert's status, and the breaker a resolution closes.
-fn tally(ctx: &Context, peer: SocketAddr, alerts: &[(payload::Alert, Decision)]) -> Tally {
+fn tally(limits: &Limits, peer: SocketAddr, alerts: &[(payload::Alert, Decision)]) -> Tally {
     let invalid = alerts
         .iter()
         .filter(|(_, r)| matches!(r, Decision::Invalid { .. }))
@@ -252,7 +250,7 @@ fn tally(ctx: &Context, peer: SocketAddr, alerts: &[(payload::Alert, Decision)])
         .iter()
         .map(|(a, routed)| match routed {
             Decision::Runbook { route, .. } if a.status == payload::Status::Resolved => {
-                ctx.guards.breaker_for(route, &a.labels)
+                limits.breaker_for(route, &a.labels)
             }
             _ => None,
         })
@@ -294,7 +292,7 @@ async fn store(
 
 /// The delivery is durable: count what it did, record remediations that worked for their
 /// breakers, wake the runner if an incident was queued, and answer 200.
-async fn stored(ctx: &Context, tally: Tally, effects: &[AlertEffect]) -> Response {
+async fn stored(ctx: &Context, limits: &Limits, tally: Tally, effects: &[AlertEffect]) -> Response {
     let opened = count_effects(ctx, &tally, effects);
     for (effect, breaker) in effects.iter().zip(&tally.breakers) {
         if let (
@@ -305,7 +303,8 @@ async fn stored(ctx: &Context, tally: Tally, effects: &[AlertEffect]) -> Respons
             Some(b),
         ) = (effect, breaker)
         {
-            crate::guard::record_breaker(&ctx.guards, &ctx.store, b, id, true).await;
+            let now = ctx.clock.now();
+            crate::guard::record_breaker(&ctx.guards, limits, &ctx.store, b, id, true, now).await;
         }
     }
     let queued = effects.iter().any(|e| {

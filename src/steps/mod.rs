@@ -155,6 +155,8 @@ pub struct StepHost {
     pub cancel: Cancel,
     pub metrics: Arc<Metrics>,
     pub guards: Arc<crate::guard::Guards>,
+    /// The limits of the configuration the run started with.
+    pub limits: Arc<crate::guard::Limits>,
 }
 
 impl StepHost {
@@ -203,7 +205,7 @@ impl StepHost {
 
     /// Asks the guards whether a step may run (the pause switch, per-step rate limits).
     fn guard(&self, step: StepKind, key: &str, args: &Value) -> Result<(), Stop> {
-        match self.guards.step(step, key) {
+        match self.guards.step(&self.limits, step, key) {
             Ok(()) => Ok(()),
             Err((reason, limit, message)) => {
                 self.metrics
