@@ -179,7 +179,7 @@ async fn pause(State(ctx): State<Arc<Context>>, body: axum::body::Bytes) -> Resp
     };
     let p = crate::guard::Pause {
         by: clip(a.by, "api"),
-        at: chrono::Utc::now(),
+        at: ctx.clock.now(),
         reason: clip(a.reason, "paused through the API"),
     };
     if let Err(e) = ctx.store.set_pause(Some(p.clone()), &p.by).await {

@@ -13,7 +13,7 @@
 //! cancelled at their next step and the same rule applies.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
@@ -73,7 +73,7 @@ impl Context {
         if !loaded.config.limits.enabled && paused.is_none() {
             paused = Some(crate::guard::Pause {
                 by: "config (limits.enabled = false)".into(),
-                at: chrono::Utc::now(),
+                at: self.clock.now(),
                 reason: "automation is disabled in the configuration".into(),
             });
         }
@@ -91,10 +91,13 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
     let mut runs: JoinSet<()> = JoinSet::new();
     // Runs in flight: their task, how to cancel them, and their incident (whose lease they hold).
     let mut cancels: Vec<(tokio::task::Id, Cancel, String)> = Vec::new();
-    let mut last_housekeeping = Instant::now();
-    let mut last_renew = Instant::now();
-    let mut last_recover = Instant::now();
-    let mut last_shed = Instant::now() - SHED_EVERY;
+    // Timers on the injected clock's instant (tokio's), so a test on paused time drives them.
+    let clock = ctx.clock.clone();
+    let since = |at: tokio::time::Instant| clock.instant().saturating_duration_since(at);
+    let mut last_housekeeping = clock.instant();
+    let mut last_renew = clock.instant();
+    let mut last_recover = clock.instant();
+    let mut last_shed = clock.instant() - SHED_EVERY;
     tokio::pin!(stop);
     // Look for work at once: incidents may have been queued while medic was down.
     ctx.wake.wake();
@@ -111,8 +114,8 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 }
             }
         }
-        if last_housekeeping.elapsed() >= POLL {
-            last_housekeeping = Instant::now();
+        if since(last_housekeeping) >= POLL {
+            last_housekeeping = clock.instant();
             expire_silences(&ctx).await;
             // Processes that escaped a step and that no running step may still own.
             tokio::spawn(crate::steps::reaper::sweep_orphans(
@@ -125,21 +128,21 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
             }
         }
         let lease = ctx.config.get().config.store.lease;
-        if last_renew.elapsed() >= lease / 3 {
-            last_renew = Instant::now();
+        if since(last_renew) >= lease / 3 {
+            last_renew = clock.instant();
             let running = cancels.iter().map(|(_, _, id)| id.clone()).collect();
             if let Err(e) = ctx.store.renew_leases(running).await {
                 tracing::error!(error = %e, "cannot renew the leases of running runbooks");
             }
         }
-        if last_recover.elapsed() >= lease / 2 {
-            last_recover = Instant::now();
+        if since(last_recover) >= lease / 2 {
+            last_recover = clock.instant();
             recover(&ctx).await;
         }
         // Beyond the queue's bound, the newest queued incidents escalate rather than pile up.
         // Checked a few times a second, not on every wake: in a storm, wakes are many.
-        if last_shed.elapsed() >= SHED_EVERY {
-            last_shed = Instant::now();
+        if since(last_shed) >= SHED_EVERY {
+            last_shed = clock.instant();
             let max_queued = ctx.config.get().config.limits.max_queued;
             match ctx.store.shed_queue(max_queued).await {
                 Ok(0) => {}
@@ -260,7 +263,7 @@ async fn admit(
     let queued = ctx.store.queued(page).await?;
     let full = queued.len() == page;
     let snapshot = ctx.config.get();
-    let now = chrono::Utc::now();
+    let now = ctx.clock.now();
     let mut admitted = std::collections::HashMap::new();
     let mut refusals = Vec::new();
     for q in queued {
@@ -368,7 +371,7 @@ fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
 /// Runs one claimed incident's runbook and records the end.
 async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
     let loaded: Arc<Snapshot> = ctx.config.get();
-    let started = Instant::now();
+    let started = ctx.clock.instant();
     ctx.metrics.runs_in_flight.inc();
     let route = claim
         .route
@@ -397,6 +400,7 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
                 metrics: ctx.metrics.clone(),
                 guards: ctx.guards.clone(),
                 limits: loaded.limits.clone(),
+                clock: ctx.clock.clone(),
             };
             let alert = AlertView {
                 labels: &claim.labels,
@@ -450,7 +454,7 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
             stop.reason.as_str(),
         ),
     };
-    let elapsed = started.elapsed();
+    let elapsed = ctx.clock.instant().saturating_duration_since(started);
     let detail = match &end {
         RunEnd::Completed => {
             json!({"result": "completed", "duration_ms": elapsed.as_millis() as u64})

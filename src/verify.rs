@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
+use tokio::time::Instant;
 use serde_json::Value;
 
 use crate::clock::Clock;
@@ -88,13 +88,13 @@ async fn check(ctx: &Context, v: &Verifying, polled: &mut HashMap<String, Instan
         .alertmanager
         .as_ref()
         .filter(|_| route.is_some_and(|r| r.verify == VerifyMode::Alertmanager));
-    let expired = v.verify_until <= Utc::now();
+    let expired = v.verify_until <= ctx.clock.now();
     if let Some(am) = am {
         let due = polled
             .get(&v.id)
-            .is_none_or(|at| at.elapsed() >= POLL_EVERY);
+            .is_none_or(|at| ctx.clock.instant().saturating_duration_since(*at) >= POLL_EVERY);
         if due || expired {
-            polled.insert(v.id.clone(), Instant::now());
+            polled.insert(v.id.clone(), ctx.clock.instant());
             match alert_state(&loaded.toolkit.client, am, &v.fingerprint, &v.labels).await {
                 Ok(Seen::Gone) => {
                     let how = "Alertmanager no longer lists the alert as active";

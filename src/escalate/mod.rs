@@ -29,9 +29,8 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -211,11 +210,13 @@ pub fn backoff(retry: &RetryConfig, attempt: u32, jitter: f64) -> Duration {
     capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// A number in [0, 1) for jitter; needs no cryptographic quality.
+/// A number in [0, 1) for jitter; needs no cryptographic quality. Not from the clock (a
+/// paused clock would give every retry the same jitter): a randomly keyed hash of a count.
 fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
+    static DRAWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128);
+    h.write_u64(DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -283,11 +284,11 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
     let mut taken: HashSet<i64> = HashSet::new();
     let finished: Arc<Mutex<Vec<i64>>> = Arc::default();
     let mut sends: JoinSet<()> = JoinSet::new();
-    let mut last_renotify = Instant::now();
+    let mut last_renotify = ctx.clock.instant();
     tokio::pin!(stop);
     loop {
         let mut wait = match ctx.store.outbox_next_due().await {
-            Ok(Some(due)) => (due - Utc::now())
+            Ok(Some(due)) => (due - ctx.clock.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(POLL),
@@ -304,8 +305,8 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
             _ = tokio::time::sleep(wait) => {}
             Some(_) = sends.join_next(), if !sends.is_empty() => continue,
         }
-        if last_renotify.elapsed() >= RENOTIFY_EVERY {
-            last_renotify = Instant::now();
+        if ctx.clock.instant().saturating_duration_since(last_renotify) >= RENOTIFY_EVERY {
+            last_renotify = ctx.clock.instant();
             match ctx.store.renotify_due().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(incidents = n, "escalated incidents renotified"),
@@ -315,7 +316,7 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
         for id in lock(&finished).drain(..) {
             taken.remove(&id);
         }
-        let due = match ctx.store.outbox_due(Utc::now(), BATCH).await {
+        let due = match ctx.store.outbox_due(ctx.clock.now(), BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox; will retry");
@@ -358,7 +359,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn deliver(ctx: &Context, n: Notification) {
     let loaded = ctx.config.get();
     let retry = loaded.config.escalation.retry;
-    let started = Instant::now();
+    let started = ctx.clock.instant();
     let result = match (
         loaded.config.escalation.channel(&n.channel),
         ctx.store.incident(&n.incident_id).await,
@@ -407,7 +408,7 @@ async fn deliver(ctx: &Context, n: Notification) {
             send(&loaded.toolkit.client, channel, &out).await
         }
     };
-    let elapsed = started.elapsed();
+    let elapsed = ctx.clock.instant().saturating_duration_since(started);
     let attempt = match &result {
         Ok(()) => Attempt::Sent,
         Err(e) => {
@@ -415,7 +416,7 @@ async fn deliver(ctx: &Context, n: Notification) {
             let made = n.attempts + 1;
             let retry_at = (!permanent && made < retry.attempts).then(|| {
                 let wait = backoff(&retry, made, jitter());
-                Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
+                ctx.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default()
             });
             Attempt::Failed {
                 error: loaded.toolkit.redactor.apply(&e.to_string()),

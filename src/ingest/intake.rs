@@ -7,7 +7,7 @@ use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -29,13 +29,14 @@ pub(super) async fn observe(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
+    let started = ctx.clock.instant();
     req.extensions_mut().insert(InForce(ctx.config.get()));
     let response = next.run(req).await;
     if let Some(&Outcome(outcome)) = response.extensions().get::<Outcome>() {
         let m = &ctx.metrics;
         m.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
-        m.webhook_seconds.observe(started.elapsed().as_secs_f64());
+        let elapsed = ctx.clock.instant().saturating_duration_since(started);
+        m.webhook_seconds.observe(elapsed.as_secs_f64());
     }
     response
 }
