@@ -17,8 +17,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::{ServiceConfig, VerifyMode};

@@ -376,7 +376,11 @@ impl Host for StepHost {
         };
         match result {
             Ok(resp) => {
-                let duration_ms = self.clock.instant().saturating_duration_since(started).as_millis() as i64;
+                let duration_ms = self
+                    .clock
+                    .instant()
+                    .saturating_duration_since(started)
+                    .as_millis() as i64;
                 self.record(
                     Event::StepFinished,
                     json!({"step": StepKind::Http, "method": method, "url": url, "status": resp.status,
@@ -409,7 +413,11 @@ impl Host for StepHost {
                     }
                     other => other.to_string(),
                 };
-                let duration_ms = self.clock.instant().saturating_duration_since(started).as_millis() as i64;
+                let duration_ms = self
+                    .clock
+                    .instant()
+                    .saturating_duration_since(started)
+                    .as_millis() as i64;
                 self.record(
                     Event::StepFinished,
                     json!({"step": StepKind::Http, "method": method, "url": url, "status": 0,
