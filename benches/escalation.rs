@@ -17,11 +17,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use chrono::Utc;
+use medic::app::Engine;
 use medic::config::Config;
 use medic::ingest::payload::{Alert, Status};
 use medic::loaded::Loaded;
 use medic::metrics::Metrics;
-use medic::server::App;
 use medic::store::{Delivery, Routed, Store};
 
 /// Prints `<incident id> <unix time>` for each mail it accepts.
@@ -162,10 +162,10 @@ url = "http://{hook_addr}/hook"
     let loaded = Loaded::from_config(config).unwrap_or_else(|p| panic!("{p:?}"));
     let metrics = Arc::new(Metrics::default());
     let store = Store::open(&loaded.config.store.url, metrics.store.clone()).unwrap();
-    let app = App::new(loaded, store.clone(), metrics);
+    let app = Engine::new(loaded, store.clone(), metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(medic::server::run(listener, app, async {
+    let server = tokio::spawn(medic::app::run(listener, app, async {
         let _ = stopped.await;
     }));
     tokio::time::sleep(Duration::from_millis(200)).await;

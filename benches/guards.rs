@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use medic::app::Engine;
 use medic::config::Config;
 use medic::guard::{Candidate, Decision, Guards};
 use medic::loaded::Loaded;
 use medic::metrics::Metrics;
-use medic::server::App;
 use medic::store::Store;
 use serde_json::json;
 
@@ -42,7 +42,8 @@ fn decisions() {
             &|_| None,
         )
         .unwrap();
-        let g = Guards::new(Arc::new(cfg), Vec::new(), None);
+        let g = Guards::new(Vec::new(), None);
+        let limits = g.limits(Arc::new(cfg));
         let candidates: Vec<Candidate> = (0..10_000)
             .map(|i| Candidate {
                 id: format!("i{i}"),
@@ -59,7 +60,7 @@ fn decisions() {
         let mut admitted = 0;
         for _ in 0..rounds {
             for c in &candidates {
-                if let Decision::Run(t) = g.admit(c, now) {
+                if let Decision::Run(t) = g.admit(&limits, c, now) {
                     admitted += 1;
                     g.release(&t);
                 }
@@ -103,11 +104,11 @@ async fn start(
     let loaded = Loaded::from_config(cfg).unwrap_or_else(|p| panic!("{p:?}"));
     let metrics = Arc::new(Metrics::default());
     let store = Store::open(&loaded.config.store.url, metrics.store.clone()).unwrap();
-    let app = App::new(loaded, store, metrics);
+    let app = Engine::new(loaded, store, metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(medic::server::run(listener, app, async {
+    let server = tokio::spawn(medic::app::run(listener, app, async {
         let _ = stopped.await;
     }));
     (format!("http://{addr}/webhook"), stop, server)

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use medic::app::Engine;
 use medic::config::Config;
 use medic::incident::State;
 use medic::ingest::payload::{Alert, Status};
 use medic::loaded::Loaded;
 use medic::metrics::Metrics;
 use medic::runbook::sandbox::{Cancel, Host, RunEnd, Sandbox, Stop};
-use medic::server::App;
 use medic::store::{Delivery, Routed, Store};
 use rhai::{Array, Dynamic, Map};
 
@@ -169,12 +169,12 @@ async fn remediation_only() {
         };
         store.ingest(d).await.unwrap();
     }
-    let app = App::new(loaded, store.clone(), metrics.clone());
+    let app = Engine::new(loaded, store.clone(), metrics.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
     let m2 = metrics.clone();
-    let server = tokio::spawn(medic::server::run(listener, app, async {
+    let server = tokio::spawn(medic::app::run(listener, app, async {
         let _ = stopped.await;
     }));
     wait_all_verifying(&store, N as u64).await;
@@ -204,11 +204,11 @@ async fn end_to_end() {
     let loaded = Loaded::from_config(cfg).unwrap_or_else(|p| panic!("{p:?}"));
     let metrics = Arc::new(Metrics::default());
     let store = Store::open(&loaded.config.store.url, metrics.store.clone()).unwrap();
-    let app = App::new(loaded, store.clone(), metrics);
+    let app = Engine::new(loaded, store.clone(), metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(medic::server::run(listener, app, async {
+    let server = tokio::spawn(medic::app::run(listener, app, async {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();

@@ -13,9 +13,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::clock::Clock;
+use crate::guard::Guards;
 use crate::incident::State as IncidentState;
-use crate::server::App;
-use crate::store::{Ack, IncidentFilter};
+use crate::metrics::Metrics;
+use crate::runner::Wake;
+use crate::snapshot::Current;
+use crate::store::{Ack, IncidentFilter, Store};
 
 /// Longest `by` of an ack.
 const MAX_BY: usize = 200;
@@ -24,9 +28,19 @@ const MAX_BY: usize = 200;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
+/// What the API works with, handed to it by the composition root.
+pub struct Context {
+    pub store: Store,
+    pub guards: Arc<Guards>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the runner when a breaker is reset or medic resumes.
+    pub wake: Arc<Wake>,
+    pub clock: Clock,
+}
+
 /// Everything under `/api`; the token is checked by [`require_token`], around the whole
 /// server's routes.
-pub fn router() -> Router<Arc<App>> {
+pub fn router(ctx: Arc<Context>) -> Router {
     let v1 = Router::new()
         .route("/incidents", get(list))
         .route("/incidents/{id}", get(show))
@@ -35,7 +49,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/incidents/{id}/ack", post(ack));
-    Router::new().nest("/v1", v1).fallback(not_found)
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .with_state(ctx)
 }
 
 async fn not_found() -> Response {
@@ -54,11 +71,11 @@ fn is_api(path: &str) -> bool {
 /// The API token check, as a layer around all of the server's routes: it guards every path
 /// under `/api` before routing, so a path that does not exist answers 401 like the others
 /// to a caller without the token, and 404 only after.
-pub async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn require_token(State(config): State<Current>, req: Request, next: Next) -> Response {
     if !is_api(req.uri().path()) {
         return next.run(req).await;
     }
-    if let Some(token) = &app.loaded().config.server.api_token {
+    if let Some(token) = &config.get().config.server.api_token {
         if !crate::auth::bearer_ok(req.headers(), token) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong API token");
         }
@@ -73,7 +90,7 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Response {
+async fn list(State(ctx): State<Arc<Context>>, Query(q): Query<ListQuery>) -> Response {
     let state = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => match IncidentState::parse(s) {
@@ -95,22 +112,22 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<ListQuery>) -> Respon
         alertname: q.alertname.filter(|a| !a.is_empty()),
         limit: q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
     };
-    match app.store.incidents(filter).await {
+    match ctx.store.incidents(filter).await {
         Ok(incidents) => Json(json!({ "incidents": incidents })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     }
 }
 
-async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match app.store.incident(&id).await {
+async fn show(State(ctx): State<Arc<Context>>, Path(id): Path<String>) -> Response {
+    match ctx.store.incident(&id).await {
         Ok(Some(incident)) => Json(incident).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id:?}")),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     }
 }
 
-async fn breakers(State(app): State<Arc<App>>) -> Response {
-    Json(json!({ "breakers": app.guards.breakers() })).into_response()
+async fn breakers(State(ctx): State<Arc<Context>>) -> Response {
+    Json(json!({ "breakers": ctx.guards.breakers() })).into_response()
 }
 
 /// Who is acting, from an optional JSON body `{"by": "...", "reason": "..."}`.
@@ -136,7 +153,7 @@ fn clip(s: Option<String>, default: &str) -> String {
 }
 
 async fn reset_breaker(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -144,48 +161,48 @@ async fn reset_breaker(
         Ok(a) => clip(a.by, "api"),
         Err(r) => return *r,
     };
-    let Some(entry) = app.guards.reset(&id) else {
+    let Some(entry) = ctx.guards.reset(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no breaker {id:?}"));
     };
     let detail = json!({ "reset_by": who });
-    if let Err(e) = app.store.save_breaker(entry.clone(), detail).await {
+    if let Err(e) = ctx.store.save_breaker(entry.clone(), detail).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
     }
-    app.wake.wake();
+    ctx.wake.wake();
     Json(json!({ "breaker": entry })).into_response()
 }
 
-async fn pause(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+async fn pause(State(ctx): State<Arc<Context>>, body: axum::body::Bytes) -> Response {
     let a = match actor(&body) {
         Ok(a) => a,
         Err(r) => return *r,
     };
     let p = crate::guard::Pause {
         by: clip(a.by, "api"),
-        at: chrono::Utc::now(),
+        at: ctx.clock.now(),
         reason: clip(a.reason, "paused through the API"),
     };
-    if let Err(e) = app.store.set_pause(Some(p.clone()), &p.by).await {
+    if let Err(e) = ctx.store.set_pause(Some(p.clone()), &p.by).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
     }
-    app.guards.set_paused(Some(p.clone()));
-    app.metrics.paused.set(1);
+    ctx.guards.set_paused(Some(p.clone()));
+    ctx.metrics.paused.set(1);
     tracing::warn!(by = %p.by, reason = %p.reason, "automation paused");
     Json(json!({ "paused": p })).into_response()
 }
 
-async fn resume(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+async fn resume(State(ctx): State<Arc<Context>>, body: axum::body::Bytes) -> Response {
     let who = match actor(&body) {
         Ok(a) => clip(a.by, "api"),
         Err(r) => return *r,
     };
-    if let Err(e) = app.store.set_pause(None, &who).await {
+    if let Err(e) = ctx.store.set_pause(None, &who).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"));
     }
-    app.guards.set_paused(None);
-    app.metrics.paused.set(0);
+    ctx.guards.set_paused(None);
+    ctx.metrics.paused.set(0);
     tracing::warn!(by = %who, "automation resumed");
-    app.wake.wake();
+    ctx.wake.wake();
     Json(json!({ "paused": null })).into_response()
 }
 
@@ -198,7 +215,7 @@ struct AckBody {
 /// `POST /incidents/{id}/ack`, body `{"by": "name"}` (optional): a person takes the
 /// incident over; later escalation tiers are cancelled. 200 with the incident; 404 for an
 /// unknown one; 409 when it is not escalated. Acking twice is not an error.
-async fn ack(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn ack(State(ctx): State<Arc<Context>>, Path(id): Path<String>, body: Bytes) -> Response {
     let parsed: AckBody = if body.iter().all(u8::is_ascii_whitespace) {
         AckBody::default()
     } else {
@@ -220,7 +237,7 @@ async fn ack(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -
             format!("by: at most {MAX_BY} bytes, no control characters"),
         );
     }
-    let result = match app.store.ack(&id, by.clone()).await {
+    let result = match ctx.store.ack(&id, by.clone()).await {
         Ok(r) => r,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };
@@ -240,5 +257,5 @@ async fn ack(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -
             )
         }
     }
-    show(State(app), Path(id)).await
+    show(State(ctx), Path(id)).await
 }

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -14,8 +13,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::audit::Verifier;
 use crate::config::{Config, Purpose};
 use crate::loaded::Loaded;
-use crate::metrics::Metrics;
-use crate::server::App;
 use crate::store::Store;
 
 const DEFAULT_CONFIG: &str = "config/medic.toml";
@@ -283,33 +280,7 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             "server.webhook_token is not set: /webhook accepts unauthenticated deliveries"
         );
     }
-    // What a step leaves behind is re-parented to medic, so it can be ended and collected.
-    if let Err(e) = crate::steps::reaper::become_subreaper() {
-        tracing::warn!(error = %e, "cannot become a child subreaper: processes that escape a step's session (setsid) may outlive it");
-    }
-    let metrics = Arc::new(Metrics::default());
-    let store = Store::connect(&loaded.config.store, metrics.store.clone()).with_context(|| {
-        format!(
-            "opening the store {}",
-            crate::config::redact_url_password(&loaded.config.store.url)
-        )
-    })?;
-    let entry = loaded.audit_entry("start");
-    store
-        .audit(vec![entry])
-        .await
-        .context("writing the audit log")?;
-    let listen = loaded.config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!(
-                "{}: server.listen: cannot listen on {listen}",
-                path.display()
-            )
-        })?;
-    let app = App::new(loaded, store, metrics);
-    crate::server::run(listener, app, shutdown).await?;
+    crate::app::serve(loaded, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod authoring;
@@ -24,6 +25,7 @@ pub mod routing;
 pub mod runbook;
 pub mod runner;
 pub mod server;
+pub mod snapshot;
 pub mod steps;
 pub mod store;
 pub mod verify;

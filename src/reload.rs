@@ -17,8 +17,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::audit::{Event, NewEntry};
+use crate::guard::Guards;
 use crate::loaded::{Loaded, Problem};
-use crate::server::App;
+use crate::metrics::Metrics;
+use crate::runner::Wake;
+use crate::snapshot::Current;
+use crate::store::Store;
 
 /// Edits arrive as bursts of events (write, rename, chmod): wait this long for quiet.
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -31,10 +35,22 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
+/// What a reload works with, handed to it by the composition root.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Current,
+    /// Reconfigured with the configuration they are put in force with.
+    pub guards: Arc<Guards>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the runner after a reload (a route may have changed).
+    pub wake: Arc<Wake>,
+}
+
 /// The file watches, registered before the server says it is listening, so that no edit
 /// made after start-up is missed.
 pub struct Watch {
-    app: Arc<App>,
+    ctx: Context,
     watcher: Option<notify::RecommendedWatcher>,
     watched: Vec<PathBuf>,
     filter: Arc<std::sync::RwLock<Relevant>>,
@@ -46,10 +62,10 @@ pub struct Watch {
     hup: Option<tokio::signal::unix::Signal>,
 }
 
-/// Registers the watches for `app`'s config file and runbook directory.
-pub fn start(app: Arc<App>) -> Watch {
+/// Registers the watches for the config file and runbook directory.
+pub fn start(ctx: Context) -> Watch {
     let (tx, rx) = mpsc::unbounded_channel::<()>();
-    let loaded = app.loaded();
+    let loaded = ctx.config.get();
     let watched = watched_dirs(&loaded);
     let filter = Relevant::new(&loaded);
     let filter = Arc::new(std::sync::RwLock::new(filter));
@@ -81,7 +97,7 @@ pub fn start(app: Arc<App>) -> Watch {
     }
     let config_stamp = file_stamp(&loaded.config.source);
     Watch {
-        app,
+        ctx,
         watcher,
         watched,
         filter,
@@ -95,7 +111,7 @@ pub fn start(app: Arc<App>) -> Watch {
 /// Reloads on file changes and SIGHUP until `stop` completes.
 pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
     let Watch {
-        app,
+        ctx,
         mut watcher,
         mut watched,
         filter,
@@ -104,7 +120,7 @@ pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
         #[cfg(unix)]
         mut hup,
     } = w;
-    let config_path = app.loaded().config.source.clone();
+    let config_path = ctx.config.get().config.source.clone();
     let mut poll = tokio::time::interval(CONFIG_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -138,9 +154,9 @@ pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
             }
         };
         config_stamp = file_stamp(&config_path);
-        if reload(&app, &config_path, trigger).await.is_ok() {
+        if reload(&ctx, &config_path, trigger).await.is_ok() {
             // The runbook directory may have moved: watch the new one.
-            let loaded = app.loaded();
+            let loaded = ctx.config.get();
             let now = watched_dirs(&loaded);
             if now != watched {
                 if let Some(w) = watcher.as_mut() {
@@ -161,14 +177,14 @@ pub async fn watch(w: Watch, stop: impl Future<Output = ()>) {
 }
 
 /// Loads the config at `path` again and puts it in force if it is entirely valid.
-pub async fn reload(app: &App, path: &Path, trigger: &str) -> Result<(), Vec<Problem>> {
+pub async fn reload(ctx: &Context, path: &Path, trigger: &str) -> Result<(), Vec<Problem>> {
     let p = path.to_path_buf();
     let result = tokio::task::spawn_blocking(move || Loaded::load(&p))
         .await
         .unwrap_or_else(|e| Err(vec![Problem(format!("reload panicked: {e}"))]));
     match result {
         Ok(new) => {
-            let old = app.loaded();
+            let old = ctx.config.get();
             if new.config.server.listen != old.config.server.listen
                 || new.config.store.url != old.config.store.url
             {
@@ -177,18 +193,18 @@ pub async fn reload(app: &App, path: &Path, trigger: &str) -> Result<(), Vec<Pro
                 );
             }
             let entry = new.audit_entry(trigger);
-            app.replace_loaded(new);
-            app.metrics.config_reload_success.set(1);
-            if let Err(e) = app.store.audit(vec![entry]).await {
+            ctx.config.replace(new, &ctx.guards, &ctx.store);
+            ctx.metrics.config_reload_success.set(1);
+            if let Err(e) = ctx.store.audit(vec![entry]).await {
                 tracing::error!(error = %e, "reloaded, but cannot write the audit log");
             }
             tracing::info!(trigger, "configuration and runbooks reloaded");
-            app.wake.wake();
+            ctx.wake.wake();
             Ok(())
         }
         Err(problems) => {
-            app.metrics.config_reload_success.set(0);
-            app.metrics.config_reload_failures.inc();
+            ctx.metrics.config_reload_success.set(0);
+            ctx.metrics.config_reload_failures.inc();
             for p in &problems {
                 tracing::error!(problem = %p, trigger, "reload refused; the previous configuration stays in force");
             }
@@ -197,7 +213,7 @@ pub async fn reload(app: &App, path: &Path, trigger: &str) -> Result<(), Vec<Pro
                 "trigger": trigger,
                 "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             });
-            if let Err(e) = app
+            if let Err(e) = ctx
                 .store
                 .audit(vec![NewEntry::new(Event::ConfigReloadFailed, &detail)])
                 .await

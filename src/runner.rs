@@ -13,22 +13,25 @@
 //! cancelled at their next step and the same rule applies.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::clock::Clock;
+use crate::guard::Guards;
 use crate::guard::{Candidate, Decision, Ticket};
 use crate::incident::Reason;
 use crate::loaded::Loaded;
 use crate::metrics::LimitLabel;
+use crate::metrics::Metrics;
 use crate::metrics::ResultLabel;
 use crate::runbook::sandbox::{Cancel, RunEnd, Stop};
 use crate::runbook::scope::{self, AlertView, IncidentView};
-use crate::server::App;
+use crate::snapshot::{Current, Snapshot};
 use crate::steps::StepHost;
-use crate::store::{Claim, Refusal, RunResult};
+use crate::store::{Claim, Refusal, RunResult, Store};
 
 /// How often the runner looks for work when nobody woke it.
 const POLL: Duration = Duration::from_secs(1);
@@ -47,25 +50,61 @@ impl Wake {
     }
 }
 
+/// What the runner works with, handed to it by the composition root.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Store,
+    pub guards: Arc<Guards>,
+    /// Wakes the runner when an incident may have been queued.
+    pub wake: Arc<Wake>,
+    pub metrics: Arc<Metrics>,
+    pub config: Current,
+    pub clock: Clock,
+}
+
+impl Context {
+    /// Loads what the guards keep in the store (breakers, the pause switch) and applies
+    /// `limits.enabled = false`. Called at start-up, and every second when replicas share
+    /// the store (another may have paused medic or tripped a breaker).
+    pub async fn restore_guards(&self) -> Result<(), crate::store::StoreError> {
+        let loaded = self.config.get();
+        let breakers = self.store.breakers().await?;
+        let mut paused = self.store.pause().await?;
+        if !loaded.config.limits.enabled && paused.is_none() {
+            paused = Some(crate::guard::Pause {
+                by: "config (limits.enabled = false)".into(),
+                at: self.clock.now(),
+                reason: "automation is disabled in the configuration".into(),
+            });
+        }
+        self.metrics.paused.set(i64::from(paused.is_some()));
+        self.guards.restore(breakers, paused);
+        Ok(())
+    }
+}
+
 /// Runs until `stop` completes, then cancels runs in flight and waits for them.
-pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
-    recover(&app).await;
-    let max = app.loaded().config.limits.max_concurrent;
+pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
+    recover(&ctx).await;
+    let max = ctx.config.get().config.limits.max_concurrent;
     let slots = Arc::new(Semaphore::new(max));
     let mut runs: JoinSet<()> = JoinSet::new();
     // Runs in flight: their task, how to cancel them, and their incident (whose lease they hold).
     let mut cancels: Vec<(tokio::task::Id, Cancel, String)> = Vec::new();
-    let mut last_housekeeping = Instant::now();
-    let mut last_renew = Instant::now();
-    let mut last_recover = Instant::now();
-    let mut last_shed = Instant::now() - SHED_EVERY;
+    // Timers on the injected clock's instant (tokio's), so a test on paused time drives them.
+    let clock = ctx.clock.clone();
+    let since = |at: tokio::time::Instant| clock.instant().saturating_duration_since(at);
+    let mut last_housekeeping = clock.instant();
+    let mut last_renew = clock.instant();
+    let mut last_recover = clock.instant();
+    let mut last_shed = clock.instant() - SHED_EVERY;
     tokio::pin!(stop);
     // Look for work at once: incidents may have been queued while medic was down.
-    app.wake.wake();
+    ctx.wake.wake();
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = app.wake.0.notified() => {}
+            _ = ctx.wake.0.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
             Some(done) = runs.join_next_with_id() => {
                 let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
@@ -75,37 +114,37 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
                 }
             }
         }
-        if last_housekeeping.elapsed() >= POLL {
-            last_housekeeping = Instant::now();
-            expire_silences(&app).await;
+        if since(last_housekeeping) >= POLL {
+            last_housekeeping = clock.instant();
+            expire_silences(&ctx).await;
             // Processes that escaped a step and that no running step may still own.
             tokio::spawn(crate::steps::reaper::sweep_orphans(
-                app.loaded().toolkit.exec_limits.kill_grace,
+                ctx.config.get().toolkit.exec_limits.kill_grace,
             ));
-            if app.guards.is_shared() {
-                if let Err(e) = app.restore_guards().await {
+            if ctx.guards.is_shared() {
+                if let Err(e) = ctx.restore_guards().await {
                     tracing::warn!(error = %e, "cannot read the shared breakers and pause switch");
                 }
             }
         }
-        let lease = app.loaded().config.store.lease;
-        if last_renew.elapsed() >= lease / 3 {
-            last_renew = Instant::now();
+        let lease = ctx.config.get().config.store.lease;
+        if since(last_renew) >= lease / 3 {
+            last_renew = clock.instant();
             let running = cancels.iter().map(|(_, _, id)| id.clone()).collect();
-            if let Err(e) = app.store.renew_leases(running).await {
+            if let Err(e) = ctx.store.renew_leases(running).await {
                 tracing::error!(error = %e, "cannot renew the leases of running runbooks");
             }
         }
-        if last_recover.elapsed() >= lease / 2 {
-            last_recover = Instant::now();
-            recover(&app).await;
+        if since(last_recover) >= lease / 2 {
+            last_recover = clock.instant();
+            recover(&ctx).await;
         }
         // Beyond the queue's bound, the newest queued incidents escalate rather than pile up.
         // Checked a few times a second, not on every wake: in a storm, wakes are many.
-        if last_shed.elapsed() >= SHED_EVERY {
-            last_shed = Instant::now();
-            let max_queued = app.loaded().config.limits.max_queued;
-            match app.store.shed_queue(max_queued).await {
+        if since(last_shed) >= SHED_EVERY {
+            last_shed = clock.instant();
+            let max_queued = ctx.config.get().config.limits.max_queued;
+            match ctx.store.shed_queue(max_queued).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::warn!(
@@ -113,7 +152,7 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
                         max_queued,
                         "queue full: escalated the newest incidents as rate_limited"
                     );
-                    app.metrics
+                    ctx.metrics
                         .refusals
                         .get_or_create(&LimitLabel {
                             limit: "max_queued",
@@ -127,11 +166,11 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         if free == 0 {
             continue;
         }
-        let tickets = match admit(&app, free).await {
+        let tickets = match admit(&ctx, free).await {
             Ok((t, more)) => {
                 if more {
                     // A full page was decided: look again at once rather than at the next tick.
-                    app.wake.wake();
+                    ctx.wake.wake();
                 }
                 t
             }
@@ -143,21 +182,21 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         if tickets.is_empty() {
             continue;
         }
-        let loaded = app.loaded();
+        let loaded = ctx.config.get();
         let describe = move |claim: &Claim| run_started(&loaded, claim);
         let ids = tickets
             .iter()
             .map(|(id, t)| (id.clone(), t.shared.clone()))
             .collect();
-        let claims = match app.store.claim_checked(ids, describe).await {
+        let claims = match ctx.store.claim_checked(ids, describe).await {
             Ok(c) => {
                 if !c.refused.is_empty() {
                     // Shared guards refused some as they were claimed: the queue moved, so
                     // look again at once rather than at the next tick.
-                    app.wake.wake();
+                    ctx.wake.wake();
                 }
                 for (id, limit) in &c.refused {
-                    app.metrics
+                    ctx.metrics
                         .refusals
                         .get_or_create(&LimitLabel { limit })
                         .inc();
@@ -168,7 +207,7 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             Err(e) => {
                 tracing::error!(error = %e, "cannot claim queued incidents; will retry");
                 for t in tickets.values() {
-                    app.guards.release(t);
+                    ctx.guards.release(t);
                 }
                 continue;
             }
@@ -179,22 +218,22 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
                 continue;
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                app.guards.release(&ticket);
+                ctx.guards.release(&ticket);
                 break;
             };
             let cancel = Cancel::default();
-            let app = app.clone();
+            let ctx = ctx.clone();
             let c = cancel.clone();
             let incident = claim.id.clone();
             let handle = runs.spawn(async move {
                 let _permit = permit;
-                run_one(&app, claim, ticket, c).await;
+                run_one(&ctx, claim, ticket, c).await;
             });
             cancels.push((handle.id(), cancel, incident));
         }
         // Admitted but not claimed (the alert resolved meanwhile): give the slots back.
         for t in tickets.values() {
-            app.guards.release(t);
+            ctx.guards.release(t);
         }
     }
     if !runs.is_empty() {
@@ -216,14 +255,15 @@ pub async fn run(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
 /// one commit; admitted ones come back with their tickets (at most `free`).
 /// Also says whether a full page was refused, so the caller looks again at once.
 async fn admit(
-    app: &App,
+    ctx: &Context,
     free: usize,
 ) -> Result<(std::collections::HashMap<String, Ticket>, bool), crate::store::StoreError> {
     // Look further than `free`: some at the front may have to wait (in-flight caps).
     let page = free * 4 + 32;
-    let queued = app.store.queued(page).await?;
+    let queued = ctx.store.queued(page).await?;
     let full = queued.len() == page;
-    let now = chrono::Utc::now();
+    let snapshot = ctx.config.get();
+    let now = ctx.clock.now();
     let mut admitted = std::collections::HashMap::new();
     let mut refusals = Vec::new();
     for q in queued {
@@ -235,7 +275,7 @@ async fn admit(
             route: q.route.clone(),
             labels: q.labels,
         };
-        match app.guards.admit(&candidate, now) {
+        match ctx.guards.admit(&snapshot.limits, &candidate, now) {
             Decision::Run(ticket) => {
                 admitted.insert(q.id, ticket);
             }
@@ -245,7 +285,7 @@ async fn admit(
                 limit,
                 message,
             } => {
-                app.metrics
+                ctx.metrics
                     .refusals
                     .get_or_create(&LimitLabel { limit })
                     .inc();
@@ -261,14 +301,14 @@ async fn admit(
     }
     let refused = !refusals.is_empty();
     if refused {
-        app.store.refuse(refusals).await?;
+        ctx.store.refuse(refusals).await?;
     }
     Ok((admitted, full && refused))
 }
 
 /// Start-up recovery of runs a dead process left behind.
-async fn recover(app: &App) {
-    let loaded = app.loaded();
+async fn recover(ctx: &Context) {
+    let loaded = ctx.config.get();
     let idempotent: Vec<String> = loaded
         .config
         .routes
@@ -276,7 +316,7 @@ async fn recover(app: &App) {
         .filter(|r| r.idempotent)
         .map(|r| r.name.clone())
         .collect();
-    match app.store.recover_interrupted(idempotent).await {
+    match ctx.store.recover_interrupted(idempotent).await {
         Ok(done) if !done.is_empty() => {
             tracing::warn!(
                 incidents = done.len(),
@@ -289,19 +329,19 @@ async fn recover(app: &App) {
 }
 
 /// Expires the Alertmanager silences of incidents that have ended.
-async fn expire_silences(app: &App) {
-    let loaded = app.loaded();
+async fn expire_silences(ctx: &Context) {
+    let loaded = ctx.config.get();
     let Some(am) = &loaded.config.alertmanager else {
         return;
     };
-    let Ok(pending) = app.store.silences_to_expire().await else {
+    let Ok(pending) = ctx.store.silences_to_expire().await else {
         return;
     };
     for (incident, silence) in pending {
         match crate::steps::alertmanager::expire_silence(&loaded.toolkit.client, am, &silence).await
         {
             Ok(()) => {
-                let _ = app.store.silence_expired(&incident, &silence).await;
+                let _ = ctx.store.silence_expired(&incident, &silence).await;
             }
             Err(e) => {
                 tracing::warn!(silence = %silence, error = %e, "cannot expire a silence; will retry")
@@ -329,10 +369,10 @@ fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
 }
 
 /// Runs one claimed incident's runbook and records the end.
-async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
-    let loaded: Arc<Loaded> = app.loaded();
-    let started = Instant::now();
-    app.metrics.runs_in_flight.inc();
+async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
+    let loaded: Arc<Snapshot> = ctx.config.get();
+    let started = ctx.clock.instant();
+    ctx.metrics.runs_in_flight.inc();
     let route = claim
         .route
         .as_deref()
@@ -351,14 +391,16 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
         Some(runbook) => {
             let host = StepHost {
                 rt: tokio::runtime::Handle::current(),
-                store: app.store.clone(),
+                store: ctx.store.clone(),
                 incident_id: claim.id.clone(),
                 labels: claim.labels.clone(),
                 toolkit: loaded.toolkit.clone(),
                 dry_run,
                 cancel: cancel.clone(),
-                metrics: app.metrics.clone(),
-                guards: app.guards.clone(),
+                metrics: ctx.metrics.clone(),
+                guards: ctx.guards.clone(),
+                limits: loaded.limits.clone(),
+                clock: ctx.clock.clone(),
             };
             let alert = AlertView {
                 labels: &claim.labels,
@@ -412,7 +454,7 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
             stop.reason.as_str(),
         ),
     };
-    let elapsed = started.elapsed();
+    let elapsed = ctx.clock.instant().saturating_duration_since(started);
     let detail = match &end {
         RunEnd::Completed => {
             json!({"result": "completed", "duration_ms": elapsed.as_millis() as u64})
@@ -422,7 +464,7 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
                                      "duration_ms": elapsed.as_millis() as u64})
         }
     };
-    match app.store.finish_run(&claim.id, result, detail).await {
+    match ctx.store.finish_run(&claim.id, result, detail).await {
         Ok(Some(state)) => {
             tracing::info!(incident = %claim.id, runbook = %claim.runbook, state = state.as_str(), result = label, "run finished")
         }
@@ -434,9 +476,9 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
         }
     }
     if label == "requeued" {
-        app.wake.wake();
+        ctx.wake.wake();
     }
-    app.guards.release(&ticket);
+    ctx.guards.release(&ticket);
     // A run that failed counts against its breaker now; a completed one counts as a
     // success only once its alert resolves (see ingest). A runbook that gave up and
     // called `escalate()` failed too, unless its route's breaker says otherwise.
@@ -445,14 +487,24 @@ async fn run_one(app: &Arc<App>, claim: Claim, ticket: Ticket, cancel: Cancel) {
         .is_none_or(|b| b.count_requested);
     let failed = matches!(&end, RunEnd::Stopped(s) if counts_as_failure(s.reason, count_requested));
     if let (true, Some(breaker)) = (failed, ticket.breaker.as_deref()) {
-        crate::guard::record_breaker(&app.guards, &app.store, breaker, &claim.id, false).await;
+        let now = ctx.clock.now();
+        crate::guard::record_breaker(
+            &ctx.guards,
+            &loaded.limits,
+            &ctx.store,
+            breaker,
+            &claim.id,
+            false,
+            now,
+        )
+        .await;
     }
-    app.metrics
+    ctx.metrics
         .runs
         .get_or_create(&ResultLabel { result: label })
         .inc();
-    app.metrics.run_seconds.observe(elapsed.as_secs_f64());
-    app.metrics.runs_in_flight.dec();
+    ctx.metrics.run_seconds.observe(elapsed.as_secs_f64());
+    ctx.metrics.runs_in_flight.dec();
 }
 
 /// Whether a run stopped for `reason` counts as a failure against its route's breaker.

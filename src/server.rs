@@ -1,13 +1,10 @@
-//! The HTTP server: the shared state, the routes, and a graceful stop.
-//!
-//! [`run`] takes a bound listener and a shutdown future, so tests start the whole server
-//! in-process on port 0. It serves until the future completes, then stops accepting, lets
-//! requests in flight finish (bounded by a deadline), and closes the store, which commits
-//! everything already acknowledged.
+//! The HTTP server: the routes, the ops endpoints (`/healthz`, `/readyz`, `/metrics`), and
+//! [`serve`], which accepts connections until told to stop and then lets the requests in
+//! flight finish. What the handlers share is handed to [`router`] by the composition root
+//! (`app`); this module owns no state of its own.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
@@ -19,188 +16,40 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
-use crate::audit::{Event, NewEntry};
-use crate::loaded::Loaded;
+use crate::guard::Guards;
 use crate::metrics::Metrics;
-use crate::store::{Plans, Store};
+use crate::snapshot::Current;
+use crate::store::Store;
 
-/// How long a stop waits for requests in flight before giving up on them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// What every request handler shares.
-pub struct App {
-    loaded: RwLock<Arc<Loaded>>,
+/// What the ops endpoints (`/readyz`, `/metrics`) read, handed over by the composition root.
+pub struct Context {
+    pub config: Current,
     pub store: Store,
     pub metrics: Arc<Metrics>,
-    /// Wakes the runner when an incident may have been queued.
-    pub wake: crate::runner::Wake,
-    /// Rate limits, breakers, caps, windows and the pause switch.
-    pub guards: Arc<crate::guard::Guards>,
+    pub guards: Arc<Guards>,
     /// Which escalation channels keep failing.
-    pub escalation: crate::escalate::Health,
-    /// The address the server listens on, once bound.
-    listening: std::sync::OnceLock<SocketAddr>,
+    pub escalation: Arc<crate::escalate::Health>,
 }
 
-impl App {
-    pub fn new(loaded: Loaded, store: Store, metrics: Arc<Metrics>) -> Arc<App> {
-        let guards = crate::guard::Guards::new(Arc::new(loaded.config.clone()), Vec::new(), None);
-        // Replicas on one database share rates, caps and breakers through it.
-        guards.set_shared(store.is_shared());
-        store.set_storm_window(loaded.config.limits.storm_window);
-        store.set_plans(Plans::from_config(&loaded.config));
-        Arc::new(App {
-            loaded: RwLock::new(Arc::new(loaded)),
-            store,
-            metrics,
-            wake: Default::default(),
-            guards: Arc::new(guards),
-            escalation: Default::default(),
-            listening: Default::default(),
-        })
-    }
-
-    /// Loads what the guards keep in the store (breakers, the pause switch) and applies
-    /// `limits.enabled = false`. Called at start-up, and every second when replicas share
-    /// the store (another may have paused medic or tripped a breaker).
-    pub async fn restore_guards(&self) -> Result<(), crate::store::StoreError> {
-        let loaded = self.loaded();
-        let breakers = self.store.breakers().await?;
-        let mut paused = self.store.pause().await?;
-        if !loaded.config.limits.enabled && paused.is_none() {
-            paused = Some(crate::guard::Pause {
-                by: "config (limits.enabled = false)".into(),
-                at: chrono::Utc::now(),
-                reason: "automation is disabled in the configuration".into(),
-            });
-        }
-        self.metrics.paused.set(i64::from(paused.is_some()));
-        self.guards.restore(breakers, paused);
-        Ok(())
-    }
-
-    /// medic's external URL, for links in messages: `server.external_url`, else the
-    /// address it listens on.
-    pub fn medic_url(&self) -> String {
-        crate::escalate::message::medic_url(&self.loaded().config, self.listening.get().copied())
-    }
-
-    /// Puts a newly loaded configuration in force. Runs in flight keep the one they took.
-    pub fn replace_loaded(&self, loaded: Loaded) {
-        self.guards.reconfigure(Arc::new(loaded.config.clone()));
-        self.store
-            .set_storm_window(loaded.config.limits.storm_window);
-        self.store.set_plans(Plans::from_config(&loaded.config));
-        *self
-            .loaded
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
-    }
-
-    /// The loaded config, routes and runbooks in force now. Holders keep the version they took.
-    pub fn loaded(&self) -> Arc<Loaded> {
-        self.loaded
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
-
-/// The HTTP routes.
-pub fn router(app: Arc<App>) -> Router {
+/// The HTTP routes: the webhook, the API (its token checked around every route, so that an
+/// unknown `/api` path answers 401 before 404), and the ops endpoints.
+pub fn router(
+    ops: Arc<Context>,
+    ingest: Arc<crate::ingest::Context>,
+    api: Arc<crate::api::Context>,
+) -> Router {
+    let config = ops.config.clone();
     Router::new()
-        .route("/webhook", crate::ingest::route(app.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest("/api", crate::api::router())
+        .with_state(ops)
+        .route("/webhook", crate::ingest::route(ingest))
+        .nest("/api", crate::api::router(api))
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            config,
             crate::api::require_token,
         ))
-        .with_state(app)
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then stops gracefully.
-pub async fn run(
-    listener: TcpListener,
-    app: Arc<App>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    if let Err(e) = app.restore_guards().await {
-        tracing::error!(error = %e, "cannot read breakers and the pause switch from the store");
-        return Err(std::io::Error::other(e.to_string()));
-    }
-    let _ = app.listening.set(addr);
-    let loaded = app.loaded();
-    let started = NewEntry::new(
-        Event::ServerStarted,
-        &json!({"version": env!("CARGO_PKG_VERSION"), "listen": addr.to_string(),
-               "config": loaded.config.source.display().to_string()}),
-    );
-    if let Err(e) = app.store.audit(vec![started]).await {
-        tracing::error!(error = %e, "cannot write to the store at start-up");
-        return Err(std::io::Error::other(e.to_string()));
-    }
-    let watch = crate::reload::start(app.clone());
-    let c = &loaded.config;
-    tracing::info!(
-        addr = %addr,
-        config = %c.source.display(),
-        store = %crate::config::redact_url_password(&c.store.url),
-        routes = c.routes.len(),
-        channels = c.escalation.channels.len(),
-        runbooks = loaded.catalog.len(),
-        "listening"
-    );
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    // Headers must arrive within `server.request_timeout`, as the body must.
-    let timeouts = app.clone();
-    let server = tokio::spawn(serve(
-        listener,
-        router(app.clone()),
-        move || timeouts.loaded().config.server.request_timeout,
-        stopped(),
-    ));
-    let runner = tokio::spawn(crate::runner::run(app.clone(), stopped()));
-    let verifier = tokio::spawn(crate::verify::run(app.clone(), stopped()));
-    let sender = tokio::spawn(crate::escalate::run(app.clone(), stopped()));
-    let reloader = tokio::spawn(crate::reload::watch(watch, stopped()));
-    shutdown.await;
-    tracing::info!("stopping: no new connections; finishing requests in flight, cancelling runs");
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error while stopping"),
-        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!(
-            grace = ?SHUTDOWN_GRACE,
-            "requests still in flight after the grace period were abandoned (none was acknowledged)"
-        ),
-    }
-    if let Err(e) = runner.await {
-        tracing::error!(error = %e, "the runner failed while stopping");
-    }
-    let _ = reloader.await;
-    let _ = verifier.await;
-    if let Err(e) = sender.await {
-        tracing::error!(error = %e, "the escalation sender failed while stopping");
-    }
-    let stopped = NewEntry::new(Event::ServerStopped, &json!({"listen": addr.to_string()}));
-    if let Err(e) = app.store.audit(vec![stopped]).await {
-        tracing::warn!(error = %e, "could not record the stop in the audit log");
-    }
-    app.store.close().await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Serves `router` on `listener` over HTTP/1.1 until `shutdown` completes, then stops
@@ -279,14 +128,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let loaded = app.loaded();
-    let paused = app.guards.paused();
-    match app.store.ping().await {
+async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
+    let loaded = ctx.config.get();
+    let paused = ctx.guards.paused();
+    match ctx.store.ping().await {
         Ok(()) => {
             // A failing channel does not make medic unready (it still remediates and
             // queues notifications), but it is shown.
-            let failing: Vec<_> = app
+            let failing: Vec<_> = ctx
                 .escalation
                 .failing(loaded.config.escalation.retry.fall_through_after)
                 .into_iter()
@@ -307,29 +156,29 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
     let mut worst: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
-    for b in app.guards.breakers() {
+    for b in ctx.guards.breakers() {
         let v = worst.entry(b.route.clone()).or_insert(0);
         *v = (*v).max(b.breaker.state.gauge());
     }
     for (route, v) in worst {
-        app.metrics
+        ctx.metrics
             .breaker_state
             .get_or_create(&crate::metrics::RouteLabel { route })
             .set(v);
     }
-    app.metrics
+    ctx.metrics
         .paused
-        .set(i64::from(app.guards.paused().is_some()));
-    match app.store.count_by_state().await {
-        Ok(counts) => app.metrics.set_incident_counts(&counts),
+        .set(i64::from(ctx.guards.paused().is_some()));
+    match ctx.store.count_by_state().await {
+        Ok(counts) => ctx.metrics.set_incident_counts(&counts),
         Err(e) => tracing::warn!(error = %e, "cannot count incidents for /metrics"),
     }
-    match app.store.outbox_counts().await {
+    match ctx.store.outbox_counts().await {
         Ok(c) => {
-            app.metrics.outbox_pending.set(c.pending as i64);
-            app.metrics.outbox_failed.set(c.failed as i64);
+            ctx.metrics.outbox_pending.set(c.pending as i64);
+            ctx.metrics.outbox_failed.set(c.failed as i64);
         }
         Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
     }
@@ -338,7 +187,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(),
+        ctx.metrics.render(),
     )
         .into_response()
 }

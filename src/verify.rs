@@ -15,15 +15,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
+use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::{ServiceConfig, VerifyMode};
+use crate::guard::{Guards, Limits};
+use crate::metrics::Metrics;
 use crate::metrics::ResultLabel;
-use crate::server::App;
-use crate::store::Verifying;
+use crate::snapshot::Current;
+use crate::store::{Store, Verifying};
 
 /// How often timers are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -41,8 +44,18 @@ pub enum Seen {
     Gone,
 }
 
+/// What the verifier works with, handed to it by the composition root.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Store,
+    pub guards: Arc<Guards>,
+    pub metrics: Arc<Metrics>,
+    pub config: Current,
+    pub clock: Clock,
+}
+
 /// Runs until `stop` completes.
-pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
+pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
     let mut polled: HashMap<String, Instant> = HashMap::new();
     tokio::pin!(stop);
     loop {
@@ -50,7 +63,7 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
             _ = &mut stop => break,
             _ = tokio::time::sleep(TICK) => {}
         }
-        let waiting = match app.store.verifying(BATCH).await {
+        let waiting = match ctx.store.verifying(BATCH).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read verification timers; will retry");
@@ -59,13 +72,13 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
         };
         polled.retain(|id, _| waiting.iter().any(|v| &v.id == id));
         for v in waiting {
-            check(&app, &v, &mut polled).await;
+            check(&ctx, &v, &mut polled).await;
         }
     }
 }
 
-async fn check(app: &App, v: &Verifying, polled: &mut HashMap<String, Instant>) {
-    let loaded = app.loaded();
+async fn check(ctx: &Context, v: &Verifying, polled: &mut HashMap<String, Instant>) {
+    let loaded = ctx.config.get();
     let route = v
         .route
         .as_deref()
@@ -75,21 +88,21 @@ async fn check(app: &App, v: &Verifying, polled: &mut HashMap<String, Instant>) 
         .alertmanager
         .as_ref()
         .filter(|_| route.is_some_and(|r| r.verify == VerifyMode::Alertmanager));
-    let expired = v.verify_until <= Utc::now();
+    let expired = v.verify_until <= ctx.clock.now();
     if let Some(am) = am {
         let due = polled
             .get(&v.id)
-            .is_none_or(|at| at.elapsed() >= POLL_EVERY);
+            .is_none_or(|at| ctx.clock.instant().saturating_duration_since(*at) >= POLL_EVERY);
         if due || expired {
-            polled.insert(v.id.clone(), Instant::now());
+            polled.insert(v.id.clone(), ctx.clock.instant());
             match alert_state(&loaded.toolkit.client, am, &v.fingerprint, &v.labels).await {
                 Ok(Seen::Gone) => {
                     let how = "Alertmanager no longer lists the alert as active";
-                    match app.store.verification_resolved(&v.id, how).await {
+                    match ctx.store.verification_resolved(&v.id, how).await {
                         Ok(true) => {
-                            count(app, "resolved");
+                            count(ctx, "resolved");
                             tracing::info!(incident = %v.id, "verified through Alertmanager: the alert resolved");
-                            record_breaker(app, v, true).await;
+                            record_breaker(ctx, &loaded.limits, v, true).await;
                         }
                         Ok(false) => {}
                         Err(e) => {
@@ -112,11 +125,11 @@ async fn check(app: &App, v: &Verifying, polled: &mut HashMap<String, Instant>) 
         .map(|r| humantime::format_duration(r.verify_for).to_string())
         .unwrap_or_else(|| "the verification time".into());
     let message = format!("the alert was still firing {verify_for} after the runbook ended");
-    match app.store.verification_failed(&v.id, &message).await {
+    match ctx.store.verification_failed(&v.id, &message).await {
         Ok(true) => {
-            count(app, "still_firing");
+            count(ctx, "still_firing");
             tracing::warn!(incident = %v.id, "escalated: the alert is still firing after the runbook");
-            record_breaker(app, v, false).await;
+            record_breaker(ctx, &loaded.limits, v, false).await;
         }
         Ok(false) => {}
         Err(e) => {
@@ -125,8 +138,8 @@ async fn check(app: &App, v: &Verifying, polled: &mut HashMap<String, Instant>) 
     }
 }
 
-fn count(app: &App, result: &'static str) {
-    app.metrics
+fn count(ctx: &Context, result: &'static str) {
+    ctx.metrics
         .verifications
         .get_or_create(&ResultLabel { result })
         .inc();
@@ -194,12 +207,22 @@ fn seen(alerts: &Value, fingerprint: &str, labels: &BTreeMap<String, String>) ->
 }
 
 /// A verification's result counts for the route's circuit breaker, if it has one.
-async fn record_breaker(app: &App, v: &Verifying, success: bool) {
+async fn record_breaker(ctx: &Context, limits: &Limits, v: &Verifying, success: bool) {
     let Some(route) = v.route.as_deref() else {
         return;
     };
-    if let Some(breaker) = app.guards.breaker_for(route, &v.labels) {
-        crate::guard::record_breaker(&app.guards, &app.store, &breaker, &v.id, success).await;
+    if let Some(breaker) = limits.breaker_for(route, &v.labels) {
+        let now = ctx.clock.now();
+        crate::guard::record_breaker(
+            &ctx.guards,
+            limits,
+            &ctx.store,
+            &breaker,
+            &v.id,
+            success,
+            now,
+        )
+        .await;
     }
 }
 

@@ -729,51 +729,7 @@ async fn an_unsent_escalation_is_sent_after_kill_9() {
     assert_eq!(events(&inc, "notification_sent").len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ack_stops_tier_two() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let rx = Receiver::start().await;
-    let escalation =
-        r#"tiers = [{ after = "0s", notify = ["hook"] }, { after = "2s", notify = ["chat"] }]"#;
-    let cfg = config(dir, "127.0.0.1:9", &rx, escalation, "", "");
-    let m = Medic::start_in(dir, &cfg);
-    post_webhook(&m, &body(vec![alert("Paged", "p1", "firing")])).await;
-    let inc = in_state(&m, "Paged", "escalated").await;
-    let id = inc["id"].as_str().unwrap().to_string();
-    rx.wait_delivered("/hook", 1, WAIT).await;
-
-    assert_eq!(post_ack(&m, &id, None, "{}").await.0, 401);
-    assert_eq!(post_ack(&m, "01NOPE", Some(API_TOKEN), "").await.0, 404);
-    assert_eq!(
-        post_ack(&m, &id, Some(API_TOKEN), "{\"who\": 1}").await.0,
-        400
-    );
-    let (status, acked) = post_ack(&m, &id, Some(API_TOKEN), r#"{"by": "alice"}"#).await;
-    assert_eq!(status, 200, "{acked}");
-    assert_eq!(acked["state"], "acknowledged");
-    assert_eq!(acked["acknowledged_by"], "alice");
-    let (status, again) = post_ack(&m, &id, Some(API_TOKEN), "").await;
-    assert_eq!(
-        (status, again["acknowledged_by"].as_str()),
-        (200, Some("alice"))
-    );
-
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(rx.delivered("/slack").is_empty(), "tier two was not paged");
-    let inc = incident(&m, &id).await;
-    assert_eq!(events(&inc, "incident_acknowledged")[0]["by"], "alice");
-    let cancelled = events(&inc, "notifications_cancelled");
-    assert_eq!(
-        (
-            cancelled[0]["notifications"].as_u64(),
-            cancelled[0]["why"].as_str()
-        ),
-        (Some(1), Some("acknowledged"))
-    );
-    let changed = events(&inc, "state_changed");
-    assert_eq!(changed.last().unwrap()["to"], "acknowledged");
-}
+// `an_ack_stops_tier_two` runs in-process on paused time: tests/in_process.rs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renotify_repeats_the_policy_until_acked() {

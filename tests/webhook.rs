@@ -398,11 +398,11 @@ async fn store_failure_answers_503_so_alertmanager_retries() {
     let loaded = medic::loaded::Loaded::from_config(config).unwrap();
     let metrics = Arc::new(medic::metrics::Metrics::default());
     let store = medic::store::Store::open(&loaded.config.store.url, metrics.store.clone()).unwrap();
-    let app = medic::server::App::new(loaded, store.clone(), metrics);
+    let app = medic::app::Engine::new(loaded, store.clone(), metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(medic::server::run(listener, app, async {
+    let server = tokio::spawn(medic::app::run(listener, app, async {
         let _ = stopped.await;
     }));
     let url = |p: &str| format!("http://{addr}{p}");

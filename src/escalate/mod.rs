@@ -27,18 +27,20 @@ pub mod webhook;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::clock::Clock;
 use crate::config::{ChannelConfig, ChannelKind, RetryConfig};
+use crate::metrics::Metrics;
 use crate::metrics::NotificationLabels;
-use crate::server::App;
-use crate::store::{Attempt, Incident, Notification};
+use crate::snapshot::Current;
+use crate::store::{Attempt, Incident, Notification, Store};
 use message::Message;
 
 /// How often the sender looks at the outbox when nothing woke it.
@@ -208,11 +210,13 @@ pub fn backoff(retry: &RetryConfig, attempt: u32, jitter: f64) -> Duration {
     capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// A number in [0, 1) for jitter; needs no cryptographic quality.
+/// A number in [0, 1) for jitter; needs no cryptographic quality. Not from the clock (a
+/// paused clock would give every retry the same jitter): a randomly keyed hash of a count.
 fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
+    static DRAWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128);
+    h.write_u64(DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -249,20 +253,42 @@ impl Health {
     }
 }
 
+/// What the sender works with, handed to it by the composition root.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Which channels keep failing, shared with `/readyz`.
+    pub health: Arc<Health>,
+    pub config: Current,
+    pub clock: Clock,
+    /// The address medic listens on, for links in messages when `server.external_url`
+    /// is not set.
+    pub listening: Option<SocketAddr>,
+}
+
+impl Context {
+    /// medic's external URL, for links in messages: `server.external_url`, else the
+    /// address it listens on.
+    fn medic_url(&self) -> String {
+        message::medic_url(&self.config.get().config, self.listening)
+    }
+}
+
 /// Runs the sender until `stop` completes; sends in flight get a short grace.
-pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
-    let wake = app.store.outbox_wake();
+pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
+    let wake = ctx.store.outbox_wake();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // Notifications in flight, and those whose attempt was recorded since the last look:
     // an id leaves `taken` only before a fresh read of the outbox, one that sees its record.
     let mut taken: HashSet<i64> = HashSet::new();
     let finished: Arc<Mutex<Vec<i64>>> = Arc::default();
     let mut sends: JoinSet<()> = JoinSet::new();
-    let mut last_renotify = Instant::now();
+    let mut last_renotify = ctx.clock.instant();
     tokio::pin!(stop);
     loop {
-        let mut wait = match app.store.outbox_next_due().await {
-            Ok(Some(due)) => (due - Utc::now())
+        let mut wait = match ctx.store.outbox_next_due().await {
+            Ok(Some(due)) => (due - ctx.clock.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(POLL),
@@ -279,9 +305,9 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
             _ = tokio::time::sleep(wait) => {}
             Some(_) = sends.join_next(), if !sends.is_empty() => continue,
         }
-        if last_renotify.elapsed() >= RENOTIFY_EVERY {
-            last_renotify = Instant::now();
-            match app.store.renotify_due().await {
+        if ctx.clock.instant().saturating_duration_since(last_renotify) >= RENOTIFY_EVERY {
+            last_renotify = ctx.clock.instant();
+            match ctx.store.renotify_due().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(incidents = n, "escalated incidents renotified"),
                 Err(e) => tracing::warn!(error = %e, "cannot start renotify rounds; will retry"),
@@ -290,7 +316,7 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
         for id in lock(&finished).drain(..) {
             taken.remove(&id);
         }
-        let due = match app.store.outbox_due(Utc::now(), BATCH).await {
+        let due = match ctx.store.outbox_due(ctx.clock.now(), BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox; will retry");
@@ -304,10 +330,10 @@ pub async fn run(app: Arc<App>, stop: impl Future<Output = ()>) {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (app, finished) = (app.clone(), finished.clone());
+            let (ctx, finished) = (ctx.clone(), finished.clone());
             sends.spawn(async move {
                 let id = n.id;
-                deliver(&app, n).await;
+                deliver(&ctx, n).await;
                 lock(&finished).push(id);
                 drop(permit);
             });
@@ -330,13 +356,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// One attempt at one notification, recorded.
-async fn deliver(app: &App, n: Notification) {
-    let loaded = app.loaded();
+async fn deliver(ctx: &Context, n: Notification) {
+    let loaded = ctx.config.get();
     let retry = loaded.config.escalation.retry;
-    let started = Instant::now();
+    let started = ctx.clock.instant();
     let result = match (
         loaded.config.escalation.channel(&n.channel),
-        app.store.incident(&n.incident_id).await,
+        ctx.store.incident(&n.incident_id).await,
     ) {
         (_, Err(e)) => {
             tracing::warn!(error = %e, "cannot read an incident to notify; will retry");
@@ -351,11 +377,11 @@ async fn deliver(app: &App, n: Notification) {
             n.channel
         ))),
         (Some(channel), Ok(Some(incident))) => {
-            let mut message = Message::new(&incident, n.kind, &app.medic_url());
+            let mut message = Message::new(&incident, n.kind, &ctx.medic_url());
             // A storm group's summary lists the group's incidents still escalated.
             if let Some(gid) = &n.group {
                 if let Ok((size, incidents)) =
-                    app.store.group_members(gid, message::GROUP_LISTED).await
+                    ctx.store.group_members(gid, message::GROUP_LISTED).await
                 {
                     message.title = format!(
                         "{} (+{} more incidents)",
@@ -382,7 +408,7 @@ async fn deliver(app: &App, n: Notification) {
             send(&loaded.toolkit.client, channel, &out).await
         }
     };
-    let elapsed = started.elapsed();
+    let elapsed = ctx.clock.instant().saturating_duration_since(started);
     let attempt = match &result {
         Ok(()) => Attempt::Sent,
         Err(e) => {
@@ -390,7 +416,7 @@ async fn deliver(app: &App, n: Notification) {
             let made = n.attempts + 1;
             let retry_at = (!permanent && made < retry.attempts).then(|| {
                 let wait = backoff(&retry, made, jitter());
-                Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
+                ctx.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default()
             });
             Attempt::Failed {
                 error: loaded.toolkit.redactor.apply(&e.to_string()),
@@ -405,8 +431,8 @@ async fn deliver(app: &App, n: Notification) {
         Err(e) if e.is_permanent() => "permanent_failure",
         Err(_) => "transient_failure",
     };
-    let failures = app.escalation.record(&n.channel, result.is_ok());
-    let m = &app.metrics;
+    let failures = ctx.health.record(&n.channel, result.is_ok());
+    let m = &ctx.metrics;
     m.notifications
         .get_or_create(&NotificationLabels {
             channel: n.channel.clone(),
@@ -424,7 +450,7 @@ async fn deliver(app: &App, n: Notification) {
             tracing::warn!(incident = %n.incident_id, channel = %n.channel, attempt = n.attempts + 1, error = %e, permanent = e.is_permanent(), "notification failed")
         }
     }
-    if let Err(e) = app.store.outbox_attempt(n.id, attempt).await {
+    if let Err(e) = ctx.store.outbox_attempt(n.id, attempt).await {
         // Not recorded: it stays due and is tried again (a receiver may see it twice,
         // with the same idempotency key).
         tracing::error!(error = %e, "cannot record a notification attempt");

@@ -196,8 +196,10 @@ pub struct BreakerEntry {
     pub breaker: Breaker,
 }
 
-/// The limits of one configuration, with limiters reused across reloads when unchanged.
-struct Limits {
+/// The limits of one configuration: its rate limiters (reused across reloads when
+/// unchanged, see [`Guards::limits`]) and the routes' caps and breakers. Part of the
+/// configuration snapshot in force, so a reader sees one configuration's limits whole.
+pub struct Limits {
     global: Option<(Rate, Arc<Limiter>)>,
     routes: HashMap<String, (Rate, Arc<Limiter>)>,
     exec: Option<(Rate, Arc<Limiter>)>,
@@ -205,8 +207,9 @@ struct Limits {
     config: Arc<Config>,
 }
 
+/// The guards' state, which outlives reloads: rate limiters' windows, runs in flight,
+/// breakers and the pause switch. What a configuration says is in [`Limits`], passed in.
 pub struct Guards {
-    limits: RwLock<Limits>,
     /// Every limiter built so far, by scope and rate, so a reload keeps their windows.
     built: Mutex<HashMap<String, Arc<Limiter>>>,
     in_flight: Mutex<HashMap<String, u32>>,
@@ -288,29 +291,38 @@ pub fn breaker_id(route: &str, key: &str) -> String {
     hex::encode(&h[..8])
 }
 
+impl Limits {
+    /// Finds the breaker of an incident by its route and labels, if the route has one.
+    pub fn breaker_for(&self, route: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        let r = self.config.routes.iter().find(|r| r.name == route)?;
+        let b = r.breaker.as_ref()?;
+        Some(breaker_id(&r.name, &key_of(labels, &b.key)))
+    }
+
+    /// The failure threshold of each route's breaker.
+    pub fn breaker_thresholds(&self) -> HashMap<String, u32> {
+        self.config
+            .routes
+            .iter()
+            .filter_map(|r| r.breaker.as_ref().map(|b| (r.name.clone(), b.failures)))
+            .collect()
+    }
+}
+
 impl Guards {
-    pub fn new(config: Arc<Config>, breakers: Vec<BreakerEntry>, paused: Option<Pause>) -> Guards {
-        let g = Guards {
-            limits: RwLock::new(Limits {
-                global: None,
-                routes: HashMap::new(),
-                exec: None,
-                http: None,
-                config: config.clone(),
-            }),
+    pub fn new(breakers: Vec<BreakerEntry>, paused: Option<Pause>) -> Guards {
+        Guards {
             built: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             breakers: Mutex::new(breakers.into_iter().map(|b| (b.id.clone(), b)).collect()),
             paused: RwLock::new(paused),
             shared: std::sync::atomic::AtomicBool::new(false),
-        };
-        g.reconfigure(config);
-        g
+        }
     }
 
-    /// Applies a (re)loaded configuration. Limiters whose scope and rate are unchanged are
-    /// kept, so a reload does not refill anyone's budget.
-    pub fn reconfigure(&self, config: Arc<Config>) {
+    /// The limits of a (re)loaded configuration. Limiters whose scope and rate are
+    /// unchanged are the ones built before, so a reload does not refill anyone's budget.
+    pub fn limits(&self, config: Arc<Config>) -> Limits {
         let limiter = |scope: String, rate: Rate| -> (Rate, Arc<Limiter>) {
             let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
             let l = built
@@ -325,7 +337,7 @@ impl Guards {
                 .clone();
             (rate, l)
         };
-        let limits = Limits {
+        Limits {
             global: config.limits.rate.map(|r| limiter("global".into(), r)),
             routes: config
                 .routes
@@ -338,8 +350,7 @@ impl Guards {
             exec: config.limits.exec_rate.map(|r| limiter("exec".into(), r)),
             http: config.limits.http_rate.map(|r| limiter("http".into(), r)),
             config,
-        };
-        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        }
     }
 
     /// Puts back what the store kept: the breakers and the pause switch.
@@ -367,17 +378,6 @@ impl Guards {
             .insert(entry.id.clone(), entry);
     }
 
-    /// The failure threshold of each route's breaker.
-    pub fn breaker_thresholds(&self) -> HashMap<String, u32> {
-        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
-        limits
-            .config
-            .routes
-            .iter()
-            .filter_map(|r| r.breaker.as_ref().map(|b| (r.name.clone(), b.failures)))
-            .collect()
-    }
-
     pub fn paused(&self) -> Option<Pause> {
         self.paused
             .read()
@@ -390,7 +390,7 @@ impl Guards {
     }
 
     /// May this queued incident run now?
-    pub fn admit(&self, c: &Candidate, now: DateTime<Utc>) -> Decision {
+    pub fn admit(&self, limits: &Limits, c: &Candidate, now: DateTime<Utc>) -> Decision {
         if let Some(p) = self.paused() {
             return Decision::Refuse {
                 reason: Reason::Paused,
@@ -403,7 +403,6 @@ impl Guards {
                 ),
             };
         }
-        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
         let route: Option<&RouteConfig> = c
             .route
             .as_deref()
@@ -431,7 +430,7 @@ impl Guards {
         }
 
         if self.is_shared() {
-            return Decision::Run(self.shared_ticket(c, route, &limits));
+            return Decision::Run(self.shared_ticket(c, route, limits));
         }
 
         // Concurrency caps: waiting, not refusing; the incident stays queued in the store.
@@ -578,12 +577,12 @@ impl Guards {
     /// when it changed state (or when it remembered a new failure).
     pub fn record(
         &self,
+        limits: &Limits,
         id: &str,
         incident: &str,
         success: bool,
         now: DateTime<Utc>,
     ) -> Option<(BreakerEntry, bool)> {
-        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         let entry = breakers.get_mut(id)?;
         let threshold = limits
@@ -597,14 +596,6 @@ impl Guards {
         let before = entry.breaker.clone();
         let changed_state = entry.breaker.record(incident, success, now, threshold);
         (entry.breaker != before).then(|| (entry.clone(), changed_state))
-    }
-
-    /// Finds the breaker of an incident by its route and labels, if the route has one.
-    pub fn breaker_for(&self, route: &str, labels: &BTreeMap<String, String>) -> Option<String> {
-        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
-        let r = limits.config.routes.iter().find(|r| r.name == route)?;
-        let b = r.breaker.as_ref()?;
-        Some(breaker_id(&r.name, &key_of(labels, &b.key)))
     }
 
     /// Closes a breaker by hand; returns it to persist.
@@ -638,7 +629,12 @@ impl Guards {
 
     /// May a step run now? The pause switch stops every kind; `exec` (key: the program) and
     /// `http` (key: the host) also have rates.
-    pub fn step(&self, kind: StepKind, key: &str) -> Result<(), (Reason, &'static str, String)> {
+    pub fn step(
+        &self,
+        limits: &Limits,
+        kind: StepKind,
+        key: &str,
+    ) -> Result<(), (Reason, &'static str, String)> {
         if let Some(p) = self.paused() {
             return Err((
                 Reason::Paused,
@@ -651,7 +647,6 @@ impl Guards {
                 ),
             ));
         }
-        let limits = self.limits.read().unwrap_or_else(|p| p.into_inner());
         let (limit, name, setting, per) = match kind {
             StepKind::Exec => (&limits.exec, "exec_rate", "limits.exec_rate", "program"),
             StepKind::Http => (&limits.http, "http_rate", "limits.http_rate", "host"),
@@ -698,20 +693,23 @@ pub trait BreakerStore {
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
 }
 
-/// Counts a remediation's result (`success`) of `incident` against breaker `breaker`.
+/// Counts a remediation's result (`success`) of `incident` against breaker `breaker`, at
+/// `now`, with the `limits` of the configuration the caller holds.
 ///
 /// Shared guards: the store reads, updates and audits the breaker in one transaction and
 /// the guards keep what it returns. Otherwise the guards update it in memory and the store
 /// persists it. A store error is logged: the result is lost, the incident is not.
 pub async fn record_breaker(
     guards: &Guards,
+    limits: &Limits,
     store: &impl BreakerStore,
     breaker: &str,
     incident: &str,
     success: bool,
+    now: DateTime<Utc>,
 ) {
     if guards.is_shared() {
-        let thresholds = guards.breaker_thresholds();
+        let thresholds = limits.breaker_thresholds();
         match store
             .record_shared(breaker, incident, success, thresholds)
             .await
@@ -724,7 +722,7 @@ pub async fn record_breaker(
         }
         return;
     }
-    if let Some((entry, changed_state)) = guards.record(breaker, incident, success, Utc::now()) {
+    if let Some((entry, changed_state)) = guards.record(limits, breaker, incident, success, now) {
         if changed_state {
             tracing::warn!(breaker, route = %entry.route, state = entry.breaker.state.as_str(), "circuit breaker changed state");
         }

@@ -7,14 +7,60 @@ use chrono::TimeZone;
 
 use super::*;
 
-fn guards(toml: &str) -> Guards {
+/// The guards with the limits of the configuration in force, as the engine holds them
+/// (the limits in its configuration snapshot).
+struct Under {
+    guards: Guards,
+    limits: Limits,
+}
+
+impl Under {
+    fn new(cfg: Config, breakers: Vec<BreakerEntry>) -> Under {
+        let guards = Guards::new(breakers, None);
+        let limits = guards.limits(Arc::new(cfg));
+        Under { guards, limits }
+    }
+
+    fn admit(&self, c: &Candidate, now: DateTime<Utc>) -> Decision {
+        self.guards.admit(&self.limits, c, now)
+    }
+
+    fn record(
+        &self,
+        id: &str,
+        incident: &str,
+        success: bool,
+        now: DateTime<Utc>,
+    ) -> Option<(BreakerEntry, bool)> {
+        self.guards.record(&self.limits, id, incident, success, now)
+    }
+
+    fn step(&self, kind: StepKind, key: &str) -> Result<(), (Reason, &'static str, String)> {
+        self.guards.step(&self.limits, kind, key)
+    }
+
+    /// A reload: the limits of a new configuration.
+    fn reconfigure(&mut self, cfg: Config) {
+        self.limits = self.guards.limits(Arc::new(cfg));
+    }
+}
+
+impl std::ops::Deref for Under {
+    type Target = Guards;
+
+    fn deref(&self) -> &Guards {
+        &self.guards
+    }
+}
+
+fn guards(toml: &str) -> Under {
     let cfg = Config::parse(
         std::path::Path::new("t.toml"),
         &format!("{toml}{}", crate::config::TEST_ESCALATION),
         &|_| None,
     )
     .expect("config");
-    Guards::new(Arc::new(cfg), Vec::new(), None)
+    Under::new(cfg, Vec::new())
 }
 
 fn cand(id: &str, route: &str, labels: &[(&str, &str)]) -> Candidate {
@@ -188,7 +234,7 @@ async fn breaker_state_is_restored_from_what_the_store_kept() {
             trial: None,
         },
     };
-    let g = Guards::new(Arc::new(cfg), vec![kept], None);
+    let g = Under::new(cfg, vec![kept]);
     let (limit, _, _) = refused(&g.admit(&cand("z", "restart", &[("instance", "a")]), now()));
     assert_eq!(limit, "breaker");
     assert_eq!(g.reset(&id).unwrap().breaker.state, breaker::State::Closed);
@@ -276,7 +322,7 @@ maintenance_action = "escalate"
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_keeps_the_rate_windows() {
-    let g = guards(ROUTE_RATE);
+    let mut g = guards(ROUTE_RATE);
     let a = |i: u32| cand(&format!("a{i}"), "disk", &[("instance", "a")]);
     for i in 0..3 {
         assert!(matches!(g.admit(&a(i), now()), Decision::Run(_)));
@@ -287,7 +333,7 @@ async fn a_reload_keeps_the_rate_windows() {
         &|_| None,
     )
     .unwrap();
-    g.reconfigure(Arc::new(cfg));
+    g.reconfigure(cfg);
     assert!(
         matches!(g.admit(&a(3), now()), Decision::Refuse { .. }),
         "a reload must not refill the budget"

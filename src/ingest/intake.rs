@@ -7,7 +7,7 @@ use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -19,20 +19,24 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tower::{ServiceBuilder, ServiceExt as _};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use super::{count_rejected, error, refuse, too_large, Outcome, Snapshot};
+use super::{count_rejected, error, refuse, too_large, InForce, Outcome};
 use crate::metrics::OutcomeLabel;
-use crate::server::App;
 
 /// Outermost: takes the config in force for the whole delivery, then counts the delivery
 /// by its outcome (`medic_webhook_deliveries_total`) and its time.
-pub(super) async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    req.extensions_mut().insert(Snapshot(app.loaded()));
+pub(super) async fn observe(
+    State(ctx): State<Arc<super::Context>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let started = ctx.clock.instant();
+    req.extensions_mut().insert(InForce(ctx.config.get()));
     let response = next.run(req).await;
     if let Some(&Outcome(outcome)) = response.extensions().get::<Outcome>() {
-        let m = &app.metrics;
+        let m = &ctx.metrics;
         m.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
-        m.webhook_seconds.observe(started.elapsed().as_secs_f64());
+        let elapsed = ctx.clock.instant().saturating_duration_since(started);
+        m.webhook_seconds.observe(elapsed.as_secs_f64());
     }
     response
 }
@@ -40,8 +44,8 @@ pub(super) async fn observe(State(app): State<Arc<App>>, mut req: Request, next:
 /// With `server.webhook_token` set: a bearer token, or HTTP Basic with the token as
 /// password; else 401 with `WWW-Authenticate`.
 pub(super) async fn credentials(
-    State(app): State<Arc<App>>,
-    Extension(Snapshot(loaded)): Extension<Snapshot>,
+    State(ctx): State<Arc<super::Context>>,
+    Extension(InForce(loaded)): Extension<InForce>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -51,7 +55,7 @@ pub(super) async fn credentials(
     if crate::auth::bearer_or_basic_ok(req.headers(), token) {
         return next.run(req).await;
     }
-    count_rejected(&app, "unauthorized");
+    count_rejected(&ctx, "unauthorized");
     let mut refused = error(
         "unauthorized",
         StatusCode::UNAUTHORIZED,
@@ -66,7 +70,7 @@ pub(super) async fn credentials(
 
 /// `Content-Type: application/json`, else 415.
 pub(super) async fn content_type(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<super::Context>>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -79,7 +83,7 @@ pub(super) async fn content_type(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("none");
     refuse(
-        &app,
+        &ctx,
         "content_type",
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         format!("Content-Type must be application/json, got {given:?}"),
@@ -103,8 +107,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// finds that error by type. The body must also arrive whole within the timeout
 /// ([`Deadline`]).
 pub(super) async fn limits(
-    State(app): State<Arc<App>>,
-    Extension(Snapshot(loaded)): Extension<Snapshot>,
+    State(ctx): State<Arc<super::Context>>,
+    Extension(InForce(loaded)): Extension<InForce>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -123,7 +127,7 @@ pub(super) async fn limits(
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE
         && response.extensions().get::<Outcome>().is_none()
     {
-        return too_large(&app, limit);
+        return too_large(&ctx, limit);
     }
     response.map(Body::new)
 }

@@ -27,27 +27,41 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Json};
-use chrono::Utc;
 use http_body_util::{BodyExt as _, LengthLimitError};
 use serde_json::{json, Value};
 use tower::ServiceBuilder;
 
 use crate::audit::{Event, NewEntry};
-use crate::loaded::Loaded;
+use crate::clock::Clock;
+use crate::guard::{Guards, Limits};
+use crate::metrics::Metrics;
 use crate::metrics::{ReasonLabel, StatusLabel};
 use crate::routing::Decision;
-use crate::server::App;
-use crate::store::{AlertEffect, Delivery};
+use crate::runner::Wake;
+use crate::snapshot::{Current, Snapshot};
+use crate::store::{AlertEffect, Delivery, Store};
+
+/// What a delivery is handled with, handed to ingest by the composition root.
+pub struct Context {
+    pub config: Current,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// For the breakers that a resolution after a run closes.
+    pub guards: Arc<Guards>,
+    /// Wakes the runner when a delivery queued an incident.
+    pub wake: Arc<Wake>,
+    pub clock: Clock,
+}
 
 /// `POST /webhook`: the handler behind its layers, outermost first. The layers run only for
 /// a `POST` (`route_layer`): another method is answered 405, whatever its credentials.
-pub fn route(app: Arc<App>) -> MethodRouter<Arc<App>> {
+pub fn route<S: Clone + Send + Sync + 'static>(ctx: Arc<Context>) -> MethodRouter<S> {
     let layers = ServiceBuilder::new()
-        .layer(from_fn_with_state(app.clone(), intake::observe))
-        .layer(from_fn_with_state(app.clone(), intake::credentials))
-        .layer(from_fn_with_state(app.clone(), intake::content_type))
-        .layer(from_fn_with_state(app, intake::limits));
-    post(webhook).route_layer(layers)
+        .layer(from_fn_with_state(ctx.clone(), intake::observe))
+        .layer(from_fn_with_state(ctx.clone(), intake::credentials))
+        .layer(from_fn_with_state(ctx.clone(), intake::content_type))
+        .layer(from_fn_with_state(ctx.clone(), intake::limits));
+    post(webhook).route_layer(layers).with_state(ctx)
 }
 
 /// How a delivery ended, for `medic_webhook_deliveries_total{outcome}`: carried on the
@@ -58,7 +72,7 @@ struct Outcome(&'static str);
 /// The config, routes and runbooks in force when the delivery arrived: every layer and step
 /// of one delivery uses this one version, whatever a reload does meanwhile.
 #[derive(Clone)]
-struct Snapshot(Arc<Loaded>);
+struct InForce(Arc<Snapshot>);
 
 fn answer(outcome: &'static str, status: StatusCode, body: Value) -> Response {
     let mut response = (status, Json(body)).into_response();
@@ -71,8 +85,8 @@ fn error(outcome: &'static str, status: StatusCode, message: impl Into<String>) 
 }
 
 /// Counts a refused delivery in `medic_webhook_rejected_total{reason}`.
-fn count_rejected(app: &App, reason: &'static str) {
-    app.metrics
+fn count_rejected(ctx: &Context, reason: &'static str) {
+    ctx.metrics
         .rejected
         .get_or_create(&ReasonLabel { reason })
         .inc();
@@ -80,18 +94,18 @@ fn count_rejected(app: &App, reason: &'static str) {
 
 /// A 4xx: a body Alertmanager should not resend as is, counted by `reason`.
 fn refuse(
-    app: &App,
+    ctx: &Context,
     reason: &'static str,
     status: StatusCode,
     message: impl Into<String>,
 ) -> Response {
-    count_rejected(app, reason);
+    count_rejected(ctx, reason);
     error("rejected", status, message)
 }
 
-fn too_large(app: &App, limit: usize) -> Response {
+fn too_large(ctx: &Context, limit: usize) -> Response {
     refuse(
-        app,
+        ctx,
         "body_too_large",
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("body exceeds the limit of {limit} bytes"),
@@ -101,23 +115,23 @@ fn too_large(app: &App, limit: usize) -> Response {
 /// The handler behind the layers: read the body, parse it, route each alert, store the
 /// delivery, answer.
 async fn webhook(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Context>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(Snapshot(loaded)): Extension<Snapshot>,
+    Extension(InForce(loaded)): Extension<InForce>,
     body: Body,
 ) -> Response {
     let server = &loaded.config.server;
-    let bytes = match read_body(&app, server.body_limit, body).await {
+    let bytes = match read_body(&ctx, server.body_limit, body).await {
         Ok(bytes) => bytes,
         Err(refused) => return *refused,
     };
-    let parsed = match parse(&app, peer, &bytes) {
+    let parsed = match parse(&ctx, peer, &bytes) {
         Ok(parsed) => parsed,
         Err(refused) => return *refused,
     };
-    let (delivery, tally) = route_alerts(&app, &loaded, peer, parsed);
-    match store(&app, server.request_timeout, peer, delivery).await {
-        Ok(effects) => stored(&app, tally, &effects).await,
+    let (delivery, tally) = route_alerts(&ctx, &loaded, peer, parsed);
+    match store(&ctx, server.request_timeout, peer, delivery).await {
+        Ok(effects) => stored(&ctx, &loaded.limits, tally, &effects).await,
         Err(unavailable) => *unavailable,
     }
 }
@@ -125,23 +139,23 @@ async fn webhook(
 /// Reads the whole body, which the `limits` layer bounds in size and time. Its errors are
 /// told apart by type, through the error's sources: over the limit (413), too late (408),
 /// or anything else the connection did (400).
-async fn read_body(app: &App, limit: usize, body: Body) -> Result<Bytes, Box<Response>> {
+async fn read_body(ctx: &Context, limit: usize, body: Body) -> Result<Bytes, Box<Response>> {
     let e = match body.collect().await {
         Ok(collected) => return Ok(collected.to_bytes()),
         Err(e) => e,
     };
     Err(Box::new(if caused_by::<LengthLimitError>(&e) {
-        too_large(app, limit)
+        too_large(ctx, limit)
     } else if caused_by::<intake::TooLate>(&e) {
         refuse(
-            app,
+            ctx,
             "timeout",
             StatusCode::REQUEST_TIMEOUT,
             "the body did not arrive in time",
         )
     } else {
         refuse(
-            app,
+            ctx,
             "body",
             StatusCode::BAD_REQUEST,
             format!("cannot read the body: {e}"),
@@ -156,7 +170,7 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
 
 /// Parses and checks the body ([`payload`]). One that is not a version-4 webhook is
 /// answered 400 with the error naming the field, and audited.
-fn parse(app: &App, peer: SocketAddr, bytes: &[u8]) -> Result<payload::Payload, Box<Response>> {
+fn parse(ctx: &Context, peer: SocketAddr, bytes: &[u8]) -> Result<payload::Payload, Box<Response>> {
     payload::parse(bytes).map_err(|e| {
         tracing::warn!(source = %peer, error = %e.message, "webhook rejected");
         let entry = NewEntry::new(
@@ -164,11 +178,11 @@ fn parse(app: &App, peer: SocketAddr, bytes: &[u8]) -> Result<payload::Payload, 
             &json!({"source": peer.to_string(), "reason": e.kind, "error": truncate(&e.message, 512)}),
         );
         // Best effort: a refused body must not wait on, or fail because of, the store.
-        let store = app.store.clone();
+        let store = ctx.store.clone();
         tokio::spawn(async move {
             let _ = store.audit(vec![entry]).await;
         });
-        Box::new(refuse(app, e.kind, StatusCode::BAD_REQUEST, e.message))
+        Box::new(refuse(ctx, e.kind, StatusCode::BAD_REQUEST, e.message))
     })
 }
 
@@ -183,8 +197,8 @@ struct Tally {
 /// Routes each alert (pure, [`crate::routing`]); an alert over medic's limits is escalated
 /// `invalid_alert` instead ([`invalid_alert`]).
 fn route_alerts(
-    app: &App,
-    loaded: &Loaded,
+    ctx: &Context,
+    loaded: &Snapshot,
     peer: SocketAddr,
     parsed: payload::Payload,
 ) -> (Delivery, Tally) {
@@ -208,9 +222,9 @@ fn route_alerts(
             (a, routed)
         })
         .collect::<Vec<_>>();
-    let tally = tally(app, peer, &alerts);
+    let tally = tally(&loaded.limits, peer, &alerts);
     let delivery = Delivery {
-        received_at: Utc::now(),
+        received_at: ctx.clock.now(),
         source: peer.to_string(),
         receiver: parsed.receiver,
         status: parsed.status,
@@ -224,7 +238,7 @@ fn route_alerts(
 }
 
 /// How many alerts are invalid, each alert's status, and the breaker a resolution closes.
-fn tally(app: &App, peer: SocketAddr, alerts: &[(payload::Alert, Decision)]) -> Tally {
+fn tally(limits: &Limits, peer: SocketAddr, alerts: &[(payload::Alert, Decision)]) -> Tally {
     let invalid = alerts
         .iter()
         .filter(|(_, r)| matches!(r, Decision::Invalid { .. }))
@@ -236,7 +250,7 @@ fn tally(app: &App, peer: SocketAddr, alerts: &[(payload::Alert, Decision)]) -> 
         .iter()
         .map(|(a, routed)| match routed {
             Decision::Runbook { route, .. } if a.status == payload::Status::Resolved => {
-                app.guards.breaker_for(route, &a.labels)
+                limits.breaker_for(route, &a.labels)
             }
             _ => None,
         })
@@ -251,7 +265,7 @@ fn tally(app: &App, peer: SocketAddr, alerts: &[(payload::Alert, Decision)]) -> 
 /// Hands the delivery to the store, which commits it in its next group commit. 503 when it
 /// fails or does not commit within `timeout`, so that Alertmanager retries.
 async fn store(
-    app: &App,
+    ctx: &Context,
     timeout: Duration,
     peer: SocketAddr,
     delivery: Delivery,
@@ -263,7 +277,7 @@ async fn store(
             message,
         ))
     };
-    match tokio::time::timeout(timeout, app.store.ingest(delivery)).await {
+    match tokio::time::timeout(timeout, ctx.store.ingest(delivery)).await {
         Ok(Ok(effects)) => Ok(effects),
         Ok(Err(e)) => {
             tracing::error!(source = %peer, error = %e, "webhook not stored; answering 503 so Alertmanager retries");
@@ -278,8 +292,8 @@ async fn store(
 
 /// The delivery is durable: count what it did, record remediations that worked for their
 /// breakers, wake the runner if an incident was queued, and answer 200.
-async fn stored(app: &App, tally: Tally, effects: &[AlertEffect]) -> Response {
-    let opened = count_effects(app, &tally, effects);
+async fn stored(ctx: &Context, limits: &Limits, tally: Tally, effects: &[AlertEffect]) -> Response {
+    let opened = count_effects(ctx, &tally, effects);
     for (effect, breaker) in effects.iter().zip(&tally.breakers) {
         if let (
             AlertEffect::Resolved {
@@ -289,7 +303,8 @@ async fn stored(app: &App, tally: Tally, effects: &[AlertEffect]) -> Response {
             Some(b),
         ) = (effect, breaker)
         {
-            crate::guard::record_breaker(&app.guards, &app.store, b, id, true).await;
+            let now = ctx.clock.now();
+            crate::guard::record_breaker(&ctx.guards, limits, &ctx.store, b, id, true, now).await;
         }
     }
     let queued = effects.iter().any(|e| {
@@ -300,15 +315,15 @@ async fn stored(app: &App, tally: Tally, effects: &[AlertEffect]) -> Response {
         )
     });
     if queued {
-        app.wake.wake();
+        ctx.wake.wake();
     }
     let body = json!({"status": "stored", "alerts": effects.len(), "opened": opened});
     answer("accepted", StatusCode::OK, body)
 }
 
 /// The alert metrics of a committed delivery; returns how many incidents it opened.
-fn count_effects(app: &App, tally: &Tally, effects: &[AlertEffect]) -> u64 {
-    let m = &app.metrics;
+fn count_effects(ctx: &Context, tally: &Tally, effects: &[AlertEffect]) -> u64 {
+    let m = &ctx.metrics;
     m.alerts_invalid.inc_by(tally.invalid as u64);
     for &status in &tally.statuses {
         m.alerts_received

@@ -9,15 +9,16 @@ use serde_json::{json, Value};
 
 use crate::config::ServiceConfig;
 
-/// Creates a silence matching every label of the alert exactly; returns its id and end.
+/// Creates a silence matching every label of the alert exactly, from `now` for `length`;
+/// returns its id and end.
 pub async fn create_silence(
     client: &reqwest::Client,
     am: &ServiceConfig,
     labels: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
     length: Duration,
     comment: &str,
 ) -> Result<(String, DateTime<Utc>), String> {
-    let now = Utc::now();
     let ends_at = now + chrono::Duration::from_std(length).map_err(|e| e.to_string())?;
     let matchers: Vec<Value> = labels
         .iter()

@@ -310,6 +310,8 @@ pub async fn run(
         bytes,
     })?;
 
+    // A child process runs in the real world: its timeout and the kill grace are measured
+    // on tokio's timers here, not on the engine's injected clock (`crate::clock`).
     let started = Instant::now();
     let mut command = Command::new(path);
     command

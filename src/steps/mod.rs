@@ -17,12 +17,13 @@ pub mod reaper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rhai::{Array, Dynamic, Map};
 use serde_json::{json, Value};
 
 use crate::audit::{Event, NewEntry};
+use crate::clock::Clock;
 use crate::config::{Config, ServiceConfig};
 use crate::guard::StepKind;
 use crate::incident::Reason;
@@ -155,6 +156,10 @@ pub struct StepHost {
     pub cancel: Cancel,
     pub metrics: Arc<Metrics>,
     pub guards: Arc<crate::guard::Guards>,
+    /// The limits of the configuration the run started with.
+    pub limits: Arc<crate::guard::Limits>,
+    /// Stamps times (a silence's start) and measures steps' durations.
+    pub clock: Clock,
 }
 
 impl StepHost {
@@ -203,7 +208,7 @@ impl StepHost {
 
     /// Asks the guards whether a step may run (the pause switch, per-step rate limits).
     fn guard(&self, step: StepKind, key: &str, args: &Value) -> Result<(), Stop> {
-        match self.guards.step(step, key) {
+        match self.guards.step(&self.limits, step, key) {
             Ok(()) => Ok(()),
             Err((reason, limit, message)) => {
                 self.metrics
@@ -349,7 +354,7 @@ impl Host for StepHost {
             Event::StepStarted,
             json!({"step": StepKind::Http, "args": args}),
         )?;
-        let started = Instant::now();
+        let started = self.clock.instant();
         let call = self
             .toolkit
             .http
@@ -371,7 +376,11 @@ impl Host for StepHost {
         };
         match result {
             Ok(resp) => {
-                let duration_ms = started.elapsed().as_millis() as i64;
+                let duration_ms = self
+                    .clock
+                    .instant()
+                    .saturating_duration_since(started)
+                    .as_millis() as i64;
                 self.record(
                     Event::StepFinished,
                     json!({"step": StepKind::Http, "method": method, "url": url, "status": resp.status,
@@ -404,7 +413,11 @@ impl Host for StepHost {
                     }
                     other => other.to_string(),
                 };
-                let duration_ms = started.elapsed().as_millis() as i64;
+                let duration_ms = self
+                    .clock
+                    .instant()
+                    .saturating_duration_since(started)
+                    .as_millis() as i64;
                 self.record(
                     Event::StepFinished,
                     json!({"step": StepKind::Http, "method": method, "url": url, "status": 0,
@@ -486,8 +499,14 @@ impl Host for StepHost {
             json!({"step": StepKind::Silence, "args": args}),
         )?;
         let comment = format!("medic incident {}: {comment}", self.incident_id);
-        let call =
-            alertmanager::create_silence(&self.toolkit.client, am, &self.labels, length, &comment);
+        let call = alertmanager::create_silence(
+            &self.toolkit.client,
+            am,
+            &self.labels,
+            self.clock.now(),
+            length,
+            &comment,
+        );
         match self.rt.block_on(call) {
             Ok((id, ends_at)) => {
                 self.rt
@@ -528,7 +547,7 @@ impl Host for StepHost {
             Event::StepStarted,
             json!({"step": StepKind::Query, "args": args}),
         )?;
-        let started = Instant::now();
+        let started = self.clock.instant();
         match self.rt.block_on(prometheus::instant_query(
             &self.toolkit.client,
             prom,
@@ -537,7 +556,7 @@ impl Host for StepHost {
             Ok(samples) => {
                 self.record(
                     Event::StepFinished,
-                    json!({"step": StepKind::Query, "results": samples.len(), "duration_ms": started.elapsed().as_millis() as u64,
+                    json!({"step": StepKind::Query, "results": samples.len(), "duration_ms": self.clock.instant().saturating_duration_since(started).as_millis() as u64,
                            "first": samples.first().map(|s| json!({"labels": s.labels, "value": s.value}))}),
                 )?;
                 self.count(StepKind::Query, "ok");

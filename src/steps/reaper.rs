@@ -139,6 +139,7 @@ pub(crate) fn spawn(command: &mut Command) -> io::Result<(Child, Registration)> 
 pub async fn sweep(session: Option<libc::pid_t>, grace: Duration) {
     let found = blocking(move || signal(session, &[libc::SIGTERM, libc::SIGCONT])).await;
     if found {
+        // Processes in the real world: measured on tokio's timers, not the injected clock.
         let deadline = after(Instant::now(), grace);
         let mut pause = Duration::from_millis(5);
         loop {

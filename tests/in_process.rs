@@ -1,0 +1,400 @@
+//! The engine in-process, on paused time: the same composition root as `medic serve`
+//! (`medic::app::run`), SQLite in a temporary directory (or PostgreSQL with
+//! `MEDIC_TEST_STORE=postgres`), and a clock that follows tokio's paused clock
+//! (`Clock::following_tokio`). Deadlines are checked exactly, by moving time to just
+//! before them (nothing happens) and just after (it happens), instead of sleeping.
+//!
+//! Time moves only when a test says so: a busy task keeps the runtime from idling, so
+//! tokio never moves its paused clock on its own while the store's thread works. Every
+//! deadline is taken from what the store recorded, so these tests hold whichever clock the
+//! store stamps its times with.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use common::{alert, body, client, store_config, API_TOKEN, WEBHOOK_TOKEN};
+use medic::clock::Clock;
+use medic::store::{IncidentFilter, Store};
+
+/// How long (real time) a test waits for something the engine does at once.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A config with two `file` channels, `hook` and `chat` (`<dir>/hook.jsonl`,
+/// `<dir>/chat.jsonl`), the given `[escalation]` policy, and `extra` (routes).
+fn config(dir: &Path, escalation: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+webhook_token = "{WEBHOOK_TOKEN}"
+api_token = "{API_TOKEN}"
+
+[store]
+{store}
+
+[runbooks]
+dir = "{runbooks}"
+
+[limits]
+storm_window = "1ms"
+
+[escalation]
+{escalation}
+
+[[escalation.channels]]
+name = "hook"
+type = "file"
+path = "{hook}"
+
+[[escalation.channels]]
+name = "chat"
+type = "file"
+path = "{chat}"
+{extra}
+"#,
+        store = store_config(dir),
+        runbooks = dir.join("runbooks").display(),
+        hook = dir.join("hook.jsonl").display(),
+        chat = dir.join("chat.jsonl").display(),
+    )
+}
+
+/// The engine running in this test's runtime.
+struct Engine {
+    store: Store,
+    clock: Clock,
+    addr: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    busy: JoinHandle<()>,
+}
+
+impl Engine {
+    /// Builds and starts the engine with `config(dir)` and the runbooks given.
+    async fn start(config_of: impl Fn(&Path) -> String, runbooks: &[(&str, &str)]) -> Engine {
+        // Keeps the runtime busy, so the paused clock moves only by `advance`.
+        let busy = tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
+        for (name, source) in runbooks {
+            std::fs::write(dir.path().join("runbooks").join(name), source).unwrap();
+        }
+        let path = dir.path().join("medic.toml");
+        let config =
+            medic::config::Config::parse(&path, &config_of(dir.path()), &|_| None).unwrap();
+        let loaded = medic::loaded::Loaded::from_config(config).unwrap();
+        let metrics = Arc::new(medic::metrics::Metrics::default());
+        let store = Store::connect(&loaded.config.store, metrics.store.clone()).unwrap();
+        let clock = Clock::following_tokio(chrono::Utc::now());
+        let engine = medic::app::Engine {
+            loaded,
+            store: store.clone(),
+            metrics,
+            clock: clock.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(medic::app::run(listener, engine, async {
+            let _ = stopped.await;
+        }));
+        Engine {
+            store,
+            clock,
+            addr,
+            dir,
+            stop: Some(stop),
+            server: Some(server),
+            busy,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn post_webhook(&self, alerts: Vec<Value>) {
+        let r = client()
+            .post(self.url("/webhook"))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .json(&body(alerts))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        client()
+            .get(self.url(path))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post_ack(&self, id: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        let mut r = client()
+            .post(self.url(&format!("/api/v1/incidents/{id}/ack")))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The incident of `alertname` once it is in `state` (by the API, with its timeline).
+    async fn in_state(&self, alertname: &str, state: &str) -> Value {
+        until(&format!("{alertname} {state}"), || async {
+            let list = self
+                .store
+                .incidents(IncidentFilter {
+                    state: None,
+                    alertname: Some(alertname.into()),
+                    limit: 1,
+                })
+                .await
+                .ok()?;
+            let id = list.first()?.id.clone();
+            let one = self.api(&format!("/api/v1/incidents/{id}")).await;
+            (one["state"] == state).then_some(one)
+        })
+        .await
+    }
+
+    /// The notifications channel `name` (a `file` channel) wrote.
+    fn sent(&self, name: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Moves the paused clock so that it reads `at` minus `before` (it never goes back).
+    async fn advance_to(&self, at: chrono::DateTime<chrono::Utc>, before: Duration) {
+        let target = at - chrono::Duration::from_std(before).unwrap();
+        if let Ok(d) = (target - self.clock.now()).to_std() {
+            tokio::time::advance(d).await;
+        }
+        settle().await;
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        // Stopping waits on grace periods: let time run for it.
+        self.busy.abort();
+        self.server.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// Lets the engine's tasks run (real time; the paused clock does not move): every worker
+/// whose timer is due gets through a few rounds with the store.
+async fn settle() {
+    let end = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < end {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Polls `f` (without moving the paused clock) until it answers, for at most [`WAIT`] of
+/// real time.
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+fn events(incident: &Value, name: &str) -> Vec<Value> {
+    incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == name)
+        .map(|e| e["detail"].clone())
+        .collect()
+}
+
+/// A verification window that runs out escalates `still_firing` when it is due, not a
+/// moment before.
+#[tokio::test(start_paused = true)]
+async fn a_verification_window_escalates_still_firing_exactly_when_it_ends() {
+    let route = "\n[[routes]]\nname = \"fix\"\nmatchers = ['alertname=\"Stays\"']\nrunbook = \"fix.rhai\"\nverify_for = \"60s\"\n";
+    let e = Engine::start(
+        |dir| config(dir, r#"notify = ["hook"]"#, route),
+        &[("fix.rhai", "log(\"fixed\");")],
+    )
+    .await;
+    e.post_webhook(vec![alert("Stays", "web1:80", "firing")])
+        .await;
+    e.in_state("Stays", "verifying").await;
+    let waiting = e.store.verifying(10).await.unwrap();
+    let deadline = waiting[0].verify_until;
+
+    e.advance_to(deadline, Duration::from_secs(1)).await;
+    e.in_state("Stays", "verifying").await;
+    assert!(e.sent("hook").is_empty());
+
+    e.advance_to(deadline + chrono::Duration::seconds(1), Duration::ZERO)
+        .await;
+    let inc = e.in_state("Stays", "escalated").await;
+    assert_eq!(inc["reason"], "still_firing");
+    assert_eq!(
+        inc["message"],
+        "the alert was still firing 1m after the runbook ended"
+    );
+    assert_eq!(events(&inc, "verification_failed")[0]["route"], "fix");
+    until("the page", || async {
+        (e.sent("hook").len() == 1).then_some(())
+    })
+    .await;
+    e.stop().await;
+}
+
+/// An escalation tier's notification is not sent before its delay, and is sent after.
+#[tokio::test(start_paused = true)]
+async fn a_tier_is_sent_after_its_delay_and_not_before() {
+    let tiers =
+        r#"tiers = [{ after = "0s", notify = ["hook"] }, { after = "5m", notify = ["chat"] }]"#;
+    let e = Engine::start(|dir| config(dir, tiers, ""), &[]).await;
+    // No route takes it: escalated `no_runbook` at once.
+    e.post_webhook(vec![alert("Paged", "p1", "firing")]).await;
+    e.in_state("Paged", "escalated").await;
+    until("tier one", || async {
+        (e.sent("hook").len() == 1).then_some(())
+    })
+    .await;
+    // Tier two's due time, once tier one is recorded as sent.
+    let due = until("tier two's due time", || async {
+        let due = e.store.outbox_next_due().await.ok()??;
+        (due > e.clock.now() + chrono::Duration::minutes(1)).then_some(due)
+    })
+    .await;
+
+    e.advance_to(due, Duration::from_secs(1)).await;
+    assert!(e.sent("chat").is_empty(), "tier two before its delay");
+
+    e.advance_to(due + chrono::Duration::seconds(1), Duration::ZERO)
+        .await;
+    let chat = until("tier two", || async {
+        let sent = e.sent("chat");
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
+    assert_eq!(chat.len(), 1);
+    assert_eq!(chat[0]["tier"], 2);
+    e.stop().await;
+}
+
+/// Moved from tests/escalation.rs, where it slept 3 s: an acknowledgement cancels the
+/// tiers not sent yet; the ack endpoint's answers.
+#[tokio::test(start_paused = true)]
+async fn an_ack_stops_tier_two() {
+    let tiers =
+        r#"tiers = [{ after = "0s", notify = ["hook"] }, { after = "2s", notify = ["chat"] }]"#;
+    let e = Engine::start(|dir| config(dir, tiers, ""), &[]).await;
+    e.post_webhook(vec![alert("Paged", "p1", "firing")]).await;
+    let inc = e.in_state("Paged", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    until("tier one", || async {
+        (e.sent("hook").len() == 1).then_some(())
+    })
+    .await;
+
+    assert_eq!(e.post_ack(&id, None, "{}").await.0, 401);
+    assert_eq!(e.post_ack("01NOPE", Some(API_TOKEN), "").await.0, 404);
+    assert_eq!(
+        e.post_ack(&id, Some(API_TOKEN), "{\"who\": 1}").await.0,
+        400
+    );
+    let (status, acked) = e.post_ack(&id, Some(API_TOKEN), r#"{"by": "alice"}"#).await;
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["acknowledged_by"], "alice");
+    let (status, again) = e.post_ack(&id, Some(API_TOKEN), "").await;
+    assert_eq!(
+        (status, again["acknowledged_by"].as_str()),
+        (200, Some("alice"))
+    );
+
+    // Well past tier two's delay: nothing.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    settle().await;
+    assert!(e.sent("chat").is_empty(), "tier two was not paged");
+    let inc = e.api(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(events(&inc, "incident_acknowledged")[0]["by"], "alice");
+    let cancelled = events(&inc, "notifications_cancelled");
+    assert_eq!(
+        (
+            cancelled[0]["notifications"].as_u64(),
+            cancelled[0]["why"].as_str()
+        ),
+        (Some(1), Some("acknowledged"))
+    );
+    let changed = events(&inc, "state_changed");
+    assert_eq!(changed.last().unwrap()["to"], "acknowledged");
+    e.stop().await;
+}
+
+/// Renotify rounds until an ack, then none. The store decides when a round is due, by its
+/// own clock: this runs once the store takes the engine's clock.
+#[tokio::test(start_paused = true)]
+#[ignore = "renotify rounds are timed by the store's clock: un-ignore once the store takes the injected clock (wired at merge)"]
+async fn renotify_repeats_the_policy_until_acked() {
+    let policy = "notify = [\"hook\"]\nrenotify = \"10m\"";
+    let e = Engine::start(|dir| config(dir, policy, ""), &[]).await;
+    e.post_webhook(vec![alert("Nagging", "n1", "firing")]).await;
+    let inc = e.in_state("Nagging", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    until("round one", || async {
+        (e.sent("hook").len() == 1).then_some(())
+    })
+    .await;
+
+    tokio::time::advance(Duration::from_secs(9 * 60 + 58)).await;
+    settle().await;
+    assert_eq!(e.sent("hook").len(), 1, "no round two before renotify");
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let got = until("round two", || async {
+        let sent = e.sent("hook");
+        (sent.len() == 2).then_some(sent)
+    })
+    .await;
+    assert_eq!(got[0]["key"], format!("{id}/1/1/hook"));
+    assert_eq!(got[1]["key"], format!("{id}/2/1/hook"));
+
+    assert_eq!(e.post_ack(&id, Some(API_TOKEN), "").await.0, 200);
+    tokio::time::advance(Duration::from_secs(60 * 60)).await;
+    settle().await;
+    assert_eq!(e.sent("hook").len(), 2, "no round after the ack");
+    e.stop().await;
+}
