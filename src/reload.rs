@@ -193,7 +193,7 @@ pub async fn reload(ctx: &Context, path: &Path, trigger: &str) -> Result<(), Vec
                 );
             }
             let entry = new.audit_entry(trigger);
-            ctx.config.replace(new, &ctx.guards, &ctx.store);
+            ctx.config.replace(new, &ctx.guards);
             ctx.metrics.config_reload_success.set(1);
             if let Err(e) = ctx.store.audit(vec![entry]).await {
                 tracing::error!(error = %e, "reloaded, but cannot write the audit log");

@@ -5,7 +5,8 @@
 //! in force with [`Current::get`]. The swap is atomic (`arc-swap`): a reader sees the old
 //! snapshot or the new one, never a mix of the two, and what it took stays valid (a run
 //! keeps the snapshot it started with) whatever a reload does meanwhile.
-//! [`Current::replace`] is the one place a new configuration is put in force.
+//! [`Current::replace`] is the one place a new configuration is put in force; the guards'
+//! limits and the store's rules are part of the snapshot, so they change in the same swap.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -14,19 +15,26 @@ use arc_swap::ArcSwap;
 
 use crate::guard::{Guards, Limits};
 use crate::loaded::Loaded;
-use crate::store::{Plans, Store};
+use crate::store::{Rules, Store};
 
 /// One configuration and what is derived from it.
 pub struct Snapshot {
     loaded: Loaded,
     /// The guards' limits of this configuration (rates, caps, breakers' settings).
     pub limits: Arc<Limits>,
+    /// What the store takes from this configuration (escalation plans, storm window).
+    pub rules: Arc<Rules>,
 }
 
 impl Snapshot {
     fn new(loaded: Loaded, guards: &Guards) -> Snapshot {
         let limits = Arc::new(guards.limits(Arc::new(loaded.config.clone())));
-        Snapshot { loaded, limits }
+        let rules = Arc::new(Rules::from_config(&loaded.config));
+        Snapshot {
+            loaded,
+            limits,
+            rules,
+        }
     }
 }
 
@@ -46,13 +54,13 @@ pub struct Current {
 }
 
 impl Current {
-    /// Puts `loaded` in force at start-up.
+    /// Puts `loaded` in force at start-up. The store follows the snapshot from then on: it
+    /// reads its rules from the one in force whenever a job needs them.
     pub fn new(loaded: Loaded, guards: &Guards, store: &Store) -> Current {
-        let snapshot = Snapshot::new(loaded, guards);
-        tell_store(&snapshot, store);
-        Current {
-            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
-        }
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(loaded, guards)));
+        let followed = snapshot.clone();
+        store.follow_rules(Arc::new(move || followed.load().rules.clone()));
+        Current { snapshot }
     }
 
     /// The snapshot in force now. Holders keep the version they took.
@@ -62,16 +70,7 @@ impl Current {
 
     /// Puts a newly loaded configuration in force, in one swap. Runs in flight keep the
     /// snapshot they took.
-    pub fn replace(&self, loaded: Loaded, guards: &Guards, store: &Store) {
-        let snapshot = Snapshot::new(loaded, guards);
-        tell_store(&snapshot, store);
-        self.snapshot.store(Arc::new(snapshot));
+    pub fn replace(&self, loaded: Loaded, guards: &Guards) {
+        self.snapshot.store(Arc::new(Snapshot::new(loaded, guards)));
     }
-}
-
-/// The store keeps its own copies of the storm window and the escalation plans, set here,
-/// next to the swap, until it reads them from the snapshot.
-fn tell_store(snapshot: &Snapshot, store: &Store) {
-    store.set_storm_window(snapshot.config.limits.storm_window);
-    store.set_plans(Plans::from_config(&snapshot.config));
 }

@@ -8,11 +8,13 @@ mod common;
 
 mod alert_content;
 mod alertmanager;
+mod architecture;
 mod check;
 mod demo;
 mod durability;
 mod escalation;
 mod guards;
+mod in_process;
 mod logs;
 mod medic_test;
 mod remediation;

@@ -129,8 +129,9 @@ pub async fn run(
     // Replicas on one database share rates, caps and breakers through it.
     guards.set_shared(store.is_shared());
     let config = Current::new(loaded, &guards, &store);
-    // wired at merge: the store still stamps the times it writes (deadlines, leases, due
-    // notifications, renotify rounds) with the system clock; it is to take `clock` here.
+    // The store stamps what it writes (deadlines, leases, due notifications, renotify
+    // rounds) with the same clock as everything else.
+    store.set_clock(clock.clone());
     let wake = Arc::new(Wake::default());
     let health = Arc::new(Health::default());
 

@@ -13,7 +13,6 @@
 //! transition (claims, verification deadlines, outbox claims, rate buckets, breakers)
 //! exact across the fleet.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use super::audit_log::{audit_head, Chain};
 use super::batch::Batch;
 use super::db::{Db, Dialect};
 use super::writer::{FnJob, Job, Writer};
-use super::{Plans, Store, StoreError};
+use super::{Plans, Rules, RulesSource, Store, StoreError};
 use crate::clock::Clock;
 use crate::metrics::StoreMetrics;
 
@@ -78,42 +77,56 @@ pub(super) struct Engine {
     dialect: Dialect,
 }
 
-/// What the handle sets and the writer reads: the plans in force, the storm window and
-/// the clock. Replaced on reload (plans, window) or right after open (clock).
+/// What the handle sets and the writer reads: the rules in force and the clock.
 #[derive(Clone)]
 pub(super) struct Settings {
-    plans: Arc<RwLock<Arc<Plans>>>,
-    /// The storm-grouping window in milliseconds.
-    storm_window_ms: Arc<AtomicU64>,
+    rules: Arc<RwLock<RulesIn>>,
     clock: Arc<RwLock<Clock>>,
+}
+
+/// Where the rules in force come from.
+enum RulesIn {
+    /// Set on the store itself (tests, tools).
+    Fixed(Arc<Rules>),
+    /// Read, whole, from the configuration snapshot in force each time a job asks.
+    Following(RulesSource),
 }
 
 impl Settings {
     fn new() -> Settings {
         Settings {
-            plans: Arc::default(),
-            storm_window_ms: Arc::new(AtomicU64::new(60_000)),
+            rules: Arc::new(RwLock::new(RulesIn::Fixed(Arc::default()))),
             clock: Arc::new(RwLock::new(Clock::system())),
+        }
+    }
+
+    /// The rules in force now.
+    pub(super) fn rules(&self) -> Arc<Rules> {
+        match &*read_lock(&self.rules) {
+            RulesIn::Fixed(rules) => rules.clone(),
+            RulesIn::Following(source) => source(),
         }
     }
 
     /// The plans in force now.
     pub(super) fn plans(&self) -> Arc<Plans> {
-        read_lock(&self.plans).clone()
-    }
-
-    pub(super) fn set_plans(&self, plans: Plans) {
-        *write_lock(&self.plans) = Arc::new(plans);
+        self.rules().plans.clone()
     }
 
     /// Escalations of one route and reason within this window share a storm group.
     pub(super) fn storm_window(&self) -> chrono::Duration {
-        chrono::Duration::milliseconds(self.storm_window_ms.load(Ordering::Relaxed) as i64)
+        chrono::Duration::from_std(self.rules().storm_window).unwrap_or(chrono::TimeDelta::MAX)
     }
 
-    pub(super) fn set_storm_window(&self, window: Duration) {
-        self.storm_window_ms
-            .store(window.as_millis() as u64, Ordering::Relaxed);
+    pub(super) fn follow(&self, source: RulesSource) {
+        *write_lock(&self.rules) = RulesIn::Following(source);
+    }
+
+    /// Fixes the rules from now on, as `change` makes them from the ones in force.
+    pub(super) fn fix(&self, change: impl FnOnce(&mut Rules)) {
+        let mut rules = (*self.rules()).clone();
+        change(&mut rules);
+        *write_lock(&self.rules) = RulesIn::Fixed(Arc::new(rules));
     }
 
     /// The clock the store reads time from.
@@ -264,14 +277,28 @@ impl Store {
         self.inner.dialect == Dialect::Postgres
     }
 
-    /// Puts the plans of a newly loaded configuration in force.
-    pub fn set_plans(&self, plans: Plans) {
-        self.inner.settings.set_plans(plans)
+    /// Reads time from `clock` from now on (the composition root's, shared by every
+    /// component).
+    pub fn set_clock(&self, clock: Clock) {
+        self.inner.settings.set_clock(clock)
     }
 
-    /// Escalations of one route and reason within `window` are grouped (storm handling).
+    /// From now on, reads the rules in force (escalation plans, the storm window) from
+    /// `source` each time a job needs them: the composition root hands it the configuration
+    /// snapshot's, so that a reload changes them in the same swap as everything else.
+    pub fn follow_rules(&self, source: RulesSource) {
+        self.inner.settings.follow(source)
+    }
+
+    /// Fixes the escalation plans (tests and tools; `serve` follows the snapshot).
+    pub fn set_plans(&self, plans: Plans) {
+        self.inner.settings.fix(|r| r.plans = Arc::new(plans))
+    }
+
+    /// Fixes the storm window: escalations of one route and reason within `window` are
+    /// grouped (tests and tools; `serve` follows the snapshot).
     pub fn set_storm_window(&self, window: Duration) {
-        self.inner.settings.set_storm_window(window)
+        self.inner.settings.fix(|r| r.storm_window = window)
     }
 
     /// Notified after a commit that made a notification due (an escalation, a retry moved

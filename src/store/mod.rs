@@ -43,6 +43,7 @@ mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -273,6 +274,36 @@ pub struct Plans {
     pub default: Policy,
     pub routes: HashMap<String, RoutePlan>,
 }
+
+/// What the store takes from the configuration in force, as one value: the escalation
+/// plans and the storm window. A reload replaces it whole (see [`Store::follow_rules`]).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub plans: Arc<Plans>,
+    /// Escalations of one route and reason within this window share a storm group.
+    pub storm_window: Duration,
+}
+
+impl Rules {
+    pub fn from_config(config: &Config) -> Rules {
+        Rules {
+            plans: Arc::new(Plans::from_config(config)),
+            storm_window: config.limits.storm_window,
+        }
+    }
+}
+
+impl Default for Rules {
+    fn default() -> Rules {
+        Rules {
+            plans: Arc::default(),
+            storm_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a store following the configuration reads its [`Rules`] from.
+pub type RulesSource = Arc<dyn Fn() -> Arc<Rules> + Send + Sync>;
 
 /// One route's part of [`Plans`].
 #[derive(Debug, Clone)]
