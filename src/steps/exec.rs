@@ -695,6 +695,35 @@ mod tests {
         panic!("{program} stayed busy");
     }
 
+    /// A script named `name` that runs `before`, starts a background `sleep 30`
+    /// and writes its pid to the returned file, then runs `after`.
+    fn background_script(
+        dir: &TempDir,
+        name: &str,
+        before: &str,
+        after: &str,
+    ) -> (String, PathBuf) {
+        let pidfile = dir.path().join("pid");
+        let body = format!(
+            "{before}sleep 30 &\necho $! > {}\n{after}",
+            pidfile.display()
+        );
+        (script(dir, name, &body), pidfile)
+    }
+
+    /// A script that touches the returned marker file, to show that it never ran.
+    fn touch_script(dir: &TempDir) -> (String, PathBuf) {
+        let marker = dir.path().join("ran");
+        let prog = script(dir, "touch-it", &format!("touch {}", marker.display()));
+        (prog, marker)
+    }
+
+    /// Asserts that the background child whose pid a script wrote to `pidfile` is gone.
+    async fn assert_background_child_gone(pidfile: &Path) {
+        let pid = read_pid(pidfile).await;
+        assert!(!pid_alive(pid), "background child {pid} survived");
+    }
+
     fn pid_alive(pid: libc::pid_t) -> bool {
         matches!(proc_state(pid), Some((state, _)) if !matches!(state, 'Z' | 'X'))
     }
@@ -802,15 +831,8 @@ mod tests {
     #[tokio::test]
     async fn timeout_kills_the_process_group_and_keeps_partial_output() {
         let dir = TempDir::new().expect("tempdir");
-        let pidfile = dir.path().join("pid");
-        let prog = script(
-            &dir,
-            "hang",
-            &format!(
-                "echo started; echo oops >&2\nsleep 30 &\necho $! > {}\nsleep 30",
-                pidfile.display()
-            ),
-        );
+        let (prog, pidfile) =
+            background_script(&dir, "hang", "echo started; echo oops >&2\n", "sleep 30");
         let limits = ExecLimits {
             timeout: Duration::from_millis(300),
             ..ExecLimits::default()
@@ -833,22 +855,13 @@ mod tests {
             }
             other => panic!("expected Timeout, got {other:?}"),
         }
-        let pid = read_pid(&pidfile).await;
-        assert!(!pid_alive(pid), "background child {pid} survived");
+        assert_background_child_gone(&pidfile).await;
     }
 
     #[tokio::test]
     async fn sigterm_ignorers_get_sigkill_after_grace() {
         let dir = TempDir::new().expect("tempdir");
-        let pidfile = dir.path().join("pid");
-        let prog = script(
-            &dir,
-            "stubborn",
-            &format!(
-                "trap '' TERM\nsleep 30 &\necho $! > {}\nsleep 30",
-                pidfile.display()
-            ),
-        );
+        let (prog, pidfile) = background_script(&dir, "stubborn", "trap '' TERM\n", "sleep 30");
         let limits = ExecLimits {
             timeout: Duration::from_millis(200),
             kill_grace: Duration::from_millis(200),
@@ -861,22 +874,13 @@ mod tests {
             }
             other => panic!("expected Timeout, got {other:?}"),
         }
-        let pid = read_pid(&pidfile).await;
-        assert!(!pid_alive(pid), "background child {pid} survived");
+        assert_background_child_gone(&pidfile).await;
     }
 
     #[tokio::test]
     async fn cancel_kills_the_process_group() {
         let dir = TempDir::new().expect("tempdir");
-        let pidfile = dir.path().join("pid");
-        let prog = script(
-            &dir,
-            "hang",
-            &format!(
-                "echo started\nsleep 30 &\necho $! > {}\nsleep 30",
-                pidfile.display()
-            ),
-        );
+        let (prog, pidfile) = background_script(&dir, "hang", "echo started\n", "sleep 30");
         let allowlist = allow(&[&prog]);
         let limits = quick();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -901,19 +905,13 @@ mod tests {
             other => panic!("expected Cancelled, got {other:?}"),
         }
         canceller.await.expect("canceller");
-        let pid = read_pid(&pidfile).await;
-        assert!(!pid_alive(pid), "background child {pid} survived");
+        assert_background_child_gone(&pidfile).await;
     }
 
     #[tokio::test]
     async fn dropping_run_kills_the_process_group() {
         let dir = TempDir::new().expect("tempdir");
-        let pidfile = dir.path().join("pid");
-        let prog = script(
-            &dir,
-            "hang",
-            &format!("sleep 30 &\necho $! > {}\nsleep 30", pidfile.display()),
-        );
+        let (prog, pidfile) = background_script(&dir, "hang", "", "sleep 30");
         let allowlist = allow(&[&prog]);
         let limits = quick();
         let pid = {
@@ -1004,26 +1002,19 @@ mod tests {
     #[tokio::test]
     async fn background_process_holding_the_pipe_does_not_hang_run() {
         let dir = TempDir::new().expect("tempdir");
-        let pidfile = dir.path().join("pid");
-        let prog = script(
-            &dir,
-            "leaky",
-            &format!("sleep 30 &\necho $! > {}\necho done", pidfile.display()),
-        );
+        let (prog, pidfile) = background_script(&dir, "leaky", "", "echo done");
         let out = run_retry(&allow(&[&prog]), &prog, &[], &quick())
             .await
             .expect("runs");
         assert_eq!(out.stdout, "done\n");
         assert!(out.duration < Duration::from_secs(2), "{:?}", out.duration);
-        let pid = read_pid(&pidfile).await;
-        assert!(!pid_alive(pid), "background child {pid} survived");
+        assert_background_child_gone(&pidfile).await;
     }
 
     #[tokio::test]
     async fn programs_outside_the_allowlist_are_refused() {
         let dir = TempDir::new().expect("tempdir");
-        let marker = dir.path().join("ran");
-        let prog = script(&dir, "touch-it", &format!("touch {}", marker.display()));
+        let (prog, marker) = touch_script(&dir);
         let bin = dir.path().to_str().expect("utf-8 temp path").to_string();
         let allowlist = Allowlist::resolve(&strings(&["touch-it"]), &bin).expect("resolves");
         assert_eq!(allowlist.lookup("touch-it"), Some(Path::new(&prog)));
@@ -1111,8 +1102,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_arguments_are_refused_before_running() {
         let dir = TempDir::new().expect("tempdir");
-        let marker = dir.path().join("ran");
-        let prog = script(&dir, "touch-it", &format!("touch {}", marker.display()));
+        let (prog, marker) = touch_script(&dir);
         let allowlist = allow(&[&prog]);
 
         let one_huge = vec!["x".repeat(200_000)];
@@ -1139,8 +1129,7 @@ mod tests {
     #[tokio::test]
     async fn nul_bytes_are_refused_before_running() {
         let dir = TempDir::new().expect("tempdir");
-        let marker = dir.path().join("ran");
-        let prog = script(&dir, "touch-it", &format!("touch {}", marker.display()));
+        let (prog, marker) = touch_script(&dir);
         let allowlist = allow(&[&prog]);
         let args = strings(&["fine", "a\0b"]);
         match run(&allowlist, &prog, &args, &quick(), pending()).await {
