@@ -9,7 +9,9 @@ use super::*;
 use crate::alert::{Alert, Status};
 use crate::audit::Verifier;
 
-fn alert(fp: &str, status: Status, minute: u32) -> Alert {
+/// A `DiskFull` alert on instance `fp`, started at 10:`minute` on 2026-11-23
+/// (the escalation tests use it too).
+pub(super) fn alert(fp: &str, status: Status, minute: u32) -> Alert {
     let labels: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", fp)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
