@@ -391,126 +391,102 @@ mod tests {
         check(None, Resolved, 5, Action::UnknownResolved);
     }
 
+    /// [`check`] against `I1` in each of `states`, begun at :05.
+    fn check_each(states: &[State], status: Status, minute: u32, expected: Action) {
+        for &state in states {
+            check(Some(latest(state, 5)), status, minute, expected.clone());
+        }
+    }
+
+    fn duplicate() -> Action {
+        Action::Duplicate { id: "I1".into() }
+    }
+
+    fn resolve(outcome: Outcome) -> Action {
+        Action::Resolve {
+            id: "I1".into(),
+            outcome,
+        }
+    }
+
+    fn stale(why: &'static str) -> Action {
+        Action::Stale {
+            id: "I1".into(),
+            why,
+        }
+    }
+
+    fn supersede(outcome: Outcome) -> Action {
+        Action::Supersede {
+            id: "I1".into(),
+            outcome,
+        }
+    }
+
+    use State::{Acknowledged, Escalated, Queued, Remediating, Verifying};
+
+    /// Every state of an open incident.
+    const OPEN: [State; 5] = [Queued, Remediating, Verifying, Escalated, Acknowledged];
+
     #[test]
     fn resends_join_the_open_incident() {
-        for state in [
-            State::Queued,
-            State::Remediating,
-            State::Verifying,
-            State::Escalated,
-            State::Acknowledged,
-        ] {
-            check(
-                Some(latest(state, 5)),
-                Firing,
-                5,
-                Action::Duplicate { id: "I1".into() },
-            );
-        }
+        check_each(&OPEN, Firing, 5, duplicate());
     }
 
     #[test]
     fn resolution_moves_the_incident_on() {
         let cases = [
-            (State::Queued, Outcome::ResolvedBeforeAction),
-            (State::Remediating, Outcome::AutoRemediated),
-            (State::Verifying, Outcome::AutoRemediated),
-            (State::Escalated, Outcome::ResolvedAfterEscalation),
-            (State::Acknowledged, Outcome::ResolvedAfterEscalation),
+            (Queued, Outcome::ResolvedBeforeAction),
+            (Remediating, Outcome::AutoRemediated),
+            (Verifying, Outcome::AutoRemediated),
+            (Escalated, Outcome::ResolvedAfterEscalation),
+            (Acknowledged, Outcome::ResolvedAfterEscalation),
         ];
         for (state, outcome) in cases {
-            let id = "I1".to_string();
-            check(
-                Some(latest(state, 5)),
-                Resolved,
-                5,
-                Action::Resolve { id, outcome },
-            );
+            check(Some(latest(state, 5)), Resolved, 5, resolve(outcome));
         }
         // A resolution for a newer period still ends the open one: it is over too.
-        check(
-            Some(latest(State::Queued, 5)),
+        check_each(
+            &[Queued],
             Resolved,
             9,
-            Action::Resolve {
-                id: "I1".into(),
-                outcome: Outcome::ResolvedBeforeAction,
-            },
+            resolve(Outcome::ResolvedBeforeAction),
         );
     }
 
     #[test]
     fn firing_after_resolution_opens_a_new_incident() {
-        check(Some(latest(State::Resolved, 5)), Firing, 9, Action::Open);
+        check_each(&[State::Resolved], Firing, 9, Action::Open);
     }
 
     #[test]
     fn stale_notifications_never_reopen() {
+        let resolved = [State::Resolved];
         // The retried firing of the period that already resolved.
-        check(
-            Some(latest(State::Resolved, 5)),
-            Firing,
-            5,
-            Action::Stale {
-                id: "I1".into(),
-                why: "firing arrived after its own resolution",
-            },
-        );
+        let why = "firing arrived after its own resolution";
+        check_each(&resolved, Firing, 5, stale(why));
         // A firing older than a period that resolved.
-        check(
-            Some(latest(State::Resolved, 5)),
+        check_each(
+            &resolved,
             Firing,
             1,
-            Action::Stale {
-                id: "I1".into(),
-                why: "startsAt is older than the incident's",
-            },
+            stale("startsAt is older than the incident's"),
         );
         // A resolution that ended before the incident began is about an older period.
-        for state in [
-            State::Resolved,
-            State::Queued,
-            State::Escalated,
-            State::Ignored,
-        ] {
-            check_ends(
-                Some(latest(state, 5)),
-                Resolved,
-                1,
-                Some(3),
-                Action::Stale {
-                    id: "I1".into(),
-                    why: "the resolution ended before the incident began",
-                },
-            );
+        for state in [State::Resolved, Queued, Escalated, State::Ignored] {
+            let why = "the resolution ended before the incident began";
+            check_ends(Some(latest(state, 5)), Resolved, 1, Some(3), stale(why));
         }
         // The same resolution again is a duplicate, not a change.
-        check(
-            Some(latest(State::Resolved, 5)),
-            Resolved,
-            5,
-            Action::Duplicate { id: "I1".into() },
-        );
+        check_each(&resolved, Resolved, 5, duplicate());
         // A resolution of a later period we never saw firing.
-        check(
-            Some(latest(State::Resolved, 5)),
-            Resolved,
-            9,
-            Action::UnknownResolved,
-        );
+        check_each(&resolved, Resolved, 9, Action::UnknownResolved);
     }
 
     #[test]
     fn newer_firing_supersedes_an_open_incident() {
-        check(
-            Some(latest(State::Escalated, 5)),
-            Firing,
-            9,
-            Action::Supersede {
-                id: "I1".into(),
-                outcome: Outcome::ResolvedAfterEscalation,
-            },
-        );
+        let outcome = Outcome::ResolvedAfterEscalation;
+        check_each(&[Escalated], Firing, 9, supersede(outcome));
     }
 
     #[test]
@@ -518,103 +494,42 @@ mod tests {
         // An Alertmanager that had only the later Prometheus's copy: its startsAt (:6) is
         // newer than the incident's (:5) but not newer than the last time medic heard the
         // alert firing (:6): the periods overlap, no false resolution and no second run.
-        for state in [
-            State::Queued,
-            State::Remediating,
-            State::Verifying,
-            State::Escalated,
-        ] {
-            check(
-                Some(latest(state, 5)),
-                Firing,
-                6,
-                Action::Duplicate { id: "I1".into() },
-            );
-        }
+        let states = [Queued, Remediating, Verifying, Escalated];
+        check_each(&states, Firing, 6, duplicate());
         // Begun after medic last heard it firing: a new period whose resolution was lost.
-        check(
-            Some(latest(State::Escalated, 5)),
-            Firing,
-            7,
-            Action::Supersede {
-                id: "I1".into(),
-                outcome: Outcome::ResolvedAfterEscalation,
-            },
-        );
+        let outcome = Outcome::ResolvedAfterEscalation;
+        check_each(&[Escalated], Firing, 7, supersede(outcome));
     }
 
     #[test]
     fn ha_prometheus_older_starts_at_is_the_same_firing_period() {
         // Alertmanager kept the earlier startsAt of the pair: same period, a duplicate; the
         // incident keeps the start it opened with.
-        for state in [
-            State::Queued,
-            State::Remediating,
-            State::Verifying,
-            State::Escalated,
-            State::Acknowledged,
-        ] {
-            check(
-                Some(latest(state, 5)),
-                Firing,
-                3,
-                Action::Duplicate { id: "I1".into() },
-            );
-        }
+        check_each(&OPEN, Firing, 3, duplicate());
     }
 
     #[test]
     fn ha_prometheus_resolution_with_older_starts_at_resolves_the_open_incident() {
-        check_ends(
-            Some(latest(State::Escalated, 5)),
-            Resolved,
-            3,
-            Some(9),
-            Action::Resolve {
-                id: "I1".into(),
-                outcome: Outcome::ResolvedAfterEscalation,
-            },
-        );
+        let at = |state| Some(latest(state, 5));
+        let outcome = Outcome::ResolvedAfterEscalation;
+        check_ends(at(Escalated), Resolved, 3, Some(9), resolve(outcome));
         // Ended exactly when the incident began: still its period.
-        check_ends(
-            Some(latest(State::Verifying, 5)),
-            Resolved,
-            3,
-            Some(5),
-            Action::Resolve {
-                id: "I1".into(),
-                outcome: Outcome::AutoRemediated,
-            },
-        );
+        let outcome = Outcome::AutoRemediated;
+        check_ends(at(Verifying), Resolved, 3, Some(5), resolve(outcome));
         // Without endsAt, only startsAt can tell: an older one is stale.
-        check_ends(
-            Some(latest(State::Escalated, 5)),
-            Resolved,
-            3,
-            None,
-            Action::Stale {
-                id: "I1".into(),
-                why: "the resolution ended before the incident began",
-            },
-        );
+        let why = "the resolution ended before the incident began";
+        check_ends(at(Escalated), Resolved, 3, None, stale(why));
         // Repeated after the incident resolved: a duplicate, not stale.
-        check_ends(
-            Some(latest(State::Resolved, 5)),
-            Resolved,
-            3,
-            Some(9),
-            Action::Duplicate { id: "I1".into() },
-        );
+        check_ends(at(State::Resolved), Resolved, 3, Some(9), duplicate());
     }
 
     #[test]
     fn ignored_incident_counts_its_period_and_opens_a_newer_one() {
         let ignored = || Some(latest(State::Ignored, 5));
-        let dup = || Action::Duplicate { id: "I1".into() };
-        check(ignored(), Firing, 5, dup());
-        check(ignored(), Firing, 3, dup());
-        check(ignored(), Resolved, 5, dup());
-        check_ends(ignored(), Resolved, 3, Some(9), dup());
+        check(ignored(), Firing, 5, duplicate());
+        check(ignored(), Firing, 3, duplicate());
+        check(ignored(), Resolved, 5, duplicate());
+        check_ends(ignored(), Resolved, 3, Some(9), duplicate());
         check(ignored(), Firing, 9, Action::Open);
         check(ignored(), Resolved, 9, Action::UnknownResolved);
     }

@@ -26,39 +26,8 @@ use crate::runbook::sandbox::{call_site, CallSite, Cancel, Host, RunEnd, Sandbox
 use crate::runbook::Catalog;
 use crate::steps::{self, exec::ExecError, http::HttpStep};
 
-/// The kinds of step a runbook can call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepKind {
-    Exec,
-    Http,
-    Sleep,
-    Silence,
-    Query,
-}
-
-impl StepKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            StepKind::Exec => "exec",
-            StepKind::Http => "http",
-            StepKind::Sleep => "sleep",
-            StepKind::Silence => "silence",
-            StepKind::Query => "query",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<StepKind> {
-        [
-            StepKind::Exec,
-            StepKind::Http,
-            StepKind::Sleep,
-            StepKind::Silence,
-            StepKind::Query,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
-    }
-}
+/// The kinds of step a runbook can call: the guards' own.
+pub use crate::guard::StepKind;
 
 /// One step call: `exec` [program, args...], `http` [method, url, body], `sleep`
 /// [seconds], `silence` [duration, comment], `query` [promql].
@@ -70,7 +39,7 @@ pub struct Call {
 
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind.name())?;
+        f.write_str(self.kind.as_str())?;
         for (i, a) in self.args.iter().enumerate() {
             // An http call without a body reads better without `''`.
             if self.kind == StepKind::Http && i == 2 && a.is_empty() {

@@ -134,7 +134,7 @@ impl StepPattern {
 
 impl fmt::Display for StepPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind.name())?;
+        f.write_str(self.kind.as_str())?;
         for a in &self.args {
             write!(f, " {a}")?;
         }
@@ -458,7 +458,7 @@ fn step_args(
         errors.at(
             span,
             key,
-            format!("{} takes {shape}, got {} values", kind.name(), args.len()),
+            format!("{} takes {shape}, got {} values", kind.as_str(), args.len()),
         );
         return None;
     }
@@ -529,8 +529,8 @@ fn mock(errors: &mut Errors, key: &str, m: Spanned<RawMock>) -> Option<Mock> {
                 &format!("{key}.{field}"),
                 format!(
                     "`{field}` answers {} steps, but this mock answers {}",
-                    owner.name(),
-                    kind.name()
+                    owner.as_str(),
+                    kind.as_str()
                 ),
             );
             ok = false;

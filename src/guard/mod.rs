@@ -64,6 +64,11 @@ impl StepKind {
             StepKind::Query => "query",
         }
     }
+
+    /// The kind [`Self::as_str`] names, if any.
+    pub fn parse(s: &str) -> Option<StepKind> {
+        StepKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 impl std::fmt::Display for StepKind {

@@ -220,12 +220,28 @@ impl StepHost {
         }
     }
 
-    /// Dry run: record the step and return its synthetic result.
-    fn would_run(&self, step: StepKind, args: Value, result: Map) -> Result<Map, Stop> {
-        self.record(Event::StepWouldRun, json!({"step": step, "args": args}))?;
-        self.count(step, "dry_run");
-        Ok(result)
+    /// A step's way in, once its own checks passed: its guards (`key` is what they count
+    /// it under), then its start in the audit log. In a dry run it is recorded as what it
+    /// would have done instead, and must not run: the caller returns its synthetic result.
+    fn begin(&self, step: StepKind, key: &str, args: &Value) -> Result<Begun, Stop> {
+        self.guard(step, key, args)?;
+        if self.dry_run {
+            self.record(Event::StepWouldRun, json!({"step": step, "args": args}))?;
+            self.count(step, "dry_run");
+            return Ok(Begun::DryRun);
+        }
+        self.record(Event::StepStarted, json!({"step": step, "args": args}))?;
+        Ok(Begun::Run)
     }
+}
+
+/// What [`StepHost::begin`] lets a step do.
+#[derive(PartialEq)]
+enum Begun {
+    /// Run it for real: its start is recorded.
+    Run,
+    /// Do not run it: it was recorded as a dry run's.
+    DryRun,
 }
 
 fn map(pairs: Vec<(&str, Dynamic)>) -> Map {
@@ -290,14 +306,9 @@ impl Host for StepHost {
             ));
         };
         let args_json = json!({"program": program, "path": path, "args": args});
-        self.guard(StepKind::Exec, program, &args_json)?;
-        if self.dry_run {
-            return self.would_run(StepKind::Exec, args_json, dry_run_exec());
+        if self.begin(StepKind::Exec, program, &args_json)? == Begun::DryRun {
+            return Ok(dry_run_exec());
         }
-        self.record(
-            Event::StepStarted,
-            json!({"step": StepKind::Exec, "args": args_json}),
-        )?;
         let cancelled = self.cancel.cancelled();
         let result = self.rt.block_on(exec::run(
             &self.toolkit.allow,
@@ -346,14 +357,9 @@ impl Host for StepHost {
                 return Err(self.fail(StepKind::Http, args, Reason::StepFailed, message))
             }
         };
-        self.guard(StepKind::Http, &request.host(), &args)?;
-        if self.dry_run {
-            return self.would_run(StepKind::Http, args, dry_run_http());
+        if self.begin(StepKind::Http, &request.host(), &args)? == Begun::DryRun {
+            return Ok(dry_run_http());
         }
-        self.record(
-            Event::StepStarted,
-            json!({"step": StepKind::Http, "args": args}),
-        )?;
         let started = self.clock.instant();
         let call = self
             .toolkit
@@ -374,13 +380,13 @@ impl Host for StepHost {
                 "cancelled".into(),
             ));
         };
+        let duration_ms = self
+            .clock
+            .instant()
+            .saturating_duration_since(started)
+            .as_millis() as i64;
         match result {
             Ok(resp) => {
-                let duration_ms = self
-                    .clock
-                    .instant()
-                    .saturating_duration_since(started)
-                    .as_millis() as i64;
                 self.record(
                     Event::StepFinished,
                     json!({"step": StepKind::Http, "method": method, "url": url, "status": resp.status,
@@ -413,11 +419,6 @@ impl Host for StepHost {
                     }
                     other => other.to_string(),
                 };
-                let duration_ms = self
-                    .clock
-                    .instant()
-                    .saturating_duration_since(started)
-                    .as_millis() as i64;
                 self.record(
                     Event::StepFinished,
                     json!({"step": StepKind::Http, "method": method, "url": url, "status": 0,
@@ -441,15 +442,9 @@ impl Host for StepHost {
 
     fn sleep(&self, duration: Duration) -> Result<(), Stop> {
         let args = json!({"seconds": duration.as_secs_f64()});
-        self.guard(StepKind::Sleep, "", &args)?;
-        if self.dry_run {
-            self.would_run(StepKind::Sleep, args, Map::new())?;
+        if self.begin(StepKind::Sleep, "", &args)? == Begun::DryRun {
             return Ok(());
         }
-        self.record(
-            Event::StepStarted,
-            json!({"step": StepKind::Sleep, "args": args}),
-        )?;
         let cancelled = self.cancel.cancelled();
         let finished = self.rt.block_on(async {
             tokio::select! {
@@ -489,15 +484,9 @@ impl Host for StepHost {
                 return Err(self.fail(StepKind::Silence, args, Reason::StepFailed, message))
             }
         };
-        self.guard(StepKind::Silence, "", &args)?;
-        if self.dry_run {
-            self.would_run(StepKind::Silence, args, Map::new())?;
+        if self.begin(StepKind::Silence, "", &args)? == Begun::DryRun {
             return Ok(DRY_RUN_SILENCE.into());
         }
-        self.record(
-            Event::StepStarted,
-            json!({"step": StepKind::Silence, "args": args}),
-        )?;
         let comment = format!("medic incident {}: {comment}", self.incident_id);
         let call = alertmanager::create_silence(
             &self.toolkit.client,
@@ -538,15 +527,9 @@ impl Host for StepHost {
                 NEEDS_PROMETHEUS.into(),
             ));
         };
-        self.guard(StepKind::Query, "", &args)?;
-        if self.dry_run {
-            self.would_run(StepKind::Query, args, Map::new())?;
+        if self.begin(StepKind::Query, "", &args)? == Begun::DryRun {
             return Ok(Array::new());
         }
-        self.record(
-            Event::StepStarted,
-            json!({"step": StepKind::Query, "args": args}),
-        )?;
         let started = self.clock.instant();
         match self.rt.block_on(prometheus::instant_query(
             &self.toolkit.client,

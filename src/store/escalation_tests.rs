@@ -1,6 +1,5 @@
 //! Store tests of verification timers, escalation rounds, acks and the outbox.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -11,21 +10,9 @@ use crate::alert::{Alert, Status};
 use crate::clock::Clock;
 use crate::config::Tier;
 
+/// The store tests' alert, started at 10:00.
 fn alert(fp: &str, status: Status) -> Alert {
-    let labels: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", fp)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Alert {
-        status,
-        labels,
-        annotations: BTreeMap::new(),
-        starts_at: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 23, 10, 0, 0).unwrap(),
-        ends_at: None,
-        generator_url: String::new(),
-        fingerprint: fp.to_string(),
-        extra: Map::new(),
-    }
+    super::tests::alert(fp, status, 0)
 }
 
 fn delivery(a: Alert) -> Delivery {
@@ -444,6 +431,12 @@ fn summaries(due: &[Notification]) -> Vec<(String, u32, String)> {
     v
 }
 
+/// What [`summaries`] gives for a summary on the first tier (channels `a` and `b`)
+/// told through incident `id`.
+fn first_tier_summary(id: &str) -> Vec<(String, u32, String)> {
+    vec![("a".into(), 1, id.into()), ("b".into(), 1, id.into())]
+}
+
 #[tokio::test]
 async fn storm_group_member_is_told_when_first_member_is_acked() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,10 +447,7 @@ async fn storm_group_member_is_told_when_first_member_is_acked() {
     let due = claim_due(&store, 2 * MINUTE).await;
     assert_eq!(
         summaries(&due),
-        [
-            ("a".into(), 1, second.clone()),
-            ("b".into(), 1, second.clone())
-        ],
+        first_tier_summary(&second),
         "the summary is told through the member still escalated"
     );
     assert!(due.iter().all(|n| n.group.is_some()), "{due:?}");
@@ -489,13 +479,7 @@ async fn storm_group_member_is_told_when_first_member_resolves() {
     let inc = store.incident(&first).await.unwrap().unwrap();
     assert_eq!(inc.state, State::Resolved);
     let due = claim_due(&store, 2 * MINUTE).await;
-    assert_eq!(
-        summaries(&due),
-        [
-            ("a".into(), 1, second.clone()),
-            ("b".into(), 1, second.clone())
-        ]
-    );
+    assert_eq!(summaries(&due), first_tier_summary(&second));
     // Later tiers of the summary too, while the member is escalated.
     for n in &due {
         store.outbox_attempt(n.id, Attempt::Sent).await.unwrap();
@@ -537,13 +521,7 @@ async fn storm_summary_lists_the_first_incident_while_it_is_escalated() {
     let store = open(&dir, None);
     let (first, second) = storm_of_two(&store).await;
     let due = claim_due(&store, 2 * MINUTE).await;
-    assert_eq!(
-        summaries(&due),
-        [
-            ("a".into(), 1, first.clone()),
-            ("b".into(), 1, first.clone())
-        ]
-    );
+    assert_eq!(summaries(&due), first_tier_summary(&first));
     let gid = due.iter().find_map(|n| n.group.clone()).unwrap();
     let (size, listed) = store.group_members(&gid, 10).await.unwrap();
     assert_eq!(size, 2);
@@ -721,24 +699,37 @@ async fn a_summary_lost_before_the_upgrade_is_owed_again() {
     assert_eq!(summaries(&due)[0].2, second, "{due:?}");
 }
 
-#[tokio::test]
-async fn an_unknown_notification_kind_is_corrupt_not_an_escalation() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store with one escalation whose notification on tier 1, channel `a`, was left with
+/// `set` (an SQL assignment to the `outbox` row): peeking at what is due in an hour
+/// fails as corrupt, naming `problem`. Gives the store and that hour.
+async fn with_corrupt_notification(
+    dir: &tempfile::TempDir,
+    set: &str,
+    problem: &str,
+) -> (Store, chrono::DateTime<Utc>) {
     let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
-    let store = open(&dir, None);
+    let store = open(dir, None);
     run(&store, "f1", stopped()).await;
     store.close().await;
     raw(
         &url,
-        "UPDATE outbox SET kind = 'paged' WHERE tier = 1 AND channel = 'a'",
+        &format!("UPDATE outbox SET {set} WHERE tier = 1 AND channel = 'a'"),
     );
-    let store = open(&dir, None);
+    let store = open(dir, None);
     let at = Utc::now() + chrono::Duration::hours(1);
     let err = store.outbox_peek(at, 10).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("unknown kind \"paged\"")),
+        matches!(&err, StoreError::Corrupt(m) if m.contains(problem)),
         "{err}"
     );
+    (store, at)
+}
+
+#[tokio::test]
+async fn an_unknown_notification_kind_is_corrupt_not_an_escalation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, at) =
+        with_corrupt_notification(&dir, "kind = 'paged'", "unknown kind \"paged\"").await;
     // The sender is not held up by it: the row is set aside as failed, audited, and the
     // other notifications due go out.
     let due = store.outbox_due(at, 10).await.unwrap();
@@ -758,21 +749,7 @@ async fn an_unknown_notification_kind_is_corrupt_not_an_escalation() {
 #[tokio::test]
 async fn a_key_that_is_not_a_key_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let url = crate::store::postgres::test_url(&dir.path().join("medic.db"));
-    let store = open(&dir, None);
-    run(&store, "f1", stopped()).await;
-    store.close().await;
-    raw(
-        &url,
-        "UPDATE outbox SET key = 'nonsense' WHERE tier = 1 AND channel = 'a'",
-    );
-    let store = open(&dir, None);
-    let at = Utc::now() + chrono::Duration::hours(1);
-    let err = store.outbox_peek(at, 10).await.unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Corrupt(m) if m.contains("bad key \"nonsense\"")),
-        "{err}"
-    );
+    with_corrupt_notification(&dir, "key = 'nonsense'", "bad key \"nonsense\"").await;
 }
 
 /// The store reads time only from the clock it is given: on a clock that follows paused

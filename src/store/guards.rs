@@ -31,21 +31,6 @@ pub(super) enum SharedCheck {
 }
 
 impl Store {
-    /// Records a remediation's result with a breaker kept in the store (shared guards):
-    /// read, updated and audited in one transaction. Returns the breaker if it changed.
-    pub async fn record_breaker(
-        &self,
-        id: &str,
-        incident: &str,
-        success: bool,
-        thresholds: HashMap<String, u32>,
-    ) -> Result<Option<BreakerEntry>, StoreError> {
-        let (id, incident) = (id.to_string(), incident.to_string());
-        self.inner
-            .write(move |w| w.record_breaker(&id, &incident, success, &thresholds))
-            .await
-    }
-
     /// Escalates queued incidents the guards refused, each with its reason, message and
     /// the limit that refused it, in one commit.
     pub async fn refuse(&self, refusals: Vec<Refusal>) -> Result<(), StoreError> {
@@ -301,7 +286,11 @@ impl crate::guard::BreakerStore for Store {
         success: bool,
         thresholds: HashMap<String, u32>,
     ) -> Result<Option<BreakerEntry>, StoreError> {
-        self.record_breaker(id, incident, success, thresholds).await
+        // Read, updated and audited in one transaction.
+        let (id, incident) = (id.to_string(), incident.to_string());
+        self.inner
+            .write(move |w| w.record_breaker(&id, &incident, success, &thresholds))
+            .await
     }
 
     async fn save(&self, entry: BreakerEntry, detail: Value) -> Result<(), StoreError> {

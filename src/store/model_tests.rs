@@ -493,25 +493,29 @@ fn incidents_and_escalations_keep_their_promises() {
 
 // The cases the property found, kept by name.
 
+/// Alert `fp` fires, its period started at minute `start`; delivered once.
+fn fire(fp: usize, start: u32) -> Op {
+    Op::Fire {
+        fp,
+        start,
+        twice: false,
+    }
+}
+
+/// Alert `fp` resolves, its period started at minute `start` and lasted `lasted`
+/// minutes; delivered once.
+fn resolve(fp: usize, start: u32, lasted: u32) -> Op {
+    Op::Resolve {
+        fp,
+        start,
+        lasted,
+        twice: false,
+    }
+}
+
 #[test]
 fn storm_summary_survives_the_member_it_is_told_through_being_superseded() {
-    let ops = [
-        Op::Fire {
-            fp: 0,
-            start: 0,
-            twice: false,
-        },
-        Op::Fire {
-            fp: 0,
-            start: 1,
-            twice: false,
-        },
-        Op::Fire {
-            fp: 0,
-            start: 2,
-            twice: false,
-        },
-    ];
+    let ops = [fire(0, 0), fire(0, 1), fire(0, 2)];
     assert_eq!(play(Duration::from_secs(30), &ops), Ok(()));
 }
 
@@ -519,16 +523,8 @@ fn storm_summary_survives_the_member_it_is_told_through_being_superseded() {
 fn storm_summary_survives_the_first_incident_being_acked() {
     // The incidents are listed newest first: the second ack is of the group's first.
     let ops = [
-        Op::Fire {
-            fp: 0,
-            start: 0,
-            twice: false,
-        },
-        Op::Fire {
-            fp: 1,
-            start: 0,
-            twice: false,
-        },
+        fire(0, 0),
+        fire(1, 0),
         Op::Ack { nth: 1 },
         Op::Advance { secs: 149 },
     ];
@@ -540,11 +536,6 @@ fn storm_member_escalated_by_a_run_after_its_summary_went_out_is_told() {
     // Two runs of route `disk` escalate together (a group, its summary due when the window
     // ends); the test's clock passes the window and the summary goes out; a third run of the
     // same route escalates, stamped by the store's clock still inside the window.
-    let fire = |fp, start| Op::Fire {
-        fp,
-        start,
-        twice: false,
-    };
     let ops = [
         fire(2, 0),
         fire(3, 0),
@@ -558,18 +549,6 @@ fn storm_member_escalated_by_a_run_after_its_summary_went_out_is_told() {
 
 #[test]
 fn resolution_with_an_earlier_starts_at_resolves_the_open_incident() {
-    let ops = [
-        Op::Fire {
-            fp: 1,
-            start: 5,
-            twice: false,
-        },
-        Op::Resolve {
-            fp: 1,
-            start: 4,
-            lasted: 1,
-            twice: false,
-        },
-    ];
+    let ops = [fire(1, 5), resolve(1, 4, 1)];
     assert_eq!(play(Duration::ZERO, &ops), Ok(()));
 }

@@ -182,6 +182,25 @@ impl Store {
     }
 }
 
+/// One notification owed: a tier of an escalation round, a storm group's summary or a
+/// resolution. It is sent through `incident` (a summary: the member it is told through
+/// until it is due), no earlier than `due`.
+pub(super) struct Owed<'a> {
+    pub(super) key: NotificationKey,
+    pub(super) incident: &'a str,
+    pub(super) kind: NotificationKind,
+    /// 0 for a resolution, which belongs to no round.
+    pub(super) round: u32,
+    /// 0 for a resolution, which belongs to no tier.
+    pub(super) tier: u32,
+    pub(super) channel: &'a str,
+    pub(super) due: &'a str,
+    /// The storm group, for its summary.
+    pub(super) group: Option<&'a str>,
+    /// When it was put in: the write's time.
+    pub(super) now: &'a str,
+}
+
 impl Writer {
     /// An incident was just escalated: its first round of notifications.
     pub(super) fn escalate(
@@ -247,28 +266,23 @@ impl Writer {
             let number = index + 1;
             let due = stamp(start + tier.after);
             for channel in &tier.notify {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
-                         VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?9, ?6, ?7) ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params![
-                        NotificationKey::Round {
-                            incident: id.to_string(),
-                            round,
-                            tier: number as u32,
-                            channel: channel.clone()
-                        }
-                        .to_string(),
-                        id,
-                        round,
-                        number as i64,
-                        channel,
-                        due,
-                        now,
-                        NotificationKind::Escalated.as_str(),
-                        OutboxState::Pending.as_str()
-                    ])?;
+                let key = NotificationKey::Round {
+                    incident: id.to_string(),
+                    round,
+                    tier: number as u32,
+                    channel: channel.clone(),
+                };
+                self.owe(Owed {
+                    key,
+                    incident: id,
+                    kind: NotificationKind::Escalated,
+                    round,
+                    tier: number as u32,
+                    channel,
+                    due: &due,
+                    group: None,
+                    now,
+                })?;
             }
             tiers.push(json!({
                 "tier": number, "after": humantime::format_duration(tier.after).to_string(),
@@ -373,24 +387,44 @@ impl Writer {
         channel: &str,
         now: &str,
     ) -> Result<(), StoreError> {
+        let key = NotificationKey::Resolution {
+            incident: id.to_string(),
+            channel: channel.to_string(),
+        };
+        self.owe(Owed {
+            key,
+            incident: id,
+            kind: NotificationKind::Resolved,
+            round: 0,
+            tier: 0,
+            channel,
+            due: now,
+            group: None,
+            now,
+        })?;
+        self.batch.outbox_touched = true;
+        Ok(())
+    }
+
+    /// Puts `owed` in the outbox, pending; its key refuses a second copy.
+    pub(super) fn owe(&mut self, owed: Owed) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at)
-                         VALUES (?1, ?2, ?5, 0, 0, ?3, ?6, ?4, ?4) ON CONFLICT DO NOTHING",
+                "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at, group_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                NotificationKey::Resolution {
-                    incident: id.to_string(),
-                    channel: channel.to_string()
-                }
-                .to_string(),
-                id,
-                channel,
-                now,
-                NotificationKind::Resolved.as_str(),
-                OutboxState::Pending.as_str()
+                owed.key.to_string(),
+                owed.incident,
+                owed.kind.as_str(),
+                owed.round,
+                owed.tier,
+                owed.channel,
+                OutboxState::Pending.as_str(),
+                owed.due,
+                owed.now,
+                owed.group
             ])?;
-        self.batch.outbox_touched = true;
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 use serde_json::json;
 
 use super::db::{params, Db, OptionalExtension};
+use super::outbox::Owed;
 use super::writer::Writer;
 use super::{
     parse_time, stamp, GroupMember, Notification, NotificationKey, NotificationKind, OutboxState,
@@ -203,27 +204,22 @@ impl Writer {
             let number = index + 1;
             let due = stamp(start + tier.after);
             for channel in &tier.notify {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO outbox (key, incident_id, kind, round, tier, channel, state, due_at, created_at, group_id)
-                         VALUES (?1, ?2, ?8, 1, ?3, ?4, ?9, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params![
-                        NotificationKey::GroupSummary {
-                            group: gid.clone(),
-                            tier: number as u32,
-                            channel: channel.clone()
-                        }
-                        .to_string(),
-                        member,
-                        number as i64,
-                        channel,
-                        due,
-                        now,
-                        gid,
-                        NotificationKind::Escalated.as_str(),
-                        OutboxState::Pending.as_str()
-                    ])?;
+                let key = NotificationKey::GroupSummary {
+                    group: gid.clone(),
+                    tier: number as u32,
+                    channel: channel.clone(),
+                };
+                self.owe(Owed {
+                    key,
+                    incident: member,
+                    kind: NotificationKind::Escalated,
+                    round: 1,
+                    tier: number as u32,
+                    channel,
+                    due: &due,
+                    group: Some(gid),
+                    now,
+                })?;
             }
         }
         self.batch.outbox_touched = true;

@@ -9,7 +9,9 @@ use super::*;
 use crate::alert::{Alert, Status};
 use crate::audit::Verifier;
 
-fn alert(fp: &str, status: Status, minute: u32) -> Alert {
+/// A `DiskFull` alert on instance `fp`, started at 10:`minute` on 2026-11-23
+/// (the escalation tests use it too).
+pub(super) fn alert(fp: &str, status: Status, minute: u32) -> Alert {
     let labels: BTreeMap<String, String> = [("alertname", "DiskFull"), ("instance", fp)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -56,6 +58,22 @@ fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&url, StoreMetrics::default()).expect("open")
 }
 
+/// Ingests one alert, routed to the disk runbook.
+async fn ingest(store: &Store, alert: Alert) -> Vec<AlertEffect> {
+    store.ingest(delivery(vec![alert])).await.unwrap()
+}
+
+/// The newest `limit` incidents, in any state.
+async fn incidents(store: &Store, limit: usize) -> Vec<Incident> {
+    store
+        .incidents(IncidentFilter {
+            limit,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
 async fn verify(store: &Store) -> u64 {
     let mut v = Verifier::default();
     for e in store.audit_page(0, 100_000).await.unwrap() {
@@ -78,15 +96,7 @@ async fn firing_resend_resolve() {
         store.ingest(fx(Status::Firing, 0)).await.unwrap(),
         [AlertEffect::Deduplicated]
     );
-    let first = store
-        .incidents(IncidentFilter {
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()[0]
-        .id
-        .clone();
+    let first = incidents(&store, 1).await[0].id.clone();
     assert_eq!(
         store.ingest(fx(Status::Resolved, 0)).await.unwrap(),
         [AlertEffect::Resolved {
@@ -105,13 +115,7 @@ async fn firing_resend_resolve() {
         [AlertEffect::Opened(State::Queued)]
     );
 
-    let all = store
-        .incidents(IncidentFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = incidents(&store, 10).await;
     assert_eq!(all.len(), 2);
     let (newest, first) = (&all[0], &all[1]);
     assert_eq!(newest.state, State::Queued);
@@ -149,35 +153,22 @@ async fn firing_resend_resolve() {
 async fn ha_prometheus_earlier_starts_at_resolves_instead_of_stale() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let fx = |a| delivery(vec![a]);
     assert_eq!(
-        store
-            .ingest(fx(alert("haha", Status::Firing, 5)))
-            .await
-            .unwrap(),
+        ingest(&store, alert("haha", Status::Firing, 5)).await,
         [AlertEffect::Opened(State::Queued)]
     );
     assert_eq!(
-        store
-            .ingest(fx(alert("haha", Status::Firing, 3)))
-            .await
-            .unwrap(),
+        ingest(&store, alert("haha", Status::Firing, 3)).await,
         [AlertEffect::Deduplicated]
     );
     let mut resolved = alert("haha", Status::Resolved, 3);
     resolved.ends_at = Some(Utc.with_ymd_and_hms(2026, 11, 23, 10, 9, 0).unwrap());
-    let effect = store.ingest(fx(resolved)).await.unwrap();
+    let effect = ingest(&store, resolved).await;
     assert!(
         matches!(effect[..], [AlertEffect::Resolved { .. }]),
         "{effect:?}"
     );
-    let all = store
-        .incidents(IncidentFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = incidents(&store, 10).await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].state, State::Resolved);
     assert_eq!(all[0].deliveries, 3);
@@ -189,15 +180,12 @@ async fn ha_prometheus_earlier_starts_at_resolves_instead_of_stale() {
     );
     // A resolution that ended before the incident began is an older period's: stale.
     assert_eq!(
-        store
-            .ingest(fx(alert("haha", Status::Firing, 12)))
-            .await
-            .unwrap(),
+        ingest(&store, alert("haha", Status::Firing, 12)).await,
         [AlertEffect::Opened(State::Queued)]
     );
     let mut old = alert("haha", Status::Resolved, 3);
     old.ends_at = Some(Utc.with_ymd_and_hms(2026, 11, 23, 10, 9, 0).unwrap());
-    assert_eq!(store.ingest(fx(old)).await.unwrap(), [AlertEffect::Stale]);
+    assert_eq!(ingest(&store, old).await, [AlertEffect::Stale]);
     verify(&store).await;
     store.close().await;
 }
@@ -239,13 +227,7 @@ async fn ignored_incident_resends_are_duplicates_not_stale() {
             .unwrap(),
         [AlertEffect::Opened(State::Ignored)]
     );
-    let all = store
-        .incidents(IncidentFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = incidents(&store, 10).await;
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].deliveries, 4);
     verify(&store).await;
@@ -290,10 +272,7 @@ async fn concurrent_deliveries_share_commits_and_never_duplicate() {
         // 50 distinct alerts, each delivered 4 times concurrently.
         let fp = format!("fp{:02}", i % 50);
         tasks.push(tokio::spawn(async move {
-            store
-                .ingest(delivery(vec![alert(&fp, Status::Firing, 0)]))
-                .await
-                .unwrap()
+            ingest(&store, alert(&fp, Status::Firing, 0)).await
         }));
     }
     let mut opened = 0;
@@ -303,13 +282,7 @@ async fn concurrent_deliveries_share_commits_and_never_duplicate() {
         }
     }
     assert_eq!(opened, 50);
-    let all = store
-        .incidents(IncidentFilter {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = incidents(&store, 1000).await;
     assert_eq!(all.len(), 50);
     assert!(all.iter().all(|i| i.deliveries == 4));
     verify(&store).await;
@@ -320,10 +293,7 @@ async fn concurrent_deliveries_share_commits_and_never_duplicate() {
 async fn survives_reopen_and_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store
-        .ingest(delivery(vec![alert("cccc", Status::Firing, 0)]))
-        .await
-        .unwrap();
+    ingest(&store, alert("cccc", Status::Firing, 0)).await;
     store.close().await;
     assert!(matches!(
         store.ingest(delivery(vec![])).await,
@@ -332,10 +302,7 @@ async fn survives_reopen_and_continues_the_chain() {
 
     let store = open(&dir);
     assert_eq!(
-        store
-            .ingest(delivery(vec![alert("cccc", Status::Firing, 0)]))
-            .await
-            .unwrap(),
+        ingest(&store, alert("cccc", Status::Firing, 0)).await,
         [AlertEffect::Deduplicated]
     );
     assert_eq!(verify(&store).await, 5);
@@ -346,10 +313,7 @@ async fn survives_reopen_and_continues_the_chain() {
 async fn audit_rows_cannot_be_updated_or_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store
-        .ingest(delivery(vec![alert("dddd", Status::Firing, 0)]))
-        .await
-        .unwrap();
+    ingest(&store, alert("dddd", Status::Firing, 0)).await;
     store.close().await;
     let path = dir.path().join("data/medic.db");
     let url = crate::store::postgres::test_url(&path);
@@ -416,14 +380,8 @@ fn outbox_states_and_kinds_read_back_what_they_write() {
 async fn an_illegal_move_is_refused_and_not_written() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store
-        .ingest(delivery(vec![alert("illegal", Status::Firing, 0)]))
-        .await
-        .unwrap();
-    let effects = store
-        .ingest(delivery(vec![alert("illegal", Status::Resolved, 0)]))
-        .await
-        .unwrap();
+    ingest(&store, alert("illegal", Status::Firing, 0)).await;
+    let effects = ingest(&store, alert("illegal", Status::Resolved, 0)).await;
     let [AlertEffect::Resolved { id, .. }] = effects.as_slice() else {
         panic!("not resolved: {effects:?}");
     };
