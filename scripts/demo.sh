@@ -12,7 +12,8 @@
 # Needs prometheus, prometheus-alertmanager and a python3 with aiosmtpd (scripts/test.sh
 # installs them, aiosmtpd in a virtual environment it exports as MEDIC_PYTHON).
 # Environment: MEDIC_BIN (else it builds medic), MEDIC_PYTHON (python3), MEDIC_PROMETHEUS_BIN,
-# MEDIC_ALERTMANAGER_BIN, DEMO_OUT (a directory for incident.json and mail.json),
+# MEDIC_ALERTMANAGER_BIN, DEMO_STORE_URL (the store; a SQLite file in the work directory
+# unless set), DEMO_OUT (a directory for incident.json and mail.json),
 # DEMO_KEEP=1 (keep the work directory).
 set -euo pipefail
 
@@ -119,7 +120,7 @@ listen = "127.0.0.1:$MEDIC_PORT"
 api_token = "$TOKEN"
 
 [store]
-url = "sqlite://$WORK/medic.db"
+url = "${DEMO_STORE_URL:-sqlite://$WORK/medic.db}"
 
 [runbooks]
 dir = "$WORK/runbooks"

@@ -9,13 +9,18 @@ use serde_json::Value;
 
 fn demo(args: &[&str], out: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh");
-    let output = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg(script)
         .args(args)
         .env("MEDIC_BIN", env!("CARGO_BIN_EXE_medic"))
-        .env("DEMO_OUT", out)
-        .output()
-        .expect("run scripts/demo.sh");
+        .env("DEMO_OUT", out);
+    // On the suite's PostgreSQL pass, the demo runs on a database of its own there too.
+    let url = crate::common::store_url(out);
+    if url.starts_with("postgres") {
+        command.env("DEMO_STORE_URL", url);
+    }
+    let output = command.output().expect("run scripts/demo.sh");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
