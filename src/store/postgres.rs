@@ -3,9 +3,10 @@
 //! Each replica runs the same engine as SQLite (one writer committing in groups, see
 //! [`super::engine`]) over `tokio-postgres`; reads come from a `deadpool` pool. The
 //! engine's calls stay synchronous (the writer is a thread of its own, reads run on tokio's
-//! blocking threads) and each waits on the driver. The connections themselves live as
-//! tasks of a small runtime of this module's own ([`driver`]), so none depends on the
-//! runtime, or the test, that happened to open it, and dropping one never blocks.
+//! blocking threads) and each waits on the driver. A connection is a task: the pool's run
+//! on a small runtime of this module's own ([`driver`]), so none depends on the runtime,
+//! or the test, that happened to open it; the writer's runs on the writer's thread, in the
+//! calls that wait for it. Dropping a connection never blocks.
 //!
 //! Every connection carries a statement timeout, so a stuck database turns into an error
 //! (and a 503 to Alertmanager) instead of a hung request. A connection that breaks is
@@ -91,7 +92,7 @@ fn open_blocking(
     let manager = Manager::new(url, options)?;
     let writer = manager.open().map_err(|e| StoreError::Open {
         path: redact(url).into(),
-        source: describe(&e).into(),
+        source: describe(&*e).into(),
     })?;
     {
         // Replicas starting together migrate one at a time.
@@ -108,7 +109,7 @@ fn open_blocking(
             reconnect
                 .open()
                 .map(|c| Box::new(c) as Box<dyn Db>)
-                .map_err(|e| StoreError::Unavailable(describe(&e)))
+                .map_err(|e| StoreError::Unavailable(describe(&*e)))
         })),
         readers: Readers::Pool(pool),
         on_close: None,
@@ -190,15 +191,20 @@ impl Manager {
         })
     }
 
-    /// Opens one connection, waiting for it.
-    fn open(&self) -> Result<PgConn, tokio_postgres::Error> {
+    /// Opens one connection, waiting for it: the writer's. Its task runs on a runtime of
+    /// its own that the writer's thread drives while it waits for an answer, so a round
+    /// trip costs no hop to another thread and back.
+    fn open(&self) -> Result<PgConn, BoxError> {
         let connect = ConfigConnectImpl {
             tls: self.tls.clone(),
         };
-        let (client, task) = self.driver.block_on(connect.connect(&self.config))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (client, task) = runtime.block_on(connect.connect(&self.config))?;
         Ok(PgConn {
             client: Client::Own(ClientWrapper::new(client, task)),
-            driver: self.driver,
+            driver: Driver::Own(Some(runtime)),
         })
     }
 
@@ -243,7 +249,7 @@ impl Pool {
             .map_err(|e| NoConnection(describe(&e)))?;
         Ok(PgConn {
             client: Client::Pooled(object),
-            driver: self.driver,
+            driver: Driver::Shared(self.driver),
         })
     }
 }
@@ -263,7 +269,7 @@ impl std::fmt::Display for NoConnection {
 /// pooled connection keeps them from one read to the next.
 pub(crate) struct PgConn {
     client: Client,
-    driver: &'static Runtime,
+    driver: Driver,
 }
 
 /// The writer owns its connection; a reader borrows one from the pool.
@@ -283,13 +289,37 @@ impl std::ops::Deref for Client {
     }
 }
 
+/// Where a connection's task runs.
+enum Driver {
+    /// The writer's own runtime, run by the thread that waits (`None` once dropped).
+    Own(Option<Runtime>),
+    /// The shared [`driver`], for the pool's connections.
+    Shared(&'static Runtime),
+}
+
 impl PgConn {
     /// Waits for `f`, on the calling thread, while the driver moves the bytes.
     fn wait<T>(
         &self,
         f: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
-        Ok(self.driver.block_on(f)?)
+        let answer = match &self.driver {
+            Driver::Own(Some(rt)) => rt.block_on(f),
+            Driver::Own(None) => unreachable!("a connection is used only before it is dropped"),
+            Driver::Shared(rt) => rt.block_on(f),
+        };
+        Ok(answer?)
+    }
+}
+
+/// The writer's runtime stops without waiting for anything, on whatever thread drops it.
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Driver::Own(rt) = &mut self.driver {
+            if let Some(rt) = rt.take() {
+                rt.shutdown_background();
+            }
+        }
     }
 }
 
@@ -494,7 +524,9 @@ pub fn scratch_database() -> Result<String, StoreError> {
 fn create_scratch_database() -> Result<String, StoreError> {
     let server = std::env::var("MEDIC_TEST_POSTGRES").unwrap_or_else(|_| TEST_SERVER.into());
     let server = server.trim_end_matches('/');
-    let admin = Manager::new(&format!("{server}/postgres"), &Options::default())?.open()?;
+    let admin = Manager::new(&format!("{server}/postgres"), &Options::default())?
+        .open()
+        .map_err(|e| StoreError::Unavailable(describe(&*e)))?;
     let name = format!(
         "medic_test_{}",
         ulid::Ulid::new().to_string().to_lowercase()

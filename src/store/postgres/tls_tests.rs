@@ -31,7 +31,9 @@ fn database() -> Option<String> {
 
 fn connect(url: &str) -> Result<PgConn, StoreError> {
     let manager = Manager::new(url, &Options::default())?;
-    manager.open().map_err(StoreError::from)
+    manager
+        .open()
+        .map_err(|e| StoreError::Unavailable(describe(&*e)))
 }
 
 /// Whether the connection's own session is encrypted, as the server sees it.
