@@ -51,7 +51,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
 /// How long a connection attempt may take, and how long a read waits for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The runtime that drives every PostgreSQL connection of the process: one task per
+/// The runtime that drives the read pools' connections of the process: one task per
 /// connection, reading and writing its socket. Started at the first open, never stopped.
 fn driver() -> Result<&'static Runtime, StoreError> {
     static DRIVER: OnceLock<Runtime> = OnceLock::new();
@@ -59,7 +59,7 @@ fn driver() -> Result<&'static Runtime, StoreError> {
         return Ok(rt);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        // Two: a big read being decoded does not hold up the writer's round trip.
+        // Two: one big read being decoded does not hold up the others.
         .worker_threads(2)
         .thread_name("medic-pg")
         .enable_all()

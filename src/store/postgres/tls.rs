@@ -323,6 +323,23 @@ mod tests {
         assert_eq!(err, "url parameter sslrootcert is empty: give a file");
     }
 
+    /// The store refuses the URL before it connects, naming the parameter, without the
+    /// password.
+    #[test]
+    fn the_store_refuses_an_unknown_sslmode_at_open() {
+        let url = "postgres://medic:s3cret@127.0.0.1:1/medic?sslmode=allow";
+        let err = crate::store::Store::open(url, Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "store url \"postgres://medic:<redacted>@127.0.0.1:1/medic?sslmode=allow\": url \
+             parameter sslmode=\"allow\" is not one of disable, prefer, require, verify-ca, \
+             verify-full"
+        );
+    }
+
     #[test]
     fn an_unusable_sslrootcert_is_an_error_at_start() {
         let tls = |root: &str| Tls {
