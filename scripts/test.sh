@@ -146,13 +146,14 @@ ensure_prometheus() {
 # tests use it always. Databases left by earlier runs (medic_test_*) are dropped.
 ensure_postgres() {
     ensure_postgres_running
+    ensure_postgres_tls
     local stale
     stale=$(psql -h 127.0.0.1 -U postgres -d postgres -tA \
         -c "SELECT datname FROM pg_database WHERE datname LIKE 'medic\_test\_%'")
     for db in $stale; do
         quiet psql -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db"
     done
-    echo "postgresql: $(psql -h 127.0.0.1 -U postgres -d postgres -tA -c 'SHOW server_version')"
+    echo "postgresql: $(psql -h 127.0.0.1 -U postgres -d postgres -tA -c 'SHOW server_version'), ssl $(psql -h 127.0.0.1 -U postgres -d postgres -tA -c 'SHOW ssl')"
 }
 
 ensure_postgres_running() {
@@ -174,6 +175,55 @@ ensure_postgres_running() {
         sleep 0.5
     done
     echo "PostgreSQL is not accepting connections on 127.0.0.1:5432" >&2
+    return 1
+}
+
+# TLS on the PostgreSQL server, for the tests of the store URL's sslmode (they fail
+# without it). Debian's cluster points ssl_cert_file and ssl_key_file at the snakeoil
+# certificate of package ssl-cert; this makes sure the files exist and the server can
+# read them, then turns ssl on and reloads. Does nothing when TLS is on already.
+ensure_postgres_tls() {
+    local psql=(psql -h 127.0.0.1 -U postgres -d postgres -tA -c)
+    if [ "$("${psql[@]}" 'SHOW ssl')" = on ]; then
+        return 0
+    fi
+    local cert=/etc/ssl/certs/ssl-cert-snakeoil.pem
+    local key=/etc/ssl/private/ssl-cert-snakeoil.key
+    if [ ! -f "$cert" ] || ! "${SUDO[@]}" test -f "$key"; then
+        echo "creating the snakeoil certificate for PostgreSQL"
+        command -v make-ssl-cert >/dev/null || apt_install ssl-cert
+        quiet "${SUDO[@]}" make-ssl-cert generate-default-snakeoil
+    fi
+    # The server reads its key as user postgres, through the key's group ssl-cert.
+    local as_postgres=(runuser -u postgres --)
+    if [ "$(id -u)" -ne 0 ]; then
+        as_postgres=(sudo -u postgres)
+    fi
+    if ! "${as_postgres[@]}" test -r "$key"; then
+        echo "letting PostgreSQL read $key (group ssl-cert), restarting it"
+        quiet "${SUDO[@]}" usermod -a -G ssl-cert postgres
+        local version
+        version=$(ls /etc/postgresql | head -1)
+        quiet "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+        ensure_postgres_running
+    fi
+    echo "turning TLS on in PostgreSQL"
+    if [ "$("${psql[@]}" 'SHOW ssl_cert_file')" != "$cert" ]; then
+        quiet "${psql[@]}" "ALTER SYSTEM SET ssl_cert_file = '$cert'"
+    fi
+    if [ "$("${psql[@]}" 'SHOW ssl_key_file')" != "$key" ]; then
+        quiet "${psql[@]}" "ALTER SYSTEM SET ssl_key_file = '$key'"
+    fi
+    quiet "${psql[@]}" "ALTER SYSTEM SET ssl = on"
+    quiet "${psql[@]}" "SELECT pg_reload_conf()"
+    # The reload is a signal: wait for new sessions to see it.
+    for _ in $(seq 20); do
+        if [ "$("${psql[@]}" 'SHOW ssl')" = on ]; then
+            return 0
+        fi
+        sleep 0.25
+    done
+    echo "PostgreSQL did not turn TLS on (see its log): the TLS tests will fail" >&2
     return 1
 }
 

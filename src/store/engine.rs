@@ -46,7 +46,7 @@ pub(super) enum Readers {
     /// One connection (SQLite: WAL lets it read beside the writer).
     One(Arc<Mutex<Box<dyn Db>>>),
     /// A pool (PostgreSQL).
-    Pool(r2d2::Pool<super::postgres::Manager>),
+    Pool(super::postgres::Pool),
 }
 
 /// What a backend runs after the writer stopped.
@@ -261,7 +261,7 @@ impl Engine {
                 let c = pool
                     .get()
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                f(&*c)
+                f(&c)
             }
         })
         .await

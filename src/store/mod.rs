@@ -76,7 +76,7 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database error: {0}")]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     #[error("the database is unreachable: {0}")]
     Unavailable(String),
     #[error("the query returned no row")]

@@ -1,26 +1,39 @@
 //! The PostgreSQL backend: one database shared by several replicas of medic.
 //!
 //! Each replica runs the same engine as SQLite (one writer committing in groups, see
-//! [`super::engine`]) over the `postgres` crate; reads come from an `r2d2` pool. Every
-//! connection carries a statement timeout, so a stuck database turns into an error (and a
-//! 503 to Alertmanager) instead of a hung request. A connection that breaks is replaced:
-//! the writer reconnects before its next batch, the pool drops broken connections.
+//! [`super::engine`]) over `tokio-postgres`; reads come from a `deadpool` pool. The
+//! engine's calls stay synchronous (the writer is a thread of its own, reads run on tokio's
+//! blocking threads) and each waits on the driver. A connection is a task: the pool's run
+//! on a small runtime of this module's own ([`driver`]), so none depends on the runtime,
+//! or the test, that happened to open it; the writer's runs on the writer's thread, in the
+//! calls that wait for it. Dropping a connection never blocks.
+//!
+//! Every connection carries a statement timeout, so a stuck database turns into an error
+//! (and a 503 to Alertmanager) instead of a hung request. A connection that breaks is
+//! replaced: the writer reconnects before its next batch, the pool drops broken ones.
+//! TLS follows the URL's `sslmode`, as libpq does (see [`tls`]).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
+
 use std::error::Error;
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use deadpool_postgres::{ClientWrapper, ConfigConnectImpl, Connect};
+use tokio::runtime::Runtime;
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::db::{AuditRow, Db, Dialect, Row, Val};
 use super::engine::{self, Engine, Parts, Readers, WRITE_LOCK};
 use super::{Options, StoreError};
-use crate::config::redact_url_password;
 use crate::metrics::StoreMetrics;
+use tls::Tls;
 
 /// Schema migrations, embedded in the binary, applied in order at open.
 const MIGRATIONS: &[(u32, &str)] = &[
@@ -35,8 +48,25 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
 ];
 
-/// How long a connection attempt may take.
+/// How long a connection attempt may take, and how long a read waits for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The runtime that drives the read pools' connections of the process: one task per
+/// connection, reading and writing its socket. Started at the first open, never stopped.
+fn driver() -> Result<&'static Runtime, StoreError> {
+    static DRIVER: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = DRIVER.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        // Two: one big read being decoded does not hold up the others.
+        .worker_threads(2)
+        .thread_name("medic-pg")
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the PostgreSQL driver: {e}")))?;
+    Ok(DRIVER.get_or_init(|| rt))
+}
 
 pub(super) fn open(
     url: &str,
@@ -44,8 +74,8 @@ pub(super) fn open(
     owner: String,
     metrics: StoreMetrics,
 ) -> Result<Engine, StoreError> {
-    // The `postgres` crate blocks on a runtime of its own, which it cannot do on a thread
-    // that already drives async tasks: open from a plain thread.
+    // Opening waits on the driver (connecting, migrating), which a thread that drives
+    // async tasks must not do: open from a plain thread.
     std::thread::scope(|s| {
         s.spawn(|| open_blocking(url, options, owner, metrics))
             .join()
@@ -61,8 +91,8 @@ fn open_blocking(
 ) -> Result<Engine, StoreError> {
     let manager = Manager::new(url, options)?;
     let writer = manager.open().map_err(|e| StoreError::Open {
-        path: redact_url_password(url).into(),
-        source: Box::new(e),
+        path: redact(url).into(),
+        source: describe(&*e).into(),
     })?;
     {
         // Replicas starting together migrate one at a time.
@@ -71,12 +101,7 @@ fn open_blocking(
         writer.execute_batch(&format!("SELECT pg_advisory_unlock({WRITE_LOCK})"))?;
         migrated?;
     }
-    let pool = r2d2::Pool::builder()
-        .max_size(options.pool_size.max(1))
-        .min_idle(Some(1))
-        .connection_timeout(CONNECT_TIMEOUT)
-        .test_on_check_out(false)
-        .build_unchecked(manager.clone());
+    let pool = manager.pool(options.pool_size.max(1) as usize)?;
     let reconnect = manager.clone();
     let parts = Parts {
         writer: Box::new(writer),
@@ -84,7 +109,7 @@ fn open_blocking(
             reconnect
                 .open()
                 .map(|c| Box::new(c) as Box<dyn Db>)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))
+                .map_err(|e| StoreError::Unavailable(describe(&*e)))
         })),
         readers: Readers::Pool(pool),
         on_close: None,
@@ -94,84 +119,207 @@ fn open_blocking(
     Engine::start(parts, metrics)
 }
 
+/// An error with its causes: the driver's own message is only the kind of error ("error
+/// performing TLS handshake"), the why is in its sources.
+fn describe(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !out.ends_with(&more) {
+            out = format!("{out}: {more}");
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// `url` fit for a log line or an error: no password, in the user part or as a parameter.
+fn redact(url: &str) -> String {
+    let url = crate::config::redact_url_password(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|p| {
+            if p.starts_with("password=") {
+                "password=<redacted>"
+            } else {
+                p
+            }
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 /// Opens connections, for the pool and the writer.
 #[derive(Clone)]
 pub(crate) struct Manager {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    driver: &'static Runtime,
 }
 
 impl Manager {
     /// The settings of every connection: the writer's, its reconnections and the pool's.
     fn new(url: &str, options: &Options) -> Result<Manager, StoreError> {
-        let mut config = postgres::Config::from_str(url).map_err(|e| StoreError::Url {
-            url: redact_url_password(url),
-            message: e.to_string(),
-        })?;
+        let bad_url = |message: String| StoreError::Url {
+            url: redact(url),
+            message,
+        };
+        let (rest, tls) = Tls::from_url(url).map_err(bad_url)?;
+        let mut config =
+            tokio_postgres::Config::from_str(&rest).map_err(|e| bad_url(e.to_string()))?;
         let timeout_ms = options.statement_timeout.as_millis().max(1);
         config
+            .ssl_mode(tls.driver_mode())
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .application_name("medic")
             // A replica that hangs inside a transaction must not hold the write lock
             // forever.
-            .options(&format!(
+            .options(format!(
                 "-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={}",
                 timeout_ms * 4
             ));
-        Ok(Manager { config })
+        Ok(Manager {
+            config,
+            tls: tls.connector().map_err(bad_url)?,
+            driver: driver()?,
+        })
     }
 
-    fn open(&self) -> Result<PgConn, postgres::Error> {
+    /// Opens one connection, waiting for it: the writer's. Its task runs on a runtime of
+    /// its own that the writer's thread drives while it waits for an answer, so a round
+    /// trip costs no hop to another thread and back.
+    fn open(&self) -> Result<PgConn, BoxError> {
+        let connect = ConfigConnectImpl {
+            tls: self.tls.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (client, task) = runtime.block_on(connect.connect(&self.config))?;
         Ok(PgConn {
-            client: RefCell::new(Some(self.config.connect(NoTls)?)),
-            statements: RefCell::new(HashMap::new()),
+            client: Client::Own(ClientWrapper::new(client, task)),
+            driver: Driver::Own(Some(runtime)),
+        })
+    }
+
+    /// The readers' pool: connections opened as reads need them, up to `size`.
+    fn pool(&self, size: usize) -> Result<Pool, StoreError> {
+        let manager = deadpool_postgres::Manager::from_config(
+            self.config.clone(),
+            self.tls.clone(),
+            deadpool_postgres::ManagerConfig {
+                // A connection is taken as it is, as the writer's is: one that broke is
+                // dropped when it comes back, and the read that met the break fails alone.
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the read pool: {e}")))?;
+        Ok(Pool {
+            pool,
+            driver: self.driver,
         })
     }
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = PgConn;
-    type Error = postgres::Error;
+/// The readers' connections.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    pool: deadpool_postgres::Pool,
+    driver: &'static Runtime,
+}
 
-    fn connect(&self) -> Result<PgConn, postgres::Error> {
-        self.open()
-    }
-
-    fn is_valid(&self, c: &mut PgConn) -> Result<(), postgres::Error> {
-        c.client().simple_query("").map(drop)
-    }
-
-    fn has_broken(&self, c: &mut PgConn) -> bool {
-        c.client().is_closed()
+impl Pool {
+    /// A connection, waiting for one to be free (or opened) for at most [`CONNECT_TIMEOUT`].
+    pub(crate) fn get(&self) -> Result<PgConn, NoConnection> {
+        let object = self
+            .driver
+            .block_on(self.pool.get())
+            .map_err(|e| NoConnection(describe(&e)))?;
+        Ok(PgConn {
+            client: Client::Pooled(object),
+            driver: Driver::Shared(self.driver),
+        })
     }
 }
 
-/// One PostgreSQL connection with its cache of prepared statements.
+/// Why the pool had no connection to give (the database is down, or every connection
+/// stayed busy).
+#[derive(Debug)]
+pub(crate) struct NoConnection(String);
+
+impl std::fmt::Display for NoConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One PostgreSQL connection. Its prepared statements are cached with the client, so a
+/// pooled connection keeps them from one read to the next.
 pub(crate) struct PgConn {
-    /// Always `Some` but while being dropped.
-    client: RefCell<Option<Client>>,
-    /// Prepared statements by their text as the store wrote it.
-    statements: RefCell<HashMap<String, Statement>>,
+    client: Client,
+    driver: Driver,
+}
+
+/// The writer owns its connection; a reader borrows one from the pool.
+enum Client {
+    Own(ClientWrapper),
+    Pooled(deadpool_postgres::Object),
+}
+
+impl std::ops::Deref for Client {
+    type Target = ClientWrapper;
+
+    fn deref(&self) -> &ClientWrapper {
+        match self {
+            Client::Own(c) => c,
+            Client::Pooled(c) => c,
+        }
+    }
+}
+
+/// Where a connection's task runs.
+enum Driver {
+    /// The writer's own runtime, run by the thread that waits (`None` once dropped).
+    Own(Option<Runtime>),
+    /// The shared [`driver`], for the pool's connections.
+    Shared(&'static Runtime),
 }
 
 impl PgConn {
-    fn client(&self) -> std::cell::RefMut<'_, Client> {
-        std::cell::RefMut::map(self.client.borrow_mut(), |c| {
-            c.as_mut()
-                .expect("a connection is used only before it is dropped")
-        })
+    /// Waits for `f`, on the calling thread, while the driver moves the bytes.
+    fn wait<T>(
+        &self,
+        f: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        let answer = match &self.driver {
+            Driver::Own(Some(rt)) => rt.block_on(f),
+            Driver::Own(None) => unreachable!("a connection is used only before it is dropped"),
+            Driver::Shared(rt) => rt.block_on(f),
+        };
+        Ok(answer?)
     }
+}
 
-    fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
-        if let Some(s) = self.statements.borrow().get(sql) {
-            return Ok(s.clone());
+/// The writer's runtime stops without waiting for anything, on whatever thread drops it.
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Driver::Own(rt) = &mut self.driver {
+            if let Some(rt) = rt.take() {
+                rt.shutdown_background();
+            }
         }
-        let prepared = self.client().prepare(&placeholders(sql))?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_string(), prepared.clone());
-        Ok(prepared)
     }
 }
 
@@ -190,25 +338,33 @@ fn placeholders(sql: &str) -> String {
     out
 }
 
+/// The parameters as the driver takes them.
+fn refs(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as _).collect()
+}
+
 impl Db for PgConn {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
 
     fn execute_batch(&self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.client().batch_execute(sql)?)
+        self.wait(self.client.batch_execute(sql))
     }
 
     fn run(&self, sql: &str, params: &[Val]) -> Result<usize, StoreError> {
-        let statement = self.statement(sql)?;
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        Ok(self.client().execute(&statement, &params)? as usize)
+        let n = self.wait(async {
+            let statement = self.client.prepare_cached(&placeholders(sql)).await?;
+            self.client.execute(&statement, &refs(params)).await
+        })?;
+        Ok(n as usize)
     }
 
     fn rows(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError> {
-        let statement = self.statement(sql)?;
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        let rows = self.client().query(&statement, &params)?;
+        let rows = self.wait(async {
+            let statement = self.client.prepare_cached(&placeholders(sql)).await?;
+            self.client.query(&statement, &refs(params)).await
+        })?;
         Ok(rows.iter().map(to_row).collect())
     }
 
@@ -217,10 +373,6 @@ impl Db for PgConn {
         if rows.is_empty() {
             return Ok(());
         }
-        let statement = self.statement(
-            "INSERT INTO audit (seq, at, event, incident_id, detail, prev_hash, hash)
-             SELECT * FROM UNNEST(?1::BIGINT[], ?2::TEXT[], ?3::TEXT[], ?4::TEXT[], ?5::TEXT[], ?6::TEXT[], ?7::TEXT[])",
-        )?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let ats: Vec<&str> = rows.iter().map(|r| r.at.as_str()).collect();
         let events: Vec<&str> = rows.iter().map(|r| r.event).collect();
@@ -228,10 +380,21 @@ impl Db for PgConn {
         let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
         let prevs: Vec<&str> = rows.iter().map(|r| r.prev_hash.as_str()).collect();
         let hashes: Vec<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
-        self.client().execute(
-            &statement,
-            &[&seqs, &ats, &events, &incidents, &details, &prevs, &hashes],
-        )?;
+        self.wait(async {
+            let statement = self
+                .client
+                .prepare_cached(
+                    "INSERT INTO audit (seq, at, event, incident_id, detail, prev_hash, hash)
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])",
+                )
+                .await?;
+            self.client
+                .execute(
+                    &statement,
+                    &[&seqs, &ats, &events, &incidents, &details, &prevs, &hashes],
+                )
+                .await
+        })?;
         Ok(())
     }
 
@@ -242,37 +405,27 @@ impl Db for PgConn {
     /// looks like the whole table and is read as a sequential scan, every batch, slower as
     /// the table grows; a plan cached while the table was empty did the same.
     fn latest_incidents(&self, fingerprints: &[&str]) -> Result<Option<Vec<Row>>, StoreError> {
-        let statement = self.statement(
-            "SELECT f.fingerprint, i.id, i.state, i.starts_at, i.last_seen_at
-             FROM UNNEST(?1::TEXT[]) AS f (fingerprint)
-             CROSS JOIN LATERAL (SELECT id, state, starts_at, last_seen_at FROM incidents
-                 WHERE fingerprint = f.fingerprint ORDER BY starts_at DESC LIMIT 1) AS i",
-        )?;
-        let rows = self.client().query(&statement, &[&fingerprints])?;
+        let rows = self.wait(async {
+            let statement = self
+                .client
+                .prepare_cached(
+                    "SELECT f.fingerprint, i.id, i.state, i.starts_at, i.last_seen_at
+                     FROM UNNEST($1::TEXT[]) AS f (fingerprint)
+                     CROSS JOIN LATERAL (SELECT id, state, starts_at, last_seen_at FROM incidents
+                         WHERE fingerprint = f.fingerprint ORDER BY starts_at DESC LIMIT 1) AS i",
+                )
+                .await?;
+            self.client.query(&statement, &[&fingerprints]).await
+        })?;
         Ok(Some(rows.iter().map(to_row).collect()))
     }
 
     fn is_broken(&self) -> bool {
-        self.client().is_closed()
+        self.client.is_closed()
     }
 }
 
-/// The `postgres` client blocks on a runtime of its own as it closes, which it cannot do
-/// on a thread that drives async tasks: such a thread hands the client to another.
-impl Drop for PgConn {
-    fn drop(&mut self) {
-        let Some(client) = self.client.get_mut().take() else {
-            return;
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let _ = std::thread::Builder::new()
-                .name("medic-pg-close".into())
-                .spawn(move || drop(client));
-        }
-    }
-}
-
-fn to_row(r: &postgres::Row) -> Row {
+fn to_row(r: &tokio_postgres::Row) -> Row {
     Row((0..r.len()).map(|i| r.get::<_, Val>(i)).collect())
 }
 
@@ -362,6 +515,7 @@ pub fn test_url(sqlite_path: &std::path::Path) -> String {
 /// For tests: creates a new, empty database on the test server and returns its URL.
 #[doc(hidden)]
 pub fn scratch_database() -> Result<String, StoreError> {
+    // The same driver as the store's, from a plain thread (the caller may be async).
     std::thread::spawn(create_scratch_database)
         .join()
         .unwrap_or_else(|_| Err(StoreError::Commit("creating a database panicked".into())))
@@ -370,12 +524,14 @@ pub fn scratch_database() -> Result<String, StoreError> {
 fn create_scratch_database() -> Result<String, StoreError> {
     let server = std::env::var("MEDIC_TEST_POSTGRES").unwrap_or_else(|_| TEST_SERVER.into());
     let server = server.trim_end_matches('/');
-    let mut admin = Client::connect(&format!("{server}/postgres"), NoTls)?;
+    let admin = Manager::new(&format!("{server}/postgres"), &Options::default())?
+        .open()
+        .map_err(|e| StoreError::Unavailable(describe(&*e)))?;
     let name = format!(
         "medic_test_{}",
         ulid::Ulid::new().to_string().to_lowercase()
     );
-    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    admin.execute_batch(&format!("CREATE DATABASE {name}"))?;
     Ok(format!("{server}/{name}"))
 }
 
