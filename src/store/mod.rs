@@ -75,7 +75,7 @@ pub enum StoreError {
     TooNew { found: u32, known: u32 },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database error: {0}")]
+    #[error("database error: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("the database is unreachable: {0}")]
     Unavailable(String),
@@ -96,6 +96,19 @@ pub enum StoreError {
         from: Option<State>,
         to: State,
     },
+}
+
+/// An error and every cause under it, on one line: the PostgreSQL driver's own message
+/// ("db error") leaves out what the server said.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl StoreError {

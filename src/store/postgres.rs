@@ -544,6 +544,26 @@ mod tests {
     /// thousands of incidents before autovacuum gets to it. The lookup the connection has
     /// prepared must still find its rows through an index, not read the whole table.
     #[test]
+    fn an_error_says_what_the_server_said() {
+        if std::env::var("MEDIC_TEST_STORE").as_deref() != Ok("postgres") {
+            return;
+        }
+        let url = scratch_database().unwrap();
+        let conn = Manager::new(&url, &Options::default())
+            .unwrap()
+            .open()
+            .unwrap();
+        let e = conn
+            .execute_batch("SELECT * FROM no_such_table")
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("relation \"no_such_table\" does not exist"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_batch_lookup_reads_an_index_after_the_table_grows() {
         if std::env::var("MEDIC_TEST_STORE").as_deref() != Ok("postgres") {
             return;
