@@ -543,16 +543,25 @@ mod tests {
     /// times while `incidents` is empty and never analysed, then the table grows by
     /// thousands of incidents before autovacuum gets to it. The lookup the connection has
     /// prepared must still find its rows through an index, not read the whole table.
-    #[test]
-    fn an_error_says_what_the_server_said() {
+    /// A connection to a new database of its own, when the suite runs on PostgreSQL.
+    fn scratch_connection() -> Option<PgConn> {
         if std::env::var("MEDIC_TEST_STORE").as_deref() != Ok("postgres") {
-            return;
+            return None;
         }
         let url = scratch_database().unwrap();
-        let conn = Manager::new(&url, &Options::default())
-            .unwrap()
-            .open()
-            .unwrap();
+        Some(
+            Manager::new(&url, &Options::default())
+                .unwrap()
+                .open()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_error_says_what_the_server_said() {
+        let Some(conn) = scratch_connection() else {
+            return;
+        };
         let e = conn
             .execute_batch("SELECT * FROM no_such_table")
             .unwrap_err();
@@ -565,14 +574,9 @@ mod tests {
 
     #[test]
     fn the_batch_lookup_reads_an_index_after_the_table_grows() {
-        if std::env::var("MEDIC_TEST_STORE").as_deref() != Ok("postgres") {
+        let Some(conn) = scratch_connection() else {
             return;
-        }
-        let url = scratch_database().unwrap();
-        let conn = Manager::new(&url, &Options::default())
-            .unwrap()
-            .open()
-            .unwrap();
+        };
         engine::migrate(&conn, MIGRATIONS).unwrap();
         let wanted: Vec<String> = (0..50).map(|i| format!("fp{:05}", i * 97)).collect();
         let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
