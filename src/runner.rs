@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::guard::Guards;
-use crate::guard::{Candidate, Decision, Ticket};
+use crate::guard::{Candidate, Decision, Limit, Ticket};
 use crate::incident::Reason;
 use crate::loaded::Loaded;
 use crate::metrics::LimitLabel;
@@ -155,7 +155,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                     ctx.metrics
                         .refusals
                         .get_or_create(&LimitLabel {
-                            limit: "max_queued",
+                            limit: Limit::MaxQueued,
                         })
                         .inc_by(n as u64);
                 }
@@ -198,9 +198,9 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 for (id, limit) in &c.refused {
                     ctx.metrics
                         .refusals
-                        .get_or_create(&LimitLabel { limit })
+                        .get_or_create(&LimitLabel { limit: *limit })
                         .inc();
-                    tracing::info!(incident = %id, limit, "refused by a shared guard; escalated");
+                    tracing::info!(incident = %id, limit = limit.as_str(), "refused by a shared guard; escalated");
                 }
                 c.claims
             }
@@ -289,7 +289,7 @@ async fn admit(
                     .refusals
                     .get_or_create(&LimitLabel { limit })
                     .inc();
-                tracing::info!(incident = %q.id, limit, %message, "refused by a guard; escalating");
+                tracing::info!(incident = %q.id, limit = limit.as_str(), %message, "refused by a guard; escalating");
                 refusals.push(Refusal {
                     id: q.id,
                     reason,

@@ -77,6 +77,69 @@ impl std::fmt::Display for StepKind {
     }
 }
 
+/// A limit the guards name when they hold back or refuse a run or a step, as the audit
+/// log (`refused_by`), the metrics, the logs and the messages name it: [`Self::as_str`],
+/// also as it displays and serializes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// The pause switch.
+    Paused,
+    /// A maintenance window a run waits out.
+    MaintenanceWindow,
+    /// A maintenance window that escalates.
+    Maintenance,
+    MaxInFlight,
+    Breaker,
+    RouteRate,
+    GlobalRate,
+    /// The queue's bound (`limits.max_queued`).
+    MaxQueued,
+    ExecRate,
+    HttpRate,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 10] = [
+        Limit::Paused,
+        Limit::MaintenanceWindow,
+        Limit::Maintenance,
+        Limit::MaxInFlight,
+        Limit::Breaker,
+        Limit::RouteRate,
+        Limit::GlobalRate,
+        Limit::MaxQueued,
+        Limit::ExecRate,
+        Limit::HttpRate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Paused => "paused",
+            Limit::MaintenanceWindow => "maintenance window",
+            Limit::Maintenance => "maintenance",
+            Limit::MaxInFlight => "max_in_flight",
+            Limit::Breaker => "breaker",
+            Limit::RouteRate => "route_rate",
+            Limit::GlobalRate => "global_rate",
+            Limit::MaxQueued => "max_queued",
+            Limit::ExecRate => "exec_rate",
+            Limit::HttpRate => "http_rate",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// governor's clock, following tokio's (so `tokio::time::pause` drives it in tests).
 #[derive(Debug, Clone, Default)]
 pub struct TokioClock;
@@ -109,12 +172,12 @@ pub struct Candidate {
 pub enum Decision {
     Run(Ticket),
     /// Stay queued; `why` names the cap or window.
-    Wait(&'static str),
+    Wait(Limit),
     /// Escalate now.
     Refuse {
         reason: Reason,
         /// The limit that refused, for metrics and the audit log.
-        limit: &'static str,
+        limit: Limit,
         message: String,
     },
 }
@@ -156,7 +219,7 @@ pub struct SharedRate {
     pub bucket: String,
     pub rate: Rate,
     /// The limit named when it refuses (`route_rate`, `global_rate`).
-    pub limit: &'static str,
+    pub limit: Limit,
     pub message: String,
 }
 
@@ -399,7 +462,7 @@ impl Guards {
         if let Some(p) = self.paused() {
             return Decision::Refuse {
                 reason: Reason::Paused,
-                limit: "paused",
+                limit: Limit::Paused,
                 message: format!(
                     "medic is paused (by {} at {}: {})",
                     p.by,
@@ -416,10 +479,10 @@ impl Guards {
         if let Some(r) = route {
             if let Some(w) = r.maintenance.iter().find(|w| window::contains(w, now)) {
                 return match r.maintenance_action {
-                    WindowAction::Wait => Decision::Wait("maintenance window"),
+                    WindowAction::Wait => Decision::Wait(Limit::MaintenanceWindow),
                     WindowAction::Escalate => Decision::Refuse {
                         reason: Reason::Paused,
-                        limit: "maintenance",
+                        limit: Limit::Maintenance,
                         message: format!(
                             "route {:?} is in a maintenance window ({:02}:{:02}-{:02}:{:02} {})",
                             r.name,
@@ -443,7 +506,7 @@ impl Guards {
         if let Some((key, max)) = &in_flight {
             let counts = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             if counts.get(key).copied().unwrap_or(0) >= *max {
-                return Decision::Wait("max_in_flight");
+                return Decision::Wait(Limit::MaxInFlight);
             }
         }
 
@@ -458,7 +521,7 @@ impl Guards {
             if let Admit::Refuse { failures, until } = b.admit(&c.id, now, cooldown) {
                 return Decision::Refuse {
                     reason: Reason::CircuitOpen,
-                    limit: "breaker",
+                    limit: Limit::Breaker,
                     message: breaker_refusal(
                         route.map(|r| r.name.as_str()).unwrap_or(""),
                         &failures,
@@ -475,7 +538,7 @@ impl Guards {
                 if limiter.check_key(&key).is_err() {
                     return Decision::Refuse {
                         reason: Reason::RateLimited,
-                        limit: "route_rate",
+                        limit: Limit::RouteRate,
                         message: route_rate_refusal(r, *rate, &key),
                     };
                 }
@@ -485,7 +548,7 @@ impl Guards {
             if limiter.check_key(&String::new()).is_err() {
                 return Decision::Refuse {
                     reason: Reason::RateLimited,
-                    limit: "global_rate",
+                    limit: Limit::GlobalRate,
                     message: global_rate_refusal(*rate),
                 };
             }
@@ -544,7 +607,7 @@ impl Guards {
                 shared.rates.push(SharedRate {
                     bucket: format!("route:{}|{}|{:?}|{key}", r.name, rate.count, rate.per),
                     rate: *rate,
-                    limit: "route_rate",
+                    limit: Limit::RouteRate,
                     message: route_rate_refusal(r, *rate, &key),
                 });
             }
@@ -553,7 +616,7 @@ impl Guards {
             shared.rates.push(SharedRate {
                 bucket: format!("global|{}|{:?}", rate.count, rate.per),
                 rate: *rate,
-                limit: "global_rate",
+                limit: Limit::GlobalRate,
                 message: global_rate_refusal(*rate),
             });
         }
@@ -639,11 +702,11 @@ impl Guards {
         limits: &Limits,
         kind: StepKind,
         key: &str,
-    ) -> Result<(), (Reason, &'static str, String)> {
+    ) -> Result<(), (Reason, Limit, String)> {
         if let Some(p) = self.paused() {
             return Err((
                 Reason::Paused,
-                "paused",
+                Limit::Paused,
                 format!(
                     "medic was paused by {} at {}: {}",
                     p.by,
@@ -653,8 +716,8 @@ impl Guards {
             ));
         }
         let (limit, name, setting, per) = match kind {
-            StepKind::Exec => (&limits.exec, "exec_rate", "limits.exec_rate", "program"),
-            StepKind::Http => (&limits.http, "http_rate", "limits.http_rate", "host"),
+            StepKind::Exec => (&limits.exec, Limit::ExecRate, "limits.exec_rate", "program"),
+            StepKind::Http => (&limits.http, Limit::HttpRate, "limits.http_rate", "host"),
             StepKind::Sleep | StepKind::Silence | StepKind::Query => return Ok(()),
         };
         if let Some((rate, limiter)) = limit {

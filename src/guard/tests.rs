@@ -35,7 +35,7 @@ impl Under {
         self.guards.record(&self.limits, id, incident, success, now)
     }
 
-    fn step(&self, kind: StepKind, key: &str) -> Result<(), (Reason, &'static str, String)> {
+    fn step(&self, kind: StepKind, key: &str) -> Result<(), (Reason, Limit, String)> {
         self.guards.step(&self.limits, kind, key)
     }
 
@@ -78,13 +78,13 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
 }
 
-fn refused(d: &Decision) -> (&'static str, Reason, String) {
+fn refused(d: &Decision) -> (Limit, Reason, String) {
     match d {
         Decision::Refuse {
             reason,
             limit,
             message,
-        } => (limit, *reason, message.clone()),
+        } => (*limit, *reason, message.clone()),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -105,7 +105,7 @@ async fn route_rate_refuses_exactly_past_its_budget_and_recovers() {
         assert!(matches!(g.admit(&a(i), now()), Decision::Run(_)), "run {i}");
     }
     let (limit, reason, msg) = refused(&g.admit(&a(3), now()));
-    assert_eq!((limit, reason), ("route_rate", Reason::RateLimited));
+    assert_eq!((limit, reason), (Limit::RouteRate, Reason::RateLimited));
     assert_eq!(
         msg,
         "route \"disk\" allows 3/10m runs per instance=a (routes.rate)"
@@ -139,7 +139,7 @@ async fn global_rate_counts_every_route() {
         Decision::Run(_)
     ));
     let (limit, _, msg) = refused(&g.admit(&cand("3", "r", &[]), now()));
-    assert_eq!(limit, "global_rate");
+    assert_eq!(limit, Limit::GlobalRate);
     assert_eq!(msg, "medic allows 2/1m runbook runs in all (limits.rate)");
     tokio::time::advance(Duration::from_secs(30)).await;
     assert!(matches!(
@@ -156,7 +156,7 @@ async fn in_flight_cap_makes_incidents_wait_per_key() {
     };
     assert!(matches!(
         g.admit(&cand("2", "svc", &[("service", "db")]), now()),
-        Decision::Wait("max_in_flight")
+        Decision::Wait(Limit::MaxInFlight)
     ));
     assert!(matches!(
         g.admit(&cand("3", "svc", &[("service", "web")]), now()),
@@ -189,7 +189,7 @@ async fn breaker_opens_half_opens_and_closes() {
         g.record(&bid, id, false, t(1));
     }
     let (limit, reason, msg) = refused(&g.admit(&c("i3"), t(2)));
-    assert_eq!((limit, reason), ("breaker", Reason::CircuitOpen));
+    assert_eq!((limit, reason), (Limit::Breaker, Reason::CircuitOpen));
     assert!(msg.contains("incidents i1, i2"), "{msg}");
     // Another instance has its own breaker.
     assert!(matches!(
@@ -236,7 +236,7 @@ async fn breaker_state_is_restored_from_what_the_store_kept() {
     };
     let g = Under::new(cfg, vec![kept]);
     let (limit, _, _) = refused(&g.admit(&cand("z", "restart", &[("instance", "a")]), now()));
-    assert_eq!(limit, "breaker");
+    assert_eq!(limit, Limit::Breaker);
     assert_eq!(g.reset(&id).unwrap().breaker.state, breaker::State::Closed);
     assert!(matches!(
         g.admit(&cand("z", "restart", &[("instance", "a")]), now()),
@@ -253,7 +253,7 @@ async fn pause_refuses_runs_and_steps() {
         reason: "deploy".into(),
     }));
     let (limit, reason, msg) = refused(&g.admit(&cand("1", "any", &[]), now()));
-    assert_eq!((limit, reason), ("paused", Reason::Paused));
+    assert_eq!((limit, reason), (Limit::Paused, Reason::Paused));
     assert!(msg.contains("by alice") && msg.contains("deploy"), "{msg}");
     assert_eq!(
         g.step(StepKind::Exec, "systemctl").unwrap_err().0,
@@ -272,7 +272,7 @@ async fn step_rates_count_per_program_and_host() {
     assert!(g.step(StepKind::Exec, "systemctl").is_ok());
     assert!(g.step(StepKind::Exec, "systemctl").is_ok());
     let (reason, limit, msg) = g.step(StepKind::Exec, "systemctl").unwrap_err();
-    assert_eq!((reason, limit), (Reason::RateLimited, "exec_rate"));
+    assert_eq!((reason, limit), (Reason::RateLimited, Limit::ExecRate));
     assert_eq!(
         msg,
         "exec of systemctl refused: limits.exec_rate allows 2/1m per program"
@@ -305,10 +305,10 @@ maintenance_action = "escalate"
     // 2026-11-23 10:00 UTC is a Monday, inside both windows.
     assert!(matches!(
         g.admit(&cand("1", "waits", &[]), now()),
-        Decision::Wait("maintenance window")
+        Decision::Wait(Limit::MaintenanceWindow)
     ));
     let (limit, reason, msg) = refused(&g.admit(&cand("2", "escalates", &[]), now()));
-    assert_eq!((limit, reason), ("maintenance", Reason::Paused));
+    assert_eq!((limit, reason), (Limit::Maintenance, Reason::Paused));
     assert!(
         msg.contains("maintenance window (09:00-11:00 UTC)"),
         "{msg}"
@@ -379,5 +379,36 @@ async fn only_exec_and_http_steps_have_rates() {
     for kind in [StepKind::Sleep, StepKind::Silence, StepKind::Query] {
         assert!(g.step(kind, "").is_ok());
         assert!(g.step(kind, "").is_ok(), "{kind} has no rate");
+    }
+}
+
+/// The names of the limits are what the audit log (`refused_by`), the metrics, the logs and
+/// the messages have always said: as a string, displayed and serialized.
+#[test]
+fn limits_are_named_as_before() {
+    let table = [
+        (Limit::Paused, "paused"),
+        (Limit::MaintenanceWindow, "maintenance window"),
+        (Limit::Maintenance, "maintenance"),
+        (Limit::MaxInFlight, "max_in_flight"),
+        (Limit::Breaker, "breaker"),
+        (Limit::RouteRate, "route_rate"),
+        (Limit::GlobalRate, "global_rate"),
+        (Limit::MaxQueued, "max_queued"),
+        (Limit::ExecRate, "exec_rate"),
+        (Limit::HttpRate, "http_rate"),
+    ];
+    assert_eq!(table.map(|(l, _)| l), Limit::ALL, "every limit, in order");
+    for (limit, name) in table {
+        assert_eq!(limit.as_str(), name);
+        assert_eq!(limit.to_string(), name);
+        assert_eq!(
+            serde_json::to_value(limit).unwrap(),
+            serde_json::json!(name)
+        );
+        assert_eq!(
+            serde_json::json!({ "refused_by": limit }).to_string(),
+            format!(r#"{{"refused_by":"{name}"}}"#)
+        );
     }
 }

@@ -18,7 +18,7 @@ use super::writer::{Writer, MAX_BATCH_WEIGHT};
 use super::{stamp, to_json, Refusal, Store, StoreError};
 use crate::audit::{Event, NewEntry};
 use crate::guard::breaker::Admit;
-use crate::guard::{self, BreakerEntry, Pause, Shared};
+use crate::guard::{self, BreakerEntry, Limit, Pause, Shared};
 use crate::incident::{Reason, State};
 
 /// What a run's shared guards said, in the claim transaction.
@@ -27,7 +27,7 @@ pub(super) enum SharedCheck {
     /// Its in-flight cap is full: it stays queued.
     Wait,
     /// Escalated, by this limit.
-    Refused(&'static str),
+    Refused(Limit),
 }
 
 impl Store {
@@ -62,7 +62,7 @@ impl Store {
             let now = stamp(w.cx.now());
             let message = format!("the queue of incidents waiting to run is full (limits.max_queued = {max_queued})");
             for id in &ids {
-                w.refuse(id, Reason::RateLimited, "max_queued", &message, &now)?;
+                w.refuse(id, Reason::RateLimited, Limit::MaxQueued, &message, &now)?;
             }
             Ok(ids.len())
         })
@@ -160,7 +160,7 @@ impl Writer {
                 return Ok(SharedCheck::Wait);
             }
         }
-        let refuse = |w: &mut Writer, reason: Reason, limit: &'static str, message: &str| {
+        let refuse = |w: &mut Writer, reason: Reason, limit: Limit, message: &str| {
             w.refuse(id, reason, limit, message, now)
                 .map(|_| SharedCheck::Refused(limit))
         };
@@ -176,7 +176,7 @@ impl Writer {
             let before = entry.breaker.clone();
             if let Admit::Refuse { failures, until } = entry.breaker.admit(id, now_t, b.cooldown) {
                 let message = guard::breaker_refusal(&b.route, &failures, until);
-                return refuse(self, Reason::CircuitOpen, "breaker", &message);
+                return refuse(self, Reason::CircuitOpen, Limit::Breaker, &message);
             }
             // Stored from its first run on, so that every replica records into the same one.
             if new || entry.breaker != before {
@@ -208,7 +208,7 @@ impl Writer {
         &mut self,
         id: &str,
         reason: Reason,
-        limit: &str,
+        limit: Limit,
         message: &str,
         now: &str,
     ) -> Result<bool, StoreError> {

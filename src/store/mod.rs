@@ -53,6 +53,7 @@ use serde_json::{Map, Value};
 use crate::alert::{Alert, Status};
 use crate::clock::Clock;
 use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
+use crate::guard::Limit;
 use crate::incident::{Outcome, Reason, State};
 use crate::metrics::StoreMetrics;
 
@@ -238,7 +239,7 @@ pub struct Claim {
 pub struct Claimed {
     pub claims: Vec<Claim>,
     /// Incidents a shared guard refused (and escalated), with the limit that refused.
-    pub refused: Vec<(String, &'static str)>,
+    pub refused: Vec<(String, Limit)>,
 }
 
 /// One incident of a storm group, for the group's summary notification.
@@ -264,7 +265,7 @@ pub struct Refusal {
     pub id: String,
     pub reason: Reason,
     /// The limit that refused (`route_rate`, `breaker`, `paused`, ...).
-    pub limit: &'static str,
+    pub limit: Limit,
     pub message: String,
 }
 
