@@ -5,8 +5,8 @@
 //! through `Utc::now()` directly, so a test can run the whole engine on
 //! `tokio::time::pause` and move time forward instead of sleeping: a clock made by
 //! [`Clock::following_tokio`] reads UTC as a fixed start plus however far tokio's clock has
-//! moved since. The one exception is a step's child process, whose timeout is measured
-//! against the real world it runs in (`steps::exec`).
+//! moved since. The one exception is a step's child process, whose timeout and kill grace
+//! are measured on tokio's own timers (`steps::exec`), not through this clock.
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! is wrong, the previous configuration and runbooks stay in force, and why is logged,
 //! audited and shown in `/metrics` (`medic_config_reload_success` 0 and
 //! `medic_config_reload_failures_total`). Runs in flight finish on the version they
-//! started with. `server.listen` and `store.url` only change with a restart.
+//! started with. `server.listen`, the `[store]` section and `limits.max_concurrent` only change with a restart.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -186,10 +186,11 @@ pub async fn reload(ctx: &Context, path: &Path, trigger: &str) -> Result<(), Vec
         Ok(new) => {
             let old = ctx.config.get();
             if new.config.server.listen != old.config.server.listen
-                || new.config.store.url != old.config.store.url
+                || new.config.store != old.config.store
+                || new.config.limits.max_concurrent != old.config.limits.max_concurrent
             {
                 tracing::warn!(
-                    "server.listen and store.url changes take effect at the next restart"
+                    "changes to server.listen, the [store] section and limits.max_concurrent take effect at the next restart"
                 );
             }
             let entry = new.audit_entry(trigger);

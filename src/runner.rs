@@ -127,7 +127,9 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 }
             }
         }
-        let lease = ctx.config.get().config.store.lease;
+        // The store's lease, fixed when it opened: a reload that changes `store.lease` must
+        // not pace renewals by a lease the store does not use.
+        let lease = ctx.store.lease();
         if since(last_renew) >= lease / 3 {
             last_renew = clock.instant();
             let running = cancels.iter().map(|(_, _, id)| id.clone()).collect();

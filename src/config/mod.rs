@@ -720,9 +720,25 @@ impl fmt::Debug for Redacted {
     }
 }
 
-/// `url` with the password of its `user:password@` part, if any, replaced.
-/// `url` with its password (if any) replaced by `<redacted>`, for messages and logs.
+/// `url` with its password replaced by `<redacted>`, for messages and logs: the password
+/// of its `user:password@` part and a `password=` query parameter (which PostgreSQL takes
+/// too), if any.
 pub fn redact_url_password(url: &str) -> String {
+    let url = redact_userinfo_password(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|p| match p.starts_with("password=") {
+            true => "password=<redacted>",
+            false => p,
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+fn redact_userinfo_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

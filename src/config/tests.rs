@@ -818,6 +818,14 @@ fn url_passwords_are_redacted() {
     check("postgres://h/db?x=a@b", "postgres://h/db?x=a@b");
     check("sqlite://data/medic.db", "sqlite://data/medic.db");
     check("not a url", "not a url");
+    check(
+        "postgres://u@h/db?sslmode=require&password=p&application_name=medic",
+        "postgres://u@h/db?sslmode=require&password=<redacted>&application_name=medic",
+    );
+    check(
+        "postgres://u:p@h/db?password=q",
+        "postgres://u:<redacted>@h/db?password=<redacted>",
+    );
 }
 
 #[test]

@@ -517,6 +517,12 @@ impl Host for StepHost {
         }
     }
 
+    /// The run's deadline is kept on the engine's clock, like its `sleep` (so a paused
+    /// test clock holds it too).
+    fn now(&self) -> std::time::Instant {
+        self.clock.instant().into_std()
+    }
+
     fn query(&self, promql: &str) -> Result<Array, Stop> {
         let args = json!({"query": promql});
         let Some(prom) = &self.toolkit.prometheus else {

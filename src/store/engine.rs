@@ -75,6 +75,8 @@ pub(super) struct Engine {
     pub(super) settings: Settings,
     pub(super) outbox_wake: Arc<Notify>,
     dialect: Dialect,
+    /// How long this process's leases last unless renewed (`store.lease`, fixed at open).
+    lease: Duration,
 }
 
 /// What the handle sets and the writer reads: the rules in force and the clock.
@@ -113,11 +115,6 @@ impl Settings {
         self.rules().plans.clone()
     }
 
-    /// Escalations of one route and reason within this window share a storm group.
-    pub(super) fn storm_window(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.rules().storm_window).unwrap_or(chrono::TimeDelta::MAX)
-    }
-
     pub(super) fn follow(&self, source: RulesSource) {
         *write_lock(&self.rules) = RulesIn::Following(source);
     }
@@ -148,6 +145,10 @@ pub(super) struct Context {
     /// How long a lease (on a run, or a notification being sent) lasts unless renewed.
     pub(super) lease: chrono::Duration,
     ids: ulid::Generator,
+    /// The rules of the batch being run, taken once as it begins ([`Context::begin_batch`]):
+    /// a reload during a batch cannot give one job plans from one configuration and a storm
+    /// window from the next.
+    rules: Arc<Rules>,
 }
 
 impl Context {
@@ -165,8 +166,19 @@ impl Context {
             .to_string()
     }
 
+    /// Takes the rules in force for the batch about to run.
+    pub(super) fn begin_batch(&mut self) {
+        self.rules = self.settings.rules();
+    }
+
+    /// The escalation plans of this batch.
     pub(super) fn plans(&self) -> Arc<Plans> {
-        self.settings.plans()
+        self.rules.plans.clone()
+    }
+
+    /// The storm window of this batch.
+    pub(super) fn storm_window(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.rules.storm_window).unwrap_or(chrono::TimeDelta::MAX)
     }
 }
 
@@ -183,6 +195,7 @@ impl Engine {
             owner: parts.owner.clone(),
             lease: chrono::Duration::from_std(parts.lease).unwrap_or(chrono::Duration::seconds(30)),
             ids: ulid::Generator::new(),
+            rules: Arc::default(),
         };
         let writer = Writer::new(
             parts.writer,
@@ -203,6 +216,7 @@ impl Engine {
             settings,
             outbox_wake,
             dialect,
+            lease: parts.lease,
         })
     }
 
@@ -271,6 +285,13 @@ impl Engine {
 
 /// The store as a handle: its settings, and opening and closing it.
 impl Store {
+    /// How long the leases this process takes last unless renewed: `store.lease` as it was
+    /// when the store opened (a reload does not change it; the runner paces its renewals by
+    /// this, not by the configuration in force).
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
     /// Whether several replicas may share this store (PostgreSQL): the guards then keep
     /// their budgets in it rather than in memory.
     pub fn is_shared(&self) -> bool {

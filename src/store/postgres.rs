@@ -136,21 +136,7 @@ fn describe(e: &dyn Error) -> String {
 
 /// `url` fit for a log line or an error: no password, in the user part or as a parameter.
 fn redact(url: &str) -> String {
-    let url = crate::config::redact_url_password(url);
-    let Some((base, query)) = url.split_once('?') else {
-        return url;
-    };
-    let query: Vec<&str> = query
-        .split('&')
-        .map(|p| {
-            if p.starts_with("password=") {
-                "password=<redacted>"
-            } else {
-                p
-            }
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
+    crate::config::redact_url_password(url)
 }
 
 /// Opens connections, for the pool and the writer.

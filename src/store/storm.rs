@@ -155,7 +155,7 @@ impl Writer {
             })
         });
         let now_t = parse_time(now).unwrap_or_else(|| self.cx.now());
-        let grouping = storm::assign(as_storm.as_ref(), now_t, self.cx.settings.storm_window());
+        let grouping = storm::assign(as_storm.as_ref(), now_t, self.cx.storm_window());
         let (group, first) = match (grouping, latest) {
             (storm::Grouping::Join(_), Some(mut g)) => {
                 g.size += 1;
@@ -198,8 +198,7 @@ impl Writer {
         let route = self.route_of(&g.leader)?;
         let plans = self.cx.plans();
         let policy = plans.policy(route.as_deref());
-        let start = parse_time(opened_at).unwrap_or_else(|| self.cx.now())
-            + self.cx.settings.storm_window();
+        let start = parse_time(opened_at).unwrap_or_else(|| self.cx.now()) + self.cx.storm_window();
         for (index, tier) in policy.tiers.iter().enumerate() {
             let number = index + 1;
             let due = stamp(start + tier.after);

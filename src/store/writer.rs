@@ -1,10 +1,11 @@
 //! The one writer: a thread that owns the write connection and commits in groups.
 //!
 //! It takes the first waiting job, drains whatever else is already queued (up to
-//! [`MAX_BATCH`] jobs and [`MAX_BATCH_WEIGHT`] units of work), runs each in its own
-//! savepoint inside one transaction, commits once (one fsync) and only then answers every
-//! caller. A failing job rolls back to its savepoint and fails alone; a failing commit
-//! fails the whole batch, and nothing in it was acknowledged. A broken connection
+//! [`MAX_BATCH`] jobs and [`MAX_BATCH_WEIGHT`] units of work), runs them together inside
+//! one transaction, commits once (one fsync) and only then answers every caller. If a job
+//! fails, the transaction is rolled back and the batch runs again with each job in its own
+//! savepoint, so the failing job rolls back to it and fails alone. A failing commit fails
+//! the whole batch, and nothing in it was acknowledged. A broken connection
 //! (PostgreSQL restarted) is replaced before the next batch.
 //!
 //! The writer knows jobs, savepoints and commits, not incidents: what a job does is its
@@ -185,15 +186,21 @@ impl Writer {
         match self.conn.dialect() {
             Dialect::Sqlite => self.conn.execute_batch("BEGIN IMMEDIATE"),
             Dialect::Postgres => {
-                self.conn.execute_batch(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-                ))?;
-                match audit_head(self.conn.as_ref()) {
+                let began = self
+                    .conn
+                    .execute_batch(&format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                    ))
+                    .and_then(|()| audit_head(self.conn.as_ref()));
+                match began {
                     Ok(head) => {
                         self.chain.set_head(head);
                         Ok(())
                     }
                     Err(e) => {
+                        // Whatever failed (the lock's wait ran past statement_timeout, the
+                        // head), the session must not stay in an aborted transaction: every
+                        // later batch would fail in it.
                         let _ = self.conn.execute_batch("ROLLBACK");
                         Err(e)
                     }
@@ -249,6 +256,7 @@ impl Writer {
             return Outcome::Failed(msg);
         }
         self.chain.begin_batch();
+        self.cx.begin_batch();
         let hints: Vec<&str> = batch
             .iter()
             .flat_map(|j| j.hints())
