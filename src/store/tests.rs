@@ -409,3 +409,42 @@ async fn an_illegal_move_is_refused_and_not_written() {
     assert_eq!(store.audit_page(0, 1000).await.unwrap().len(), entries);
     store.close().await;
 }
+
+/// The SQL names states as text (`state = 'escalated'`): every such name in the store's
+/// queries is one `State::as_str` or `OutboxState::as_str` gives, so that renaming a state
+/// cannot leave a query matching nothing.
+#[test]
+fn every_state_named_in_sql_is_a_state() {
+    let sources = [
+        include_str!("incidents.rs"),
+        include_str!("transition.rs"),
+        include_str!("runs.rs"),
+        include_str!("guards.rs"),
+        include_str!("outbox.rs"),
+        include_str!("storm.rs"),
+        include_str!("reads.rs"),
+        include_str!("migrate.rs"),
+    ];
+    let named = regex::Regex::new(
+        r"state\s*(?:=|<>|!=|IN|NOT IN)\s*\(?\s*('[a-z_]+'(?:\s*,\s*'[a-z_]+')*)",
+    )
+    .unwrap();
+    let word = regex::Regex::new(r"'([a-z_]+)'").unwrap();
+    let mut seen = 0;
+    for source in sources {
+        for m in named.captures_iter(source) {
+            for w in word.captures_iter(&m[1]) {
+                let name = &w[1];
+                assert!(
+                    State::parse(name).is_some() || OutboxState::parse(name).is_some(),
+                    "a query names the state {name:?}, which is not a state"
+                );
+                seen += 1;
+            }
+        }
+    }
+    assert!(
+        seen > 10,
+        "the pattern found only {seen} state names: is it still right?"
+    );
+}

@@ -383,8 +383,9 @@ mod tests {
     use crate::metrics::StoreMetrics;
     use crate::store::stamp;
 
-    /// Jobs committed together: one fails (and is rolled back to its savepoint, its audit
-    /// entry with it), the others commit, and the chain stays whole.
+    /// Jobs of one batch: they first run together; one fails, so the batch is rolled back
+    /// and runs again with each job apart. The failing one is rolled back to its savepoint
+    /// (its audit entry with it), the others commit once, and the chain stays whole.
     #[tokio::test]
     async fn a_failing_job_fails_alone_in_its_batch() {
         let dir = tempfile::tempdir().unwrap();
@@ -394,8 +395,31 @@ mod tests {
         fn entry(n: u32) -> NewEntry {
             NewEntry::new(Event::Paused, &json!({ "n": n }))
         }
+        // The writer is held in a job of its own until the three jobs are queued, so that
+        // they make one batch.
+        let (started, writer_busy) = std::sync::mpsc::channel::<()>();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                engine
+                    .write(move |_| {
+                        let _ = started.send(());
+                        let _ = held.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || writer_busy.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let ok = |n: u32| {
+            let runs = runs.clone();
             engine.write(move |w| {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let now = stamp(Utc::now());
                 w.append(entry(n), &now)
             })
@@ -406,9 +430,20 @@ mod tests {
             w.conn.execute("INSERT INTO no_such_table VALUES (1)", ())?;
             Ok(())
         });
-        let (a, bad, b) = tokio::join!(ok(1), failing, ok(2));
+        // `join!` polls in order: the three jobs are queued before the writer is released.
+        let (a, bad, b, ()) = tokio::join!(ok(1), failing, ok(2), async {
+            release.send(()).unwrap();
+        });
+        holder.await.unwrap().unwrap();
         assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
         assert!(bad.is_err());
+        // Together, the first good job ran and the failing one ended the attempt; apart,
+        // both good jobs ran: three runs, so the batch was run twice.
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "the batch ran together, then apart"
+        );
         let entries = store.audit_page(0, 100).await.unwrap();
         let details: Vec<&str> = entries.iter().map(|e| e.detail.as_str()).collect();
         assert_eq!(details, [r#"{"n":1}"#, r#"{"n":2}"#]);
