@@ -15,9 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
+use common::receiver::Receiver;
 use common::{alert, body, client, store_config, API_TOKEN, WEBHOOK_TOKEN};
 use medic::clock::Clock;
 use medic::store::{IncidentFilter, Store};
@@ -34,6 +35,7 @@ fn config(dir: &Path, escalation: &str, extra: &str) -> String {
 listen = "127.0.0.1:0"
 webhook_token = "{WEBHOOK_TOKEN}"
 api_token = "{API_TOKEN}"
+external_url = "http://medic.example:9095"
 
 [store]
 {store}
@@ -63,6 +65,51 @@ path = "{chat}"
         hook = dir.join("hook.jsonl").display(),
         chat = dir.join("chat.jsonl").display(),
     )
+}
+
+/// Three channels that deliver to `rx`, for `extra`: `web` (webhook, `/hook`), `slack`
+/// (`/slack`) and `pager` (PagerDuty, `/pagerduty/enqueue`).
+fn http_channels(rx: &Receiver) -> String {
+    format!(
+        r#"
+[[escalation.channels]]
+name = "web"
+type = "webhook"
+url = "{hook}"
+
+[[escalation.channels]]
+name = "slack"
+type = "slack"
+url = "{slack}"
+
+[[escalation.channels]]
+name = "pager"
+type = "pagerduty"
+routing_key = "pd-test-key"
+url = "{pd}"
+default_severity = "warning"
+"#,
+        hook = rx.url("/hook"),
+        slack = rx.url("/slack"),
+        pd = rx.url("/pagerduty/enqueue"),
+    )
+}
+
+/// Retries as the black-box tests have them, for the `[escalation]` policy.
+const RETRY: &str = "retry_initial = \"100ms\"\nretry_max = \"500ms\"\n";
+
+/// The requests `rx` accepted on `path`, once there are `n` (without moving the clock).
+async fn delivered(rx: &Receiver, path: &str, n: usize) -> Vec<common::receiver::Received> {
+    until(&format!("{n} deliveries to {path}"), || async {
+        let got = rx.delivered(path);
+        (got.len() >= n).then_some(got)
+    })
+    .await
+}
+
+/// Every request `rx` got on `path`, accepted or not.
+fn attempts(rx: &Receiver, path: &str) -> Vec<common::receiver::Received> {
+    rx.all().into_iter().filter(|r| r.path == path).collect()
 }
 
 /// The engine running in this test's runtime.
@@ -180,6 +227,39 @@ impl Engine {
             (one["state"] == state).then_some(one)
         })
         .await
+    }
+
+    async fn text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The incident `id`, with its timeline.
+    async fn incident(&self, id: &str) -> Value {
+        self.api(&format!("/api/v1/incidents/{id}")).await
+    }
+
+    /// The detail of incident `id`'s `event` entries, once there are `n`.
+    async fn events_when(&self, id: &str, event: &str, n: usize) -> Vec<Value> {
+        until(&format!("{n} {event} of {id}"), || async {
+            let got = events(&self.incident(id).await, event);
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+
+    /// Asserts nothing is pending in the outbox (no deadline to come), then lets an hour
+    /// pass.
+    async fn nothing_pending_then_an_hour(&self) {
+        assert_eq!(self.store.outbox_next_due().await.unwrap(), None);
+        tokio::time::advance(Duration::from_secs(60 * 60)).await;
+        settle().await;
     }
 
     /// The notifications channel `name` (a `file` channel) wrote.
@@ -398,5 +478,193 @@ async fn renotify_repeats_the_policy_until_acked() {
     tokio::time::advance(Duration::from_secs(60 * 60)).await;
     settle().await;
     assert_eq!(e.sent("hook").len(), 2, "no round after the ack");
+    e.stop().await;
+}
+
+/// Moved from tests/escalation.rs, where it slept 500 ms to see PagerDuty told of the
+/// resolution once: the bodies webhook, Slack and PagerDuty get, resends that page nobody,
+/// the resolution told once to each, and nothing more after it.
+#[tokio::test(start_paused = true)]
+async fn webhook_slack_and_pagerduty_bodies_then_their_resolution() {
+    let rx = Receiver::start().await;
+    let policy = format!("{RETRY}notify = [\"web\", \"slack\", \"pager\"]");
+    let e = Engine::start(|dir| config(dir, &policy, &http_channels(&rx)), &[]).await;
+    let mut firing = alert("DiskFull", "db1:9100", "firing");
+    firing["annotations"]["runbook_url"] = json!("https://wiki.example/disk");
+    e.post_webhook(vec![firing.clone()]).await;
+    let inc = e.in_state("DiskFull", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    assert_eq!(inc["reason"], "no_runbook");
+
+    let hook = delivered(&rx, "/hook", 1).await;
+    let chat = delivered(&rx, "/slack", 1).await;
+    let pd = delivered(&rx, "/pagerduty/enqueue", 1).await;
+    let incident_url = format!("http://medic.example:9095/api/v1/incidents/{id}");
+
+    let doc = &hook[0].body;
+    assert_eq!(doc["version"], "1");
+    assert_eq!(doc["kind"], "escalated");
+    assert_eq!(doc["key"], format!("{id}/1/1/web"));
+    assert_eq!(hook[0].headers["idempotency-key"], format!("{id}/1/1/web"));
+    assert_eq!(
+        (doc["tier"].as_u64(), doc["round"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(doc["reason"], "no_runbook");
+    assert_eq!(
+        doc["title"],
+        "[medic] ESCALATED DiskFull on db1:9100: no_runbook"
+    );
+    assert_eq!(doc["incident"]["id"], id.as_str());
+    assert_eq!(doc["incident"]["labels"]["instance"], "db1:9100");
+    assert_eq!(
+        doc["incident"]["annotations"]["summary"],
+        "DiskFull on db1:9100"
+    );
+    assert_eq!(
+        doc["incident"]["external_url"],
+        "http://alertmanager.example:9093"
+    );
+    let timeline: Vec<&str> = doc["incident"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        timeline.starts_with(&[
+            "incident_opened",
+            "route_missed",
+            "state_changed",
+            "escalation_grouped",
+            "escalation_scheduled"
+        ]),
+        "{timeline:?}"
+    );
+    assert_eq!(doc["links"]["incident"], incident_url);
+    assert_eq!(doc["links"]["ack"], format!("{incident_url}/ack"));
+    assert_eq!(
+        doc["links"]["source"],
+        "http://prometheus.example:9090/graph?g0.expr=up%3D%3D0"
+    );
+    assert_eq!(doc["links"]["runbook"], "https://wiki.example/disk");
+    assert!(doc["links"]["silence"].as_str().unwrap().starts_with(
+        "http://alertmanager.example:9093/#/silences/new?filter=%7Balertname%3D%22DiskFull%22"
+    ));
+    assert!(doc["what_to_do"][0]
+        .as_str()
+        .unwrap()
+        .contains("No runbook handles this alert"));
+
+    let slack = &chat[0].body;
+    assert_eq!(
+        slack["text"],
+        ":rotating_light: [medic] ESCALATED DiskFull on db1:9100: no_runbook"
+    );
+    let facts = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert!(
+        facts.contains("*What is broken:* DiskFull: DiskFull on db1:9100"),
+        "{facts}"
+    );
+    assert!(facts.contains("*Severity:* critical"), "{facts}");
+    assert!(
+        facts.contains("*What was tried:* Nothing: no runbook handles this alert."),
+        "{facts}"
+    );
+    assert!(slack["blocks"][2]["elements"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("<{incident_url}|incident>")));
+
+    let event = &pd[0].body;
+    assert_eq!(event["routing_key"], "pd-test-key");
+    assert_eq!(event["event_action"], "trigger");
+    assert_eq!(event["dedup_key"], id.as_str());
+    assert_eq!(
+        event["payload"]["summary"],
+        "[medic] ESCALATED DiskFull on db1:9100: no_runbook"
+    );
+    assert_eq!(event["payload"]["severity"], "critical");
+    assert_eq!(event["payload"]["source"], "db1:9100");
+    assert_eq!(event["payload"]["class"], "DiskFull");
+    assert_eq!(event["payload"]["component"], "node");
+    assert_eq!(event["payload"]["timestamp"], inc["started_at"]);
+    assert_eq!(event["payload"]["custom_details"]["reason"], "no_runbook");
+    assert_eq!(
+        event["payload"]["custom_details"]["labels"]["instance"],
+        "db1:9100"
+    );
+    assert_eq!(
+        event["links"][0],
+        json!({"href": incident_url, "text": "medic incident"})
+    );
+    assert_eq!(event["client"], "medic");
+
+    // Resends of the firing alert page nobody again.
+    for _ in 0..3 {
+        e.post_webhook(vec![firing.clone()]).await;
+    }
+    // A severity PagerDuty does not know takes the channel's default. (Past the 1 ms
+    // storm window first: on a clock that stands still, it would join DiskFull's group.)
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let mut odd = alert("QueueSlow", "q1", "firing");
+    odd["labels"]["severity"] = json!("page");
+    e.post_webhook(vec![odd]).await;
+    let pd = delivered(&rx, "/pagerduty/enqueue", 2).await;
+    assert_eq!(pd[1].body["payload"]["severity"], "warning");
+    assert_eq!(
+        rx.delivered("/hook")
+            .iter()
+            .filter(|r| r.body["incident"]["id"] == id.as_str())
+            .count(),
+        1
+    );
+
+    // The resolution: each channel told once, PagerDuty with the same dedup_key.
+    let resolved = alert("DiskFull", "db1:9100", "resolved");
+    e.post_webhook(vec![resolved.clone()]).await;
+    e.post_webhook(vec![resolved]).await;
+    let inc = e.in_state("DiskFull", "resolved").await;
+    assert_eq!(inc["outcome"], "resolved_after_escalation");
+    let pd = delivered(&rx, "/pagerduty/enqueue", 3).await;
+    assert_eq!(
+        pd[2].body,
+        json!({"routing_key": "pd-test-key", "event_action": "resolve", "dedup_key": id})
+    );
+    let hook = delivered(&rx, "/hook", 3).await;
+    let follow_up = hook.iter().find(|r| r.body["kind"] == "resolved").unwrap();
+    assert_eq!(follow_up.body["key"], format!("{id}/resolved/web"));
+    assert_eq!(
+        follow_up.body["incident"]["outcome"],
+        "resolved_after_escalation"
+    );
+    let chat = delivered(&rx, "/slack", 3).await;
+    let text = chat
+        .iter()
+        .map(|r| r.body["text"].as_str().unwrap_or("").to_string())
+        .find(|t| t.contains("RESOLVED"))
+        .unwrap();
+    assert!(
+        text.contains("RESOLVED DiskFull on db1:9100 (was no_runbook)"),
+        "{text}"
+    );
+
+    // Nothing is left to send, and an hour later nothing more was.
+    e.nothing_pending_then_an_hour().await;
+    let resolves = rx
+        .delivered("/pagerduty/enqueue")
+        .into_iter()
+        .filter(|r| r.body["event_action"] == "resolve")
+        .count();
+    assert_eq!(resolves, 1, "told once");
+    assert_eq!(rx.all().len(), 9, "three to each channel: {:#?}", rx.all());
+
+    let metrics = e.text("/metrics").await;
+    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="pager",kind="resolved",result="sent"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="web",kind="escalated",result="sent"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains("medic_escalation_outbox_pending 0"),
+        "{metrics}"
+    );
     e.stop().await;
 }
