@@ -668,3 +668,257 @@ async fn webhook_slack_and_pagerduty_bodies_then_their_resolution() {
     );
     e.stop().await;
 }
+
+/// The time a stored stamp says.
+fn at(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// Moved from tests/escalation.rs, where it slept 500 ms to see one delivery only: a
+/// receiver that answers 503, then 429, then 200 is retried with a growing backoff, each
+/// retry exactly when it is due and not before, every attempt audited, and nothing after
+/// the delivery.
+#[tokio::test(start_paused = true)]
+async fn a_receiver_that_fails_first_gets_one_delivery_and_every_attempt_is_audited() {
+    let rx = Receiver::start().await;
+    rx.fail_first("/hook", &[503, 429]);
+    let policy = format!("{RETRY}notify = [\"web\"]");
+    let e = Engine::start(|dir| config(dir, &policy, &http_channels(&rx)), &[]).await;
+    e.post_webhook(vec![alert("Flaky", "h1", "firing")]).await;
+    let inc = e.in_state("Flaky", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+
+    // Attempt 1 at once; attempt 2 after 100 ms, at most halved by jitter.
+    let first_at = e.clock.now();
+    let failed = e.events_when(&id, "notification_failed", 1).await;
+    assert_eq!(attempts(&rx, "/hook").len(), 1);
+    assert_eq!(failed[0]["attempt"], 1);
+    assert_eq!(failed[0]["error"], "answered HTTP 503");
+    assert_eq!(failed[0]["permanent"], false);
+    let second = at(&failed[0]["next_attempt_at"]);
+    let wait = (second - first_at).to_std().unwrap();
+    assert!(
+        (Duration::from_millis(50)..=Duration::from_millis(100)).contains(&wait),
+        "{wait:?}"
+    );
+    e.advance_to(second, Duration::from_millis(1)).await;
+    assert_eq!(attempts(&rx, "/hook").len(), 1, "attempt 2 before its time");
+    e.advance_to(second + chrono::Duration::milliseconds(1), Duration::ZERO)
+        .await;
+
+    // Attempt 2; attempt 3 after 200 ms, at most halved by jitter.
+    let second_at = e.clock.now();
+    let failed = e.events_when(&id, "notification_failed", 2).await;
+    assert_eq!(attempts(&rx, "/hook").len(), 2);
+    assert_eq!(failed[1]["attempt"], 2);
+    assert_eq!(failed[1]["error"], "answered HTTP 429");
+    let third = at(&failed[1]["next_attempt_at"]);
+    let wait = (third - second_at).to_std().unwrap();
+    assert!(
+        (Duration::from_millis(100)..=Duration::from_millis(200)).contains(&wait),
+        "{wait:?}"
+    );
+    e.advance_to(third, Duration::from_millis(1)).await;
+    assert_eq!(attempts(&rx, "/hook").len(), 2, "attempt 3 before its time");
+    e.advance_to(third + chrono::Duration::milliseconds(1), Duration::ZERO)
+        .await;
+
+    let got = delivered(&rx, "/hook", 1).await;
+    let sent = e.events_when(&id, "notification_sent", 1).await;
+    assert_eq!(sent[0]["attempt"], 3);
+
+    // Delivered: nothing is left to send, and an hour later nothing more was.
+    e.nothing_pending_then_an_hour().await;
+    assert_eq!(rx.delivered("/hook").len(), 1, "one delivery");
+    let all = attempts(&rx, "/hook");
+    assert_eq!(
+        all.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 429, 200]
+    );
+    let key = format!("{id}/1/1/web");
+    assert!(all.iter().all(|r| r.headers["idempotency-key"] == key));
+    assert_eq!(got[0].body["key"], key);
+    let inc = e.incident(&id).await;
+    assert_eq!(events(&inc, "notification_failed").len(), 2);
+    assert_eq!(events(&inc, "notification_sent").len(), 1);
+    let metrics = e.text("/metrics").await;
+    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="web",kind="escalated",result="transient_failure"} 2"#), "{metrics}");
+    e.stop().await;
+}
+
+/// The part of tests/escalation.rs's `permanent_failures_are_not_retried_and_fall_through_
+/// to_the_next_tier` that needs no SMTP server, where it slept 700 ms to see no retry: a
+/// 400 from PagerDuty is not retried, tier two (an hour away) is paged at once instead,
+/// and nothing more is sent, before tier two's own time or after.
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_is_not_retried_and_falls_through_to_the_next_tier() {
+    let rx = Receiver::start().await;
+    rx.always("/pagerduty/enqueue", 400);
+    let policy = format!(
+        "{RETRY}fall_through_after = 1\ntiers = [{{ after = \"0s\", notify = [\"pager\"] }}, {{ after = \"1h\", notify = [\"web\"] }}]"
+    );
+    let e = Engine::start(|dir| config(dir, &policy, &http_channels(&rx)), &[]).await;
+    e.post_webhook(vec![alert("Broken", "b1", "firing")]).await;
+    let inc = e.in_state("Broken", "escalated").await;
+    let id = inc["id"].as_str().unwrap().to_string();
+    let hook = delivered(&rx, "/hook", 1).await;
+    assert_eq!(hook[0].body["tier"], 2);
+    let fell = e.events_when(&id, "escalation_fell_through", 1).await;
+    assert_eq!(
+        (fell[0]["from_tier"].as_u64(), fell[0]["to_tier"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let failed = e.events_when(&id, "notification_failed", 1).await;
+    assert_eq!(failed[0]["channel"], "pager");
+    assert_eq!(failed[0]["permanent"], true);
+    assert_eq!(failed[0]["gave_up"], true);
+
+    // Nothing is left to send: no retry of the 400, no second page at tier two's time.
+    e.nothing_pending_then_an_hour().await;
+    tokio::time::advance(Duration::from_secs(60)).await;
+    settle().await;
+    assert_eq!(
+        attempts(&rx, "/pagerduty/enqueue").len(),
+        1,
+        "a 400 is not retried"
+    );
+    assert_eq!(rx.all().len(), 2, "{:#?}", rx.all());
+    let inc = e.incident(&id).await;
+    assert_eq!(events(&inc, "notification_failed").len(), 1);
+    assert_eq!(events(&inc, "notification_sent").len(), 1);
+
+    let ready: Value = serde_json::from_str(&e.text("/readyz").await).unwrap();
+    let failing: Vec<&str> = ready["failing_channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(failing, ["pager"], "{ready}");
+    let metrics = e.text("/metrics").await;
+    assert!(
+        metrics.contains(r#"medic_escalation_channel_failing{channel="pager"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"medic_escalation_channel_failing{channel="web"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("medic_escalation_outbox_failed 1"),
+        "{metrics}"
+    );
+    e.stop().await;
+}
+
+/// Moved from tests/escalation.rs, where it slept 1.5 s to see two messages only: a storm
+/// of 30 escalations is told as its first incident at once and one summary when the
+/// group's window ends, not a moment before, and nothing more after.
+#[tokio::test(start_paused = true)]
+async fn a_storm_is_told_once_with_the_list_of_its_incidents() {
+    let e = Engine::start(
+        |dir| {
+            config(dir, r#"notify = ["hook"]"#, "")
+                .replace("storm_window = \"1ms\"", "storm_window = \"2m\"")
+        },
+        &[],
+    )
+    .await;
+    let alerts: Vec<Value> = (0..30)
+        .map(|i| alert("NodeDown", &format!("n{i}:9100"), "firing"))
+        .collect();
+    e.post_webhook(alerts).await;
+    until("the first incident told", || async {
+        (e.sent("hook").len() == 1).then_some(())
+    })
+    .await;
+    // The summary's due time: the only notification pending, two minutes away.
+    let due = until("the summary's due time", || async {
+        let due = e.store.outbox_next_due().await.ok()??;
+        (due > e.clock.now() + chrono::Duration::seconds(60)).then_some(due)
+    })
+    .await;
+    assert!(due <= e.clock.now() + chrono::Duration::minutes(2), "{due}");
+
+    e.advance_to(due, Duration::from_millis(1)).await;
+    assert_eq!(
+        e.sent("hook").len(),
+        1,
+        "the summary before the window ends"
+    );
+    e.advance_to(due + chrono::Duration::milliseconds(1), Duration::ZERO)
+        .await;
+    let got = until("the summary", || async {
+        let sent = e.sent("hook");
+        (sent.len() == 2).then_some(sent)
+    })
+    .await;
+
+    e.nothing_pending_then_an_hour().await;
+    let now = e.sent("hook");
+    assert_eq!(
+        now.len(),
+        2,
+        "30 escalations, two messages: {:#?}",
+        now.iter().map(|d| &d["title"]).collect::<Vec<_>>()
+    );
+    let first = &got[0];
+    assert!(first["group"].is_null());
+    let summary = &got[1];
+    assert_eq!(summary["group"]["size"], 30);
+    assert_eq!(summary["group"]["incidents"].as_array().unwrap().len(), 30);
+    assert!(
+        summary["title"]
+            .as_str()
+            .unwrap()
+            .ends_with("(+29 more incidents)"),
+        "{}",
+        summary["title"]
+    );
+    assert_eq!(
+        summary["incident"]["id"], first["incident"]["id"],
+        "the summary is the group's first incident's"
+    );
+    e.stop().await;
+}
+
+/// The tail of tests/escalation.rs's verification test, where it slept 1 s to see nothing
+/// sent about an incident that healed: an alert resolved a second before its verification
+/// window ends is `auto_remediated`, and nothing is ever sent about it, at the window's end
+/// or after.
+#[tokio::test(start_paused = true)]
+async fn an_incident_that_heals_while_verifying_is_never_paged() {
+    let route = "\n[[routes]]\nname = \"fix\"\nmatchers = ['alertname=\"Heals\"']\nrunbook = \"fix.rhai\"\nverify_for = \"60s\"\n";
+    let e = Engine::start(
+        |dir| config(dir, r#"notify = ["hook", "chat"]"#, route),
+        &[("fix.rhai", "log(\"fixed\");")],
+    )
+    .await;
+    e.post_webhook(vec![alert("Heals", "web1:80", "firing")])
+        .await;
+    let inc = e.in_state("Heals", "verifying").await;
+    assert!(inc["verify_until"].is_string(), "{inc:#}");
+    let deadline = e.store.verifying(10).await.unwrap()[0].verify_until;
+
+    e.advance_to(deadline, Duration::from_secs(1)).await;
+    e.post_webhook(vec![alert("Heals", "web1:80", "resolved")])
+        .await;
+    let inc = e.in_state("Heals", "resolved").await;
+    assert_eq!(inc["outcome"], "auto_remediated");
+    assert_eq!(
+        events(&inc, "verification_succeeded")[0]["how"],
+        "Alertmanager sent the resolved notification"
+    );
+
+    e.advance_to(deadline + chrono::Duration::seconds(1), Duration::ZERO)
+        .await;
+    e.nothing_pending_then_an_hour().await;
+    let inc = e.in_state("Heals", "resolved").await;
+    assert_eq!(inc["outcome"], "auto_remediated");
+    assert!(events(&inc, "escalation_scheduled").is_empty());
+    assert!(events(&inc, "verification_failed").is_empty());
+    assert!(e.sent("hook").is_empty() && e.sent("chat").is_empty());
+    e.stop().await;
+}
