@@ -922,3 +922,54 @@ async fn an_incident_that_heals_while_verifying_is_never_paged() {
     assert!(e.sent("hook").is_empty() && e.sent("chat").is_empty());
     e.stop().await;
 }
+
+/// Moved from tests/guards.rs, where it slept 1.5 s to see the queued incident wait: a
+/// route whose maintenance window covers the whole day keeps its incident queued (no run,
+/// a day later still), and a route whose window says `escalate` escalates `paused` at once.
+#[tokio::test(start_paused = true)]
+async fn a_maintenance_window_suppresses_runs() {
+    let routes = r#"
+[[routes]]
+name = "waits"
+matchers = ['alertname="Waits"']
+runbook = "noop.rhai"
+maintenance = [{ start = "00:00", end = "24:00", timezone = "UTC" }]
+
+[[routes]]
+name = "escalates"
+matchers = ['alertname="Escalates"']
+runbook = "noop.rhai"
+maintenance = [{ start = "00:00", end = "24:00", timezone = "Europe/Berlin" }]
+maintenance_action = "escalate"
+"#;
+    let e = Engine::start(
+        |dir| config(dir, r#"notify = ["hook"]"#, routes),
+        &[("noop.rhai", "log(\"ran\");\n")],
+    )
+    .await;
+    e.post_webhook(vec![
+        alert("Waits", "w", "firing"),
+        alert("Escalates", "e", "firing"),
+    ])
+    .await;
+    let esc = e.in_state("Escalates", "escalated").await;
+    assert_eq!(esc["reason"], "paused");
+    assert!(esc["message"]
+        .as_str()
+        .unwrap()
+        .contains("maintenance window"));
+    let waits = e.in_state("Waits", "queued").await;
+    let id = waits["id"].as_str().unwrap().to_string();
+
+    // A day and a minute later (past the next midnight, in every window's zone): still
+    // waiting, never run.
+    for _ in 0..(24 * 60 + 1) {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        tokio::task::yield_now().await;
+    }
+    settle().await;
+    let waits = e.incident(&id).await;
+    assert_eq!(waits["state"], "queued", "it waits for the window to end");
+    assert!(events(&waits, "run_started").is_empty());
+    e.stop().await;
+}
