@@ -419,6 +419,8 @@ async fn an_ack_stops_tier_two() {
         (e.sent("hook").len() == 1).then_some(())
     })
     .await;
+    // Recorded as sent (just after the file has it), so the ack cancels tier two only.
+    e.events_when(&id, "notification_sent", 1).await;
 
     assert_eq!(e.post_ack(&id, None, "{}").await.0, 401);
     assert_eq!(e.post_ack("01NOPE", Some(API_TOKEN), "").await.0, 404);
@@ -468,6 +470,8 @@ async fn renotify_repeats_the_policy_until_acked() {
         (e.sent("hook").len() == 1).then_some(())
     })
     .await;
+    // Recorded as sent (just after the file has it) before time moves past its claim.
+    e.events_when(&id, "notification_sent", 1).await;
 
     tokio::time::advance(Duration::from_secs(9 * 60 + 58)).await;
     settle().await;
