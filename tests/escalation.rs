@@ -128,194 +128,8 @@ async fn get_text(m: &Medic, path: &str) -> String {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_slack_and_pagerduty_bodies_then_their_resolution() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let rx = Receiver::start().await;
-    let cfg = config(
-        dir,
-        "127.0.0.1:9",
-        &rx,
-        r#"notify = ["hook", "chat", "pager"]"#,
-        "",
-        "",
-    );
-    let m = Medic::start_in(dir, &cfg);
-    let mut firing = alert("DiskFull", "db1:9100", "firing");
-    firing["annotations"]["runbook_url"] = json!("https://wiki.example/disk");
-    let (status, _) = post_webhook(&m, &body(vec![firing.clone()])).await;
-    assert_eq!(status, 200);
-    let inc = in_state(&m, "DiskFull", "escalated").await;
-    let id = inc["id"].as_str().unwrap().to_string();
-    assert_eq!(inc["reason"], "no_runbook");
-
-    let hook = rx.wait_delivered("/hook", 1, WAIT).await;
-    let chat = rx.wait_delivered("/slack", 1, WAIT).await;
-    let pd = rx.wait_delivered("/pagerduty/enqueue", 1, WAIT).await;
-    let incident_url = format!("http://medic.example:9095/api/v1/incidents/{id}");
-
-    let doc = &hook[0].body;
-    assert_eq!(doc["version"], "1");
-    assert_eq!(doc["kind"], "escalated");
-    assert_eq!(doc["key"], format!("{id}/1/1/hook"));
-    assert_eq!(hook[0].headers["idempotency-key"], format!("{id}/1/1/hook"));
-    assert_eq!(
-        (doc["tier"].as_u64(), doc["round"].as_u64()),
-        (Some(1), Some(1))
-    );
-    assert_eq!(doc["reason"], "no_runbook");
-    assert_eq!(
-        doc["title"],
-        "[medic] ESCALATED DiskFull on db1:9100: no_runbook"
-    );
-    assert_eq!(doc["incident"]["id"], id.as_str());
-    assert_eq!(doc["incident"]["labels"]["instance"], "db1:9100");
-    assert_eq!(
-        doc["incident"]["annotations"]["summary"],
-        "DiskFull on db1:9100"
-    );
-    assert_eq!(
-        doc["incident"]["external_url"],
-        "http://alertmanager.example:9093"
-    );
-    let timeline: Vec<&str> = doc["incident"]["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
-    assert!(
-        timeline.starts_with(&[
-            "incident_opened",
-            "route_missed",
-            "state_changed",
-            "escalation_grouped",
-            "escalation_scheduled"
-        ]),
-        "{timeline:?}"
-    );
-    assert_eq!(doc["links"]["incident"], incident_url);
-    assert_eq!(doc["links"]["ack"], format!("{incident_url}/ack"));
-    assert_eq!(
-        doc["links"]["source"],
-        "http://prometheus.example:9090/graph?g0.expr=up%3D%3D0"
-    );
-    assert_eq!(doc["links"]["runbook"], "https://wiki.example/disk");
-    assert!(doc["links"]["silence"].as_str().unwrap().starts_with(
-        "http://alertmanager.example:9093/#/silences/new?filter=%7Balertname%3D%22DiskFull%22"
-    ));
-    assert!(doc["what_to_do"][0]
-        .as_str()
-        .unwrap()
-        .contains("No runbook handles this alert"));
-
-    let slack = &chat[0].body;
-    assert_eq!(
-        slack["text"],
-        ":rotating_light: [medic] ESCALATED DiskFull on db1:9100: no_runbook"
-    );
-    let facts = slack["blocks"][1]["text"]["text"].as_str().unwrap();
-    assert!(
-        facts.contains("*What is broken:* DiskFull: DiskFull on db1:9100"),
-        "{facts}"
-    );
-    assert!(facts.contains("*Severity:* critical"), "{facts}");
-    assert!(
-        facts.contains("*What was tried:* Nothing: no runbook handles this alert."),
-        "{facts}"
-    );
-    assert!(slack["blocks"][2]["elements"][0]["text"]
-        .as_str()
-        .unwrap()
-        .contains(&format!("<{incident_url}|incident>")));
-
-    let event = &pd[0].body;
-    assert_eq!(event["routing_key"], "pd-test-key");
-    assert_eq!(event["event_action"], "trigger");
-    assert_eq!(event["dedup_key"], id.as_str());
-    assert_eq!(
-        event["payload"]["summary"],
-        "[medic] ESCALATED DiskFull on db1:9100: no_runbook"
-    );
-    assert_eq!(event["payload"]["severity"], "critical");
-    assert_eq!(event["payload"]["source"], "db1:9100");
-    assert_eq!(event["payload"]["class"], "DiskFull");
-    assert_eq!(event["payload"]["component"], "node");
-    assert_eq!(event["payload"]["timestamp"], inc["started_at"]);
-    assert_eq!(event["payload"]["custom_details"]["reason"], "no_runbook");
-    assert_eq!(
-        event["payload"]["custom_details"]["labels"]["instance"],
-        "db1:9100"
-    );
-    assert_eq!(
-        event["links"][0],
-        json!({"href": incident_url, "text": "medic incident"})
-    );
-    assert_eq!(event["client"], "medic");
-
-    // Resends of the firing alert page nobody again.
-    for _ in 0..3 {
-        post_webhook(&m, &body(vec![firing.clone()])).await;
-    }
-    // A severity PagerDuty does not know takes the channel's default.
-    let mut odd = alert("QueueSlow", "q1", "firing");
-    odd["labels"]["severity"] = json!("page");
-    post_webhook(&m, &body(vec![odd])).await;
-    let pd = rx.wait_delivered("/pagerduty/enqueue", 2, WAIT).await;
-    assert_eq!(pd[1].body["payload"]["severity"], "warning");
-    assert_eq!(
-        rx.delivered("/hook")
-            .iter()
-            .filter(|r| r.body["incident"]["id"] == id.as_str())
-            .count(),
-        1
-    );
-
-    // The resolution: each channel told once, PagerDuty with the same dedup_key.
-    let resolved = alert("DiskFull", "db1:9100", "resolved");
-    post_webhook(&m, &body(vec![resolved.clone()])).await;
-    post_webhook(&m, &body(vec![resolved])).await;
-    let inc = in_state(&m, "DiskFull", "resolved").await;
-    assert_eq!(inc["outcome"], "resolved_after_escalation");
-    let pd = rx.wait_delivered("/pagerduty/enqueue", 3, WAIT).await;
-    assert_eq!(
-        pd[2].body,
-        json!({"routing_key": "pd-test-key", "event_action": "resolve", "dedup_key": id})
-    );
-    let hook = rx.wait_delivered("/hook", 3, WAIT).await;
-    let follow_up = hook.iter().find(|r| r.body["kind"] == "resolved").unwrap();
-    assert_eq!(follow_up.body["key"], format!("{id}/resolved/hook"));
-    assert_eq!(
-        follow_up.body["incident"]["outcome"],
-        "resolved_after_escalation"
-    );
-    let chat = rx.wait_delivered("/slack", 3, WAIT).await;
-    let text = chat
-        .iter()
-        .map(|r| r.body["text"].as_str().unwrap_or("").to_string())
-        .find(|t| t.contains("RESOLVED"))
-        .unwrap();
-    assert!(
-        text.contains("RESOLVED DiskFull on db1:9100 (was no_runbook)"),
-        "{text}"
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let resolves = rx
-        .delivered("/pagerduty/enqueue")
-        .into_iter()
-        .filter(|r| r.body["event_action"] == "resolve")
-        .count();
-    assert_eq!(resolves, 1, "told once");
-
-    let metrics = get_text(&m, "/metrics").await;
-    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="pager",kind="resolved",result="sent"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="hook",kind="escalated",result="sent"} 2"#), "{metrics}");
-    assert!(
-        metrics.contains("medic_escalation_outbox_pending 0"),
-        "{metrics}"
-    );
-}
+// `webhook_slack_and_pagerduty_bodies_then_their_resolution` runs in-process on paused
+// time: tests/in_process.rs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_runbook_escalates_by_mail_through_alertmanager() {
@@ -513,8 +327,8 @@ async fn verification_through_alertmanager_escalates_still_firing_or_ends_auto_r
         .unwrap()
         .contains("the fix did not work"));
 
-    // Nothing was ever sent about the one that healed.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing was sent about the one that healed (that nothing is sent later either is
+    // `an_incident_that_heals_while_verifying_is_never_paged`, in-process).
     assert!(rx
         .all()
         .iter()
@@ -573,46 +387,8 @@ async fn verify_alertmanager_polls_the_api_when_no_resolution_is_sent() {
     assert!(rx.delivered("/hook").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_that_fails_first_gets_one_delivery_and_every_attempt_is_audited() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let rx = Receiver::start().await;
-    rx.fail_first("/hook", &[503, 429]);
-    let cfg = config(dir, "127.0.0.1:9", &rx, r#"notify = ["hook"]"#, "", "");
-    let m = Medic::start_in(dir, &cfg);
-    post_webhook(&m, &body(vec![alert("Flaky", "h1", "firing")])).await;
-    let inc = in_state(&m, "Flaky", "escalated").await;
-    let id = inc["id"].as_str().unwrap();
-    let got = rx.wait_delivered("/hook", 1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(rx.delivered("/hook").len(), 1, "one delivery");
-    let attempts: Vec<_> = rx.all().into_iter().filter(|r| r.path == "/hook").collect();
-    assert_eq!(
-        attempts.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [503, 429, 200]
-    );
-    let key = format!("{id}/1/1/hook");
-    assert!(attempts.iter().all(|r| r.headers["idempotency-key"] == key));
-    assert_eq!(got[0].body["key"], key);
-    // Backoff: the second retry waited longer than the first (100ms, then 200ms, halved by jitter at most).
-    assert!(attempts[1].at - attempts[0].at >= Duration::from_millis(50));
-    assert!(attempts[2].at - attempts[1].at >= Duration::from_millis(100));
-
-    let inc = incident(&m, id).await;
-    let failed = events(&inc, "notification_failed");
-    assert_eq!(failed.len(), 2);
-    assert_eq!(failed[0]["attempt"], 1);
-    assert_eq!(failed[0]["error"], "answered HTTP 503");
-    assert_eq!(failed[0]["permanent"], false);
-    assert!(failed[0]["next_attempt_at"].is_string());
-    assert_eq!(failed[1]["error"], "answered HTTP 429");
-    let sent = events(&inc, "notification_sent");
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0]["attempt"], 3);
-    let metrics = get_text(&m, "/metrics").await;
-    assert!(metrics.contains(r#"medic_escalation_notifications_total{channel="hook",kind="escalated",result="transient_failure"} 2"#), "{metrics}");
-}
+// `a_receiver_that_fails_first_gets_one_delivery_and_every_attempt_is_audited` runs
+// in-process on paused time: tests/in_process.rs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_are_not_retried_and_fall_through_to_the_next_tier() {
@@ -631,7 +407,13 @@ tiers = [{ after = "0s", notify = ["pager", "badmail"] }, { after = "1h", notify
     // Tier 2 is an hour away, but tier 1 cannot deliver: it is paged now.
     let hook = rx.wait_delivered("/hook", 1, WAIT).await;
     assert_eq!(hook[0].body["tier"], 2);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Both of tier one's failures are recorded (that none is retried later is
+    // `a_permanent_failure_is_not_retried_and_falls_through_to_the_next_tier`, in-process).
+    eventually(WAIT, "both failures of tier one", || async {
+        let inc = incident(&m, id).await;
+        (events(&inc, "notification_failed").len() >= 2).then_some(())
+    })
+    .await;
     let pd_attempts = rx
         .all()
         .into_iter()
@@ -720,48 +502,8 @@ async fn an_unsent_escalation_is_sent_after_kill_9() {
 // `renotify_repeats_the_policy_until_acked` runs in-process on paused time too: it checks
 // that no round comes before it is due and none after the ack, without waiting.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_storm_is_told_once_with_the_list_of_its_incidents() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let rx = Receiver::start().await;
-    // No route takes these alerts: each escalates `no_runbook`, all in one storm group.
-    let cfg = config(dir, "127.0.0.1:9", &rx, r#"notify = ["hook"]"#, "", "")
-        .replace("storm_window = \"1ms\"", "storm_window = \"2s\"");
-    let m = Medic::start_in(dir, &cfg);
-    let alerts: Vec<Value> = (0..30)
-        .map(|i| alert("NodeDown", &format!("n{i}:9100"), "firing"))
-        .collect();
-    assert_eq!(post_webhook(&m, &body(alerts)).await.0, 200);
-
-    // The first incident is told at once; the group's summary when its window ends.
-    let got = rx.wait_delivered("/hook", 2, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let got_now = rx.delivered("/hook");
-    assert_eq!(
-        got_now.len(),
-        2,
-        "30 escalations, two messages: {:#?}",
-        got_now.iter().map(|r| &r.body["title"]).collect::<Vec<_>>()
-    );
-    let first = &got[0].body;
-    assert!(first["group"].is_null());
-    let summary = &got[1].body;
-    assert_eq!(summary["group"]["size"], 30);
-    assert_eq!(summary["group"]["incidents"].as_array().unwrap().len(), 30);
-    assert!(
-        summary["title"]
-            .as_str()
-            .unwrap()
-            .ends_with("(+29 more incidents)"),
-        "{}",
-        summary["title"]
-    );
-    assert_eq!(
-        summary["incident"]["id"], first["incident"]["id"],
-        "the summary is the group's first incident's"
-    );
-}
+// `a_storm_is_told_once_with_the_list_of_its_incidents` runs in-process on paused time:
+// tests/in_process.rs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_summary_pages_pagerduty_as_an_alert_of_its_own() {

@@ -552,48 +552,4 @@ async fn max_in_flight_makes_the_second_wait_in_the_queue() {
     );
 }
 
-#[tokio::test]
-async fn a_maintenance_window_suppresses_runs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    runbook(dir, "noop.rhai", "log(\"ran\");\n");
-    let routes = r#"
-[[routes]]
-name = "waits"
-matchers = ['alertname="Waits"']
-runbook = "noop.rhai"
-maintenance = [{ start = "00:00", end = "24:00", timezone = "UTC" }]
-
-[[routes]]
-name = "escalates"
-matchers = ['alertname="Escalates"']
-runbook = "noop.rhai"
-maintenance = [{ start = "00:00", end = "24:00", timezone = "Europe/Berlin" }]
-maintenance_action = "escalate"
-"#;
-    let m = Medic::start_in(dir, &config(dir, "", routes));
-    let alerts = vec![
-        alert("Waits", "w", "firing"),
-        alert("Escalates", "e", "firing"),
-    ];
-    assert_eq!(post_webhook(&m, &body(alerts)).await.0, 200);
-    let e = incident_of(&m, "Escalates", "e").await;
-    assert_eq!(e["reason"], "paused");
-    assert!(e["message"]
-        .as_str()
-        .unwrap()
-        .contains("maintenance window"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let w = api(&m, "/api/v1/incidents?alertname=Waits").await;
-    assert_eq!(
-        w["incidents"][0]["state"], "queued",
-        "it waits for the window to end"
-    );
-    assert_eq!(
-        count(
-            dir,
-            "SELECT COUNT(*) FROM audit WHERE event = 'run_started'"
-        ),
-        0
-    );
-}
+// `a_maintenance_window_suppresses_runs` runs in-process on paused time: tests/in_process.rs.
