@@ -83,6 +83,49 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event, in the order declared.
+    pub const ALL: [Event; 34] = [
+        Event::DeliveryReceived,
+        Event::DeliveryRejected,
+        Event::AlertDeduplicated,
+        Event::AlertStale,
+        Event::AlertResolvedUnknown,
+        Event::IncidentOpened,
+        Event::RouteMatched,
+        Event::RouteMissed,
+        Event::StateChanged,
+        Event::ConfigLoaded,
+        Event::ConfigReloadFailed,
+        Event::RunStarted,
+        Event::RunFinished,
+        Event::StepStarted,
+        Event::StepFinished,
+        Event::StepFailed,
+        Event::StepWouldRun,
+        Event::RunbookLog,
+        Event::EscalationGrouped,
+        Event::BreakerChanged,
+        Event::Paused,
+        Event::Resumed,
+        Event::SilenceCreated,
+        Event::SilenceExpired,
+        Event::ServerStarted,
+        Event::ServerStopped,
+        Event::EscalationScheduled,
+        Event::NotificationSent,
+        Event::NotificationFailed,
+        Event::NotificationsCancelled,
+        Event::EscalationFellThrough,
+        Event::IncidentAcknowledged,
+        Event::VerificationSucceeded,
+        Event::VerificationFailed,
+    ];
+
+    /// The event named `s` (as `as_str` names it), if any.
+    pub fn parse(s: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Event::DeliveryReceived => "delivery_received",
@@ -292,6 +335,16 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_is_parsed_back_from_its_name() {
+        let mut names = std::collections::HashSet::new();
+        for e in Event::ALL {
+            assert_eq!(Event::parse(e.as_str()), Some(e));
+            assert!(names.insert(e.as_str()), "{} twice", e.as_str());
+        }
+        assert_eq!(Event::parse("no_such_event"), None);
+    }
 
     /// Builds a valid chain of `n` entries.
     fn chain(n: i64) -> Vec<Entry> {

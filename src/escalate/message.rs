@@ -12,7 +12,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::audit::Event;
 use crate::config::Config;
+use crate::guard::StepKind;
 use crate::incident::Reason;
 use crate::store::{Incident, NotificationKind, TimelineEntry};
 
@@ -552,9 +554,9 @@ fn steps(timeline: &[TimelineEntry]) -> (Vec<Step>, usize) {
     let mut started: Option<&Value> = None;
     for e in timeline {
         let d = &e.detail;
-        match e.event.as_str() {
-            "step_started" => started = Some(d),
-            "step_finished" => {
+        match Event::parse(&e.event) {
+            Some(Event::StepStarted) => started = Some(d),
+            Some(Event::StepFinished) => {
                 let args = started.take().map(|s| &s["args"]);
                 let (result, ok) = if let Some(code) = d["code"].as_i64() {
                     (format!("exit {code}"), code == 0)
@@ -564,17 +566,17 @@ fn steps(timeline: &[TimelineEntry]) -> (Vec<Step>, usize) {
                     ("done".to_string(), true)
                 };
                 out.push(Step {
-                    what: describe(d["step"].as_str().unwrap_or("step"), args.unwrap_or(d)),
+                    what: describe(&d["step"], args.unwrap_or(d)),
                     result,
                     ok,
                     duration_ms: d["duration_ms"].as_u64(),
                     output: output(d),
                 });
             }
-            "step_failed" => {
+            Some(Event::StepFailed) => {
                 started = None;
                 out.push(Step {
-                    what: describe(d["step"].as_str().unwrap_or("step"), &d["args"]),
+                    what: describe(&d["step"], &d["args"]),
                     result: format!(
                         "failed ({}): {}",
                         d["reason"].as_str().unwrap_or("error"),
@@ -585,14 +587,14 @@ fn steps(timeline: &[TimelineEntry]) -> (Vec<Step>, usize) {
                     output: String::new(),
                 });
             }
-            "step_would_run" => out.push(Step {
-                what: describe(d["step"].as_str().unwrap_or("step"), &d["args"]),
+            Some(Event::StepWouldRun) => out.push(Step {
+                what: describe(&d["step"], &d["args"]),
                 result: "would run (dry run)".into(),
                 ok: true,
                 duration_ms: None,
                 output: String::new(),
             }),
-            "runbook_log" => out.push(Step {
+            Some(Event::RunbookLog) => out.push(Step {
                 what: "log".into(),
                 result: "logged".into(),
                 ok: true,
@@ -607,15 +609,17 @@ fn steps(timeline: &[TimelineEntry]) -> (Vec<Step>, usize) {
     (out, more)
 }
 
-/// `exec /bin/systemctl restart nginx`, `http GET url`, `sleep 5s`, ...
-fn describe(step: &str, args: &Value) -> String {
+/// `exec /bin/systemctl restart nginx`, `http GET url`, `sleep 5s`, ... A step of a kind this
+/// medic does not know (an older or newer audit entry) is shown by its name.
+fn describe(step: &Value, args: &Value) -> String {
+    let name = step.as_str().unwrap_or("step");
     let s = |v: &Value| {
         v.as_str()
             .map(String::from)
             .unwrap_or_else(|| v.to_string())
     };
-    match step {
-        "exec" => {
+    match StepKind::parse(name) {
+        Some(StepKind::Exec) => {
             let program = args["path"]
                 .as_str()
                 .or(args["program"].as_str())
@@ -628,15 +632,15 @@ fn describe(step: &str, args: &Value) -> String {
                 .trim_end()
                 .to_string()
         }
-        "http" => format!(
+        Some(StepKind::Http) => format!(
             "http {} {}",
             args["method"].as_str().unwrap_or("?"),
             args["url"].as_str().unwrap_or("?")
         ),
-        "sleep" => format!("sleep {}s", args["seconds"]),
-        "silence" => format!("silence {}", args["duration"].as_str().unwrap_or("")),
-        "query" => format!("query {}", args["query"].as_str().unwrap_or("")),
-        other => other.to_string(),
+        Some(StepKind::Sleep) => format!("sleep {}s", args["seconds"]),
+        Some(StepKind::Silence) => format!("silence {}", args["duration"].as_str().unwrap_or("")),
+        Some(StepKind::Query) => format!("query {}", args["query"].as_str().unwrap_or("")),
+        None => name.to_string(),
     }
 }
 
