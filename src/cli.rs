@@ -1,5 +1,5 @@
 //! The command line: `medic serve`, `medic check`, `medic test`, `medic replay`,
-//! `medic audit verify`.
+//! `medic audit verify`, `medic hash-password`.
 //!
 //! Parses arguments, sets up logging, and calls into the library. This is the edge of the
 //! program: errors become messages on stderr and exit codes here, and nowhere else.
@@ -76,6 +76,10 @@ enum Command {
         /// The webhook body (JSON), or `-` for standard input.
         file: PathBuf,
     },
+    /// Read a password (one line) on standard input and print its argon2id hash, for
+    /// `password_hash` in a `[[ui.users]]` entry of the configuration. The line's ending
+    /// is not part of the password; an empty password is refused.
+    HashPassword,
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -115,6 +119,7 @@ pub fn main() -> ExitCode {
             Command::Check { config } => Ok(check(&config)),
             Command::Test { paths, run, junit } => Ok(test(&paths, run.as_ref(), junit.as_deref())),
             Command::Replay { config, file } => replay(&config, &file),
+            Command::HashPassword => hash_password(),
             Command::Audit {
                 command: AuditCommand::Verify { config },
             } => verify(&config).await,
@@ -252,6 +257,34 @@ fn replay(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The longest password `hash-password` reads, in bytes.
+const MAX_PASSWORD: u64 = 4096;
+
+fn hash_password() -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead as _, IsTerminal as _, Read as _};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("medic: type the password (it is shown as you type) and press Enter");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .take(MAX_PASSWORD + 1)
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.len() as u64 > MAX_PASSWORD {
+        anyhow::bail!("the password is longer than {MAX_PASSWORD} bytes");
+    }
+    if password.is_empty() {
+        anyhow::bail!("the password is empty: write it on standard input, on one line");
+    }
+    let hash = crate::config::hash_password(password)?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(path: &Path) -> anyhow::Result<ExitCode> {

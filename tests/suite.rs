@@ -14,6 +14,7 @@ mod demo;
 mod durability;
 mod escalation;
 mod guards;
+mod hash_password;
 mod in_process;
 mod logs;
 mod medic_test;

@@ -16,6 +16,7 @@
 mod error;
 mod expand;
 mod raw;
+mod ui;
 mod units;
 mod validate;
 
@@ -33,6 +34,7 @@ use crate::routing::Route;
 /// The runbook a route runs is routing's type; validation builds it.
 pub use crate::routing::RunbookTarget;
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use ui::{hash_password, verify_password, HashError, Role, UiConfig, UiUser};
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9095));
@@ -90,6 +92,8 @@ pub struct Config {
     pub alertmanager: Option<ServiceConfig>,
     /// `[prometheus]`: enables the `query` step.
     pub prometheus: Option<ServiceConfig>,
+    /// `[ui]`: the on-call console's users.
+    pub ui: UiConfig,
     /// Settings that are valid but probably not what was meant; `medic check` prints
     /// them and still passes.
     pub warnings: Vec<ConfigError>,
@@ -98,8 +102,9 @@ pub struct Config {
 /// What a configuration is loaded for, which decides the secrets it must have.
 ///
 /// Only `serve` (and `check`, which answers for `serve`) uses the webhook and API
-/// tokens and the channels' credentials; the offline commands load the same file without
-/// them, so a `${VAR}` in those keys may be unset there (the value is left out).
+/// tokens, the channels' credentials and the console's users (`ui.*`); the offline
+/// commands load the same file without them, so a `${VAR}` in those keys may be unset
+/// there (the value, or the user, is left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// `medic serve` and `medic check`: every `${VAR}` must be set.
@@ -116,7 +121,8 @@ impl Purpose {
     fn may_leave_unset(self, key: &str) -> bool {
         let serve_only = key == "server.webhook_token"
             || key == "server.api_token"
-            || key.starts_with("escalation.channels[");
+            || key.starts_with("escalation.channels[")
+            || key.starts_with("ui.");
         match self {
             Purpose::Serve => false,
             Purpose::Offline => serve_only,

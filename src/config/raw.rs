@@ -30,6 +30,24 @@ pub(crate) struct RawConfig {
     pub escalation: RawEscalation,
     pub alertmanager: Option<RawService>,
     pub prometheus: Option<RawService>,
+    pub ui: RawUi,
+}
+
+/// `[ui]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUi {
+    #[serde(default)]
+    pub users: Vec<Spanned<RawUser>>,
+}
+
+/// One `[[ui.users]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    pub name: Option<Text>,
+    pub password_hash: Option<Text>,
+    pub role: Option<Text>,
 }
 
 /// `[alertmanager]` and `[prometheus]`: an HTTP service medic calls.

@@ -204,7 +204,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
     (
         "unknown-top-level-key",
         &[
-            r#"unknown-top-level-key.toml:5:2: unknown field `alerting`, expected one of `server`, `store`, `runbooks`, `limits`, `routes`, `escalation`, `alertmanager`, `prometheus`"#,
+            r#"unknown-top-level-key.toml:5:2: unknown field `alerting`, expected one of `server`, `store`, `runbooks`, `limits`, `routes`, `escalation`, `alertmanager`, `prometheus`, `ui`"#,
         ],
     ),
     (
@@ -1025,4 +1025,129 @@ fn offline_purposes_do_not_need_the_secrets_of_serve() {
     let audit = load(Purpose::Audit).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(audit.server.webhook_token, None);
     assert_eq!(audit.server.api_token, None);
+}
+
+/// `medic hash-password` of "hunter2".
+const HUNTER2_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$ekXV1QgHAj1v9OT0MliIxw$mT49nieAymqOtZQpL0A6p4D2qJTNcaZaJfvmtbvBjsY";
+
+#[test]
+fn ui_users_parse_to_names_hashes_and_roles() {
+    let config = parse_ok(
+        &paged(&format!(
+            r#"
+[[ui.users]]
+name = "alice"
+password_hash = "{HUNTER2_HASH}"
+role = "responder"
+
+[[ui.users]]
+name = "bob"
+password_hash = "${{BOB_HASH}}"
+role = "viewer"
+
+[[ui.users]]
+name = "carol"
+password_hash = '{HUNTER2_HASH}'
+role = "admin"
+"#
+        )),
+        &[("BOB_HASH", HUNTER2_HASH)],
+    );
+    let users: Vec<(&str, &str, Role)> = config
+        .ui
+        .users
+        .iter()
+        .map(|u| (u.name.as_str(), u.password_hash.as_str(), u.role))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("alice", HUNTER2_HASH, Role::Responder),
+            ("bob", HUNTER2_HASH, Role::Viewer),
+            ("carol", HUNTER2_HASH, Role::Admin),
+        ]
+    );
+    assert_eq!(
+        config.ui.authenticate("alice", "hunter2").map(|u| u.role),
+        Some(Role::Responder)
+    );
+    assert_eq!(config.ui.authenticate("alice", "hunter3"), None);
+    for debug in [format!("{config:?}"), format!("{config:#?}")] {
+        assert!(!debug.contains("argon2"), "a password hash leaked: {debug}");
+        assert!(debug.contains("\"alice\""), "{debug}");
+    }
+}
+
+#[test]
+fn no_ui_section_means_no_users() {
+    assert_eq!(parse_ok(&paged(""), &[]).ui, UiConfig::default());
+    assert!(parse_ok(&paged("[ui]\n"), &[]).ui.users.is_empty());
+}
+
+#[test]
+fn ui_user_errors_name_their_key_and_line() {
+    let text = format!(
+        r#"[[ui.users]]
+name = ""
+password_hash = "nope"
+role = "root"
+[[ui.users]]
+name = "alice"
+[[ui.users]]
+name = "alice"
+password_hash = '$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA'
+role = "admin"
+[[ui.users]]
+password_hash = "{HUNTER2_HASH}"
+role = "Viewer"
+[[ui.users]]
+name = "dave"
+password_hash = '$argon2id$v=19$m=19456,t=2,p=1$ekXV1QgHAj1v9OT0MliIxw'
+role = "viewer"
+[[ui.users]]
+name = "erin"
+password_hash = "${{ERIN_HASH}}"
+role = "viewer"
+"#
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "medic.toml:2:8: ui.users[0].name: must not be empty",
+            "medic.toml:3:17: ui.users[0].password_hash: invalid password hash: not a PHC string (password hash string missing field); make one with `medic hash-password`",
+            r#"medic.toml:4:8: ui.users[0].role: unknown role "root" (use viewer, responder or admin)"#,
+            "medic.toml:5:1: ui.users[1]: missing required key \"password_hash\" (make one with `medic hash-password`)",
+            "medic.toml:5:1: ui.users[1]: missing required key \"role\" (viewer, responder or admin)",
+            r#"medic.toml:8:8: ui.users[2].name: duplicate user name "alice" (first used on line 6)"#,
+            r#"medic.toml:9:17: ui.users[2].password_hash: invalid password hash: algorithm "pbkdf2-sha256" is not argon2 (use argon2id); make one with `medic hash-password`"#,
+            r#"medic.toml:11:1: ui.users[3]: missing required key "name""#,
+            r#"medic.toml:13:8: ui.users[3].role: unknown role "Viewer" (use viewer, responder or admin)"#,
+            "medic.toml:16:17: ui.users[4].password_hash: invalid password hash: the salt or the hash is missing; make one with `medic hash-password`",
+            "medic.toml:20:17: ui.users[5].password_hash: environment variable ERIN_HASH is not set (write ${ERIN_HASH:-default} to give a default)",
+        ]
+    );
+    // An unknown key is refused, with its position, like everywhere else.
+    let error = unpaged_errors("[[ui.users]]\nname = \"a\"\npassword = \"x\"\n");
+    assert_eq!(error.len(), 1, "{error:?}");
+    assert!(
+        error[0].starts_with("medic.toml:3:1: unknown field `password`"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn offline_purposes_leave_out_users_whose_hash_is_unset() {
+    let text = paged(&format!(
+        "[[ui.users]]\nname = \"a\"\npassword_hash = \"${{A_HASH}}\"\nrole = \"admin\"\n[[ui.users]]\nname = \"b\"\npassword_hash = '{HUNTER2_HASH}'\nrole = \"viewer\"\n"
+    ));
+    let config = Config::parse_for(
+        Path::new("medic.toml"),
+        &text,
+        &env_of(&[]),
+        Purpose::Offline,
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let names: Vec<&str> = config.ui.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["b"]);
 }

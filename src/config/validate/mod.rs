@@ -10,6 +10,7 @@
 mod escalation;
 mod routes;
 mod sections;
+mod ui;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -60,6 +61,7 @@ pub(crate) fn validate(
             .prometheus
             .as_ref()
             .and_then(|s| validator.service("prometheus", s)),
+        ui: validator.ui(&raw.ui),
         warnings: Vec::new(),
     };
     validator.everyone_reaches_someone(raw, &config);
