@@ -80,11 +80,18 @@ pub enum Event {
     VerificationSucceeded,
     /// The alert was still firing when the wait ended.
     VerificationFailed,
+    /// Someone logged in to the console (name, client address).
+    ConsoleLogin,
+    /// A console login was refused: wrong name or password, or too many attempts (the
+    /// name tried, client address).
+    ConsoleLoginFailed,
+    /// Someone logged out of the console (name, client address).
+    ConsoleLogout,
 }
 
 impl Event {
     /// Every event, in the order declared.
-    pub const ALL: [Event; 34] = [
+    pub const ALL: [Event; 37] = [
         Event::DeliveryReceived,
         Event::DeliveryRejected,
         Event::AlertDeduplicated,
@@ -119,6 +126,9 @@ impl Event {
         Event::IncidentAcknowledged,
         Event::VerificationSucceeded,
         Event::VerificationFailed,
+        Event::ConsoleLogin,
+        Event::ConsoleLoginFailed,
+        Event::ConsoleLogout,
     ];
 
     /// The event named `s` (as `as_str` names it), if any.
@@ -162,6 +172,9 @@ impl Event {
             Event::IncidentAcknowledged => "incident_acknowledged",
             Event::VerificationSucceeded => "verification_succeeded",
             Event::VerificationFailed => "verification_failed",
+            Event::ConsoleLogin => "console_login",
+            Event::ConsoleLoginFailed => "console_login_failed",
+            Event::ConsoleLogout => "console_logout",
         }
     }
 }

@@ -28,4 +28,5 @@ pub mod server;
 pub mod snapshot;
 pub mod steps;
 pub mod store;
+pub mod ui;
 pub mod verify;

@@ -10,6 +10,7 @@ mod alert_content;
 mod alertmanager;
 mod architecture;
 mod check;
+mod console;
 mod demo;
 mod durability;
 mod escalation;

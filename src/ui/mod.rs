@@ -1,0 +1,464 @@
+//! The on-call console under `/ui`: server-rendered HTML that works without JavaScript.
+//!
+//! Owns the console's routes, its sessions (in memory: a restart logs everyone out, see
+//! `session.rs`), the CSRF check on every form and the pages (`pages.rs`, `maud`, which
+//! escapes every value). It reads incidents and acknowledges them only through the
+//! store's methods; the users and their roles come from `[[ui.users]]` in the
+//! configuration in force. With no user configured, every `/ui` path answers 404.
+
+mod pages;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::audit::{Event, NewEntry};
+use crate::clock::Clock;
+use crate::config::Role;
+use crate::incident::State as IncidentState;
+use crate::snapshot::Current;
+use crate::store::{Ack, IncidentFilter, Store};
+use session::{same_token, Attempts, Session, Sessions};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "medic_session";
+/// The cookie holding the login form's CSRF token, before there is a session.
+pub const LOGIN_COOKIE: &str = "medic_login";
+
+/// Incidents per page of the list.
+const PAGE_SIZE: usize = 50;
+/// The list reads at most this many incidents to filter by route and page through.
+const MAX_SCAN: usize = 5000;
+/// Longest name kept from a login form (the rest is not looked at).
+const MAX_NAME: usize = 200;
+
+/// What the console works with, handed to it by the composition root.
+pub struct Context {
+    pub store: Store,
+    pub clock: Clock,
+    /// The configuration in force: the users, and `server.external_url` (for `Secure`).
+    pub config: Current,
+}
+
+/// The console's state: its context, and the sessions and login attempts it keeps.
+struct Console {
+    ctx: Context,
+    sessions: Sessions,
+    attempts: Attempts,
+}
+
+type Shared = State<Arc<Console>>;
+
+/// Everything under `/ui`.
+pub fn router(ctx: Context) -> Router {
+    let console = Arc::new(Console {
+        ctx,
+        sessions: Sessions::default(),
+        attempts: Attempts::default(),
+    });
+    Router::new()
+        .route("/", get(list))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/static/medic.css", get(css))
+        .route("/incidents/{id}", get(show))
+        .route("/incidents/{id}/ack", post(ack))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            require_users,
+        ))
+        .with_state(console)
+}
+
+/// No user configured: the console does not exist.
+async fn require_users(State(c): Shared, req: Request, next: Next) -> Response {
+    if c.ctx.config.get().config.ui.users.is_empty() {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        pages::message(None, "Not found", "No such page."),
+    )
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("medic.css"),
+    )
+        .into_response()
+}
+
+/// An HTML answer that no cache keeps and no frame shows.
+fn page(status: StatusCode, body: maud::Markup) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
+            ),
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
+        body.into_string(),
+    )
+        .into_response()
+}
+
+fn forbidden(user: Option<&pages::User>, why: &str) -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        pages::message(user, "Forbidden", why),
+    )
+}
+
+fn unavailable(user: Option<&pages::User>, e: impl std::fmt::Display) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::message(user, "Store unavailable", &format!("store: {e}")),
+    )
+}
+
+fn see_other(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+/// The value of cookie `name`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl Console {
+    /// `Secure` when medic is reached over https.
+    fn secure(&self) -> &'static str {
+        let loaded = self.ctx.config.get();
+        match &loaded.config.server.external_url {
+            Some(url) if url.starts_with("https://") => "; Secure",
+            _ => "",
+        }
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+        let age = max_age
+            .map(|s| format!("; Max-Age={s}"))
+            .unwrap_or_default();
+        let text = format!(
+            "{name}={value}; HttpOnly; SameSite=Strict; Path=/ui{age}{}",
+            self.secure()
+        );
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The logged-in user of this request, if the session is alive and its user is still
+    /// configured (a user removed by a reload is logged out).
+    fn user(&self, headers: &HeaderMap) -> Option<(String, Session, pages::User)> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let session = self.sessions.touch(id, self.ctx.clock.now())?;
+        let loaded = self.ctx.config.get();
+        let Some(configured) = loaded.config.ui.user(&session.user) else {
+            self.sessions.close(id);
+            return None;
+        };
+        let user = pages::User {
+            name: configured.name.clone(),
+            role: configured.role,
+            csrf: session.csrf.clone(),
+        };
+        Some((id.to_string(), session, user))
+    }
+
+    async fn audit(&self, event: Event, detail: serde_json::Value) {
+        if let Err(e) = self
+            .ctx
+            .store
+            .audit(vec![NewEntry::new(event, &detail)])
+            .await
+        {
+            tracing::warn!(error = %e, event = event.as_str(), "cannot audit a console event");
+        }
+    }
+}
+
+/// The login page, with a fresh pre-session CSRF token in its cookie.
+fn login_page(c: &Console, status: StatusCode, error: Option<&str>) -> Response {
+    let token = match session::random_token() {
+        Ok(t) => t,
+        Err(e) => return unavailable(None, format!("no randomness: {e}")),
+    };
+    let mut r = page(status, pages::login(&token, error));
+    r.headers_mut()
+        .append(header::SET_COOKIE, c.set_cookie(LOGIN_COOKIE, &token, None));
+    r
+}
+
+async fn login_form(State(c): Shared, headers: HeaderMap) -> Response {
+    if c.user(&headers).is_some() {
+        return see_other("/ui");
+    }
+    login_page(&c, StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn login(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if !same_token(expected, &form.csrf) {
+        return forbidden(
+            None,
+            "The form expired or did not come from this console: reload the login page.",
+        );
+    }
+    let name: String = form
+        .name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME)
+        .collect();
+    let address = peer.ip().to_string();
+    let keys = [format!("address:{address}"), format!("name:{name}")];
+    let keys = [keys[0].as_str(), keys[1].as_str()];
+    let now = c.ctx.clock.now();
+    if c.attempts.limited(&keys, now) {
+        c.audit(
+            Event::ConsoleLoginFailed,
+            json!({"name": name, "address": address, "why": "too many attempts"}),
+        )
+        .await;
+        return login_page(
+            &c,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed logins: wait a minute."),
+        );
+    }
+    // argon2 is slow on purpose: not on the async workers.
+    let config = c.ctx.config.clone();
+    let (n, p) = (name.clone(), form.password);
+    let who = tokio::task::spawn_blocking(move || {
+        config
+            .get()
+            .config
+            .ui
+            .authenticate(&n, &p)
+            .map(|u| u.name.clone())
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(user) = who else {
+        c.attempts.failed(&keys, now);
+        c.audit(
+            Event::ConsoleLoginFailed,
+            json!({"name": name, "address": address, "why": "wrong name or password"}),
+        )
+        .await;
+        return login_page(&c, StatusCode::UNAUTHORIZED, Some("wrong name or password"));
+    };
+    let (id, _) = match c.sessions.open(&user, now) {
+        Ok(s) => s,
+        Err(e) => return unavailable(None, format!("no randomness: {e}")),
+    };
+    c.audit(
+        Event::ConsoleLogin,
+        json!({"name": user, "address": address}),
+    )
+    .await;
+    tracing::info!(user = %user, address = %address, "console login");
+    let mut r = see_other("/ui");
+    let h = r.headers_mut();
+    h.append(header::SET_COOKIE, c.set_cookie(SESSION_COOKIE, &id, None));
+    h.append(header::SET_COOKIE, c.set_cookie(LOGIN_COOKIE, "", Some(0)));
+    r
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(c): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((id, session, user)) = c.user(&headers) else {
+        return see_other("/ui/login");
+    };
+    if !same_token(&session.csrf, &form.csrf) {
+        return forbidden(Some(&user), "The form did not come from this session.");
+    }
+    c.sessions.close(&id);
+    c.audit(
+        Event::ConsoleLogout,
+        json!({"name": user.name, "address": peer.ip().to_string()}),
+    )
+    .await;
+    let mut r = see_other("/ui/login");
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(SESSION_COOKIE, "", Some(0)),
+    );
+    r
+}
+
+/// The list's query: filters and page.
+#[derive(Deserialize, Default)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub alertname: String,
+    #[serde(default)]
+    pub route: String,
+    #[serde(default)]
+    pub page: Option<usize>,
+}
+
+async fn list(State(c): Shared, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let Some((_, _, user)) = c.user(&headers) else {
+        return see_other("/ui/login");
+    };
+    let state = match q.state.as_str() {
+        "" => None,
+        s => match IncidentState::parse(s) {
+            Some(st) => Some(st),
+            None => {
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    pages::message(Some(&user), "Bad filter", &format!("unknown state {s:?}")),
+                )
+            }
+        },
+    };
+    let page_no = q.page.unwrap_or(1).max(1);
+    let route = (!q.route.is_empty()).then(|| q.route.clone());
+    let wanted = page_no.saturating_mul(PAGE_SIZE).saturating_add(1);
+    let limit = if route.is_some() {
+        MAX_SCAN
+    } else {
+        wanted.min(MAX_SCAN)
+    };
+    let filter = IncidentFilter {
+        state,
+        alertname: (!q.alertname.is_empty()).then(|| q.alertname.clone()),
+        limit,
+    };
+    let incidents = match c.ctx.store.incidents(filter).await {
+        Ok(i) => i,
+        Err(e) => return unavailable(Some(&user), e),
+    };
+    let mut matching = incidents
+        .into_iter()
+        .filter(|i| route.is_none() || i.route == route)
+        .skip((page_no - 1) * PAGE_SIZE);
+    let shown: Vec<_> = matching.by_ref().take(PAGE_SIZE).collect();
+    let more = matching.next().is_some();
+    page(
+        StatusCode::OK,
+        pages::list(&user, &q, &shown, page_no, more),
+    )
+}
+
+/// An incident id as medic makes them (a ULID); anything else is no incident.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+async fn show(State(c): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let Some((_, _, user)) = c.user(&headers) else {
+        return see_other("/ui/login");
+    };
+    if !valid_id(&id) {
+        return not_found().await;
+    }
+    match c.ctx.store.incident(&id).await {
+        Ok(Some(incident)) => page(StatusCode::OK, pages::incident(&user, &incident)),
+        Ok(None) => not_found().await,
+        Err(e) => unavailable(Some(&user), e),
+    }
+}
+
+async fn ack(
+    State(c): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((_, session, user)) = c.user(&headers) else {
+        return forbidden(None, "Log in first.");
+    };
+    if !user.role.may(Role::Responder) {
+        return forbidden(Some(&user), "Your role may not acknowledge incidents.");
+    }
+    if !same_token(&session.csrf, &form.csrf) {
+        return forbidden(Some(&user), "The form did not come from this session.");
+    }
+    if !valid_id(&id) {
+        return not_found().await;
+    }
+    match c.ctx.store.ack(&id, Some(user.name.clone())).await {
+        Ok(Ack::Acknowledged) => {
+            tracing::info!(incident = %id, by = %user.name, "incident acknowledged in the console");
+            see_other(&format!("/ui/incidents/{id}"))
+        }
+        Ok(Ack::Already(_)) => see_other(&format!("/ui/incidents/{id}")),
+        Ok(Ack::NotFound) => not_found().await,
+        Ok(Ack::NotEscalated(state)) => page(
+            StatusCode::CONFLICT,
+            pages::message(
+                Some(&user),
+                "Not acknowledged",
+                &format!(
+                    "Incident {id} is {}: only an escalated incident can be acknowledged.",
+                    state.as_str()
+                ),
+            ),
+        ),
+        Err(e) => unavailable(Some(&user), e),
+    }
+}

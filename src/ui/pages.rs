@@ -1,0 +1,217 @@
+//! The console's pages, rendered with `maud`: every value is escaped, none is concatenated
+//! into HTML. Links taken from an alert are shown as links only when they are http(s).
+
+use maud::{html, Markup, DOCTYPE};
+
+use super::ListQuery;
+use crate::audit::Event;
+use crate::config::Role;
+use crate::escalate::message::Message;
+use crate::incident::State as IncidentState;
+use crate::store::{Incident, NotificationKind};
+
+/// Who is looking, and the CSRF token their forms carry.
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    pub csrf: String,
+}
+
+fn layout(user: Option<&User>, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · medic" }
+                link rel="stylesheet" href="/ui/static/medic.css";
+            }
+            body {
+                header {
+                    a.brand href="/ui" { "medic" }
+                    @if let Some(u) = user {
+                        span.who { (u.name) " (" (u.role.as_str()) ")" }
+                        form.inline method="post" action="/ui/logout" {
+                            input type="hidden" name="csrf" value=(u.csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// A page that only says something.
+pub fn message(user: Option<&User>, title: &str, text: &str) -> Markup {
+    layout(user, title, html! { h1 { (title) } p { (text) } })
+}
+
+pub fn login(csrf: &str, error: Option<&str>) -> Markup {
+    layout(
+        None,
+        "Log in",
+        html! {
+            h1 { "Log in" }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form.login method="post" action="/ui/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                label { "Name" input type="text" name="name" autocomplete="username" required autofocus; }
+                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+fn state_badge(state: IncidentState) -> Markup {
+    html! { span class={ "state state-" (state.as_str()) } { (state.as_str()) } }
+}
+
+pub fn list(user: &User, q: &ListQuery, incidents: &[Incident], page: usize, more: bool) -> Markup {
+    let link = |p: usize| {
+        let mut pairs = Vec::new();
+        for (k, v) in [
+            ("state", &q.state),
+            ("alertname", &q.alertname),
+            ("route", &q.route),
+        ] {
+            if !v.is_empty() {
+                pairs.push(format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                ));
+            }
+        }
+        pairs.push(format!("page={p}"));
+        format!("/ui?{}", pairs.join("&"))
+    };
+    layout(
+        Some(user),
+        "Incidents",
+        html! {
+            h1 { "Incidents" }
+            form.filters method="get" action="/ui" {
+                label { "State"
+                    select name="state" {
+                        option value="" { "any" }
+                        @for s in IncidentState::ALL {
+                            option value=(s.as_str()) selected[q.state == s.as_str()] { (s.as_str()) }
+                        }
+                    }
+                }
+                label { "Alert" input type="text" name="alertname" value=(q.alertname); }
+                label { "Route" input type="text" name="route" value=(q.route); }
+                button type="submit" { "Filter" }
+            }
+            @if incidents.is_empty() {
+                p { "No incident." }
+            } @else {
+                div.scroll {
+                    table.incidents {
+                        thead { tr { th { "Incident" } th { "Alert" } th { "State" } th { "Reason" } th { "Route" } th { "Started" } th { "Updated" } } }
+                        tbody {
+                            @for i in incidents {
+                                tr {
+                                    td { a href={ "/ui/incidents/" (i.id) } { code { (i.id) } } }
+                                    td { (i.alertname) }
+                                    td { (state_badge(i.state)) }
+                                    td { @if let Some(r) = i.reason { (r.as_str()) } }
+                                    td { @if let Some(r) = &i.route { (r) } }
+                                    td { time { (i.started_at) } }
+                                    td { time { (i.updated_at) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            nav.pages {
+                @if page > 1 { a href=(link(page - 1)) { "← newer" } }
+                span { "page " (page) }
+                @if more { a href=(link(page + 1)) { "older →" } }
+            }
+        },
+    )
+}
+
+fn is_http(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
+pub fn incident(user: &User, i: &Incident) -> Markup {
+    let message = Message::new(i, NotificationKind::Escalated, "");
+    let empty = Vec::new();
+    let timeline = i.timeline.as_ref().unwrap_or(&empty);
+    // `Message` lists one step per step event of the timeline, in order: pair them up.
+    let mut steps = message.steps.iter();
+    let may_ack = user.role.may(Role::Responder) && i.state == IncidentState::Escalated;
+    layout(
+        Some(user),
+        &format!("Incident {}", i.id),
+        html! {
+            h1 { (i.alertname) " " (state_badge(i.state)) }
+            p.sub { "Incident " code { (i.id) } }
+            @if may_ack {
+                form.ack method="post" action={ "/ui/incidents/" (i.id) "/ack" } {
+                    input type="hidden" name="csrf" value=(user.csrf);
+                    button type="submit" { "Acknowledge" }
+                }
+            }
+            dl.facts {
+                dt { "State" } dd { (i.state.as_str()) }
+                @if let Some(r) = i.reason { dt { "Reason" } dd { (r.as_str()) } }
+                @if let Some(m) = &i.message { dt { "Why" } dd { (m) } }
+                dt { "Firing since" } dd { time { (i.started_at) } }
+                dt { "Updated" } dd { time { (i.updated_at) } }
+                @if let Some(r) = &i.route { dt { "Route" } dd { (r) } }
+                @if let Some(r) = &i.runbook { dt { "Runbook" } dd { (r) } }
+                @if let Some(by) = &i.acknowledged_by { dt { "Acknowledged by" } dd { (by) } }
+                @if let Some(at) = &i.resolved_at { dt { "Resolved" } dd { time { (at) } } }
+                dt { "Source" }
+                dd {
+                    @if is_http(&i.generator_url) { a href=(i.generator_url) rel="noreferrer" { (i.generator_url) } }
+                    @else { (i.generator_url) }
+                }
+            }
+            h2 { "Labels" }
+            (pairs(&i.labels))
+            h2 { "Annotations" }
+            (pairs(&i.annotations))
+            h2 { "Timeline" }
+            ol.timeline {
+                @for e in timeline {
+                    li {
+                        time { (e.at) } " " strong { (e.event) }
+                        @let is_step = matches!(Event::parse(&e.event), Some(Event::StepFinished | Event::StepFailed | Event::StepWouldRun | Event::RunbookLog));
+                        @if is_step {
+                            @if let Some(s) = steps.next() {
+                                @if matches!(Event::parse(&e.event), Some(Event::StepFinished | Event::StepFailed)) {
+                                    div class={ "step " (if s.ok { "ok" } else { "failed" }) } {
+                                        code { (s.what) }
+                                        " → " (s.result)
+                                        @if let Some(ms) = s.duration_ms { " in " (ms) " ms" }
+                                        @if !s.output.is_empty() { pre { (s.output) } }
+                                    }
+                                } @else if !s.output.is_empty() {
+                                    pre { (s.output) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if message.more_steps > 0 { p { (message.more_steps) " more steps are not shown." } }
+        },
+    )
+}
+
+fn pairs(map: &std::collections::BTreeMap<String, String>) -> Markup {
+    html! {
+        @if map.is_empty() { p { "none" } } @else {
+            dl.pairs { @for (k, v) in map { dt { (k) } dd { (v) } } }
+        }
+    }
+}
