@@ -31,12 +31,13 @@ pub struct Context {
     pub escalation: Arc<crate::escalate::Health>,
 }
 
-/// The HTTP routes: the webhook, the API (its token checked around every route, so that an
+/// The HTTP routes: the webhook, the channels' callbacks, the API (its token checked around every route, so that an
 /// unknown `/api` path answers 401 before 404), and the ops endpoints.
 pub fn router(
     ops: Arc<Context>,
     ingest: Arc<crate::ingest::Context>,
     api: Arc<crate::api::Context>,
+    callbacks: Arc<crate::callbacks::Context>,
 ) -> Router {
     let config = ops.config.clone();
     Router::new()
@@ -45,6 +46,7 @@ pub fn router(
         .route("/metrics", get(metrics))
         .with_state(ops)
         .route("/webhook", crate::ingest::route(ingest))
+        .merge(crate::callbacks::router(callbacks))
         .nest("/api", crate::api::router(api))
         .layer(axum::middleware::from_fn_with_state(
             config,

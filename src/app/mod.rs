@@ -4,7 +4,8 @@
 //! force, the guards, the metrics, the runner's wake-up, the escalation channels' health,
 //! the clock), and hands each worker a narrow context of its own, defined in the worker's
 //! module: `runner::Context`, `verify::Context`, `escalate::Context`, `reload::Context`,
-//! and for the HTTP side `ingest::Context`, `api::Context` and `server::Context`. Nothing
+//! and for the HTTP side `ingest::Context`, `api::Context`, `callbacks::Context` and
+//! `server::Context`. Nothing
 //! imports this module back; the workers never reach for a shared object.
 //!
 //! [`run`] takes a bound listener and a shutdown future, so tests start the whole engine
@@ -29,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
 use crate::store::{Store, StoreError};
-use crate::{api, escalate, ingest, reload, runner, server, verify};
+use crate::{api, callbacks, escalate, ingest, reload, runner, server, verify};
 
 /// How long a stop waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -181,6 +182,11 @@ pub async fn run(
         wake: wake.clone(),
         clock: clock.clone(),
     });
+    let callbacks = Arc::new(callbacks::Context {
+        store: store.clone(),
+        config: config.clone(),
+        clock: clock.clone(),
+    });
     let ops = Arc::new(server::Context {
         config: config.clone(),
         store: store.clone(),
@@ -227,7 +233,7 @@ pub async fn run(
     let timeouts = config.clone();
     let server = tokio::spawn(server::serve(
         listener,
-        server::router(ops, ingest, api),
+        server::router(ops, ingest, api, callbacks),
         move || timeouts.get().config.server.request_timeout,
         stopped(),
     ));
