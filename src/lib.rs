@@ -11,6 +11,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod authoring;
+pub mod callbacks;
 pub mod cli;
 pub mod clock;
 pub mod config;

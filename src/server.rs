@@ -31,13 +31,14 @@ pub struct Context {
     pub escalation: Arc<crate::escalate::Health>,
 }
 
-/// The HTTP routes: the webhook, the console (`/ui`), the API (its token checked around every route, so that an
+/// The HTTP routes: the webhook, the console (`/ui`), the channels' callbacks, the API (its token checked around every route, so that an
 /// unknown `/api` path answers 401 before 404), and the ops endpoints.
 pub fn router(
     ops: Arc<Context>,
     ingest: Arc<crate::ingest::Context>,
     api: Arc<crate::api::Context>,
     console: crate::ui::Context,
+    callbacks: Arc<crate::callbacks::Context>,
 ) -> Router {
     let config = ops.config.clone();
     Router::new()
@@ -46,6 +47,7 @@ pub fn router(
         .route("/metrics", get(metrics))
         .with_state(ops)
         .route("/webhook", crate::ingest::route(ingest))
+        .merge(crate::callbacks::router(callbacks))
         .nest("/api", crate::api::router(api))
         .nest("/ui", crate::ui::router(console))
         .layer(axum::middleware::from_fn_with_state(

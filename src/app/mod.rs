@@ -4,7 +4,8 @@
 //! force, the guards, the metrics, the runner's wake-up, the escalation channels' health,
 //! the clock), and hands each worker a narrow context of its own, defined in the worker's
 //! module: `runner::Context`, `verify::Context`, `escalate::Context`, `reload::Context`,
-//! and for the HTTP side `ingest::Context`, `api::Context`, `ui::Context` and
+//! and for the HTTP side `ingest::Context`, `api::Context`, `ui::Context`,
+//! `callbacks::Context` and
 //! `server::Context`. Nothing
 //! imports this module back; the workers never reach for a shared object.
 //!
@@ -30,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
 use crate::store::{Store, StoreError};
-use crate::{api, escalate, ingest, reload, runner, server, ui, verify};
+use crate::{api, callbacks, escalate, ingest, reload, runner, server, ui, verify};
 
 /// How long a stop waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -187,6 +188,11 @@ pub async fn run(
         clock: clock.clone(),
         config: config.clone(),
     };
+    let callbacks = Arc::new(callbacks::Context {
+        store: store.clone(),
+        config: config.clone(),
+        clock: clock.clone(),
+    });
     let ops = Arc::new(server::Context {
         config: config.clone(),
         store: store.clone(),
@@ -233,7 +239,7 @@ pub async fn run(
     let timeouts = config.clone();
     let server = tokio::spawn(server::serve(
         listener,
-        server::router(ops, ingest, api, console),
+        server::router(ops, ingest, api, console, callbacks),
         move || timeouts.get().config.server.request_timeout,
         stopped(),
     ));

@@ -623,8 +623,8 @@ pub struct ChannelConfig {
 
 /// A channel's type (`type = "..."`) and the settings of that type.
 ///
-/// `Debug` hides the PagerDuty routing key and the Slack webhook URL, which
-/// are credentials, and any password in a webhook URL.
+/// `Debug` hides the PagerDuty routing key and webhook secret, the Slack webhook URL and
+/// signing secret, which are credentials, and any password in a webhook URL.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ChannelKind {
     /// `type = "email"`
@@ -649,6 +649,9 @@ pub enum ChannelKind {
     Slack {
         /// `http://` or `https://` URL.
         url: String,
+        /// The Slack app's signing secret: when set, messages carry an "Acknowledge"
+        /// button, handled on `POST /slack/actions`.
+        signing_secret: Option<String>,
     },
     /// `type = "pagerduty"`: PagerDuty Events API v2.
     PagerDuty {
@@ -658,6 +661,9 @@ pub enum ChannelKind {
         url: String,
         /// Severity when the alert's `severity` label is not one of PagerDuty's four.
         default_severity: String,
+        /// The v3 webhook subscription's secret: when set, acks and resolutions made in
+        /// PagerDuty come back on `POST /pagerduty/webhook`.
+        webhook_secret: Option<String>,
     },
     /// `type = "file"`: each notification appended to a file as one JSON line.
     File {
@@ -701,16 +707,22 @@ impl fmt::Debug for ChannelKind {
                 .debug_struct("Webhook")
                 .field("url", &redact_url_password(url))
                 .finish(),
-            ChannelKind::Slack { .. } => f.debug_struct("Slack").field("url", &Redacted).finish(),
+            ChannelKind::Slack { signing_secret, .. } => f
+                .debug_struct("Slack")
+                .field("url", &Redacted)
+                .field("signing_secret", &signing_secret.as_ref().map(|_| Redacted))
+                .finish(),
             ChannelKind::PagerDuty {
                 url,
                 default_severity,
+                webhook_secret,
                 ..
             } => f
                 .debug_struct("PagerDuty")
                 .field("routing_key", &Redacted)
                 .field("url", &redact_url_password(url))
                 .field("default_severity", default_severity)
+                .field("webhook_secret", &webhook_secret.as_ref().map(|_| Redacted))
                 .finish(),
             ChannelKind::File { path } => f.debug_struct("File").field("path", path).finish(),
         }

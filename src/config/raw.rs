@@ -219,6 +219,8 @@ pub(crate) struct RawChannel {
     pub default_severity: Option<Text>,
     pub path: Option<Text>,
     pub timeout: Option<Text>,
+    pub webhook_secret: Option<Text>,
+    pub signing_secret: Option<Text>,
 }
 
 /// A TOML integer. (A plain `i64` would make serde's type errors say

@@ -30,7 +30,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
             r#"bad-escalation.toml:8:1: escalation.channels[0]: set both "username" and "password", or neither"#,
             r#"bad-escalation.toml:14:7: escalation.channels[0].tls: unknown tls mode "ssl" (use none, opportunistic, starttls or tls)"#,
             r#"bad-escalation.toml:21:20: escalation.channels[1].default_severity: unknown severity "high" (use critical, error, warning or info)"#,
-            r#"bad-escalation.toml:22:7: escalation.channels[1].tls: not allowed for a channel of type "pagerduty" (allowed: routing_key, url, default_severity)"#,
+            r#"bad-escalation.toml:22:7: escalation.channels[1].tls: not allowed for a channel of type "pagerduty" (allowed: routing_key, url, default_severity, webhook_secret)"#,
             r#"bad-escalation.toml:26:10: routes[0].verify: verify = "alertmanager" needs [alertmanager] url"#,
             r#"bad-escalation.toml:27:59: routes[0].tiers[1].after: tiers must be in order of "after": 5m comes after a tier at 15m"#,
             r#"bad-escalation.toml:27:86: routes[0].tiers[2]: missing required key "after""#,
@@ -50,6 +50,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
             r#"bad-channels.toml:23:6: escalation.channels[4].to: must list at least one address"#,
             r#"bad-channels.toml:28:15: escalation.channels[5].routing_key: must not be empty"#,
             r#"bad-channels.toml:29:7: escalation.channels[5].url: invalid URL "ftp://events.example": expected an http:// or https:// URL"#,
+            r#"bad-channels.toml:30:18: escalation.channels[5].webhook_secret: must not be empty"#,
         ],
     ),
     (
@@ -507,7 +508,8 @@ fn the_full_example_parses_to_typed_values() {
             (
                 "chat",
                 ChannelKind::Slack {
-                    url: "https://hooks.slack.example/services/T000/B000/XXXX".to_owned()
+                    url: "https://hooks.slack.example/services/T000/B000/XXXX".to_owned(),
+                    signing_secret: Some("slack-signing".to_owned()),
                 },
                 54
             ),
@@ -517,8 +519,9 @@ fn the_full_example_parses_to_typed_values() {
                     routing_key: "pd-routing-secret".to_owned(),
                     url: DEFAULT_PAGERDUTY_URL.to_owned(),
                     default_severity: "error".to_owned(),
+                    webhook_secret: Some("pd-webhook".to_owned()),
                 },
-                59
+                60
             ),
         ]
     );
@@ -775,10 +778,12 @@ fn debug_output_hides_secrets() {
             name = "pager"
             type = "pagerduty"
             routing_key = "pd-secret-value"
+            webhook_secret = "pd-webhook-secret-value"
             [[escalation.channels]]
             name = "chat"
             type = "slack"
             url = "https://hooks.slack.example/services/slack-secret-value"
+            signing_secret = "slack-signing-secret-value"
             [[escalation.channels]]
             name = "hook"
             type = "webhook"

@@ -493,6 +493,30 @@ impl Message {
         })
     }
 
+    /// [`Self::slack`] with an "Acknowledge" button (`action_id` `ack`, `value` the
+    /// incident id), for a channel whose Slack app sends its clicks to `POST /slack/actions`.
+    /// A resolution has no button.
+    pub fn slack_with_ack(&self) -> Value {
+        let mut body = self.slack();
+        if self.kind == NotificationKind::Resolved {
+            return body;
+        }
+        if let Some(blocks) = body.get_mut("blocks").and_then(Value::as_array_mut) {
+            blocks.push(json!({
+                "type": "actions",
+                "block_id": "medic",
+                "elements": [{
+                    "type": "button",
+                    "action_id": "ack",
+                    "text": {"type": "plain_text", "text": "Acknowledge"},
+                    "style": "primary",
+                    "value": self.incident_id,
+                }],
+            }));
+        }
+        body
+    }
+
     /// What is broken, in one line.
     fn broken_line(&self) -> String {
         match &self.summary {

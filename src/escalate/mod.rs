@@ -186,11 +186,15 @@ pub async fn send(
                 email::send(&mail, out).await
             }
             ChannelKind::Webhook { url } => webhook::send(client, url, out).await,
-            ChannelKind::Slack { url } => slack::send(client, url, out).await,
+            ChannelKind::Slack {
+                url,
+                signing_secret,
+            } => slack::send(client, url, signing_secret.is_some(), out).await,
             ChannelKind::PagerDuty {
                 routing_key,
                 url,
                 default_severity,
+                ..
             } => pagerduty::send(client, url, routing_key, default_severity, out).await,
             ChannelKind::File { path } => file::send(path, out).await,
         }

@@ -197,6 +197,14 @@ impl Validator<'_> {
                 raw.default_severity.as_ref().map(Spanned::span),
             ),
             ("path", raw.path.as_ref().map(Spanned::span)),
+            (
+                "webhook_secret",
+                raw.webhook_secret.as_ref().map(Spanned::span),
+            ),
+            (
+                "signing_secret",
+                raw.signing_secret.as_ref().map(Spanned::span),
+            ),
         ];
         let mut misplaced = false;
         for (key, key_span) in present {
@@ -225,9 +233,15 @@ impl Validator<'_> {
             ChannelType::Webhook => self
                 .http_url(&table, raw)
                 .map(|url| ChannelKind::Webhook { url }),
-            ChannelType::Slack => self
-                .http_url(&table, raw)
-                .map(|url| ChannelKind::Slack { url }),
+            ChannelType::Slack => {
+                let url = self.http_url(&table, raw);
+                let signing_secret =
+                    self.optional_secret(&table, "signing_secret", raw.signing_secret.as_ref());
+                url.map(|url| ChannelKind::Slack {
+                    url,
+                    signing_secret,
+                })
+            }
             ChannelType::PagerDuty => self.pagerduty_channel(&table, raw),
             ChannelType::File => self
                 .required(&table, "path", raw.path.as_ref())
@@ -343,10 +357,28 @@ impl Validator<'_> {
                 }
             },
         );
+        let webhook_secret =
+            self.optional_secret(table, "webhook_secret", raw.webhook_secret.as_ref());
         Some(ChannelKind::PagerDuty {
             routing_key: routing_key?,
             url: url?,
             default_severity,
+            webhook_secret,
+        })
+    }
+
+    /// An optional secret (`webhook_secret`, `signing_secret`): not empty when set.
+    fn optional_secret(
+        &mut self,
+        table: &ChannelTable,
+        key: &str,
+        value: Option<&Text>,
+    ) -> Option<String> {
+        value.and_then(|secret| {
+            self.parse(&table.key(key), secret, |secret| match secret {
+                "" => Err("must not be empty".to_owned()),
+                _ => Ok(secret.to_owned()),
+            })
         })
     }
 
@@ -396,8 +428,9 @@ impl ChannelType {
     fn allowed_keys(self) -> &'static [&'static str] {
         match self {
             ChannelType::Email => &["smtp", "from", "to", "tls", "username", "password"],
-            ChannelType::Webhook | ChannelType::Slack => &["url"],
-            ChannelType::PagerDuty => &["routing_key", "url", "default_severity"],
+            ChannelType::Webhook => &["url"],
+            ChannelType::Slack => &["url", "signing_secret"],
+            ChannelType::PagerDuty => &["routing_key", "url", "default_severity", "webhook_secret"],
             ChannelType::File => &["path"],
         }
     }
