@@ -141,6 +141,22 @@ ensure_prometheus() {
     export MEDIC_PROMETHEUS_BIN=$bin
 }
 
+# Chromium and its WebDriver server, for the console tests in a real browser
+# (tests/browser.rs). Exports MEDIC_CHROMIUM_BIN and MEDIC_CHROMEDRIVER_BIN.
+ensure_chromium() {
+    local missing=()
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+    MEDIC_CHROMIUM_BIN=$(command -v chromium)
+    MEDIC_CHROMEDRIVER_BIN=$(command -v chromedriver)
+    export MEDIC_CHROMIUM_BIN MEDIC_CHROMEDRIVER_BIN
+    echo "chromium: $MEDIC_CHROMIUM_BIN ($("$MEDIC_CHROMIUM_BIN" --version 2>/dev/null | head -1)), $("$MEDIC_CHROMEDRIVER_BIN" --version 2>/dev/null | head -1)"
+}
+
 # PostgreSQL server on 127.0.0.1:5432 (trust auth for local connections), for the
 # PostgreSQL store: the whole suite runs on it a second time, and the replica
 # tests use it always. Databases left by earlier runs (medic_test_*) are dropped.
@@ -234,6 +250,7 @@ ensure_alertmanager
 ensure_smtp_sink
 ensure_prometheus
 ensure_postgres
+ensure_chromium
 command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
 
 # Every integration test file is a module of tests/suite.rs (one test binary); a file

@@ -9,6 +9,7 @@ mod common;
 mod alert_content;
 mod alertmanager;
 mod architecture;
+mod browser;
 mod callbacks;
 mod check;
 mod console;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod browser;
 pub mod db;
 pub mod receiver;
 pub mod smtp;
