@@ -19,6 +19,7 @@ mod escalation;
 mod guards;
 mod hash_password;
 mod in_process;
+mod links;
 mod logs;
 mod medic_test;
 mod remediation;

@@ -121,6 +121,7 @@ impl Purpose {
     fn may_leave_unset(self, key: &str) -> bool {
         let serve_only = key == "server.webhook_token"
             || key == "server.api_token"
+            || key == "server.link_secret"
             || key.starts_with("escalation.channels[")
             || key.starts_with("ui.");
         match self {
@@ -199,7 +200,17 @@ pub struct ServerConfig {
     /// How people reach medic's API, for links in escalation messages (no trailing
     /// slash); `None`: `http://` and the address medic listens on.
     pub external_url: Option<String>,
+    /// The key that signs the one-click links of escalation messages (at least 32 bytes);
+    /// `None`: messages carry only the plain incident page link.
+    pub link_secret: Option<String>,
+    /// How long a signed link works after its message is rendered.
+    pub link_ttl: Duration,
 }
+
+/// Default `server.link_ttl`.
+pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Shortest `server.link_secret`, in bytes.
+pub const MIN_LINK_SECRET: usize = 32;
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
@@ -210,6 +221,8 @@ impl Default for ServerConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             external_url: None,
+            link_secret: None,
+            link_ttl: DEFAULT_LINK_TTL,
         }
     }
 }
@@ -226,6 +239,8 @@ impl fmt::Debug for ServerConfig {
             .field("body_limit", &self.body_limit)
             .field("request_timeout", &self.request_timeout)
             .field("external_url", &self.external_url)
+            .field("link_secret", &self.link_secret.as_ref().map(|_| Redacted))
+            .field("link_ttl", &self.link_ttl)
             .finish()
     }
 }

@@ -68,6 +68,8 @@ pub(crate) struct RawServer {
     pub body_limit: Option<Spanned<RawSize>>,
     pub request_timeout: Option<Text>,
     pub external_url: Option<Text>,
+    pub link_secret: Option<Text>,
+    pub link_ttl: Option<Text>,
 }
 
 /// `[store]`

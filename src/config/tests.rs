@@ -372,6 +372,8 @@ fn the_full_example_parses_to_typed_values() {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(5),
             external_url: None,
+            link_secret: None,
+            link_ttl: Duration::from_secs(24 * 3600),
         }
     );
     assert_eq!(config.store.url, "sqlite://data/medic.db");
@@ -633,6 +635,31 @@ fn empty_tokens_disable_auth() {
 }
 
 #[test]
+fn link_secret_is_expanded_and_at_least_32_bytes() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let config = parse_ok(
+        &paged("[server]\nlink_secret = \"${S}\"\nlink_ttl = \"15m\"\n"),
+        &[("S", secret)],
+    );
+    assert_eq!(config.server.link_secret.as_deref(), Some(secret));
+    assert_eq!(config.server.link_ttl, Duration::from_secs(900));
+    let unset = parse_ok(&paged("[server]\nlink_secret = \"\"\n"), &[]);
+    assert_eq!(unset.server.link_secret, None);
+    let short = errors("[server]\nlink_secret = \"too-short\"\n");
+    assert!(
+        short
+            .iter()
+            .any(|l| l.contains("server.link_secret") && l.contains("at least 32 bytes (it is 9)")),
+        "{short:?}"
+    );
+    let zero = errors("[server]\nlink_ttl = \"0s\"\n");
+    assert!(
+        zero.iter().any(|l| l.contains("server.link_ttl")),
+        "{zero:?}"
+    );
+}
+
+#[test]
 fn body_limit_takes_bytes_or_a_size_string() {
     let limit = |value: &str| {
         parse_ok(&paged(&format!("[server]\nbody_limit = {value}\n")), &[])
@@ -772,6 +799,7 @@ fn debug_output_hides_secrets() {
             [server]
             webhook_token = "${WEBHOOK_TOKEN}"
             api_token = "api-secret-value"
+            link_secret = "${LINK_SECRET}"
             [store]
             url = "postgres://medic:db-secret-value@db/medic"
             [[escalation.channels]]
@@ -789,8 +817,12 @@ fn debug_output_hides_secrets() {
             type = "webhook"
             url = "https://user:hook-secret-value@hooks.example/x"
         "#,
-        &[("WEBHOOK_TOKEN", "webhook-secret-value")],
+        &[
+            ("WEBHOOK_TOKEN", "webhook-secret-value"),
+            ("LINK_SECRET", "link-secret-value-link-secret-value-0123"),
+        ],
     );
+    assert!(config.server.link_secret.is_some());
     for debug in [format!("{config:?}"), format!("{config:#?}")] {
         assert!(!debug.contains("secret-value"), "a secret leaked: {debug}");
         assert!(debug.contains("<redacted>"), "{debug}");

@@ -99,6 +99,12 @@ pub struct Links {
     pub incident: String,
     /// `POST` here (with the API token) to acknowledge.
     pub ack: String,
+    /// The incident's page in the console (`/ui/incidents/{id}`).
+    pub page: String,
+    /// A signed one-click link that acknowledges the incident once (a confirmation page,
+    /// then a button), when `server.link_secret` is set; never in a resolution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_link: Option<String>,
     /// The alert's source (Prometheus' generatorURL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -163,6 +169,8 @@ impl Message {
         let incident_url = format!("{medic_url}/api/v1/incidents/{}", incident.id);
         let links = Links {
             ack: format!("{incident_url}/ack"),
+            page: format!("{medic_url}/ui/incidents/{}", incident.id),
+            ack_link: None,
             incident: incident_url,
             source: Some(incident.generator_url.clone()).filter(|u| is_http(u)),
             silence: silence_link(&incident.external_url, labels),
@@ -209,6 +217,26 @@ impl Message {
         }
     }
 
+    /// Adds the signed one-click ack link `url` (an escalation only: a resolution has
+    /// nothing left to acknowledge).
+    pub fn add_ack_link(&mut self, url: String) {
+        if self.kind != NotificationKind::Escalated {
+            return;
+        }
+        let at = self
+            .what_to_do
+            .iter()
+            .position(|l| l.starts_with("Take it over"))
+            .unwrap_or(self.what_to_do.len());
+        self.what_to_do.insert(
+            at,
+            format!(
+                "Acknowledge it with one click (confirm on the page; the link works once): {url}"
+            ),
+        );
+        self.links.ack_link = Some(url);
+    }
+
     /// The plain-text form (the mail's text part).
     pub fn text(&self) -> String {
         let mut t = String::new();
@@ -223,6 +251,7 @@ impl Message {
             );
             let _ = writeln!(t, "It had been escalated: {}", self.why);
             let _ = writeln!(t, "\nIncident: {}", self.links.incident);
+            let _ = writeln!(t, "Console:  {}", self.links.page);
             return t;
         }
         let _ = writeln!(t, "WHAT IS BROKEN");
@@ -287,6 +316,10 @@ impl Message {
         }
         let _ = writeln!(t, "LINKS");
         let _ = writeln!(t, "  incident: {}", self.links.incident);
+        let _ = writeln!(t, "  page:     {}", self.links.page);
+        if let Some(u) = &self.links.ack_link {
+            let _ = writeln!(t, "  ack:      {u}");
+        }
         if let Some(u) = &self.links.source {
             let _ = writeln!(t, "  source:   {u}");
         }
@@ -320,9 +353,10 @@ impl Message {
             );
             let _ = write!(
                 h,
-                "<p><a href=\"{0}\">Incident {1}</a></p></body></html>",
+                "<p><a href=\"{0}\">Incident {1}</a> &middot; <a href=\"{2}\">in the console</a></p></body></html>",
                 e(&self.links.incident),
-                e(&self.incident_id)
+                e(&self.incident_id),
+                e(&self.links.page)
             );
             return h;
         }
@@ -402,6 +436,18 @@ impl Message {
             e(&self.links.incident),
             e(&self.incident_id)
         );
+        let _ = write!(
+            h,
+            "<li><a href=\"{}\">Open in the console</a></li>",
+            e(&self.links.page)
+        );
+        if let Some(u) = &self.links.ack_link {
+            let _ = write!(
+                h,
+                "<li><a href=\"{}\"><b>Acknowledge</b></a> (one click, then confirm)</li>",
+                e(u)
+            );
+        }
         for (name, url) in [
             ("Source", &self.links.source),
             ("Silence in Alertmanager", &self.links.silence),
@@ -445,10 +491,11 @@ impl Message {
     pub fn slack(&self) -> Value {
         if self.kind == NotificationKind::Resolved {
             let text = format!(
-                ":white_check_mark: {} — outcome {} (<{}|incident>)",
+                ":white_check_mark: {} — outcome {} (<{}|incident> · <{}|console>)",
                 self.title,
                 self.outcome.as_deref().unwrap_or("?"),
-                self.links.incident
+                self.links.incident,
+                self.links.page
             );
             return json!({ "text": text });
         }
@@ -473,7 +520,13 @@ impl Message {
         if let Some(s) = self.steps.iter().rev().find(|s| !s.ok) {
             let _ = write!(facts, "\n*Failed step:* `{}` → {}", s.what, s.result);
         }
-        let mut links = vec![format!("<{}|incident>", self.links.incident)];
+        let mut links = vec![
+            format!("<{}|incident>", self.links.incident),
+            format!("<{}|console>", self.links.page),
+        ];
+        if let Some(u) = &self.links.ack_link {
+            links.push(format!("<{u}|acknowledge>"));
+        }
         for (name, url) in [
             ("source", &self.links.source),
             ("silence", &self.links.silence),

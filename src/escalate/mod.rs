@@ -20,6 +20,7 @@
 
 pub mod email;
 pub mod file;
+pub mod link;
 pub mod message;
 pub mod pagerduty;
 pub mod slack;
@@ -40,7 +41,7 @@ use crate::config::{ChannelConfig, ChannelKind, RetryConfig};
 use crate::metrics::Metrics;
 use crate::metrics::NotificationLabels;
 use crate::snapshot::Current;
-use crate::store::{Attempt, Incident, Notification, Store};
+use crate::store::{Attempt, Incident, Notification, NotificationKind, Store};
 use message::Message;
 
 /// How often the sender looks at the outbox when nothing woke it.
@@ -381,7 +382,27 @@ async fn deliver(ctx: &Context, n: Notification) {
             n.channel
         ))),
         (Some(channel), Ok(Some(incident))) => {
-            let mut message = Message::new(&incident, n.kind, &ctx.medic_url());
+            let medic_url = ctx.medic_url();
+            let mut message = Message::new(&incident, n.kind, &medic_url);
+            if let (NotificationKind::Escalated, Some(key)) =
+                (n.kind, &loaded.config.server.link_secret)
+            {
+                let ttl = chrono::Duration::from_std(loaded.config.server.link_ttl)
+                    .unwrap_or(chrono::Duration::hours(24));
+                match link::Link::new(
+                    &incident.id,
+                    link::Action::Ack,
+                    &n.channel,
+                    ctx.clock.now() + ttl,
+                ) {
+                    Ok(l) => {
+                        message.add_ack_link(format!("{medic_url}/ui/a/{}", l.sign(key.as_bytes())))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no randomness: the message goes without its ack link")
+                    }
+                }
+            }
             // A storm group's summary lists the group's incidents still escalated.
             if let Some(gid) = &n.group {
                 if let Ok((size, incidents)) =

@@ -18,7 +18,7 @@ use super::db::{params, Db, OptionalExtension};
 use super::transition::{Closing, Move, NewIncident, StateWrite};
 use super::writer::Writer;
 use super::{
-    parse_time, stamp, stamp_exact, Ack, AlertEffect, Delivery, Routed, Store, StoreError,
+    parse_time, stamp, stamp_exact, Ack, AlertEffect, Delivery, LinkAck, Routed, Store, StoreError,
     Verifying,
 };
 use crate::alert::Alert;
@@ -184,6 +184,24 @@ impl Store {
     pub async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
         let id = id.to_string();
         self.inner.write(move |w| w.ack(&id, by.clone())).await
+    }
+
+    /// [`Store::ack`] through a signed one-click link: refused with
+    /// [`LinkAck::AlreadyUsed`] when the link's `nonce` was used before, else the nonce is
+    /// recorded in the same transaction as the acknowledgement (and only if it
+    /// acknowledged: a link that changed nothing can still be used).
+    pub async fn ack_by_link(
+        &self,
+        id: &str,
+        by: &str,
+        nonce: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<LinkAck, StoreError> {
+        let (id, by, nonce) = (id.to_string(), by.to_string(), nonce.to_string());
+        let expires_at = stamp(expires_at);
+        self.inner
+            .write(move |w| w.ack_by_link(&id, &by, &nonce, &expires_at))
+            .await
     }
 }
 
@@ -513,6 +531,34 @@ impl Writer {
         )?;
         self.cancel_pending(id, "acknowledged", &now)?;
         Ok(Ack::Acknowledged)
+    }
+
+    fn ack_by_link(
+        &mut self,
+        id: &str,
+        by: &str,
+        nonce: &str,
+        expires_at: &str,
+    ) -> Result<LinkAck, StoreError> {
+        let used: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM used_links WHERE nonce = ?1")?
+            .query_row([nonce], |r| r.get(0))
+            .optional()?;
+        if used.is_some() {
+            return Ok(LinkAck::AlreadyUsed);
+        }
+        let ack = self.ack(id, Some(by.to_string()))?;
+        if ack == Ack::Acknowledged {
+            let now = stamp(self.cx.now());
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO used_links (nonce, incident_id, action, used_by, used_at, expires_at)
+                     VALUES (?1, ?2, 'ack', ?3, ?4, ?5)",
+                )?
+                .execute(params![nonce, id, by, now, expires_at])?;
+        }
+        Ok(LinkAck::Ack(ack))
     }
 }
 

@@ -478,6 +478,15 @@ pub enum Ack {
     NotFound,
 }
 
+/// What using a signed one-click link to acknowledge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkAck {
+    /// The link was used before: nothing changed.
+    AlreadyUsed,
+    /// The acknowledgement's result; the link is spent only when it acknowledged.
+    Ack(Ack),
+}
+
 /// Counts of the outbox, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxCounts {

@@ -46,6 +46,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         6,
         include_str!("migrations/postgres/0006_group_summaries.sql"),
     ),
+    (7, include_str!("migrations/postgres/0007_used_links.sql")),
 ];
 
 /// How long a connection attempt may take, and how long a read waits for a connection.

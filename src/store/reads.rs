@@ -35,6 +35,20 @@ impl Store {
             .await
     }
 
+    /// Whether the signed link with this `nonce` was used.
+    pub async fn link_used(&self, nonce: &str) -> Result<bool, StoreError> {
+        let nonce = nonce.to_string();
+        self.inner
+            .read(move |c| {
+                let found: Option<i64> = c
+                    .prepare_cached("SELECT 1 FROM used_links WHERE nonce = ?1")?
+                    .query_row([&nonce], |r| r.get(0))
+                    .optional()?;
+                Ok(found.is_some())
+            })
+            .await
+    }
+
     /// One incident with its timeline.
     pub async fn incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
         let id = id.to_string();

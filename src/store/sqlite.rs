@@ -24,6 +24,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         6,
         include_str!("migrations/sqlite/0006_group_summaries.sql"),
     ),
+    (7, include_str!("migrations/sqlite/0007_used_links.sql")),
 ];
 
 /// How often the background checkpoint runs.

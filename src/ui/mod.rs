@@ -4,8 +4,10 @@
 //! `session.rs`), the CSRF check on every form and the pages (`pages.rs`, `maud`, which
 //! escapes every value). It reads incidents and acknowledges them only through the
 //! store's methods; the users and their roles come from `[[ui.users]]` in the
-//! configuration in force. With no user configured, every `/ui` path answers 404.
+//! configuration in force. With no user configured, every `/ui` path answers 404, except
+//! the signed one-click links of escalation messages (`/ui/a/{token}`, `links.rs`).
 
+mod links;
 mod pages;
 pub mod session;
 
@@ -77,6 +79,8 @@ pub fn router(ctx: Context) -> Router {
             console.clone(),
             require_users,
         ))
+        // Signed links need no user: the token is the credential.
+        .route("/a/{token}", get(links::confirm).post(links::perform))
         .with_state(console)
 }
 

@@ -49,6 +49,34 @@ pub fn message(user: Option<&User>, title: &str, text: &str) -> Markup {
     layout(user, title, html! { h1 { (title) } p { (text) } })
 }
 
+/// What a signed link would do, and the button that does it.
+pub fn confirm_link(i: &Incident, token: &str, by: &str, expires: &str) -> Markup {
+    let may = i.state == IncidentState::Escalated;
+    layout(
+        None,
+        "Acknowledge?",
+        html! {
+            h1 { "Acknowledge " (i.alertname) "?" }
+            p.sub { "Incident " code { (i.id) } " " (state_badge(i.state)) }
+            dl.facts {
+                dt { "Action" } dd { "acknowledge (stops later escalation tiers)" }
+                @if let Some(m) = &i.message { dt { "Why" } dd { (m) } }
+                dt { "Firing since" } dd { time { (i.started_at) } }
+                dt { "As" } dd { (by) }
+                dt { "Link expires" } dd { time { (expires) } }
+            }
+            @if may {
+                form.ack method="post" action={ "/ui/a/" (token) } {
+                    button type="submit" { "Acknowledge" }
+                }
+                p { "Nothing happens until you press the button. The link works once." }
+            } @else {
+                p { "Only an escalated incident can be acknowledged: this one is " (i.state.as_str()) "." }
+            }
+        },
+    )
+}
+
 pub fn login(csrf: &str, error: Option<&str>) -> Markup {
     layout(
         None,

@@ -9,9 +9,9 @@ use crate::config::raw::{RawLimits, RawRunbooks, RawServer, RawService, RawStore
 use crate::config::units::{parse_duration, parse_rate};
 use crate::config::{
     is_identifier, redact_url_password, LimitsConfig, RunbooksConfig, ServerConfig, ServiceConfig,
-    StoreConfig, DEFAULT_BODY_LIMIT, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUED,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT,
-    DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_STORM_WINDOW,
+    StoreConfig, DEFAULT_BODY_LIMIT, DEFAULT_LINK_TTL, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_QUEUED, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT,
+    DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_STORM_WINDOW, MIN_LINK_SECRET,
 };
 
 impl Validator<'_> {
@@ -39,6 +39,25 @@ impl Validator<'_> {
                 self.parse("server.external_url", url, check_http_url)
                     .map(|url| url.trim_end_matches('/').to_owned())
             }),
+            link_secret: raw.link_secret.as_ref().and_then(|secret| {
+                self.parse("server.link_secret", secret, |s| match s.len() {
+                    0 => Ok(None),
+                    n if n < MIN_LINK_SECRET => Err(format!(
+                        "must be at least {MIN_LINK_SECRET} bytes (it is {n})"
+                    )),
+                    _ => Ok(Some(s.to_owned())),
+                })
+                .flatten()
+            }),
+            link_ttl: self.optional(
+                "server.link_ttl",
+                raw.link_ttl.as_ref(),
+                DEFAULT_LINK_TTL,
+                |text| match parse_duration(text)? {
+                    d if d.is_zero() => Err("must be longer than 0s".to_owned()),
+                    d => Ok(d),
+                },
+            ),
         }
     }
 
