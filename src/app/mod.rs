@@ -187,6 +187,9 @@ pub async fn run(
         store: store.clone(),
         clock: clock.clone(),
         config: config.clone(),
+        guards: guards.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
     };
     let callbacks = Arc::new(callbacks::Context {
         store: store.clone(),

@@ -34,7 +34,7 @@ use crate::routing::Route;
 /// The runbook a route runs is routing's type; validation builds it.
 pub use crate::routing::RunbookTarget;
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use ui::{hash_password, verify_password, HashError, Role, UiConfig, UiUser};
+pub use ui::{hash_password, verify_password, Cidr, HashError, Role, UiConfig, UiProxy, UiUser};
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9095));

@@ -39,6 +39,9 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawUi {
     #[serde(default)]
     pub users: Vec<Spanned<RawUser>>,
+    pub proxy_header: Option<Text>,
+    pub proxy_addresses: Option<Spanned<Vec<Text>>>,
+    pub proxy_role: Option<Text>,
 }
 
 /// One `[[ui.users]]` table.

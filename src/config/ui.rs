@@ -18,6 +18,96 @@ use super::Redacted;
 pub struct UiConfig {
     /// `[[ui.users]]`, in file order; names are unique. Empty: nobody can log in.
     pub users: Vec<UiUser>,
+    /// `proxy_header`, `proxy_addresses` and `proxy_role`: login through a trusted proxy.
+    pub proxy: Option<UiProxy>,
+}
+
+/// A trusted authenticating proxy in front of the console: a request from one of its
+/// addresses carrying its header is logged in as the name the header holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiProxy {
+    /// The header naming the user (`X-Forwarded-User`), lowercase.
+    pub header: String,
+    /// The addresses the proxy connects from.
+    pub addresses: Vec<Cidr>,
+    /// The role of a proxy user who is not in `[[ui.users]]`.
+    pub role: Role,
+}
+
+impl UiProxy {
+    /// Whether a request from `ip` may name its user in the header.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.addresses.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// An address block: `127.0.0.1/32`, `10.0.0.0/8`, `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `address/prefix`; the address must be the block's first (no host bits set).
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = text.split_once('/').ok_or_else(|| {
+            format!("{text:?} is not a CIDR block (write it as address/prefix, like 127.0.0.1/32)")
+        })?;
+        let network: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{prefix:?} is not a prefix length from 0 to {max}"))?;
+        let cidr = Cidr { network, prefix };
+        if !cidr.contains(network) || cidr.masked(network) != Some(bits(network)) {
+            return Err(format!("{text:?} has host bits set after /{prefix}"));
+        }
+        Ok(cidr)
+    }
+
+    fn masked(&self, ip: std::net::IpAddr) -> Option<u128> {
+        let (width, value) = match (self.network, ip) {
+            (std::net::IpAddr::V4(_), std::net::IpAddr::V4(_)) => (32, bits(ip)),
+            (std::net::IpAddr::V6(_), std::net::IpAddr::V6(_)) => (128, bits(ip)),
+            _ => return None,
+        };
+        let shift = width - u32::from(self.prefix);
+        Some(if shift >= 128 {
+            0
+        } else {
+            (value >> shift) << shift
+        })
+    }
+
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let (Some(a), Some(b)) = (self.masked(ip), self.masked(self.network)) else {
+            return false;
+        };
+        a == b
+    }
+}
+
+fn bits(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
 }
 
 impl UiConfig {
@@ -186,6 +276,7 @@ mod tests {
                 password_hash: hash.to_owned(),
                 role: Role::Responder,
             }],
+            proxy: None,
         }
     }
 
@@ -235,6 +326,23 @@ mod tests {
     fn a_broken_hash_matches_nothing() {
         assert!(!verify_password("", ""));
         assert!(!verify_password("$argon2id$v=19$m=19456,t=2,p=1$", "x"));
+    }
+
+    #[test]
+    fn cidr_blocks_contain_their_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let one = Cidr::parse("127.0.0.1/32").unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        assert!(one.contains(ip("::ffff:127.0.0.1")));
+        let ten = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(ten.contains(ip("10.200.1.2")) && !ten.contains(ip("11.0.0.1")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        let v6 = Cidr::parse("fd00::/8").unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("10.0.0.1")));
+        assert!(Cidr::parse("::1/128").unwrap().contains(ip("::1")));
+        for bad in ["127.0.0.1", "10.0.0.1/8", "10.0.0.0/33", "x/8", "10.0.0.0/"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! configuration in force. With no user configured, every `/ui` path answers 404, except
 //! the signed one-click links of escalation messages (`/ui/a/{token}`, `links.rs`).
 
+mod admin;
 mod links;
 mod pages;
+mod runbooks;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -26,7 +28,10 @@ use serde_json::json;
 use crate::audit::{Event, NewEntry};
 use crate::clock::Clock;
 use crate::config::Role;
+use crate::guard::Guards;
 use crate::incident::State as IncidentState;
+use crate::metrics::Metrics;
+use crate::runner::Wake;
 use crate::snapshot::Current;
 use crate::store::{Ack, IncidentFilter, Store};
 use session::{same_token, Attempts, Session, Sessions};
@@ -49,6 +54,11 @@ pub struct Context {
     pub clock: Clock,
     /// The configuration in force: the users, and `server.external_url` (for `Secure`).
     pub config: Current,
+    /// The guards in force: the guards page resets breakers and pauses through them.
+    pub guards: Arc<Guards>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the runner when a breaker is reset or medic resumes.
+    pub wake: Arc<Wake>,
 }
 
 /// The console's state: its context, and the sessions and login attempts it keeps.
@@ -74,7 +84,18 @@ pub fn router(ctx: Context) -> Router {
         .route("/static/medic.css", get(css))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
+        .route("/guards", get(admin::guards))
+        .route("/guards/breakers/reset", post(admin::reset_breaker))
+        .route("/guards/pause", post(admin::pause))
+        .route("/guards/resume", post(admin::resume))
+        .route("/audit", get(admin::audit))
+        .route("/runbooks", get(runbooks::list))
+        .route("/runbooks/{name}", get(runbooks::show))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            proxy_login,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),
             require_users,
@@ -86,10 +107,87 @@ pub fn router(ctx: Context) -> Router {
 
 /// No user configured: the console does not exist.
 async fn require_users(State(c): Shared, req: Request, next: Next) -> Response {
-    if c.ctx.config.get().config.ui.users.is_empty() {
+    let loaded = c.ctx.config.get();
+    if loaded.config.ui.users.is_empty() && loaded.config.ui.proxy.is_none() {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
     next.run(req).await
+}
+
+/// Login through a trusted proxy: a request from one of `ui.proxy_addresses` carrying
+/// `ui.proxy_header` is logged in as the name it holds. A session is opened (and the
+/// login audited) once; later requests carry its cookie. The header from any other
+/// address is ignored.
+async fn proxy_login(State(c): Shared, mut req: Request, next: Next) -> Response {
+    let loaded = c.ctx.config.get();
+    let Some(proxy) = loaded.config.ui.proxy.clone() else {
+        return next.run(req).await;
+    };
+    drop(loaded);
+    let Some(peer) = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip())
+    else {
+        return next.run(req).await;
+    };
+    if !proxy.trusts(peer) {
+        return next.run(req).await;
+    }
+    let name: String = match req
+        .headers()
+        .get(proxy.header.as_str())
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(v) => v
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME)
+            .collect(),
+        None => return next.run(req).await,
+    };
+    if name.is_empty() {
+        return next.run(req).await;
+    }
+    let now = c.ctx.clock.now();
+    if let Some(id) = cookie(req.headers(), SESSION_COOKIE) {
+        if c.sessions.touch(id, now).is_some_and(|s| s.user == name) {
+            return next.run(req).await;
+        }
+    }
+    let (id, _) = match c.sessions.open_as(&name, true, now) {
+        Ok(s) => s,
+        Err(e) => return unavailable(None, format!("no randomness: {e}")),
+    };
+    let address = peer.to_string();
+    c.audit(
+        Event::ConsoleLogin,
+        json!({"name": name, "address": address, "via": "proxy"}),
+    )
+    .await;
+    tracing::info!(user = %name, address = %address, "console login through the proxy");
+    // The request goes on with the new session's cookie in place of any other.
+    let others: Vec<String> = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.starts_with(&format!("{SESSION_COOKIE}=")))
+        .map(str::to_string)
+        .collect();
+    let mut pairs = vec![format!("{SESSION_COOKIE}={id}")];
+    pairs.extend(others);
+    req.headers_mut().remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&pairs.join("; ")) {
+        req.headers_mut().insert(header::COOKIE, v);
+    }
+    let mut r = next.run(req).await;
+    r.headers_mut()
+        .append(header::SET_COOKIE, c.set_cookie(SESSION_COOKIE, &id, None));
+    r
 }
 
 async fn not_found() -> Response {
@@ -186,13 +284,21 @@ impl Console {
         let id = cookie(headers, SESSION_COOKIE)?;
         let session = self.sessions.touch(id, self.ctx.clock.now())?;
         let loaded = self.ctx.config.get();
-        let Some(configured) = loaded.config.ui.user(&session.user) else {
-            self.sessions.close(id);
-            return None;
+        // A listed user has their role; a proxy user who is not listed, `proxy_role`.
+        let role = match (
+            loaded.config.ui.user(&session.user),
+            &loaded.config.ui.proxy,
+        ) {
+            (Some(configured), _) => configured.role,
+            (None, Some(proxy)) if session.proxy => proxy.role,
+            _ => {
+                self.sessions.close(id);
+                return None;
+            }
         };
         let user = pages::User {
-            name: configured.name.clone(),
-            role: configured.role,
+            name: session.user.clone(),
+            role,
             csrf: session.csrf.clone(),
         };
         Some((id.to_string(), session, user))

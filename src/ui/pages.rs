@@ -17,7 +17,7 @@ pub struct User {
     pub csrf: String,
 }
 
-fn layout(user: Option<&User>, title: &str, body: Markup) -> Markup {
+pub(super) fn layout(user: Option<&User>, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -31,6 +31,12 @@ fn layout(user: Option<&User>, title: &str, body: Markup) -> Markup {
                 header {
                     a.brand href="/ui" { "medic" }
                     @if let Some(u) = user {
+                        nav {
+                            a href="/ui" { "Incidents" } " "
+                            a href="/ui/guards" { "Guards" } " "
+                            a href="/ui/audit" { "Audit" } " "
+                            a href="/ui/runbooks" { "Runbooks" }
+                        }
                         span.who { (u.name) " (" (u.role.as_str()) ")" }
                         form.inline method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(u.csrf);

@@ -42,6 +42,8 @@ pub struct Session {
     pub user: String,
     /// The token every form of this session carries.
     pub csrf: String,
+    /// Opened from a trusted proxy's header rather than a password.
+    pub proxy: bool,
     last_seen: DateTime<Utc>,
 }
 
@@ -58,10 +60,21 @@ impl Sessions {
         user: &str,
         now: DateTime<Utc>,
     ) -> Result<(String, Session), getrandom::Error> {
+        self.open_as(user, false, now)
+    }
+
+    /// A new session for `user`, opened by a password (`proxy` false) or a trusted proxy.
+    pub fn open_as(
+        &self,
+        user: &str,
+        proxy: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(String, Session), getrandom::Error> {
         let id = random_token()?;
         let session = Session {
             user: user.to_string(),
             csrf: random_token()?,
+            proxy,
             last_seen: now,
         };
         let mut map = self.lock();
