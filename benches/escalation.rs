@@ -241,6 +241,7 @@ url = "http://{hook_addr}/hook"
             state: None,
             alertname: Some("BenchEscalation".into()),
             limit: n,
+            ..Default::default()
         })
         .await
         .unwrap();

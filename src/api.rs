@@ -111,6 +111,7 @@ async fn list(State(ctx): State<Arc<Context>>, Query(q): Query<ListQuery>) -> Re
         state,
         alertname: q.alertname.filter(|a| !a.is_empty()),
         limit: q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+        ..Default::default()
     };
     match ctx.store.incidents(filter).await {
         Ok(incidents) => Json(json!({ "incidents": incidents })).into_response(),

@@ -219,6 +219,7 @@ impl Engine {
                     state: None,
                     alertname: Some(alertname.into()),
                     limit: 1,
+                    ..Default::default()
                 })
                 .await
                 .ok()?;

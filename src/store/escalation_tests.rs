@@ -188,8 +188,8 @@ async fn an_ack_cancels_later_tiers_and_is_idempotent() {
     let queued = store
         .incidents(IncidentFilter {
             state: Some(State::Queued),
-            alertname: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();

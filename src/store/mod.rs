@@ -166,6 +166,15 @@ pub enum AlertEffect {
 pub struct IncidentFilter {
     pub state: Option<State>,
     pub alertname: Option<String>,
+    /// The route that matched it.
+    pub route: Option<String>,
+    pub reason: Option<Reason>,
+    /// Started (its alert's `startsAt`) at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Started before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// How many of the matching incidents (newest first) to skip.
+    pub offset: usize,
     pub limit: usize,
 }
 

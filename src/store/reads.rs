@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::db::{OptionalExtension, Row, ToVal};
-use super::{Incident, IncidentFilter, Store, StoreError, TimelineEntry};
+use super::{stamp_exact, Incident, IncidentFilter, Store, StoreError, TimelineEntry};
 use crate::incident::{Outcome, Reason, State};
 
 impl Store {
@@ -24,7 +24,27 @@ impl Store {
                     args.push(name);
                     sql.push_str(&format!(" AND alertname = ?{}", args.len()));
                 }
-                sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit));
+                if let Some(route) = f.route {
+                    args.push(route);
+                    sql.push_str(&format!(" AND route = ?{}", args.len()));
+                }
+                if let Some(reason) = f.reason {
+                    args.push(reason.as_str().to_string());
+                    sql.push_str(&format!(" AND reason = ?{}", args.len()));
+                }
+                // Stored start times are fixed-width UTC text: text order is time order.
+                if let Some(since) = f.since {
+                    args.push(stamp_exact(since));
+                    sql.push_str(&format!(" AND starts_at >= ?{}", args.len()));
+                }
+                if let Some(until) = f.until {
+                    args.push(stamp_exact(until));
+                    sql.push_str(&format!(" AND starts_at < ?{}", args.len()));
+                }
+                sql.push_str(&format!(
+                    " ORDER BY id DESC LIMIT {} OFFSET {}",
+                    f.limit, f.offset
+                ));
                 let mut stmt = c.prepare_cached(&sql)?;
                 let rows = stmt.query_map(
                     args.iter().map(ToVal::to_val).collect::<Vec<_>>(),

@@ -263,6 +263,84 @@ async fn no_runbook_is_escalated() {
 }
 
 #[tokio::test]
+async fn the_filter_selects_by_route_reason_and_start_and_pages_in_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // 60 routed to the disk runbook (minutes 0..60), then 3 escalated with no route.
+    for m in 0..60 {
+        ingest(&store, alert(&format!("r{m:02}"), Status::Firing, m)).await;
+    }
+    let mut d = delivery(
+        (0..3)
+            .map(|m| alert(&format!("n{m}"), Status::Firing, m))
+            .collect(),
+    );
+    for a in &mut d.alerts {
+        a.1 = Routed::NoRunbook {
+            why: "no route matched the alert".into(),
+        };
+    }
+    store.ingest(d).await.unwrap();
+    let list = |f: IncidentFilter| {
+        let store = store.clone();
+        async move { store.incidents(f).await.unwrap() }
+    };
+    let at = |m: u32| Some(Utc.with_ymd_and_hms(2026, 11, 23, 10, m, 0).unwrap());
+    let routed = list(IncidentFilter {
+        route: Some("disk".into()),
+        limit: 1000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(routed.len(), 60);
+    let unrouted = list(IncidentFilter {
+        reason: Some(Reason::NoRunbook),
+        limit: 1000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(unrouted.len(), 3);
+    assert!(unrouted.iter().all(|i| i.route.is_none()));
+    // Paging past 50, newest first: the second page holds the 10 oldest routed ones.
+    let page2 = list(IncidentFilter {
+        route: Some("disk".into()),
+        offset: 50,
+        limit: 51,
+        ..Default::default()
+    })
+    .await;
+    let names: Vec<_> = page2.iter().map(|i| i.fingerprint.as_str()).collect();
+    assert_eq!(
+        names,
+        (0..10)
+            .rev()
+            .map(|m| format!("r{m:02}"))
+            .collect::<Vec<_>>()
+    );
+    // Started in [10:10, 10:20): ten routed ones.
+    let window = list(IncidentFilter {
+        route: Some("disk".into()),
+        since: at(10),
+        until: at(20),
+        limit: 1000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(window.len(), 10);
+    assert_eq!(window[0].fingerprint, "r19");
+    assert_eq!(window[9].fingerprint, "r10");
+    let none = list(IncidentFilter {
+        since: at(59),
+        reason: Some(Reason::NoRunbook),
+        limit: 10,
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
 async fn concurrent_deliveries_share_commits_and_never_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

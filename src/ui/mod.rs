@@ -29,7 +29,7 @@ use crate::audit::{Event, NewEntry};
 use crate::clock::Clock;
 use crate::config::Role;
 use crate::guard::Guards;
-use crate::incident::State as IncidentState;
+use crate::incident::{Reason, State as IncidentState};
 use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
@@ -43,8 +43,8 @@ pub const LOGIN_COOKIE: &str = "medic_login";
 
 /// Incidents per page of the list.
 const PAGE_SIZE: usize = 50;
-/// The list reads at most this many incidents to filter by route and page through.
-const MAX_SCAN: usize = 5000;
+/// The deepest page of the list (beyond it, narrow the filters).
+const MAX_PAGE: usize = 100_000;
 /// Longest name kept from a login form (the rest is not looked at).
 const MAX_NAME: usize = 200;
 
@@ -82,6 +82,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/static/medic.css", get(css))
+        .route("/static/refresh.js", get(js))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
         .route("/guards", get(admin::guards))
@@ -208,6 +209,17 @@ async fn css() -> Response {
         .into_response()
 }
 
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("refresh.js"),
+    )
+        .into_response()
+}
+
 /// An HTML answer that no cache keeps and no frame shows.
 fn page(status: StatusCode, body: maud::Markup) -> Response {
     (
@@ -218,7 +230,7 @@ fn page(status: StatusCode, body: maud::Markup) -> Response {
             (header::X_FRAME_OPTIONS, "DENY"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
+                "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
             ),
             (header::REFERRER_POLICY, "same-origin"),
         ],
@@ -458,52 +470,89 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     pub state: String,
     #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
     pub alertname: String,
     #[serde(default)]
     pub route: String,
+    /// Started at or after: RFC 3339, or a duration (`24h`: the last 24 hours).
+    #[serde(default)]
+    pub since: String,
+    /// Started before: RFC 3339, or a duration (`1h`: more than an hour ago).
+    #[serde(default)]
+    pub until: String,
     #[serde(default)]
     pub page: Option<usize>,
+}
+
+/// A time bound of the list: an RFC 3339 time, or a duration back from `now`.
+fn time_bound(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(t.with_timezone(&chrono::Utc)));
+    }
+    let ago = humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 24h"))?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| format!("{text:?} is too long"))?;
+    Ok(Some(now.checked_sub_signed(ago).unwrap_or(now)))
+}
+
+/// The store's filter for a list query, or what is wrong with it.
+fn list_filter(
+    q: &ListQuery,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<IncidentFilter, String> {
+    let state = match q.state.as_str() {
+        "" => None,
+        s => Some(IncidentState::parse(s).ok_or_else(|| format!("unknown state {s:?}"))?),
+    };
+    let reason = match q.reason.as_str() {
+        "" => None,
+        r => Some(Reason::parse(r).ok_or_else(|| format!("unknown reason {r:?}"))?),
+    };
+    let since = time_bound(&q.since, now).map_err(|e| format!("since: {e}"))?;
+    let until = time_bound(&q.until, now).map_err(|e| format!("until: {e}"))?;
+    let page_no = q.page.unwrap_or(1).clamp(1, MAX_PAGE);
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(IncidentFilter {
+        state,
+        alertname: text(&q.alertname),
+        route: text(&q.route),
+        reason,
+        since,
+        until,
+        offset: (page_no - 1) * PAGE_SIZE,
+        // One more than a page: whether there is an older page.
+        limit: PAGE_SIZE + 1,
+    })
 }
 
 async fn list(State(c): Shared, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     let Some((_, _, user)) = c.user(&headers) else {
         return see_other("/ui/login");
     };
-    let state = match q.state.as_str() {
-        "" => None,
-        s => match IncidentState::parse(s) {
-            Some(st) => Some(st),
-            None => {
-                return page(
-                    StatusCode::BAD_REQUEST,
-                    pages::message(Some(&user), "Bad filter", &format!("unknown state {s:?}")),
-                )
-            }
-        },
+    let filter = match list_filter(&q, c.ctx.clock.now()) {
+        Ok(f) => f,
+        Err(e) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                pages::message(Some(&user), "Bad filter", &e),
+            )
+        }
     };
-    let page_no = q.page.unwrap_or(1).max(1);
-    let route = (!q.route.is_empty()).then(|| q.route.clone());
-    let wanted = page_no.saturating_mul(PAGE_SIZE).saturating_add(1);
-    let limit = if route.is_some() {
-        MAX_SCAN
-    } else {
-        wanted.min(MAX_SCAN)
-    };
-    let filter = IncidentFilter {
-        state,
-        alertname: (!q.alertname.is_empty()).then(|| q.alertname.clone()),
-        limit,
-    };
-    let incidents = match c.ctx.store.incidents(filter).await {
+    let page_no = filter.offset / PAGE_SIZE + 1;
+    let mut shown = match c.ctx.store.incidents(filter).await {
         Ok(i) => i,
         Err(e) => return unavailable(Some(&user), e),
     };
-    let mut matching = incidents
-        .into_iter()
-        .filter(|i| route.is_none() || i.route == route)
-        .skip((page_no - 1) * PAGE_SIZE);
-    let shown: Vec<_> = matching.by_ref().take(PAGE_SIZE).collect();
-    let more = matching.next().is_some();
+    let more = shown.len() > PAGE_SIZE;
+    shown.truncate(PAGE_SIZE);
     page(
         StatusCode::OK,
         pages::list(&user, &q, &shown, page_no, more),

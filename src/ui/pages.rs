@@ -7,8 +7,8 @@ use super::ListQuery;
 use crate::audit::Event;
 use crate::config::Role;
 use crate::escalate::message::Message;
-use crate::incident::State as IncidentState;
-use crate::store::{Incident, NotificationKind};
+use crate::incident::{Reason, State as IncidentState};
+use crate::store::{Incident, NotificationKind, TimelineEntry};
 
 /// Who is looking, and the CSRF token their forms carry.
 pub struct User {
@@ -109,8 +109,11 @@ pub fn list(user: &User, q: &ListQuery, incidents: &[Incident], page: usize, mor
         let mut pairs = Vec::new();
         for (k, v) in [
             ("state", &q.state),
+            ("reason", &q.reason),
             ("alertname", &q.alertname),
             ("route", &q.route),
+            ("since", &q.since),
+            ("until", &q.until),
         ] {
             if !v.is_empty() {
                 pairs.push(format!(
@@ -136,10 +139,22 @@ pub fn list(user: &User, q: &ListQuery, incidents: &[Incident], page: usize, mor
                         }
                     }
                 }
+                label { "Reason"
+                    select name="reason" {
+                        option value="" { "any" }
+                        @for r in Reason::ALL {
+                            option value=(r.as_str()) selected[q.reason == r.as_str()] { (r.as_str()) }
+                        }
+                    }
+                }
                 label { "Alert" input type="text" name="alertname" value=(q.alertname); }
                 label { "Route" input type="text" name="route" value=(q.route); }
+                label { "Since" input type="text" name="since" value=(q.since) placeholder="24h or 2026-01-01T00:00:00Z"; }
+                label { "Until" input type="text" name="until" value=(q.until) placeholder="RFC 3339 or 1h"; }
                 button type="submit" { "Filter" }
             }
+            p.refresh { a #refresh href=(link(page)) { "refresh" } }
+            div #incidents {
             @if incidents.is_empty() {
                 p { "No incident." }
             } @else {
@@ -167,6 +182,8 @@ pub fn list(user: &User, q: &ListQuery, incidents: &[Incident], page: usize, mor
                 span { "page " (page) }
                 @if more { a href=(link(page + 1)) { "older →" } }
             }
+            }
+            script src="/ui/static/refresh.js" defer {}
         },
     )
 }
@@ -214,6 +231,7 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
             (pairs(&i.labels))
             h2 { "Annotations" }
             (pairs(&i.annotations))
+            (rounds(timeline))
             h2 { "Timeline" }
             ol.timeline {
                 @for e in timeline {
@@ -247,5 +265,216 @@ fn pairs(map: &std::collections::BTreeMap<String, String>) -> Markup {
         @if map.is_empty() { p { "none" } } @else {
             dl.pairs { @for (k, v) in map { dt { (k) } dd { (v) } } }
         }
+    }
+}
+
+/// One notification of an escalation, as its timeline tells it.
+#[derive(Debug, Default, PartialEq)]
+struct Delivery {
+    /// The round, or the storm group whose summary it is.
+    round: String,
+    kind: String,
+    tier: u64,
+    channel: String,
+    due: Option<String>,
+    /// `pending`, `sent`, `retrying`, `failed` or `cancelled`.
+    state: &'static str,
+    /// When it was sent, or when it failed last.
+    at: Option<String>,
+    attempts: u64,
+    error: Option<String>,
+    next: Option<String>,
+}
+
+/// The escalation rounds of a timeline: who was told, when each notification was due,
+/// sent or failed; and the storm groups that covered the incident.
+fn deliveries(timeline: &[TimelineEntry]) -> (Vec<Delivery>, Vec<(String, String)>) {
+    let mut out: Vec<Delivery> = Vec::new();
+    let mut storms = Vec::new();
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64());
+    for e in timeline {
+        let d = &e.detail;
+        let round = match (text(d, "group"), num(d, "round")) {
+            (Some(g), _) => format!("storm {g}"),
+            (None, Some(r)) => r.to_string(),
+            (None, None) => String::new(),
+        };
+        match Event::parse(&e.event) {
+            Some(Event::EscalationScheduled) => {
+                if let Some(g) = text(d, "group") {
+                    storms.push((g, text(d, "summary_due_at").unwrap_or_default()));
+                }
+                for t in d
+                    .get("tiers")
+                    .and_then(|t| t.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    for ch in t
+                        .get("notify")
+                        .and_then(|n| n.as_array())
+                        .into_iter()
+                        .flatten()
+                    {
+                        out.push(Delivery {
+                            round: round.clone(),
+                            kind: NotificationKind::Escalated.as_str().to_string(),
+                            tier: num(t, "tier").unwrap_or(0),
+                            channel: ch.as_str().unwrap_or_default().to_string(),
+                            due: text(t, "due_at"),
+                            state: "pending",
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            Some(Event::NotificationSent | Event::NotificationFailed) => {
+                let (Some(channel), Some(tier)) = (text(d, "channel"), num(d, "tier")) else {
+                    continue;
+                };
+                let kind = text(d, "kind").unwrap_or_default();
+                let found = out.iter().position(|x| {
+                    x.round == round && x.tier == tier && x.channel == channel && x.kind == kind
+                });
+                let i = found.unwrap_or_else(|| {
+                    out.push(Delivery {
+                        round: round.clone(),
+                        kind: kind.clone(),
+                        tier,
+                        channel: channel.clone(),
+                        ..Default::default()
+                    });
+                    out.len() - 1
+                });
+                let x = &mut out[i];
+                x.at = Some(e.at.clone());
+                x.attempts = num(d, "attempt").unwrap_or(x.attempts + 1);
+                if Event::parse(&e.event) == Some(Event::NotificationSent) {
+                    x.state = "sent";
+                } else {
+                    x.error = text(d, "error");
+                    x.next = text(d, "next_attempt_at");
+                    x.state = if x.next.is_some() {
+                        "retrying"
+                    } else {
+                        "failed"
+                    };
+                }
+            }
+            Some(Event::NotificationsCancelled) => {
+                let group = text(d, "group");
+                for x in out.iter_mut().filter(|x| x.state == "pending") {
+                    let hit = match &group {
+                        Some(g) => {
+                            x.round == format!("storm {g}")
+                                && Some(x.tier) == num(d, "tier")
+                                && Some(&x.channel) == text(d, "channel").as_ref()
+                        }
+                        None => !x.round.starts_with("storm "),
+                    };
+                    if hit {
+                        x.state = "cancelled";
+                        x.at = Some(e.at.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (out, storms)
+}
+
+fn rounds(timeline: &[TimelineEntry]) -> Markup {
+    let (rows, storms) = deliveries(timeline);
+    html! {
+        @if !rows.is_empty() || !storms.is_empty() {
+            h2 { "Escalation" }
+            @for (g, due) in &storms {
+                p { "Covered by the summary of storm group " code { (g) } @if !due.is_empty() { ", due " time { (due) } } "." }
+            }
+            @if !rows.is_empty() {
+                div.scroll {
+                    table.rounds {
+                        thead { tr { th { "Round" } th { "Tier" } th { "Channel" } th { "Due" } th { "Delivery" } th { "Attempts" } } }
+                        tbody {
+                            @for r in &rows {
+                                tr {
+                                    td { (r.round) @if r.kind != "escalated" { " (" (r.kind) ")" } }
+                                    td { (r.tier) }
+                                    td { (r.channel) }
+                                    td { @if let Some(d) = &r.due { time { (d) } } }
+                                    td class={ "delivery " (r.state) } {
+                                        (r.state)
+                                        @if let Some(at) = &r.at { " " time { (at) } }
+                                        @if let Some(e) = &r.error { br; small { (e) } }
+                                        @if let Some(n) = &r.next { br; small { "next attempt " time { (n) } } }
+                                    }
+                                    td { (r.attempts) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(event: &str, at: &str, detail: serde_json::Value) -> TimelineEntry {
+        TimelineEntry {
+            seq: 0,
+            at: at.into(),
+            event: event.into(),
+            detail,
+        }
+    }
+
+    #[test]
+    fn rounds_follow_the_timeline() {
+        let t = vec![
+            entry(
+                "escalation_scheduled",
+                "t0",
+                json!({"round": 1, "tiers": [
+                {"tier": 1, "notify": ["ops"], "due_at": "t0"},
+                {"tier": 2, "notify": ["boss"], "due_at": "t9"}]}),
+            ),
+            entry(
+                "notification_failed",
+                "t1",
+                json!({"channel": "ops", "kind": "escalated",
+                "round": 1, "tier": 1, "attempt": 1, "error": "503", "next_attempt_at": "t2"}),
+            ),
+            entry(
+                "notification_sent",
+                "t2",
+                json!({"channel": "ops", "kind": "escalated",
+                "round": 1, "tier": 1, "attempt": 2}),
+            ),
+            entry(
+                "notifications_cancelled",
+                "t3",
+                json!({"notifications": 1, "why": "acked"}),
+            ),
+        ];
+        let (rows, storms) = deliveries(&t);
+        assert!(storms.is_empty());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].state, rows[0].attempts, rows[0].at.as_deref()),
+            ("sent", 2, Some("t2"))
+        );
+        assert_eq!(rows[0].error.as_deref(), Some("503"));
+        assert_eq!(
+            (rows[1].channel.as_str(), rows[1].state),
+            ("boss", "cancelled")
+        );
     }
 }

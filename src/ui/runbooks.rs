@@ -8,7 +8,10 @@ use axum::response::Response;
 use maud::{html, Markup};
 
 use super::pages::{layout, User};
-use super::{not_found, page, see_other, unavailable, Shared, MAX_SCAN};
+use super::{not_found, page, see_other, unavailable, Shared};
+
+/// How many of the newest incidents a runbook's page looks through for its last runs.
+const MAX_SCAN: usize = 5000;
 use crate::config::{Config, RunbookTarget};
 use crate::incident::Outcome;
 use crate::store::{Incident, IncidentFilter};
@@ -95,9 +98,8 @@ pub(super) async fn show(
     let routes = routes_of(&loaded.config, &name);
     drop(loaded);
     let filter = IncidentFilter {
-        state: None,
-        alertname: None,
         limit: MAX_SCAN,
+        ..IncidentFilter::default()
     };
     let runs: Vec<Incident> = match c.ctx.store.incidents(filter).await {
         Ok(all) => all
