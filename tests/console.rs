@@ -258,3 +258,59 @@ async fn without_users_there_is_no_console() {
     let r = client().get(m.url("/ui/login")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
+
+/// The list's filters and paging run in the store: 60 unrouted alerts and one routed one;
+/// `reason=no_runbook` lists the 60 on two pages (50, then 10), `reason=requested` the one;
+/// a time range that ends before they started lists none. The incident page shows its
+/// escalation round: the channel, and that the notification was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_filters_and_pages_and_an_incident_shows_its_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = Medic::start_in(dir, &config(dir));
+    let unrouted: Vec<Value> = (0..60)
+        .map(|i| alert("Unrouted", &format!("host{i}:9100"), "firing"))
+        .collect();
+    assert_eq!(post_webhook(&m, &body(unrouted)).await.0, 200);
+    let routed = alert("ServiceDown", "web7:80", "firing");
+    assert_eq!(post_webhook(&m, &body(vec![routed])).await.0, 200);
+    let routed_id = eventually(WAIT, "the routed incident escalated", || async {
+        let list = incidents(&m).await;
+        let i = list.iter().find(|i| i["alertname"] == "ServiceDown")?;
+        (i["state"] == "escalated").then(|| i["id"].as_str().unwrap().to_string())
+    })
+    .await;
+
+    let b = browser();
+    assert_eq!(log_in(&b, &m, "vic", "vic's password").await.0, 200);
+    let rows = |page: &str| page.matches(r#"href="/ui/incidents/"#).count();
+
+    let (code, first) = get(&b, &m, "/ui?reason=no_runbook").await;
+    assert_eq!(code, 200);
+    assert_eq!(rows(&first), 50, "{first}");
+    assert!(first.contains("older →"), "a link to the next page");
+    assert!(!first.contains("ServiceDown"), "filtered by reason");
+    let (_, second) = get(&b, &m, "/ui?reason=no_runbook&page=2").await;
+    assert_eq!(rows(&second), 10, "{second}");
+    assert!(!second.contains("older →"));
+
+    let (_, requested) = get(&b, &m, "/ui?reason=requested").await;
+    assert_eq!(rows(&requested), 1, "{requested}");
+    assert!(requested.contains(&routed_id));
+
+    let (_, none) = get(&b, &m, "/ui?until=2000-01-01T00:00:00Z").await;
+    assert_eq!(rows(&none), 0, "{none}");
+    let (code, _) = get(&b, &m, "/ui?reason=no_such_reason").await;
+    assert_eq!(code, 400);
+
+    let page = eventually(
+        WAIT,
+        "the round's delivery on the incident page",
+        || async {
+            let (_, page) = get(&b, &m, &format!("/ui/incidents/{routed_id}")).await;
+            (page.contains("<h2>Escalation</h2>") && page.contains("sent")).then_some(page)
+        },
+    )
+    .await;
+    assert!(page.contains("escalations"), "the channel: {page}");
+}
