@@ -55,6 +55,27 @@ fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not found")
 }
 
+/// What both endpoints start with: the secrets of the channels that enable them
+/// (`secrets_of`; none: 404, as if the endpoint did not exist) and the request's body, at
+/// most `server.body_limit` bytes (413 beyond).
+async fn secrets_and_body(
+    ctx: &Context,
+    body: Body,
+    secrets_of: fn(&crate::config::Config) -> Vec<String>,
+) -> Result<(Vec<String>, Bytes), Response> {
+    let (secrets, limit) = {
+        let snapshot = ctx.config.get();
+        (
+            secrets_of(&snapshot.config),
+            snapshot.config.server.body_limit,
+        )
+    };
+    if secrets.is_empty() {
+        return Err(not_found());
+    }
+    Ok((secrets, read_body(body, limit).await?))
+}
+
 /// The body, at most `limit` bytes (413 beyond).
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {

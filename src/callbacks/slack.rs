@@ -22,7 +22,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{clip_name, error, not_found, read_body, signed_by_any, Context};
+use super::{clip_name, error, secrets_and_body, signed_by_any, Context};
 use crate::config::{ChannelKind, Config};
 use crate::store::Ack;
 
@@ -105,16 +105,10 @@ pub(super) async fn actions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let snapshot = ctx.config.get();
-    let secrets = secrets(&snapshot.config);
-    if secrets.is_empty() {
-        return not_found();
-    }
-    let body = match read_body(body, snapshot.config.server.body_limit).await {
-        Ok(b) => b,
+    let (secrets, body) = match secrets_and_body(&ctx, body, secrets).await {
+        Ok(got) => got,
         Err(r) => return r,
     };
-    drop(snapshot);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !signed(
         &secrets,
