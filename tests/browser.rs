@@ -13,66 +13,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::browser::{screenshot, Driver};
+use common::console::config;
 use common::*;
 use fantoccini::{Client, Locator};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A config whose runbook fails (exit 3) and escalates, with a responder and a viewer.
-fn config(dir: &Path) -> String {
-    let restart = script(
-        dir,
-        "restart-service",
-        "echo \"restarting $1\"\necho 'error: unit web.service not found' >&2\nexit 3",
-    );
-    runbook(
-        dir,
-        "restart.rhai",
-        &format!(
-            r#"let r = exec("{}", [alert.labels.instance]);
-               if r.code != 0 {{ escalate(`restart failed with exit ${{r.code}}`); }}"#,
-            restart.display()
-        ),
-    );
-    let rita = medic::config::hash_password("rita's password").unwrap();
-    let vic = medic::config::hash_password("vic's password").unwrap();
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-webhook_token = "{WEBHOOK_TOKEN}"
-api_token = "{API_TOKEN}"
-
-[store]
-{store}
-{escalation}
-
-[runbooks]
-dir = "{runbooks}"
-allowed_commands = ["{restart}"]
-
-[[routes]]
-name = "restart"
-matchers = ['alertname="ServiceDown"']
-runbook = "restart.rhai"
-
-[[ui.users]]
-name = "rita"
-password_hash = "{rita}"
-role = "responder"
-
-[[ui.users]]
-name = "vic"
-password_hash = "{vic}"
-role = "viewer"
-"#,
-        store = store_config(dir),
-        escalation = escalation_to_file(dir),
-        runbooks = dir.join("runbooks").display(),
-        restart = restart.display(),
-    )
-}
 
 /// Starts medic, sends one alert and waits for its incident to escalate; returns its id.
 async fn escalated(dir: &Path) -> (Medic, String) {

@@ -7,6 +7,7 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::console::{browser, csrf, field, get, log_in, post};
 use common::*;
 use serde_json::Value;
 
@@ -63,14 +64,6 @@ role = "viewer"
     )
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 /// A browser behind the proxy: every request carries the user header, sent from `from`.
 fn proxied(user: &str, from: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -84,38 +77,9 @@ fn proxied(user: &str, from: &str) -> reqwest::Client {
         .unwrap()
 }
 
-fn csrf(html: &str) -> String {
-    let at = html.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
-    html[at..].split('"').next().unwrap().to_string()
-}
-
-/// The value of hidden field `name` in the first form that has one.
-fn field(html: &str, name: &str) -> String {
-    let marker = format!(r#"name="{name}" value=""#);
-    let at = html.find(&marker).expect("the field") + marker.len();
-    html[at..].split('"').next().unwrap().to_string()
-}
-
-async fn get(b: &reqwest::Client, m: &Medic, path: &str) -> (u16, String) {
-    let r = b.get(m.url(path)).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn post(b: &reqwest::Client, m: &Medic, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let r = b.post(m.url(path)).form(form).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn log_in(b: &reqwest::Client, m: &Medic, name: &str, password: &str) -> String {
-    let (_, form) = get(b, m, "/ui/login").await;
-    let token = csrf(&form);
-    let (code, page) = post(
-        b,
-        m,
-        "/ui/login",
-        &[("name", name), ("password", password), ("csrf", &token)],
-    )
-    .await;
+/// Logs `b` in as `name`; the page it lands on.
+async fn logged_in(b: &reqwest::Client, m: &Medic, name: &str, password: &str) -> String {
+    let (code, page) = log_in(b, m, name, password).await;
     assert_eq!(code, 200, "{page}");
     page
 }
@@ -188,7 +152,7 @@ async fn an_admin_pauses_resumes_and_resets_a_breaker_and_a_viewer_cannot() {
 
     // A viewer reads the guards page, but a forged Pause answers 403.
     let vic = browser();
-    log_in(&vic, &m, "vic", "vic's password").await;
+    logged_in(&vic, &m, "vic", "vic's password").await;
     let (code, page) = get(&vic, &m, "/ui/guards").await;
     assert_eq!(code, 200);
     assert!(page.contains("Running"), "{page}");
@@ -200,7 +164,7 @@ async fn an_admin_pauses_resumes_and_resets_a_breaker_and_a_viewer_cannot() {
 
     // An admin without the CSRF token: 403 too.
     let ada = browser();
-    log_in(&ada, &m, "ada", "ada's password").await;
+    logged_in(&ada, &m, "ada", "ada's password").await;
     let (code, _) = post(&ada, &m, "/ui/guards/pause", &[("csrf", "forged")]).await;
     assert_eq!(code, 403);
     assert_eq!(

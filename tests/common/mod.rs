@@ -5,6 +5,7 @@
 
 pub mod alertmanager;
 pub mod browser;
+pub mod console;
 pub mod db;
 pub mod receiver;
 pub mod smtp;
