@@ -250,6 +250,7 @@ pub async fn run(
     let verifier = tokio::spawn(verify::run(verifier, stopped()));
     let sender = tokio::spawn(escalate::run(sender, stopped()));
     let reloader = tokio::spawn(reload::watch(watch, stopped()));
+    let sweeper = tokio::spawn(ui::sweep::run(store.clone(), clock.clone(), stopped()));
     shutdown.await;
     tracing::info!("stopping: no new connections; finishing requests in flight, cancelling runs");
     let _ = stop_tx.send(true);
@@ -267,6 +268,7 @@ pub async fn run(
     }
     let _ = reloader.await;
     let _ = verifier.await;
+    let _ = sweeper.await;
     if let Err(e) = sender.await {
         tracing::error!(error = %e, "the escalation sender failed while stopping");
     }

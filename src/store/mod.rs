@@ -19,7 +19,8 @@
 //! runs, silences), `guards.rs` (shared rates and in-flight caps, breakers, refusals, the
 //! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
 //! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
-//! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`.
+//! `reads.rs` (incident lists, details, counts), `sessions.rs` (console sessions, and
+//! removing expired sessions and used links), `changelog.rs` and `key.rs`.
 //!
 //! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
@@ -36,6 +37,7 @@ mod outbox;
 pub mod postgres;
 mod reads;
 mod runs;
+mod sessions;
 mod sqlite;
 mod storm;
 mod transition;
@@ -128,6 +130,7 @@ impl StoreError {
 
 pub use crate::routing::Decision as Routed;
 pub use key::NotificationKey;
+pub use sessions::StoredSession;
 
 /// One webhook delivery, parsed and routed, ready to be committed.
 #[derive(Debug, Clone)]

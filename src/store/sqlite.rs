@@ -25,6 +25,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("migrations/sqlite/0006_group_summaries.sql"),
     ),
     (7, include_str!("migrations/sqlite/0007_used_links.sql")),
+    (
+        10,
+        include_str!("migrations/sqlite/0010_console_sessions.sql"),
+    ),
 ];
 
 /// How often the background checkpoint runs.

@@ -28,7 +28,7 @@ const AUDIT_PAGE: usize = 1000;
 const MAX_REASON: usize = 200;
 
 pub(super) async fn guards(State(c): Shared, headers: HeaderMap) -> Response {
-    let Some((_, _, user)) = c.user(&headers) else {
+    let Some((_, _, user)) = c.user(&headers).await else {
         return see_other("/ui/login");
     };
     let breakers = c.ctx.guards.breakers();
@@ -40,8 +40,8 @@ pub(super) async fn guards(State(c): Shared, headers: HeaderMap) -> Response {
 }
 
 /// The user of an admin form, once the role and CSRF token are checked.
-fn admin(c: &super::Console, headers: &HeaderMap, csrf: &str) -> Result<User, Box<Response>> {
-    let Some((_, session, user)) = c.user(headers) else {
+async fn admin(c: &super::Console, headers: &HeaderMap, csrf: &str) -> Result<User, Box<Response>> {
+    let Some((_, session, user)) = c.user(headers).await else {
         return Err(Box::new(forbidden(None, "Log in first.")));
     };
     if !user.role.may(Role::Admin) {
@@ -72,7 +72,7 @@ pub(super) async fn reset_breaker(
     headers: HeaderMap,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    let user = match admin(&c, &headers, &form.csrf) {
+    let user = match admin(&c, &headers, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -104,7 +104,7 @@ pub(super) async fn pause(
     headers: HeaderMap,
     Form(form): Form<PauseForm>,
 ) -> Response {
-    let user = match admin(&c, &headers, &form.csrf) {
+    let user = match admin(&c, &headers, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -137,7 +137,7 @@ pub(super) async fn resume(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let user = match admin(&c, &headers, &form.csrf) {
+    let user = match admin(&c, &headers, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -252,7 +252,7 @@ async fn read_chain(store: &crate::store::Store) -> Result<Chain, crate::store::
 }
 
 pub(super) async fn audit(State(c): Shared, headers: HeaderMap) -> Response {
-    let Some((_, _, user)) = c.user(&headers) else {
+    let Some((_, _, user)) = c.user(&headers).await else {
         return see_other("/ui/login");
     };
     match read_chain(&c.ctx.store).await {

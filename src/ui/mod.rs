@@ -1,7 +1,7 @@
 //! The on-call console under `/ui`: server-rendered HTML that works without JavaScript.
 //!
-//! Owns the console's routes, its sessions (in memory: a restart logs everyone out, see
-//! `session.rs`), the CSRF check on every form and the pages (`pages.rs`, `maud`, which
+//! Owns the console's routes, its sessions (in the store, so every replica honors them,
+//! see `session.rs`), the CSRF check on every form and the pages (`pages.rs`, `maud`, which
 //! escapes every value). It reads incidents and acknowledges them only through the
 //! store's methods; the users and their roles come from `[[ui.users]]` in the
 //! configuration in force. With no user configured, every `/ui` path answers 404, except
@@ -12,6 +12,7 @@ mod links;
 mod pages;
 mod runbooks;
 pub mod session;
+pub mod sweep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,8 +74,8 @@ type Shared = State<Arc<Console>>;
 /// Everything under `/ui`.
 pub fn router(ctx: Context) -> Router {
     let console = Arc::new(Console {
+        sessions: Sessions::new(ctx.store.clone()),
         ctx,
-        sessions: Sessions::default(),
         attempts: Attempts::default(),
     });
     Router::new()
@@ -153,13 +154,15 @@ async fn proxy_login(State(c): Shared, mut req: Request, next: Next) -> Response
     }
     let now = c.ctx.clock.now();
     if let Some(id) = cookie(req.headers(), SESSION_COOKIE) {
-        if c.sessions.touch(id, now).is_some_and(|s| s.user == name) {
-            return next.run(req).await;
+        match c.sessions.touch(id, now).await {
+            Ok(Some(s)) if s.user == name => return next.run(req).await,
+            Ok(_) => {}
+            Err(e) => return unavailable(None, e),
         }
     }
-    let (id, _) = match c.sessions.open_as(&name, true, now) {
+    let (id, _) = match c.sessions.open(&name, true, now).await {
         Ok(s) => s,
-        Err(e) => return unavailable(None, format!("no randomness: {e}")),
+        Err(e) => return unavailable(None, e),
     };
     let address = peer.to_string();
     c.audit(
@@ -291,10 +294,17 @@ impl Console {
     }
 
     /// The logged-in user of this request, if the session is alive and its user is still
-    /// configured (a user removed by a reload is logged out).
-    fn user(&self, headers: &HeaderMap) -> Option<(String, Session, pages::User)> {
+    /// configured (a user removed by a reload is logged out). A store that cannot be read
+    /// logs no one in (the error is logged).
+    async fn user(&self, headers: &HeaderMap) -> Option<(String, Session, pages::User)> {
         let id = cookie(headers, SESSION_COOKIE)?;
-        let session = self.sessions.touch(id, self.ctx.clock.now())?;
+        let session = match self.sessions.touch(id, self.ctx.clock.now()).await {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a console session");
+                return None;
+            }
+        };
         let loaded = self.ctx.config.get();
         // A listed user has their role; a proxy user who is not listed, `proxy_role`.
         let role = match (
@@ -304,7 +314,10 @@ impl Console {
             (Some(configured), _) => configured.role,
             (None, Some(proxy)) if session.proxy => proxy.role,
             _ => {
-                self.sessions.close(id);
+                drop(loaded);
+                if let Err(e) = self.sessions.close(id).await {
+                    tracing::warn!(error = %e, "cannot end the session of a removed user");
+                }
                 return None;
             }
         };
@@ -341,7 +354,7 @@ fn login_page(c: &Console, status: StatusCode, error: Option<&str>) -> Response 
 }
 
 async fn login_form(State(c): Shared, headers: HeaderMap) -> Response {
-    if c.user(&headers).is_some() {
+    if c.user(&headers).await.is_some() {
         return see_other("/ui");
     }
     login_page(&c, StatusCode::OK, None)
@@ -415,9 +428,9 @@ async fn login(
         .await;
         return login_page(&c, StatusCode::UNAUTHORIZED, Some("wrong name or password"));
     };
-    let (id, _) = match c.sessions.open(&user, now) {
+    let (id, _) = match c.sessions.open(&user, false, now).await {
         Ok(s) => s,
-        Err(e) => return unavailable(None, format!("no randomness: {e}")),
+        Err(e) => return unavailable(None, e),
     };
     c.audit(
         Event::ConsoleLogin,
@@ -444,13 +457,15 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some((id, session, user)) = c.user(&headers) else {
+    let Some((id, session, user)) = c.user(&headers).await else {
         return see_other("/ui/login");
     };
     if !same_token(&session.csrf, &form.csrf) {
         return forbidden(Some(&user), "The form did not come from this session.");
     }
-    c.sessions.close(&id);
+    if let Err(e) = c.sessions.close(&id).await {
+        return unavailable(Some(&user), e);
+    }
     c.audit(
         Event::ConsoleLogout,
         json!({"name": user.name, "address": peer.ip().to_string()}),
@@ -534,7 +549,7 @@ fn list_filter(
 }
 
 async fn list(State(c): Shared, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    let Some((_, _, user)) = c.user(&headers) else {
+    let Some((_, _, user)) = c.user(&headers).await else {
         return see_other("/ui/login");
     };
     let filter = match list_filter(&q, c.ctx.clock.now()) {
@@ -569,7 +584,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 async fn show(State(c): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let Some((_, _, user)) = c.user(&headers) else {
+    let Some((_, _, user)) = c.user(&headers).await else {
         return see_other("/ui/login");
     };
     if !valid_id(&id) {
@@ -588,7 +603,7 @@ async fn ack(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some((_, session, user)) = c.user(&headers) else {
+    let Some((_, session, user)) = c.user(&headers).await else {
         return forbidden(None, "Log in first.");
     };
     if !user.role.may(Role::Responder) {

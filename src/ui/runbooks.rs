@@ -35,7 +35,7 @@ fn routes_of(config: &Config, name: &str) -> Vec<(String, String)> {
 }
 
 pub(super) async fn list(State(c): Shared, headers: HeaderMap) -> Response {
-    let Some((_, _, user)) = c.user(&headers) else {
+    let Some((_, _, user)) = c.user(&headers).await else {
         return see_other("/ui/login");
     };
     let loaded = c.ctx.config.get();
@@ -87,7 +87,7 @@ pub(super) async fn show(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let Some((_, _, user)) = c.user(&headers) else {
+    let Some((_, _, user)) = c.user(&headers).await else {
         return see_other("/ui/login");
     };
     let loaded = c.ctx.config.get();
