@@ -1,5 +1,9 @@
 //! The incidents API under `/api/v1`, guarded by `server.api_token` (all of `/api`, known
-//! paths or not): list and show incidents, and acknowledge an escalated one.
+//! paths or not): list and show incidents, acknowledge an escalated one, add a note, re-run
+//! a runbook.
+//!
+//! The token has no role: whoever holds it may do what an `admin` of the console may, and
+//! names themself with `by` (recorded as given, beside `"via": "api"`).
 
 use std::sync::Arc;
 
@@ -19,7 +23,7 @@ use crate::incident::State as IncidentState;
 use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
-use crate::store::{Ack, IncidentFilter, Store};
+use crate::store::{Ack, IncidentFilter, NoteText, Rerun, Store};
 
 /// Longest `by` of an ack.
 const MAX_BY: usize = 200;
@@ -48,7 +52,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/breakers/{id}/reset", post(reset_breaker))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
-        .route("/incidents/{id}/ack", post(ack));
+        .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/note", post(note))
+        .route("/incidents/{id}/rerun", post(rerun));
     Router::new()
         .nest("/v1", v1)
         .fallback(not_found)
@@ -259,4 +265,89 @@ async fn ack(State(ctx): State<Arc<Context>>, Path(id): Path<String>, body: Byte
         }
     }
     show(State(ctx), Path(id)).await
+}
+
+/// The `by` of a JSON body: trimmed, at most [`MAX_BY`] bytes, no control characters;
+/// `api` when absent or empty.
+fn by_of(by: Option<String>) -> Result<String, Box<Response>> {
+    let by = by.map(|b| b.trim().to_string()).filter(|b| !b.is_empty());
+    match by {
+        Some(b) if b.len() > MAX_BY || b.chars().any(char::is_control) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("by: at most {MAX_BY} bytes, no control characters"),
+        ))),
+        Some(b) => Ok(b),
+        None => Ok("api".to_string()),
+    }
+}
+
+/// A JSON body (an empty one is `T::default()`).
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, Box<Response>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("body: {e}"))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    by: Option<String>,
+    #[serde(default)]
+    text: String,
+}
+
+/// `POST /incidents/{id}/note`, body `{"by": "name", "text": "..."}`: adds the text to
+/// the incident's timeline (`note_added`). 200 with the incident; 400 for an empty text or
+/// one over `store::MAX_NOTE` characters; 404 for an unknown incident.
+async fn note(State(ctx): State<Arc<Context>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let parsed: NoteBody = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let by = match by_of(parsed.by) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let text = match NoteText::parse(&parsed.text) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match ctx.store.add_note(&id, &by, "api", &text).await {
+        Ok(true) => {
+            tracing::info!(incident = %id, by = %by, "note added");
+            show(State(ctx), Path(id)).await
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no incident {id:?}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    }
+}
+
+/// `POST /incidents/{id}/rerun`, body `{"by": "name"}` (optional): runs the runbook of an
+/// escalated or acknowledged incident again (back to `queued`; the guards apply as for any
+/// run). 200 with the incident; 404 for an unknown one; 409 when it cannot be re-run (its
+/// state, or no runbook), saying why.
+async fn rerun(State(ctx): State<Arc<Context>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let parsed: AckBody = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let by = match by_of(parsed.by) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match ctx.store.rerun(&id, &by, "api").await {
+        Ok(Rerun::Queued) => {
+            tracing::info!(incident = %id, by = %by, "runbook re-run requested");
+            ctx.wake.wake();
+            show(State(ctx), Path(id)).await
+        }
+        Ok(Rerun::NotFound) => error(StatusCode::NOT_FOUND, format!("no incident {id:?}")),
+        Ok(Rerun::Refused { state, why }) => error(
+            StatusCode::CONFLICT,
+            format!("incident {id} is {}: not re-run: {why}", state.as_str()),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    }
 }

@@ -87,11 +87,15 @@ pub enum Event {
     ConsoleLoginFailed,
     /// Someone logged out of the console (name, client address).
     ConsoleLogout,
+    /// A person added a note to an incident's timeline (who, through what, the text).
+    NoteAdded,
+    /// A person asked for an incident's runbook to run again (who, through what).
+    RerunRequested,
 }
 
 impl Event {
     /// Every event, in the order declared.
-    pub const ALL: [Event; 37] = [
+    pub const ALL: [Event; 39] = [
         Event::DeliveryReceived,
         Event::DeliveryRejected,
         Event::AlertDeduplicated,
@@ -129,6 +133,8 @@ impl Event {
         Event::ConsoleLogin,
         Event::ConsoleLoginFailed,
         Event::ConsoleLogout,
+        Event::NoteAdded,
+        Event::RerunRequested,
     ];
 
     /// The event named `s` (as `as_str` names it), if any.
@@ -175,6 +181,8 @@ impl Event {
             Event::ConsoleLogin => "console_login",
             Event::ConsoleLoginFailed => "console_login_failed",
             Event::ConsoleLogout => "console_logout",
+            Event::NoteAdded => "note_added",
+            Event::RerunRequested => "rerun_requested",
         }
     }
 }

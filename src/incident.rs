@@ -92,6 +92,9 @@ pub const MOVES: &[(Option<State>, State)] = {
         (Some(Escalated), Acknowledged),
         (Some(Escalated), Resolved),
         (Some(Acknowledged), Resolved),
+        // A person has its runbook run again (its alert still fires).
+        (Some(Escalated), Queued),
+        (Some(Acknowledged), Queued),
     ]
 };
 
@@ -324,8 +327,8 @@ mod tests {
             (Some(Remediating), "y . y y y . ."),
             (Some(Verifying), ". . . y y . ."),
             (Some(Resolved), ". . . . . . ."),
-            (Some(Escalated), ". . . y . y ."),
-            (Some(Acknowledged), ". . . y . . ."),
+            (Some(Escalated), "y . . y . y ."),
+            (Some(Acknowledged), "y . . y . . ."),
             (Some(Ignored), ". . . . . . ."),
         ];
         assert_eq!(columns, State::ALL);

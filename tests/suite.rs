@@ -13,6 +13,7 @@ mod browser;
 mod callbacks;
 mod check;
 mod console;
+mod console_actions;
 mod console_admin;
 mod demo;
 mod durability;

@@ -427,7 +427,7 @@ impl Writer {
                 )?;
                 if let (Some((group, first)), Some(reason)) = (group, reason) {
                     self.audit_grouping(&id, route.unwrap_or(""), reason, &group, first, now)?;
-                    self.schedule_escalation(&id, Some(group), now)?;
+                    self.schedule_escalation(&id, Some(group), 1, now)?;
                 }
             }
         }
@@ -499,7 +499,7 @@ impl Writer {
         self.append(NewEntry::for_incident(event, id, &detail), now)
     }
 
-    fn ack(&mut self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+    pub(super) fn ack(&mut self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
         let row: Option<(String, Option<String>)> = self
             .conn
             .prepare_cached("SELECT state, acked_by FROM incidents WHERE id = ?1")?

@@ -18,7 +18,8 @@
 //! checked write of an incident's state), `runs.rs` (queue, claims, leases, interrupted
 //! runs, silences), `guards.rs` (shared rates and in-flight caps, breakers, refusals, the
 //! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
-//! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
+//! renotify), `storm.rs` (storm groups and their summaries), `manual.rs` (notes, re-runs,
+//! a storm group acknowledged through one link), `audit_log.rs` (the chain),
 //! `reads.rs` (incident lists, details, counts), `sessions.rs` (console sessions, and
 //! removing expired sessions and used links), `changelog.rs` and `key.rs`.
 //!
@@ -32,6 +33,7 @@ mod engine;
 mod guards;
 mod incidents;
 mod key;
+mod manual;
 mod migrate;
 mod outbox;
 pub mod postgres;
@@ -130,6 +132,7 @@ impl StoreError {
 
 pub use crate::routing::Decision as Routed;
 pub use key::NotificationKey;
+pub use manual::{BadNote, GroupLinkAck, NoteText, Rerun, MAX_NOTE};
 pub use sessions::StoredSession;
 
 /// One webhook delivery, parsed and routed, ready to be committed.

@@ -202,28 +202,35 @@ pub(super) struct Owed<'a> {
 }
 
 impl Writer {
-    /// An incident was just escalated: its first round of notifications.
+    /// An incident was just escalated: a round of notifications, its first (or, escalated
+    /// again after a re-run, the next: a round's notifications are owed once, by key).
     pub(super) fn escalate(
         &mut self,
         id: &str,
         group: Option<GroupState>,
         now: &str,
     ) -> Result<(), StoreError> {
-        self.conn
+        let round: Option<i64> = self
+            .conn
             .prepare_cached(
                 "UPDATE incidents SET escalation_group = COALESCE(?3, escalation_group),
-                    escalated_at = COALESCE(escalated_at, ?2), round = 1, round_at = ?2
-                 WHERE id = ?1",
+                    escalated_at = COALESCE(escalated_at, ?2), round = round + 1, round_at = ?2
+                 WHERE id = ?1 RETURNING round",
             )?
-            .execute(params![id, now, group.as_ref().map(|g| &g.id)])?;
-        self.schedule_escalation(id, group, now)
+            .query_row(params![id, now, group.as_ref().map(|g| &g.id)], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let round = round.unwrap_or(1).max(1) as u32;
+        self.schedule_escalation(id, group, round, now)
     }
 
-    /// Schedules an escalation's notifications.
+    /// Schedules an escalation's notifications, as its round `round`.
     pub(super) fn schedule_escalation(
         &mut self,
         id: &str,
         group: Option<GroupState>,
+        round: u32,
         now: &str,
     ) -> Result<(), StoreError> {
         // Storm grouping: the group's first incident is notified at once, as usual. The others
@@ -238,9 +245,9 @@ impl Writer {
             Some(g) if g.leader != id => match g.size == 2 {
                 true => self.schedule_group_summary(&g, id, now),
                 false if self.summary_will_list(&g.id, now)? => Ok(()),
-                false => self.schedule_round(id, 1, now),
+                false => self.schedule_round(id, round, now),
             },
-            _ => self.schedule_round(id, 1, now),
+            _ => self.schedule_round(id, round, now),
         }
     }
 

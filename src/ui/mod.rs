@@ -7,6 +7,7 @@
 //! configuration in force. With no user configured, every `/ui` path answers 404, except
 //! the signed one-click links of escalation messages (`/ui/a/{token}`, `links.rs`).
 
+mod actions;
 mod admin;
 mod links;
 mod pages;
@@ -86,6 +87,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/static/refresh.js", get(js))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/note", post(actions::note))
+        .route("/incidents/{id}/rerun", post(actions::rerun))
         .route("/guards", get(admin::guards))
         .route("/guards/breakers/reset", post(admin::reset_breaker))
         .route("/guards/pause", post(admin::pause))
@@ -620,7 +623,17 @@ async fn ack(
             tracing::info!(incident = %id, by = %user.name, "incident acknowledged in the console");
             see_other(&format!("/ui/incidents/{id}"))
         }
-        Ok(Ack::Already(_)) => see_other(&format!("/ui/incidents/{id}")),
+        Ok(Ack::Already(by)) => page(
+            StatusCode::OK,
+            pages::message(
+                Some(&user),
+                "Already acknowledged",
+                &format!(
+                    "Incident {id} was already acknowledged{}. Nothing was changed.",
+                    by.map(|b| format!(" by {b}")).unwrap_or_default()
+                ),
+            ),
+        ),
         Ok(Ack::NotFound) => not_found().await,
         Ok(Ack::NotEscalated(state)) => page(
             StatusCode::CONFLICT,

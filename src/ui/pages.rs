@@ -211,6 +211,7 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
                     button type="submit" { "Acknowledge" }
                 }
             }
+            (super::actions::buttons(user, i))
             dl.facts {
                 dt { "State" } dd { (i.state.as_str()) }
                 @if let Some(r) = i.reason { dt { "Reason" } dd { (r.as_str()) } }
@@ -227,16 +228,18 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
                     @else { (i.generator_url) }
                 }
             }
+            (super::actions::failed_step(&message))
             h2 { "Labels" }
             (pairs(&i.labels))
             h2 { "Annotations" }
             (pairs(&i.annotations))
             (rounds(timeline))
-            h2 { "Timeline" }
+            h2 #timeline { "Timeline" }
             ol.timeline {
                 @for e in timeline {
                     li {
                         time { (e.at) } " " strong { (e.event) }
+                        (super::actions::timeline_detail(e))
                         @let is_step = matches!(Event::parse(&e.event), Some(Event::StepFinished | Event::StepFailed | Event::StepWouldRun | Event::RunbookLog));
                         @if is_step {
                             @if let Some(s) = steps.next() {
@@ -256,6 +259,7 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
                 }
             }
             @if message.more_steps > 0 { p { (message.more_steps) " more steps are not shown." } }
+            (super::actions::note_form(user, i))
         },
     )
 }
