@@ -1,7 +1,8 @@
 //! Signed one-click links end to end through the real binary and a real SMTP server: the
 //! ack link is taken from the mail, opened (a confirmation page, nothing changes), used
 //! (acknowledged, audited with the link's person), used again, tampered with, and let
-//! expire: each refusal changes nothing.
+//! expire: each refusal changes nothing. A storm's summary carries one link that
+//! acknowledges every incident of the group still escalated.
 
 use crate::common;
 
@@ -16,6 +17,11 @@ const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "a-link-secret-of-at-least-32-bytes!!";
 
 fn config(dir: &Path, smtp: &str, ttl: &str) -> String {
+    config_storm(dir, smtp, ttl, "1ms")
+}
+
+/// [`config`] with escalations of one route and reason within `storm` grouped.
+fn config_storm(dir: &Path, smtp: &str, ttl: &str, storm: &str) -> String {
     format!(
         r#"
 [server]
@@ -30,6 +36,9 @@ link_ttl = "{ttl}"
 
 [runbooks]
 dir = "{runbooks}"
+
+[limits]
+storm_window = "{storm}"
 
 [escalation]
 notify = ["mail"]
@@ -177,4 +186,122 @@ async fn an_expired_ack_link_is_refused() {
         assert!(r.text().await.unwrap().contains("expired"));
     }
     assert_eq!(state(&m, &id).await, "escalated");
+}
+
+/// The `ack:` link of a mail's text part.
+fn ack_link(mail: &serde_json::Value) -> String {
+    let text = mail["parts"]["text/plain"].as_str().unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ack:      "))
+        .unwrap_or_else(|| panic!("no ack link in {text}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storm_summary_link_acks_every_incident_of_the_group_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = SmtpSink::start();
+    let m = Medic::start_in_env(
+        tmp.path(),
+        &config_storm(tmp.path(), &smtp.addr(), "24h", "2s"),
+        &[("MEDIC_LINK_SECRET", SECRET)],
+    );
+    // Four alerts no route handles, at once: one storm group. Its first incident is told at
+    // once; the summary of the group, when its window ends.
+    let alerts = (1..=4)
+        .map(|i| alert("DiskFull", &format!("db{i}:9100"), "firing"))
+        .collect();
+    assert_eq!(post_webhook(&m, &body(alerts)).await.0, 200);
+    let mails = smtp.wait_mails(2, WAIT).await;
+    let subject = |m: &serde_json::Value| m["headers"]["Subject"].as_str().unwrap().to_string();
+    let summary = mails
+        .iter()
+        .find(|m| subject(m).contains("more incidents"))
+        .unwrap_or_else(|| panic!("no summary in {mails:#?}"));
+    let first = mails
+        .iter()
+        .find(|m| !subject(m).contains("more incidents"))
+        .unwrap();
+    let text = summary["parts"]["text/plain"].as_str().unwrap();
+    assert!(
+        text.contains("Acknowledge all 4 incidents of this storm with one click"),
+        "{text}"
+    );
+    let html = summary["parts"]["text/html"].as_str().unwrap();
+    let link = ack_link(summary);
+    assert!(
+        html.contains(&link) && html.contains("Acknowledge all 4"),
+        "{html}"
+    );
+    let first_link = ack_link(first);
+    assert_ne!(link, first_link);
+
+    let ids: Vec<String> = incidents(&m)
+        .await
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 4);
+    let c = client();
+
+    // Opened: the incidents it would acknowledge, a button; nothing changes.
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Acknowledge all 4"), "{page}");
+    for id in &ids {
+        assert!(page.contains(id.as_str()), "{id} not listed: {page}");
+        assert_eq!(state(&m, id).await, "escalated");
+    }
+
+    // One of them is acknowledged by someone else first.
+    let r = c
+        .post(m.url(&format!("/api/v1/incidents/{}/ack", ids[2])))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"by": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Used: the other three, each in the link's person's name, audited once.
+    let r = c.post(&link).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("3 incidents of storm group"), "{page}");
+    assert!(page.contains("Acknowledged before: 1"), "{page}");
+    for (n, id) in ids.iter().enumerate() {
+        let inc = api(&m, &format!("/api/v1/incidents/{id}")).await;
+        assert_eq!(inc["state"], "acknowledged", "{inc:#}");
+        let by = if n == 2 { "bob" } else { "link:mail" };
+        assert_eq!(inc["acknowledged_by"], by);
+        let acks = inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "incident_acknowledged")
+            .count();
+        assert_eq!(acks, 1, "{inc:#}");
+    }
+
+    // Once: used again, refused. The first incident's own link finds it acknowledged.
+    for r in [
+        c.get(&link).send().await.unwrap(),
+        c.post(&link).send().await.unwrap(),
+    ] {
+        assert_eq!(r.status().as_u16(), 410);
+    }
+    let r = c.post(&first_link).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("Already acknowledged"));
+
+    // A group link changed in its signature is refused like any other.
+    let (base, token) = link.rsplit_once('/').unwrap();
+    let (payload, tag) = token.split_once('.').unwrap();
+    let flipped = if tag.starts_with('A') { "B" } else { "A" };
+    let tampered = format!("{base}/{payload}.{flipped}{}", &tag[1..]);
+    assert_eq!(
+        c.post(&tampered).send().await.unwrap().status().as_u16(),
+        403
+    );
 }

@@ -23,18 +23,23 @@ const MAX_TOKEN: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Ack,
+    /// Acknowledges every incident of a storm group still escalated: the link's
+    /// `incident` is the group's id.
+    AckGroup,
 }
 
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Ack => "ack",
+            Action::AckGroup => "ack_group",
         }
     }
 
     pub fn parse(s: &str) -> Option<Action> {
         match s {
             "ack" => Some(Action::Ack),
+            "ack_group" => Some(Action::AckGroup),
             _ => None,
         }
     }

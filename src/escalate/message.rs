@@ -218,7 +218,8 @@ impl Message {
     }
 
     /// Adds the signed one-click ack link `url` (an escalation only: a resolution has
-    /// nothing left to acknowledge).
+    /// nothing left to acknowledge). A storm's summary (its `group` set first) says the
+    /// link acknowledges every incident of the group.
     pub fn add_ack_link(&mut self, url: String) {
         if self.kind != NotificationKind::Escalated {
             return;
@@ -228,13 +229,23 @@ impl Message {
             .iter()
             .position(|l| l.starts_with("Take it over"))
             .unwrap_or(self.what_to_do.len());
+        let what = match &self.group {
+            Some(g) => format!("Acknowledge all {} incidents of this storm", g.size),
+            None => "Acknowledge it".to_string(),
+        };
         self.what_to_do.insert(
             at,
-            format!(
-                "Acknowledge it with one click (confirm on the page; the link works once): {url}"
-            ),
+            format!("{what} with one click (confirm on the page; the link works once): {url}"),
         );
         self.links.ack_link = Some(url);
+    }
+
+    /// The words of the ack link: for a storm's summary, it acknowledges all of it.
+    fn ack_label(&self) -> String {
+        match &self.group {
+            Some(g) => format!("Acknowledge all {}", g.size),
+            None => "Acknowledge".to_string(),
+        }
     }
 
     /// The plain-text form (the mail's text part).
@@ -444,8 +455,9 @@ impl Message {
         if let Some(u) = &self.links.ack_link {
             let _ = write!(
                 h,
-                "<li><a href=\"{}\"><b>Acknowledge</b></a> (one click, then confirm)</li>",
-                e(u)
+                "<li><a href=\"{}\"><b>{}</b></a> (one click, then confirm)</li>",
+                e(u),
+                e(&self.ack_label())
             );
         }
         for (name, url) in [
@@ -525,7 +537,7 @@ impl Message {
             format!("<{}|console>", self.links.page),
         ];
         if let Some(u) = &self.links.ack_link {
-            links.push(format!("<{u}|acknowledge>"));
+            links.push(format!("<{u}|{}>", self.ack_label().to_lowercase()));
         }
         for (name, url) in [
             ("source", &self.links.source),

@@ -384,25 +384,6 @@ async fn deliver(ctx: &Context, n: Notification) {
         (Some(channel), Ok(Some(incident))) => {
             let medic_url = ctx.medic_url();
             let mut message = Message::new(&incident, n.kind, &medic_url);
-            if let (NotificationKind::Escalated, Some(key)) =
-                (n.kind, &loaded.config.server.link_secret)
-            {
-                let ttl = chrono::Duration::from_std(loaded.config.server.link_ttl)
-                    .unwrap_or(chrono::Duration::hours(24));
-                match link::Link::new(
-                    &incident.id,
-                    link::Action::Ack,
-                    &n.channel,
-                    ctx.clock.now() + ttl,
-                ) {
-                    Ok(l) => {
-                        message.add_ack_link(format!("{medic_url}/ui/a/{}", l.sign(key.as_bytes())))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no randomness: the message goes without its ack link")
-                    }
-                }
-            }
             // A storm group's summary lists the group's incidents still escalated.
             if let Some(gid) = &n.group {
                 if let Ok((size, incidents)) =
@@ -418,6 +399,25 @@ async fn deliver(ctx: &Context, n: Notification) {
                         size,
                         incidents,
                     });
+                }
+            }
+            if let (NotificationKind::Escalated, Some(key)) =
+                (n.kind, &loaded.config.server.link_secret)
+            {
+                let ttl = chrono::Duration::from_std(loaded.config.server.link_ttl)
+                    .unwrap_or(chrono::Duration::hours(24));
+                // A storm's summary acks the whole group with one link.
+                let (target, action) = match &message.group {
+                    Some(g) => (g.id.clone(), link::Action::AckGroup),
+                    None => (incident.id.clone(), link::Action::Ack),
+                };
+                match link::Link::new(&target, action, &n.channel, ctx.clock.now() + ttl) {
+                    Ok(l) => {
+                        message.add_ack_link(format!("{medic_url}/ui/a/{}", l.sign(key.as_bytes())))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no randomness: the message goes without its ack link")
+                    }
                 }
             }
             let key = n.key.to_string();

@@ -7,6 +7,7 @@
 //! refuses a request whose `Origin` (or, without one, `Referer`) names another site: a
 //! page elsewhere that learned a token cannot make a browser use it. A request with
 //! neither header (some clients strip both) is allowed: whoever holds the token may use it.
+//! A storm summary's link, for a whole storm group, is handed to `group_links.rs`.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -34,7 +35,7 @@ fn check(c: &super::Console, token: &str) -> Result<Link, Box<Response>> {
     }
 }
 
-fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
+pub(super) fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
     page(
         status,
         pages::message(
@@ -45,16 +46,19 @@ fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
     )
 }
 
-fn used() -> Response {
+pub(super) fn used() -> Response {
     refused(StatusCode::GONE, "The link was already used")
 }
 
 /// The person a link's action is audited as.
-fn by(l: &Link) -> String {
+pub(super) fn by(l: &Link) -> String {
     format!("link:{}", l.person)
 }
 
 pub(super) async fn confirm(State(c): Shared, Path(token): Path<String>) -> Response {
+    if let Some(r) = super::group_links::confirm(&c, &token).await {
+        return r;
+    }
     let l = match check(&c, &token) {
         Ok(l) => l,
         Err(r) => return *r,
@@ -75,7 +79,7 @@ pub(super) async fn confirm(State(c): Shared, Path(token): Path<String>) -> Resp
 }
 
 /// Whether the request came from this site, as far as its `Origin` or `Referer` tells.
-fn same_site(headers: &HeaderMap, external_url: Option<&str>) -> bool {
+pub(super) fn same_site(headers: &HeaderMap, external_url: Option<&str>) -> bool {
     let from = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
@@ -104,6 +108,9 @@ pub(super) async fn perform(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
+    if let Some(r) = super::group_links::perform(&c, &headers, &token).await {
+        return r;
+    }
     let l = match check(&c, &token) {
         Ok(l) => l,
         Err(r) => return *r,

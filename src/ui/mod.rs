@@ -9,6 +9,7 @@
 
 mod actions;
 mod admin;
+mod group_links;
 mod links;
 mod pages;
 mod runbooks;
