@@ -1,6 +1,7 @@
 //! Acks that come back from PagerDuty (`POST /pagerduty/webhook`) and Slack
 //! (`POST /slack/actions`), through the real binary, with a local receiver standing in for
-//! both services' incoming ends.
+//! both services' incoming ends (and for Slack's `response_url`, where medic answers in the
+//! thread).
 
 use crate::common;
 
@@ -253,11 +254,19 @@ fn slack_sign(timestamp: i64, body: &str) -> String {
 }
 
 fn slack_click(id: &str) -> String {
-    let payload = json!({
+    slack_click_answered_at(id, None)
+}
+
+/// A click on the ack button of incident `id`, whose answer goes to `response_url`.
+fn slack_click_answered_at(id: &str, response_url: Option<&str>) -> String {
+    let mut payload = json!({
         "type": "block_actions",
         "user": {"id": "U0123", "username": "jdoe", "name": "jdoe-name", "team_id": "T0"},
         "actions": [{"type": "button", "action_id": "ack", "block_id": "medic", "value": id}],
     });
+    if let Some(url) = response_url {
+        payload["response_url"] = json!(url);
+    }
     format!(
         "payload={}",
         form_urlencoded::byte_serialize(payload.to_string().as_bytes()).collect::<String>()
@@ -321,4 +330,170 @@ async fn a_slack_button_acknowledges_the_incident() {
         answer["text"].as_str().unwrap().contains("no incident"),
         "{answer}"
     );
+}
+
+/// An HTTP server that takes requests and never answers: it says when one has arrived
+/// (its head and body read) and when its client hung up, and holds the connection until
+/// then.
+struct Silent {
+    addr: std::net::SocketAddr,
+    got: tokio::sync::mpsc::UnboundedReceiver<String>,
+    hung_up: tokio::sync::mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> Silent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+        let (hang, hung_up) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                use tokio::io::AsyncReadExt;
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Up to the end of the body (its Content-Length).
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&request).to_string());
+                let hang = hang.clone();
+                tokio::spawn(async move {
+                    while socket.read(&mut buf).await.unwrap_or(0) > 0 {}
+                    let _ = hang.send(());
+                });
+            }
+        });
+        Silent {
+            addr,
+            got,
+            hung_up,
+            task,
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_action_is_answered_in_its_thread_without_waiting_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    let m = Medic::start_in(dir, &config(dir, &rx, None, Some(SLACK_SECRET)));
+    let now = chrono::Utc::now().timestamp();
+    let answers = |path: &str| {
+        rx.delivered(path)
+            .into_iter()
+            .map(|r| r.body)
+            .collect::<Vec<_>>()
+    };
+
+    // Refused (a wrong signature): nothing is posted anywhere.
+    let (id, _) = escalated(&m, &rx, "web1:80").await;
+    let click = slack_click_answered_at(&id, Some(&rx.url("/slack/thread")));
+    let wrong = format!(
+        "v0={}",
+        hmac_hex("not-the-secret", format!("v0:{now}:{click}").as_bytes())
+    );
+    assert_eq!(post_slack(&m, &click, now, &wrong).await.0, 401);
+
+    // Acknowledged: the result, in the channel, beside the original message.
+    let (status, _) = post_slack(&m, &click, now, &slack_sign(now, &click)).await;
+    assert_eq!(status, 200);
+    let got = eventually(WAIT, "the answer in the thread", || async {
+        let a = answers("/slack/thread");
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["response_type"], "in_channel");
+    assert_eq!(got[0]["replace_original"], false);
+    let text = got[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("Incident {id} acknowledged by jdoe")),
+        "{text}"
+    );
+    // A second click: why nothing was done.
+    let (status, _) = post_slack(&m, &click, now, &slack_sign(now, &click)).await;
+    assert_eq!(status, 200);
+    let got = eventually(WAIT, "the second answer", || async {
+        let a = answers("/slack/thread");
+        (a.len() == 2).then_some(a)
+    })
+    .await;
+    let text = got[1]["text"].as_str().unwrap();
+    assert!(text.contains("already acknowledged by jdoe"), "{text}");
+
+    // Slack's end failing: logged, and the ack stands.
+    let (id2, _) = escalated(&m, &rx, "web2:80").await;
+    rx.always("/slack/broken", 500);
+    let click = slack_click_answered_at(&id2, Some(&rx.url("/slack/broken")));
+    let (status, _) = post_slack(&m, &click, now, &slack_sign(now, &click)).await;
+    assert_eq!(status, 200);
+    eventually(WAIT, "the failure logged", || async {
+        m.log_text()
+            .contains("cannot answer in Slack's thread")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(incident(&m, &id2).await["state"], "acknowledged");
+
+    // Slack's end never answering: the HTTP answer to Slack does not wait for it. The
+    // post is made (it arrives), Slack's request is answered while medic still waits for
+    // an answer to it, and the post is given up after its timeout.
+    let mut silent = Silent::start().await;
+    let (id3, _) = escalated(&m, &rx, "web3:80").await;
+    let url = format!("http://{}/thread", silent.addr);
+    let click = slack_click_answered_at(&id3, Some(&url));
+    let (status, answer) = post_slack(&m, &click, now, &slack_sign(now, &click)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["text"]
+        .as_str()
+        .unwrap()
+        .contains("acknowledged by jdoe"));
+    assert!(
+        silent.hung_up.try_recv().is_err(),
+        "medic gave up on the thread before answering Slack"
+    );
+    assert!(!m.log_text().contains("timed out"));
+    let request = tokio::time::timeout(WAIT, silent.got.recv())
+        .await
+        .expect("the post to the thread")
+        .unwrap();
+    assert!(request.starts_with("POST /thread"), "{request}");
+    assert!(request.contains("acknowledged by jdoe"), "{request}");
+    assert_eq!(incident(&m, &id3).await["state"], "acknowledged");
+    eventually(WAIT, "the post given up", || async {
+        m.log_text()
+            .contains("cannot answer in Slack's thread: timed out")
+            .then_some(())
+    })
+    .await;
+    tokio::time::timeout(WAIT, silent.hung_up.recv())
+        .await
+        .expect("medic hangs up after the timeout");
 }

@@ -10,6 +10,7 @@
 //! parses and asks the store.
 
 pub mod pagerduty;
+mod respond;
 pub mod slack;
 
 use std::sync::Arc;

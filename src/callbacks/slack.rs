@@ -10,7 +10,8 @@
 //! Answers: 404 while no `slack` channel has a `signing_secret`; 401 for a missing, wrong
 //! or stale signature; 413 over `server.body_limit`; 400 for a body without a JSON
 //! `payload`; 503 when the store cannot write; else 200 with a message for Slack that
-//! says what became of the click.
+//! says what became of the click, also posted to the interaction's `response_url`, in the
+//! channel (`respond.rs`).
 
 use std::sync::Arc;
 
@@ -91,7 +92,7 @@ fn user_name(payload: &Value) -> String {
 }
 
 /// A message Slack shows to the person who clicked.
-fn reply(text: String) -> Response {
+pub(super) fn reply(text: String) -> Response {
     Json(json!({
         "response_type": "in_channel",
         "replace_original": false,
@@ -144,24 +145,25 @@ pub(super) async fn actions(
         return Json(json!({})).into_response();
     };
     let by = user_name(&payload);
+    let thread = super::respond::Thread::of(&ctx, &payload);
     match ctx.store.ack(id, Some(by.clone())).await {
         Ok(Ack::Acknowledged) => {
             tracing::info!(incident = %id, by = %by, "incident acknowledged in Slack");
-            reply(format!(
+            thread.reply(format!(
                 ":white_check_mark: Incident {id} acknowledged by {by}: medic stops escalating it."
             ))
         }
-        Ok(Ack::Already(who)) => reply(format!(
+        Ok(Ack::Already(who)) => thread.reply(format!(
             "Incident {id} was already acknowledged{}.",
             who.map(|w| format!(" by {w}")).unwrap_or_default()
         )),
-        Ok(Ack::NotEscalated(state)) => reply(format!(
+        Ok(Ack::NotEscalated(state)) => thread.reply(format!(
             "Incident {id} is {}: there is nothing to acknowledge.",
             state.as_str()
         )),
         Ok(Ack::NotFound) => {
             tracing::info!(incident = %id, "Slack ack of an unknown incident");
-            reply(format!("medic knows no incident {id}."))
+            thread.reply(format!("medic knows no incident {id}."))
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     }
