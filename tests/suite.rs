@@ -6,6 +6,7 @@
 
 mod common;
 
+mod ack_race;
 mod alert_content;
 mod alertmanager;
 mod architecture;

@@ -13,7 +13,8 @@
 //! wrong signature; 413 over `server.body_limit`; 400 for a body that is not JSON; 503
 //! when the store cannot write (PagerDuty retries); else 200, also for an event about an
 //! incident medic does not know or one already acknowledged or closed, so that PagerDuty
-//! does not retry it.
+//! does not retry it. A 200 names the incidents it acknowledged (`acknowledged`) and those
+//! someone had acknowledged before (`already_acknowledged`).
 
 use std::sync::Arc;
 
@@ -120,6 +121,7 @@ pub(super) async fn webhook(
         );
     }
     let mut acknowledged = Vec::new();
+    let mut already = Vec::new();
     for id in ids {
         match ctx.store.ack(&id, Some(by.clone())).await {
             Ok(Ack::Acknowledged) => {
@@ -128,6 +130,7 @@ pub(super) async fn webhook(
             }
             Ok(Ack::Already(_)) => {
                 tracing::info!(incident = %id, event_type, "PagerDuty event: incident already acknowledged");
+                already.push(id);
             }
             Ok(Ack::NotEscalated(state)) => {
                 tracing::info!(incident = %id, state = state.as_str(), event_type, "PagerDuty event: incident not escalated, nothing to acknowledge");
@@ -138,7 +141,7 @@ pub(super) async fn webhook(
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
         }
     }
-    Json(json!({ "acknowledged": acknowledged })).into_response()
+    Json(json!({ "acknowledged": acknowledged, "already_acknowledged": already })).into_response()
 }
 
 #[cfg(test)]
