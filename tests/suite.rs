@@ -16,6 +16,7 @@ mod check;
 mod console;
 mod console_actions;
 mod console_admin;
+mod console_sessions;
 mod demo;
 mod durability;
 mod escalation;
