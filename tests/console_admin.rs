@@ -282,3 +282,66 @@ async fn an_admin_pauses_resumes_and_resets_a_breaker_and_a_viewer_cannot() {
         assert!(page.contains(r#"href="/ui/runbooks""#), "{path}: {page}");
     }
 }
+
+/// Inserts `n` incidents of runbook `runbook`, newer than any medic made, resolved and
+/// fixed, each run `attempts` times: history, as far as the runbook pages go.
+fn insert_history(db: &TestDb, prefix: &str, n: usize, runbook: &str, attempts: u32) {
+    db.execute(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+         INSERT INTO incidents (id, fingerprint, alertname, labels, annotations, generator_url,
+             starts_at, state, is_open, runbook, route, deliveries, created_at, updated_at,
+             last_seen_at, attempts, outcome, resolved_at)
+         SELECT 'ZZZZ{prefix}' || (1000000 + i), '{prefix}-' || i, 'Bulk', '{{}}', '{{}}', '',
+             '2026-11-23T10:00:00.000000000Z', 'resolved', 0, '{runbook}', 'flaky', 1,
+             '2026-11-23T10:00:00.000000Z', '2026-11-23T10:00:00.000000Z',
+             '2026-11-23T10:00:00.000000Z', {attempts}, 'auto_remediated',
+             '2026-11-23T10:01:00.000000Z'
+         FROM n"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runbook_page_counts_all_its_runs_however_many_incidents_came_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = Medic::start_in(dir, &config(dir));
+    // One run fixes its alert, one fails.
+    let good = alert("Flaky", "good", "firing");
+    assert_eq!(post_webhook(&m, &body(vec![good])).await.0, 200);
+    assert_eq!(incident_of(&m, "good").await["state"], "verifying");
+    let resolved = alert("Flaky", "good", "resolved");
+    assert_eq!(post_webhook(&m, &body(vec![resolved])).await.0, 200);
+    eventually(WAIT, "good resolved", || async {
+        let i = incident_of(&m, "good").await;
+        (i["outcome"] == "auto_remediated").then_some(())
+    })
+    .await;
+    assert_eq!(fire(&m, "bad").await["reason"], "runbook_error");
+    let mut ids = Vec::new();
+    for instance in ["good", "bad"] {
+        ids.push(
+            incident_of(&m, instance).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+
+    // 6,000 newer incidents of another runbook, and two of this one it never ran for.
+    let db = TestDb::of(dir);
+    insert_history(&db, "other", 6000, "other.rhai", 1);
+    insert_history(&db, "refused", 2, "fail.rhai", 0);
+
+    let vic = browser();
+    logged_in(&vic, &m, "vic", "vic's password").await;
+    let (code, page) = get(&vic, &m, "/ui/runbooks/fail.rhai").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("1 auto-remediated of 2 finished runs (50%)"),
+        "{page}"
+    );
+    for id in &ids {
+        assert!(page.contains(id.as_str()), "{id} not listed: {page}");
+    }
+    assert!(!page.contains("ZZZZrefused"), "{page}");
+}

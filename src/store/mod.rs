@@ -20,7 +20,8 @@
 //! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
 //! renotify), `storm.rs` (storm groups and their summaries), `manual.rs` (notes, re-runs,
 //! a storm group acknowledged through one link), `audit_log.rs` (the chain),
-//! `reads.rs` (incident lists, details, counts), `sessions.rs` (console sessions, and
+//! `reads.rs` (incident lists, details, counts), `runbook_runs.rs` (a runbook's runs and
+//! success rate), `sessions.rs` (console sessions, and
 //! removing expired sessions and used links), `changelog.rs` and `key.rs`.
 //!
 //! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
@@ -38,6 +39,7 @@ mod migrate;
 mod outbox;
 pub mod postgres;
 mod reads;
+mod runbook_runs;
 mod runs;
 mod sessions;
 mod sqlite;
@@ -133,6 +135,7 @@ impl StoreError {
 pub use crate::routing::Decision as Routed;
 pub use key::NotificationKey;
 pub use manual::{BadNote, GroupLinkAck, NoteText, Rerun, MAX_NOTE};
+pub use runbook_runs::RunbookRecord;
 pub use sessions::StoredSession;
 
 /// One webhook delivery, parsed and routed, ready to be committed.

@@ -1,6 +1,6 @@
 //! The console's runbook pages: each runbook of the configuration in force with the
-//! routes that run it, and one runbook's source (escaped), its last runs and their
-//! success rate.
+//! routes that run it, and one runbook's source (escaped), its last runs and the success
+//! rate of all its runs (counted by the store, over every incident it ran for).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,11 +10,8 @@ use maud::{html, Markup};
 use super::pages::{layout, User};
 use super::{not_found, page, see_other, unavailable, Shared};
 
-/// How many of the newest incidents a runbook's page looks through for its last runs.
-const MAX_SCAN: usize = 5000;
 use crate::config::{Config, RunbookTarget};
-use crate::incident::Outcome;
-use crate::store::{Incident, IncidentFilter};
+use crate::store::RunbookRecord;
 
 /// Runs shown on a runbook's page.
 const LAST_RUNS: usize = 50;
@@ -97,21 +94,13 @@ pub(super) async fn show(
     let source = runbook.source.clone();
     let routes = routes_of(&loaded.config, &name);
     drop(loaded);
-    let filter = IncidentFilter {
-        limit: MAX_SCAN,
-        ..IncidentFilter::default()
-    };
-    let runs: Vec<Incident> = match c.ctx.store.incidents(filter).await {
-        Ok(all) => all
-            .into_iter()
-            .filter(|i| i.runbook.as_deref() == Some(name.as_str()))
-            .take(LAST_RUNS)
-            .collect(),
+    let record = match c.ctx.store.runbook_record(&name, LAST_RUNS).await {
+        Ok(r) => r,
         Err(e) => return unavailable(Some(&user), e),
     };
     page(
         StatusCode::OK,
-        show_page(&user, &name, &source, &routes, &runs),
+        show_page(&user, &name, &source, &routes, &record),
     )
 }
 
@@ -120,12 +109,10 @@ fn show_page(
     name: &str,
     source: &str,
     routes: &[(String, String)],
-    runs: &[Incident],
+    record: &RunbookRecord,
 ) -> Markup {
-    let fixed = runs
-        .iter()
-        .filter(|i| i.outcome == Some(Outcome::AutoRemediated))
-        .count();
+    let (fixed, finished) = (record.auto_remediated, record.finished);
+    let running = record.runs - finished;
     layout(
         Some(user),
         name,
@@ -140,21 +127,22 @@ fn show_page(
                 }
                 dt { "Success rate" }
                 dd {
-                    @if runs.is_empty() {
-                        "no runs yet"
+                    @if finished == 0 {
+                        "no finished run yet"
                     } @else {
-                        (fixed) " auto-remediated of " (runs.len()) " runs ("
-                        (fixed * 100 / runs.len()) "%)"
+                        (fixed) " auto-remediated of " (finished) " finished runs ("
+                        (fixed * 100 / finished) "%)"
                     }
+                    @if running > 0 { "; " (running) " not finished yet" }
                 }
             }
             h2 { "Source" }
             pre.source { code { (source) } }
-            h2 { "Last runs" }
+            h2 { "Last runs" @if record.runs as usize > record.last.len() { " (newest " (record.last.len()) " of " (record.runs) ")" } }
             table.runs {
                 thead { tr { th { "Incident" } th { "Alert" } th { "State" } th { "Outcome" } th { "Started" } } }
                 tbody {
-                    @for i in runs {
+                    @for i in &record.last {
                         tr {
                             td { a href={ "/ui/incidents/" (i.id) } { code { (i.id) } } }
                             td { (i.alertname) }
