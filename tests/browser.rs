@@ -161,6 +161,29 @@ async fn a_responder_acks_in_the_browser() {
     assert!(page.contains("restarting web7:80"), "{page}");
     assert!(page.contains("error: unit web.service not found"), "{page}");
     assert!(page.contains("exit 3"), "{page}");
+    // The failed step and its output are on the first screen, where the screenshot is.
+    let output = c
+        .find(Locator::Css("section.failed-step pre"))
+        .await
+        .unwrap();
+    assert!(output
+        .text()
+        .await
+        .unwrap()
+        .contains("error: unit web.service not found"));
+    let on_screen = c
+        .execute(
+            "const r = document.querySelector('section.failed-step pre').getBoundingClientRect(); \
+             return r.top >= 0 && r.bottom <= window.innerHeight;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        on_screen,
+        Value::Bool(true),
+        "the failed step is below the fold"
+    );
     screenshot(&c, "console-incident").await;
 
     // The Acknowledge form without its CSRF token: refused, nothing changes.
