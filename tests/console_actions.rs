@@ -384,6 +384,9 @@ async fn in_the_console_notes_need_a_responder_and_reruns_an_admin() {
     in_state(&m, &fingerprint_of("Broken", "web1"), "resolved").await;
     let (_, html) = get(&ada, &m, &page).await;
     assert!(!html.contains(&rerun), "{html}");
+    // Over: the failed step is history, in the timeline, no longer on top.
+    assert!(!html.contains("Failed step"), "{html}");
+    assert!(html.contains("cannot fix web1"), "{html}");
     let (status, html) = post(&ada, &m, &rerun, &[("csrf", &token)]).await;
     assert_eq!(status, 409, "{html}");
     assert!(html.contains("no longer fires"), "{html}");

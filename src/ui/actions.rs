@@ -145,10 +145,15 @@ pub(super) fn buttons(user: &User, i: &Incident) -> Markup {
     }
 }
 
-/// The last failed step, with its output, where a person looks first.
-pub(super) fn failed_step(message: &Message) -> Markup {
+/// The last failed step of an incident waiting for a person, with its output, where they
+/// look first. (Once it runs again or resolves, the timeline keeps it.)
+pub(super) fn failed_step(i: &Incident, message: &Message) -> Markup {
+    let waiting = matches!(
+        i.state,
+        IncidentState::Escalated | IncidentState::Acknowledged
+    );
     html! {
-        @if let Some(s) = message.steps.iter().rev().find(|s| !s.ok) {
+        @if let Some(s) = message.steps.iter().rev().find(|s| waiting && !s.ok) {
             section.failed-step {
                 h2 { "Failed step" }
                 div.step.failed {

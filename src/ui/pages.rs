@@ -228,7 +228,7 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
                     @else { (i.generator_url) }
                 }
             }
-            (super::actions::failed_step(&message))
+            (super::actions::failed_step(i, &message))
             h2 { "Labels" }
             (pairs(&i.labels))
             h2 { "Annotations" }
