@@ -125,6 +125,7 @@ pub(crate) struct RawLimits {
     pub exec_rate: Option<Text>,
     pub http_rate: Option<Text>,
     pub storm_window: Option<Text>,
+    pub relapse_window: Option<Text>,
 }
 
 /// One `maintenance = [{ ... }]` window of a route.
@@ -166,6 +167,7 @@ pub(crate) struct RawRoute {
     #[serde(default)]
     pub maintenance: Vec<Spanned<RawWindow>>,
     pub maintenance_action: Option<Text>,
+    pub manual_minutes: Option<Spanned<Integer>>,
 }
 
 /// A route's `breaker = { ... }`.

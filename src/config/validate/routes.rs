@@ -238,6 +238,11 @@ impl Validator<'_> {
             },
         );
 
+        let manual_minutes = raw
+            .manual_minutes
+            .as_ref()
+            .and_then(|value| self.positive(&key("manual_minutes"), value));
+
         Some(RouteConfig {
             name,
             matchers,
@@ -254,6 +259,7 @@ impl Validator<'_> {
             breaker,
             maintenance,
             maintenance_action,
+            manual_minutes,
             location: self.location(&span),
         })
     }
