@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::guard::Guards;
-use crate::incident::State as IncidentState;
+use crate::incident::{AckVia, State as IncidentState};
 use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
@@ -238,7 +238,7 @@ async fn ack(State(ctx): State<Arc<Context>>, Path(id): Path<String>, body: Byte
             format!("by: at most {MAX_BY} bytes, no control characters"),
         );
     }
-    let result = match ctx.store.ack(&id, by.clone()).await {
+    let result = match ctx.store.ack(&id, by.clone(), AckVia::Api).await {
         Ok(r) => r,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };

@@ -190,6 +190,47 @@ impl Outcome {
     }
 }
 
+/// Where a person's acknowledgement came from: audited with the ack and counted in
+/// `medic_acks_total{via}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckVia {
+    /// The console's Acknowledge button.
+    Console,
+    /// `POST /api/v1/incidents/{id}/ack`.
+    Api,
+    /// A signed one-click link from a message.
+    Link,
+    /// Slack's interactive button.
+    Slack,
+    /// PagerDuty's webhook (`incident.acknowledged`, `incident.resolved`).
+    Pagerduty,
+}
+
+impl AckVia {
+    pub const ALL: [AckVia; 5] = [
+        AckVia::Console,
+        AckVia::Api,
+        AckVia::Link,
+        AckVia::Slack,
+        AckVia::Pagerduty,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckVia::Console => "console",
+            AckVia::Api => "api",
+            AckVia::Link => "link",
+            AckVia::Slack => "slack",
+            AckVia::Pagerduty => "pagerduty",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AckVia> {
+        AckVia::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// What the store knows of the newest incident of one fingerprint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Latest {

@@ -26,7 +26,7 @@ use crate::incident::Reason;
 use crate::loaded::Loaded;
 use crate::metrics::LimitLabel;
 use crate::metrics::Metrics;
-use crate::metrics::ResultLabel;
+use crate::metrics::RunLabels;
 use crate::runbook::sandbox::{Cancel, RunEnd, Stop};
 use crate::runbook::scope::{self, AlertView, IncidentView};
 use crate::snapshot::{Current, Snapshot};
@@ -503,7 +503,10 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
     }
     ctx.metrics
         .runs
-        .get_or_create(&ResultLabel { result: label })
+        .get_or_create(&RunLabels {
+            route: claim.route.clone().unwrap_or_default(),
+            result: label,
+        })
         .inc();
     ctx.metrics.run_seconds.observe(elapsed.as_secs_f64());
     ctx.metrics.runs_in_flight.dec();

@@ -183,6 +183,10 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
         Ok(c) => {
             ctx.metrics.outbox_pending.set(c.pending as i64);
             ctx.metrics.outbox_failed.set(c.failed as i64);
+            let waited = c.oldest_due_waiting.as_secs();
+            ctx.metrics
+                .outbox_oldest_due_seconds
+                .set(i64::try_from(waited).unwrap_or(i64::MAX));
         }
         Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
     }

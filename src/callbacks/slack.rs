@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use super::{clip_name, error, secrets_and_body, signed_by_any, Context};
 use crate::config::{ChannelKind, Config};
+use crate::incident::AckVia;
 use crate::store::Ack;
 
 pub const SIGNATURE_HEADER: &str = "x-slack-signature";
@@ -144,7 +145,7 @@ pub(super) async fn actions(
         return Json(json!({})).into_response();
     };
     let by = user_name(&payload);
-    match ctx.store.ack(id, Some(by.clone())).await {
+    match ctx.store.ack(id, Some(by.clone()), AckVia::Slack).await {
         Ok(Ack::Acknowledged) => {
             tracing::info!(incident = %id, by = %by, "incident acknowledged in Slack");
             reply(format!(

@@ -305,6 +305,8 @@ pub struct Rules {
     pub plans: Arc<Plans>,
     /// Escalations of one route and reason within this window share a storm group.
     pub storm_window: Duration,
+    /// An alert firing again this soon after an automated fix is a relapse.
+    pub relapse_window: Duration,
 }
 
 impl Rules {
@@ -312,6 +314,7 @@ impl Rules {
         Rules {
             plans: Arc::new(Plans::from_config(config)),
             storm_window: config.limits.storm_window,
+            relapse_window: config.limits.relapse_window,
         }
     }
 }
@@ -321,6 +324,7 @@ impl Default for Rules {
         Rules {
             plans: Arc::default(),
             storm_window: Duration::from_secs(60),
+            relapse_window: crate::config::DEFAULT_RELAPSE_WINDOW,
         }
     }
 }
@@ -501,6 +505,8 @@ pub enum LinkAck {
 pub struct OutboxCounts {
     pub pending: u64,
     pub failed: u64,
+    /// How long the oldest notification due and not delivered yet has waited (zero: none).
+    pub oldest_due_waiting: Duration,
 }
 
 /// How the store connects and how long its leases last.
@@ -633,3 +639,6 @@ mod escalation_tests;
 
 #[cfg(test)]
 mod model_tests;
+
+#[cfg(test)]
+mod automation_tests;

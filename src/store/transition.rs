@@ -80,11 +80,13 @@ pub(super) enum StateWrite<'a> {
     },
 }
 
-/// Who an incident is, as a move reads it back (for the log).
+/// Who an incident is, as a move reads it back (for the log and the metrics).
 pub(super) struct Moved {
     pub route: String,
     pub alertname: String,
     pub fingerprint: String,
+    /// When it was opened.
+    pub created_at: String,
 }
 
 impl Writer {
@@ -146,6 +148,7 @@ impl Writer {
                     route: row.route.unwrap_or_default().to_string(),
                     alertname: row.alertname.to_string(),
                     fingerprint: row.fingerprint.to_string(),
+                    created_at: now.to_string(),
                 }))
             }
             StateWrite::Move { m, verify_until } => {
@@ -158,7 +161,7 @@ impl Writer {
                             outcome = COALESCE(?9, outcome), resolved_at = COALESCE(?10, resolved_at),
                             last_seen_at = COALESCE(?10, last_seen_at), deliveries = deliveries + ?11
                          WHERE id = ?1 AND state = ?2
-                         RETURNING COALESCE(route, ''), alertname, fingerprint",
+                         RETURNING COALESCE(route, ''), alertname, fingerprint, created_at",
                     )?
                     .query_row(
                         params![
@@ -179,6 +182,7 @@ impl Writer {
                                 route: r.get(0)?,
                                 alertname: r.get(1)?,
                                 fingerprint: r.get(2)?,
+                                created_at: r.get(3)?,
                             })
                         },
                     )
@@ -219,18 +223,28 @@ impl Writer {
             reason,
             message,
             extra,
-            closing: _,
+            closing,
         } = m;
-        self.batch.changes.push(Change {
-            id: id.to_string(),
-            alertname: moved.alertname,
-            fingerprint: moved.fingerprint,
-            route: moved.route.clone(),
-            from: Some(from),
-            to,
-            reason,
-            channels: None,
+        // A resolution: its outcome and how long the incident was open, for the metrics.
+        let resolved = closing.map(|c| {
+            let open_for = parse_time(&moved.created_at)
+                .zip(parse_time(now))
+                .and_then(|(opened, closed)| (closed - opened).to_std().ok());
+            (c.outcome, open_for)
         });
+        let change = Change {
+            reason,
+            resolved,
+            ..Change::new(
+                id,
+                moved.alertname,
+                moved.fingerprint,
+                moved.route.clone(),
+                Some(from),
+                to,
+            )
+        };
+        self.batch.changes.push(change);
         let mut detail = json!({"from": from, "to": to});
         if let Some(until) = &verify_until {
             detail["verify_until"] = json!(until);

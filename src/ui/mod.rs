@@ -29,7 +29,7 @@ use crate::audit::{Event, NewEntry};
 use crate::clock::Clock;
 use crate::config::Role;
 use crate::guard::Guards;
-use crate::incident::{Reason, State as IncidentState};
+use crate::incident::{AckVia, Reason, State as IncidentState};
 use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
@@ -600,7 +600,12 @@ async fn ack(
     if !valid_id(&id) {
         return not_found().await;
     }
-    match c.ctx.store.ack(&id, Some(user.name.clone())).await {
+    match c
+        .ctx
+        .store
+        .ack(&id, Some(user.name.clone()), AckVia::Console)
+        .await
+    {
         Ok(Ack::Acknowledged) => {
             tracing::info!(incident = %id, by = %user.name, "incident acknowledged in the console");
             see_other(&format!("/ui/incidents/{id}"))
