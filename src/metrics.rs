@@ -19,6 +19,10 @@ use crate::incident::State;
 
 pub use automation::AutomationMetrics;
 
+/// How a webhook delivery can end (`medic_webhook_deliveries_total{outcome}`): 200, a 4xx
+/// for the body, 401, 503.
+pub const DELIVERY_OUTCOMES: [&str; 4] = ["accepted", "rejected", "unauthorized", "unavailable"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
@@ -361,6 +365,16 @@ impl Metrics {
                 })
                 .set(n as i64);
         }
+    }
+
+    /// Creates, at zero, the series that the shipped alerting rules take the `increase` of
+    /// (webhook outcomes, and per route of `routes`): a counter's first increment is seen
+    /// only from a zero before it.
+    pub fn known_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        for outcome in DELIVERY_OUTCOMES {
+            let _ = self.deliveries.get_or_create(&OutcomeLabel { outcome });
+        }
+        self.store.automation.known_routes(routes);
     }
 
     pub fn set_channel_failing(&self, channel: &str, failing: bool) {

@@ -161,6 +161,10 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    let loaded = ctx.config.get();
+    ctx.metrics
+        .known_routes(loaded.config.routes.iter().map(|r| r.name.as_str()));
+    drop(loaded);
     let mut worst: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
     for b in ctx.guards.breakers() {
         let v = worst.entry(b.route.clone()).or_insert(0);

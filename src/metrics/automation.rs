@@ -145,6 +145,24 @@ impl AutomationMetrics {
         );
     }
 
+    /// Creates, at zero, the series of `routes` (and of no route) that alerting rules take
+    /// the `increase` of: a counter's first increment is seen only from a zero before it.
+    pub fn known_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        for route in std::iter::once("").chain(routes) {
+            let route = route.to_string();
+            let _ = self.unnotified.get_or_create(&RouteLabels {
+                route: route.clone(),
+            });
+            let _ = self.relapses.get_or_create(&RouteLabels {
+                route: route.clone(),
+            });
+            let _ = self.resolved.get_or_create(&OutcomeLabels {
+                route,
+                outcome: Outcome::AutoRemediated.as_str(),
+            });
+        }
+    }
+
     /// An incident of `route` resolved with `outcome`, `open_for` after it was opened.
     pub fn resolved(&self, route: &str, outcome: Outcome, open_for: Option<Duration>) {
         self.resolved
