@@ -141,6 +141,20 @@ ensure_prometheus() {
     export MEDIC_PROMETHEUS_BIN=$bin
 }
 
+# promtool, for the shipped Prometheus alerting rules (packaging/prometheus): Debian's
+# prometheus package installs it beside the server. Sets PROMTOOL.
+ensure_promtool() {
+    PROMTOOL=$(dirname "$MEDIC_PROMETHEUS_BIN")/promtool
+    if [ ! -x "$PROMTOOL" ]; then
+        PROMTOOL=$(command -v promtool || true)
+    fi
+    if [ -z "$PROMTOOL" ]; then
+        echo "installing prometheus (for promtool)"
+        apt_install_no_daemon prometheus prometheus '^/usr/bin/prometheus( |$)'
+        PROMTOOL=$(command -v promtool)
+    fi
+}
+
 # Chromium and its WebDriver server, for the console tests in a real browser
 # (tests/browser.rs). Exports MEDIC_CHROMIUM_BIN and MEDIC_CHROMEDRIVER_BIN.
 ensure_chromium() {
@@ -249,6 +263,7 @@ banner "install test dependencies"
 ensure_alertmanager
 ensure_smtp_sink
 ensure_prometheus
+ensure_promtool
 ensure_postgres
 ensure_chromium
 command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
@@ -351,6 +366,17 @@ read -r RUNBOOK_PASSED RUNBOOK_FAILED < <(
          END { printf "%d %d\n", p, f }' "$RUNBOOK_TEST_LOG"
 )
 
+# The shipped Prometheus alerting rules: valid, and their unit tests pass.
+banner "promtool check rules, promtool test rules (packaging/prometheus)"
+RULES_STATUS=0
+# One chain: inside `( ... ) ||` a failing command would not stop the subshell.
+(
+    cd packaging/prometheus &&
+        quiet "$PROMTOOL" check rules medic-rules.yml &&
+        quiet "$PROMTOOL" test rules medic-rules.test.yml
+) || RULES_STATUS=1
+if [ "$RULES_STATUS" -eq 0 ]; then echo "ok"; fi
+
 # Add up the "test result:" lines of every test binary and doctest run.
 read -r PASSED FAILED IGNORED < <(
     awk '/^test result:/ {
@@ -380,6 +406,9 @@ if [ "$RUNBOOK_TEST_STATUS" -ne 0 ]; then
     # A run that stopped before its counts line still counts as a failure.
     if [ "$RUNBOOK_FAILED" -eq 0 ]; then RUNBOOK_FAILED=1; fi
 fi
+if [ "$RULES_STATUS" -ne 0 ]; then
+    echo "promtool failed on packaging/prometheus"
+fi
 echo "took $((SECONDS - START_TIME))s"
 echo "runbook tests: $RUNBOOK_PASSED passed, $RUNBOOK_FAILED failed"
 PASSED=$((PASSED + RUNBOOK_PASSED))
@@ -387,5 +416,8 @@ FAILED=$((FAILED + RUNBOOK_FAILED))
 echo "tests: $PASSED passed, $FAILED failed, $IGNORED skipped"
 if [ "$TEST_STATUS" -ne 0 ]; then
     exit "$TEST_STATUS"
+fi
+if [ "$RULES_STATUS" -ne 0 ]; then
+    exit "$RULES_STATUS"
 fi
 exit "$RUNBOOK_TEST_STATUS"
