@@ -130,6 +130,15 @@ async fn outcomes_and_time_to_recovery_are_counted_by_route_and_path() {
     // Gone by itself before anything ran.
     ingest(&store, t(0), alert("flap", Status::Firing, 0)).await;
     ingest(&store, t(5), alert("flap", Status::Resolved, 0)).await;
+    // No route took it: escalated as it opens, and channel `a` is told.
+    let no_route = Routed::NoRunbook {
+        why: "no route matches".into(),
+    };
+    let stray = vec![alert("stray", Status::Firing, 0)];
+    store
+        .ingest(delivery(t(0), stray, &no_route))
+        .await
+        .unwrap();
 
     let text = metrics.render();
     let n = |series: &str| sample(&text, series).unwrap_or(0.0);
@@ -163,6 +172,10 @@ async fn outcomes_and_time_to_recovery_are_counted_by_route_and_path() {
     assert_eq!(
         text.matches("medic_time_to_recovery_seconds_count").count(),
         2
+    );
+    assert_eq!(
+        n(r#"medic_escalations_total{route="",reason="no_runbook"}"#),
+        1.0
     );
     // Everyone was told.
     assert!(
