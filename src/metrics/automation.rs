@@ -306,8 +306,9 @@ mod tests {
                 Outcome::ResolvedBeforeAction,
             ][(i % 7 % 3) as usize];
             m.resolved(route, outcome, Some(Duration::from_millis(i * 977)));
-            m.escalated(route, Reason::ALL[(i % 11) as usize], i % 13 == 0);
-            m.acked(route, AckVia::ALL[(i % 5) as usize]);
+            let n = i as usize;
+            m.escalated(route, Reason::ALL[n % Reason::ALL.len()], i % 13 == 0);
+            m.acked(route, AckVia::ALL[n % AckVia::ALL.len()]);
             m.relapsed(route);
         }
         let text = rendered(&m);
