@@ -227,6 +227,7 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
                     @else { (i.generator_url) }
                 }
             }
+            (super::approval::panel(user, i))
             h2 { "Labels" }
             (pairs(&i.labels))
             h2 { "Annotations" }

@@ -238,6 +238,10 @@ impl Validator<'_> {
             },
         );
 
+        let approval = raw
+            .approval
+            .as_ref()
+            .and_then(|a| self.approval(&key("approval"), a, raw));
         Some(RouteConfig {
             name,
             matchers,
@@ -254,6 +258,7 @@ impl Validator<'_> {
             breaker,
             maintenance,
             maintenance_action,
+            approval,
             location: self.location(&span),
         })
     }
