@@ -8,6 +8,9 @@ mod common;
 
 mod alert_content;
 mod alertmanager;
+mod approval;
+mod approval_in_process;
+mod approval_replicas;
 mod architecture;
 mod browser;
 mod callbacks;

@@ -5,6 +5,7 @@
 //! `/ui/reject/{token}`: a confirmation page with the plan on GET, the decision on POST,
 //! once; the token is the credential, as for ack links, see `links.rs`).
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -255,33 +256,27 @@ pub(super) async fn perform_approve(
     state: Shared,
     headers: HeaderMap,
     path: Path<String>,
-    form: Form<ReasonForm>,
+    body: Bytes,
 ) -> Response {
-    perform(state, headers, path, form, Action::Approve).await
+    perform(state, headers, path, body, Action::Approve).await
 }
 
 pub(super) async fn perform_reject(
     state: Shared,
     headers: HeaderMap,
     path: Path<String>,
-    form: Form<ReasonForm>,
+    body: Bytes,
 ) -> Response {
-    perform(state, headers, path, form, Action::Reject).await
-}
-
-#[derive(Deserialize, Default)]
-pub(super) struct ReasonForm {
-    #[serde(default)]
-    reason: String,
+    perform(state, headers, path, body, Action::Reject).await
 }
 
 /// `POST` of a signed approve or reject link: the decision, in the name `link:<channel>`,
-/// once.
+/// once. The body is read as a form whatever its content type, and may be empty.
 async fn perform(
     State(c): Shared,
     headers: HeaderMap,
     Path(token): Path<String>,
-    Form(form): Form<ReasonForm>,
+    body: Bytes,
     action: Action,
 ) -> Response {
     let l = match check(&c, &token, action) {
@@ -301,7 +296,11 @@ async fn perform(
         approve,
         by: who.clone(),
         role: None,
-        reason: reason_of(&form.reason),
+        // The form's `reason`, whatever the request's content type says (a bare POST, as a
+        // script sends it, has none).
+        reason: form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "reason")
+            .and_then(|(_, v)| reason_of(&v)),
         via: Via::Link {
             nonce: l.nonce.clone(),
             expires_at: l.expires,
