@@ -334,6 +334,129 @@ async fn perform(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Plan, PlanEnd, PlannedStep};
+    use crate::store::{Approval, TimelineEntry};
+    use serde_json::json;
+
+    fn entry(event: &str, detail: serde_json::Value) -> TimelineEntry {
+        TimelineEntry {
+            seq: 0,
+            at: "2026-11-23T10:00:01Z".into(),
+            event: event.into(),
+            detail,
+        }
+    }
+
+    fn incident(state: IncidentState, timeline: Vec<TimelineEntry>) -> Incident {
+        Incident {
+            id: "01INC".into(),
+            fingerprint: "f".into(),
+            alertname: "DbDown".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            state,
+            reason: None,
+            outcome: None,
+            route: Some("db".into()),
+            runbook: Some("fix.rhai".into()),
+            generator_url: String::new(),
+            started_at: "2026-11-23T10:00:00Z".into(),
+            updated_at: "2026-11-23T10:00:00Z".into(),
+            last_seen_at: "2026-11-23T10:00:00Z".into(),
+            resolved_at: None,
+            deliveries: 1,
+            attempts: 0,
+            message: None,
+            escalation_group: None,
+            external_url: String::new(),
+            verify_until: None,
+            escalated_at: None,
+            acknowledged_by: None,
+            approval: Some(Approval {
+                until: "2026-11-23T10:15:00Z".into(),
+                plan: Some(Plan {
+                    runbook: "fix.rhai".into(),
+                    sha256: "0123456789abcdef".into(),
+                    steps: vec![PlannedStep::exec(
+                        "/bin/fix",
+                        &["restart".into(), "<db1>".into()],
+                    )],
+                    truncated: false,
+                    end: PlanEnd::Completed,
+                }),
+                approved_by: None,
+                approved_at: None,
+            }),
+            timeline: Some(timeline),
+        }
+    }
+
+    fn user(role: Role) -> User {
+        User {
+            name: "rita".into(),
+            role,
+            csrf: "tok".into(),
+        }
+    }
+
+    #[test]
+    fn a_waiting_run_shows_its_plan_and_the_forms_to_those_who_may_decide() {
+        let i = incident(IncidentState::AwaitingApproval, vec![]);
+        let page = pages::incident(&user(Role::Responder), &i).into_string();
+        assert!(
+            page.contains("<code>exec /bin/fix restart &lt;db1&gt;</code>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("action=\"/ui/incidents/01INC/approve\""),
+            "{page}"
+        );
+        assert!(page.contains("name=\"csrf\" value=\"tok\""), "{page}");
+        let viewer = pages::incident(&user(Role::Viewer), &i).into_string();
+        assert!(viewer.contains("exec /bin/fix restart"), "{viewer}");
+        assert!(!viewer.contains("/approve"), "{viewer}");
+        let decided = pages::incident(&user(Role::Admin), &incident(IncidentState::Queued, vec![]));
+        assert!(!decided.into_string().contains("/approve\""));
+    }
+
+    #[test]
+    fn an_off_plan_step_is_shown_with_the_planned_one_and_later_steps_stay_in_place() {
+        let timeline = vec![
+            entry(
+                "step_started",
+                json!({"step": "exec", "args": {"program": "probe", "args": []}}),
+            ),
+            entry(
+                "step_finished",
+                json!({"step": "exec", "code": 0, "stdout": "primary"}),
+            ),
+            entry(
+                "step_off_plan",
+                json!({"step": "exec", "position": 2,
+                "planned": "exec fix restart", "attempted": "exec fix failover"}),
+            ),
+            entry(
+                "step_started",
+                json!({"step": "exec", "args": {"program": "later", "args": []}}),
+            ),
+            entry(
+                "step_finished",
+                json!({"step": "exec", "code": 0, "stdout": "second run"}),
+            ),
+        ];
+        let page = pages::incident(
+            &user(Role::Viewer),
+            &incident(IncidentState::Escalated, timeline),
+        )
+        .into_string();
+        let off = page.find("<code>exec fix failover</code>").expect(&page);
+        assert!(
+            page[off..].contains("off plan (the plan's step 2 is `exec fix restart`)"),
+            "{page}"
+        );
+        let later = page.find("<code>exec later</code>").expect(&page);
+        assert!(page[later..].contains("second run"), "{page}");
+    }
 
     #[test]
     fn reasons_are_bounded_and_one_line() {
