@@ -10,6 +10,7 @@ mod alert_content;
 mod alertmanager;
 mod approval;
 mod approval_in_process;
+mod approval_people;
 mod approval_replicas;
 mod architecture;
 mod browser;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod approval;
 pub mod browser;
 pub mod console;
 pub mod db;
