@@ -553,7 +553,12 @@ mod tests {
         for r in [Reason::RunbookError, Reason::StepFailed, Reason::Timeout] {
             assert!(counts_as_failure(r, false), "{r:?}");
         }
-        for r in [Reason::Interrupted, Reason::Paused, Reason::CircuitOpen] {
+        for r in [
+            Reason::Interrupted,
+            Reason::Paused,
+            Reason::CircuitOpen,
+            Reason::OffPlan,
+        ] {
             assert!(!counts_as_failure(r, true), "{r:?}");
         }
     }

@@ -375,6 +375,36 @@ mod tests {
     }
 
     #[test]
+    fn pagerduty_pages_a_request_under_its_own_key_and_resolves_it_when_withdrawn() {
+        let i = waiting();
+        let event = |kind| {
+            let m = Message::new(&i, kind, "https://medic");
+            let out = crate::escalate::Outgoing {
+                message: &m,
+                incident: &i,
+                key: "k",
+                channel: "pager",
+                tier: 1,
+                round: 0,
+                group: None,
+            };
+            crate::escalate::pagerduty::event("rk", "warning", &out)
+        };
+        let request = event(NotificationKind::ApprovalRequested);
+        assert_eq!(request["event_action"], "trigger");
+        assert_eq!(request["dedup_key"], "medic-approval-01INC");
+        assert_eq!(
+            request["payload"]["custom_details"]["approval"]["plan"][0],
+            "1. exec cleanup /var --older-than=7d"
+        );
+        let withdrawn = event(NotificationKind::ApprovalWithdrawn);
+        assert_eq!(withdrawn["event_action"], "resolve");
+        assert_eq!(withdrawn["dedup_key"], "medic-approval-01INC");
+        // A later escalation of the incident pages under the incident's own key.
+        assert_eq!(event(NotificationKind::Escalated)["dedup_key"], "01INC");
+    }
+
+    #[test]
     fn links_are_only_for_a_request() {
         let mut m = Message::new(&waiting(), NotificationKind::Escalated, "https://medic");
         m.add_decision_links("a".into(), "b".into());
