@@ -8,6 +8,10 @@ mod common;
 
 mod alert_content;
 mod alertmanager;
+mod approval;
+mod approval_in_process;
+mod approval_people;
+mod approval_replicas;
 mod architecture;
 mod browser;
 mod callbacks;

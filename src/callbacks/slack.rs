@@ -83,7 +83,7 @@ pub fn signed(
 }
 
 /// The name an ack records for the Slack user of `payload`.
-fn user_name(payload: &Value) -> String {
+pub(super) fn user_name(payload: &Value) -> String {
     let user = &payload["user"];
     ["username", "name", "id"]
         .iter()
@@ -92,7 +92,7 @@ fn user_name(payload: &Value) -> String {
 }
 
 /// A message Slack shows to the person who clicked.
-fn reply(text: String) -> Response {
+pub(super) fn reply(text: String) -> Response {
     Json(json!({
         "response_type": "in_channel",
         "replace_original": false,
@@ -134,6 +134,9 @@ pub(super) async fn actions(
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("payload: {e}")),
     };
+    if let Some(answer) = super::slack_approval::decide(&ctx, &payload).await {
+        return answer;
+    }
     let ack = payload["actions"].as_array().and_then(|actions| {
         actions
             .iter()

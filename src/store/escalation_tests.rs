@@ -66,6 +66,7 @@ fn open_on(dir: &tempfile::TempDir, renotify: Option<Duration>, clock: Clock) ->
         RoutePlan {
             verify_for: 60 * MINUTE,
             policy: policy.clone(),
+            approval: None,
         },
     );
     store.set_plans(Plans {
@@ -689,7 +690,7 @@ async fn a_summary_lost_before_the_upgrade_is_owed_again() {
     let store = open(&dir, None);
     let (first, second) = storm_of_two(&store).await;
     store.close().await;
-    // The database as the older medic (before migrations 6 and 7) left it, the first acked.
+    // The database as the older medic (before migrations 6 to 8) left it, the first acked.
     raw(
         &url,
         &format!(
@@ -701,6 +702,11 @@ async fn a_summary_lost_before_the_upgrade_is_owed_again() {
              DROP INDEX outbox_group;
              ALTER TABLE outbox DROP COLUMN group_id;
              DROP TABLE used_links;
+             DROP INDEX incidents_awaiting;
+             ALTER TABLE incidents DROP COLUMN approval_until;
+             ALTER TABLE incidents DROP COLUMN plan;
+             ALTER TABLE incidents DROP COLUMN approved_by;
+             ALTER TABLE incidents DROP COLUMN approved_at;
              DELETE FROM schema_migrations WHERE version >= 6;"
         ),
     );

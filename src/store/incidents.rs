@@ -394,6 +394,12 @@ impl Writer {
             runbook,
             why,
         } = first;
+        // A route that asks first: the incident waits for a person's approval of its plan.
+        let approval_until = self.approval_deadline(&p.routed, now);
+        let state = match approval_until {
+            Some(_) => State::AwaitingApproval,
+            None => state,
+        };
         // An alert escalated as it opens gets its storm group and first round in the same row.
         let group = match reason {
             Some(reason) => Some(self.assign_group(&id, route.unwrap_or(""), reason, now)?),
@@ -450,6 +456,9 @@ impl Writer {
                     NewEntry::for_incident(Event::RouteMatched, &id, &detail),
                     now,
                 )?;
+                if let Some(until) = &approval_until {
+                    self.await_approval(&id, Some(route), until, now)?;
+                }
             }
             Routed::Ignore { route } => {
                 let detail = json!({"from": State::Queued, "to": State::Ignored, "route": route,
@@ -527,6 +536,9 @@ impl Writer {
         }
         if matches!(from, State::Escalated | State::Acknowledged) {
             self.announce_resolution(id, now)?;
+        }
+        if from == State::AwaitingApproval {
+            self.withdraw_approval(id, now)?;
         }
         Ok(())
     }

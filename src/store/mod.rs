@@ -21,8 +21,12 @@
 //! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
 //! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`.
 //!
+//! `approvals.rs` keeps the approval before a run: the plan, the decision, its deadline and
+//! the request's notifications.
+//!
 //! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
+mod approvals;
 mod audit_log;
 mod batch;
 mod changelog;
@@ -52,7 +56,7 @@ use serde_json::{Map, Value};
 
 use crate::alert::{Alert, Status};
 use crate::clock::Clock;
-use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
+use crate::config::{ApprovalConfig, Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
 use crate::guard::Limit;
 use crate::incident::{Outcome, Reason, State};
 use crate::metrics::StoreMetrics;
@@ -97,6 +101,10 @@ pub enum StoreError {
         from: Option<State>,
         to: State,
     },
+    /// An incident that waited for approval may not be queued or run without its approval
+    /// record: refused, nothing written.
+    #[error("incident {id}: it waits for approval, and may not move to {} without an approval record", .to.as_str())]
+    Unapproved { id: String, to: State },
 }
 
 /// An error and every cause under it, on one line: the PostgreSQL driver's own message
@@ -127,6 +135,7 @@ impl StoreError {
 }
 
 pub use crate::routing::Decision as Routed;
+pub use approvals::{Approval, Awaiting, AwaitingPlan, Decided, Decision, Via};
 pub use key::NotificationKey;
 
 /// One webhook delivery, parsed and routed, ready to be committed.
@@ -213,6 +222,9 @@ pub struct Incident {
     pub escalated_at: Option<String>,
     /// Who acknowledged it.
     pub acknowledged_by: Option<String>,
+    /// Its route asked for approval: the deadline, the plan, and who approved it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineEntry>>,
 }
@@ -241,6 +253,8 @@ pub struct Claim {
     pub runbook: String,
     /// This run's number: 1 for the first.
     pub attempt: u32,
+    /// The approved plan the run is bound to, when its route asked for approval.
+    pub plan: Option<crate::plan::Plan>,
 }
 
 /// What a checked claim did.
@@ -337,6 +351,8 @@ pub type RulesSource = Arc<dyn Fn() -> Arc<Rules> + Send + Sync>;
 pub struct RoutePlan {
     pub verify_for: Duration,
     pub policy: Policy,
+    /// Its incidents wait for approval (`routes[].approval`).
+    pub approval: Option<ApprovalConfig>,
 }
 
 impl Plans {
@@ -349,6 +365,7 @@ impl Plans {
                 let plan = RoutePlan {
                     verify_for: r.verify_for,
                     policy,
+                    approval: r.approval.clone(),
                 };
                 (r.name.clone(), plan)
             })
@@ -365,6 +382,13 @@ impl Plans {
             .and_then(|r| self.routes.get(r))
             .map(|r| &r.policy)
             .unwrap_or(&self.default)
+    }
+
+    /// The approval of incidents of `route`, if it asks for one.
+    pub fn approval(&self, route: Option<&str>) -> Option<&ApprovalConfig> {
+        route
+            .and_then(|r| self.routes.get(r))
+            .and_then(|r| r.approval.as_ref())
     }
 
     pub fn verify_for(&self, route: Option<&str>) -> Duration {
@@ -393,17 +417,27 @@ pub enum NotificationKind {
     Escalated,
     /// An escalated incident's alert resolved.
     Resolved,
+    /// A run waits for a person's approval of its plan.
+    ApprovalRequested,
+    /// The alert resolved while the run waited for approval: the request is withdrawn.
+    ApprovalWithdrawn,
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 2] =
-        [NotificationKind::Escalated, NotificationKind::Resolved];
+    pub const ALL: [NotificationKind; 4] = [
+        NotificationKind::Escalated,
+        NotificationKind::Resolved,
+        NotificationKind::ApprovalRequested,
+        NotificationKind::ApprovalWithdrawn,
+    ];
 
     /// Its name, as stored in the outbox's `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
             NotificationKind::Escalated => "escalated",
             NotificationKind::Resolved => "resolved",
+            NotificationKind::ApprovalRequested => "approval_requested",
+            NotificationKind::ApprovalWithdrawn => "approval_withdrawn",
         }
     }
 
@@ -642,3 +676,6 @@ mod model_tests;
 
 #[cfg(test)]
 mod automation_tests;
+
+#[cfg(test)]
+mod approval_tests;

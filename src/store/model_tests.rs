@@ -156,6 +156,7 @@ fn open_store(dir: &tempfile::TempDir, window: Duration) -> Store {
         RoutePlan {
             verify_for: Duration::from_secs(300),
             policy: policy.clone(),
+            approval: None,
         },
     );
     store.set_plans(Plans {

@@ -517,6 +517,9 @@ impl Writer {
                 if kind == NotificationKind::Escalated && is_open == 0 {
                     self.owe_resolution(&incident, &channel, &now)?;
                 }
+                if kind == NotificationKind::ApprovalRequested {
+                    self.request_sent(&incident, &channel, incident_state, &now)?;
+                }
             }
             Attempt::Failed {
                 error,

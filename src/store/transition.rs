@@ -7,6 +7,10 @@
 //! conditional on the state the incident is in now: it changes nothing when the incident
 //! moved on meanwhile (a resolution during a run, another replica's claim).
 //!
+//! An incident that waited for approval is refused any move into a state that
+//! [`State::needs_approval_record`] (queued, remediating) without its approval record
+//! ([`StoreError::Unapproved`]): the one gate between `awaiting_approval` and a run.
+//!
 //! [`Writer::transition`] is a move with what comes with it: the audit entry, the log line,
 //! the verification timer and, for an escalation, its storm group and notifications, all
 //! in the same transaction.
@@ -112,6 +116,14 @@ impl Writer {
             return Err(StoreError::IllegalMove {
                 id: id.to_string(),
                 from,
+                to,
+            });
+        }
+        // Whatever move leads there: an incident that waited for approval is queued or
+        // run only with its approval record.
+        if from.is_some() && to.needs_approval_record() && self.lacks_approval(id)? {
+            return Err(StoreError::Unapproved {
+                id: id.to_string(),
                 to,
             });
         }

@@ -5,9 +5,12 @@
 //! escapes every value). It reads incidents and acknowledges them only through the
 //! store's methods; the users and their roles come from `[[ui.users]]` in the
 //! configuration in force. With no user configured, every `/ui` path answers 404, except
-//! the signed one-click links of escalation messages (`/ui/a/{token}`, `links.rs`).
+//! the signed one-click links of escalation messages (`/ui/a/{token}`, `links.rs`) and of
+//! approval requests (`/ui/approve/{token}`, `/ui/reject/{token}`, `approval.rs`, which
+//! also shows a waiting run's plan and its Approve and Reject forms).
 
 mod admin;
+mod approval;
 mod links;
 mod pages;
 mod runbooks;
@@ -85,6 +88,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/static/refresh.js", get(js))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/approve", post(approval::approve))
+        .route("/incidents/{id}/reject", post(approval::reject))
         .route("/guards", get(admin::guards))
         .route("/guards/breakers/reset", post(admin::reset_breaker))
         .route("/guards/pause", post(admin::pause))
@@ -103,6 +108,14 @@ pub fn router(ctx: Context) -> Router {
         ))
         // Signed links need no user: the token is the credential.
         .route("/a/{token}", get(links::confirm).post(links::perform))
+        .route(
+            "/approve/{token}",
+            get(approval::confirm_approve).post(approval::perform_approve),
+        )
+        .route(
+            "/reject/{token}",
+            get(approval::confirm_reject).post(approval::perform_reject),
+        )
         .with_state(console)
 }
 
