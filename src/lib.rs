@@ -21,6 +21,8 @@ pub mod incident;
 pub mod ingest;
 pub mod loaded;
 pub mod metrics;
+pub mod operate;
+pub mod packaging;
 pub mod reload;
 pub mod routing;
 pub mod runbook;
