@@ -7,8 +7,9 @@
 # - medic completions bash|zsh|fish are non-empty and name every subcommand; the bash
 #   one parses (bash -n) and completes a subcommand; zsh and fish parse it too where
 #   those shells are installed;
-# - packaging/medic.service passes `systemd-analyze verify` (on a copy whose ExecStart is
-#   the binary given, since verify checks that the program exists) with no warning.
+# - the systemd units in packaging/ (medic.service, medic-backup.service and its timer)
+#   pass `systemd-analyze verify` with no warning, on copies that run the binary given
+#   (verify checks that the program exists).
 #
 # Needs systemd-analyze (Debian's systemd package). Prints one line per check; on a
 # failure, what failed and the tool's output. Ends with "packaging: N passed, N failed";
@@ -110,19 +111,23 @@ else
     fail "bash completes \"medic mig\" to migrate" "offered: ${completed:-nothing}"
 fi
 
-# --- systemd unit --------------------------------------------------------------
-UNIT=$WORK/medic.service
-sed "s#^ExecStart=/usr/local/bin/medic #ExecStart=$BIN #" packaging/medic.service >"$UNIT"
-grep -q "^ExecStart=$BIN serve " "$UNIT" ||
+# --- systemd units -------------------------------------------------------------
+UNITS=()
+for unit in packaging/*.service packaging/*.timer; do
+    sed "s#/usr/local/bin/medic #$BIN #g" "$unit" >"$WORK/$(basename "$unit")"
+    UNITS+=("$WORK/$(basename "$unit")")
+done
+grep -q "^ExecStart=$BIN serve " "$WORK/medic.service" ||
     fail "packaging/medic.service starts /usr/local/bin/medic serve"
 if ! command -v systemd-analyze >/dev/null; then
     fail "systemd-analyze is installed (Debian package systemd)"
 # Any output is a problem: verify exits 0 after a mere warning (an unknown key).
 # MANPATH: it also checks that Documentation=man:medic(1) exists.
-elif out=$(MANPATH=$WORK/man systemd-analyze verify "$UNIT" 2>&1) && [ -z "$out" ]; then
-    ok "systemd-analyze verify packaging/medic.service"
+elif out=$(cd "$WORK" && MANPATH=$WORK/man systemd-analyze verify "${UNITS[@]}" 2>&1) &&
+    [ -z "$out" ]; then
+    ok "systemd-analyze verify packaging/: $(cd packaging && echo *.service *.timer)"
 else
-    fail "systemd-analyze verify packaging/medic.service" "$out"
+    fail "systemd-analyze verify packaging/" "$out"
 fi
 
 echo "packaging: $PASSED passed, $FAILED failed"
