@@ -219,7 +219,9 @@ fn copy(source: &Path, partial: &Path, pace: Pace) -> Result<u64, BackupError> {
     )
     .map_err(src_err)?;
     src.busy_timeout(pace.busy_timeout).map_err(src_err)?;
-    // The snapshot: a read transaction, begun by a read, held until the last page.
+    // The snapshot: a read transaction, begun by a read, held until the last page. medic
+    // keeps its store in WAL mode, where this blocks no writer (in a rollback journal it
+    // would, but then no medic is writing).
     src.execute_batch("BEGIN DEFERRED").map_err(src_err)?;
     src.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))
         .map_err(src_err)?;
@@ -288,8 +290,13 @@ fn finish(partial: &Path, dest: &Path) -> Result<(u32, u64, u64), BackupError> {
             problem,
         });
     }
+    // A database without medic's tables is not a store medic can start on.
     let count = |sql: &str| -> Result<i64, BackupError> {
-        c.query_row(sql, [], |r| r.get(0)).map_err(dest_err)
+        c.query_row(sql, [], |r| r.get(0))
+            .map_err(|e| BackupError::Check {
+                path: dest.to_path_buf(),
+                problem: format!("not a medic store: {e}"),
+            })
     };
     let version = count("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")?;
     let incidents = count("SELECT COUNT(*) FROM incidents")?;
@@ -552,6 +559,20 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM incidents", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 3, "the store is untouched");
+    }
+
+    #[test]
+    fn a_database_that_is_not_a_store_is_not_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("other.db");
+        Connection::open(&source)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let dest = tmp.path().join("copy.db");
+        let e = backup_file(&source, &dest, false, Pace::default()).unwrap_err();
+        assert!(e.to_string().contains("not a medic store"), "{e}");
+        assert!(!dest.exists());
     }
 
     #[test]

@@ -105,7 +105,10 @@ pub(super) fn migrations(embedded: &[(u32, &str)]) -> Vec<Migration> {
         .collect()
 }
 
-/// The first sentence of the comment that opens `sql`.
+/// The longest summary shown, in characters.
+const SUMMARY_MAX: usize = 160;
+
+/// The first sentence of the comment that opens `sql`, at most [`SUMMARY_MAX`] characters.
 fn summary(sql: &str) -> String {
     let comment: Vec<&str> = sql
         .lines()
@@ -117,10 +120,15 @@ fn summary(sql: &str) -> String {
         .match_indices('.')
         .map(|(i, _)| i)
         .find(|&i| text[i + 1..].starts_with(' ') || i + 1 == text.len());
-    match end {
-        Some(i) => text[..=i].to_string(),
-        None => text,
+    let sentence = match end {
+        Some(i) => &text[..=i],
+        None => &text,
+    };
+    if sentence.chars().count() <= SUMMARY_MAX {
+        return sentence.to_string();
     }
+    let cut: String = sentence.chars().take(SUMMARY_MAX - 1).collect();
+    format!("{}…", cut.trim_end())
 }
 
 /// Reads the schema status of the store of `config`. SQLite: the file is read, never
@@ -236,8 +244,9 @@ mod tests {
             for (i, m) in all.iter().enumerate() {
                 assert_eq!(m.version as usize, i + 1, "{backend}: versions 1, 2, ...");
                 assert!(
-                    m.summary.len() > 10 && m.summary.ends_with('.'),
-                    "{backend} migration {}: its file opens with a one-sentence comment: {:?}",
+                    m.summary.len() > 10,
+                    "{backend} migration {}: its file opens with a comment saying what it \
+                     does (`-- ...`): {:?}",
                     m.version,
                     m.summary
                 );
@@ -258,6 +267,10 @@ mod tests {
         );
         check("-- No full stop\nSELECT 1;", "No full stop");
         check("SELECT 1; -- late", "");
+        let long = format!("-- {}\nSELECT 1;", "word ".repeat(100));
+        let got = summary(&long);
+        assert_eq!(got.chars().count(), SUMMARY_MAX, "{got}");
+        assert!(got.ends_with("word…"), "{got}");
     }
 
     fn status_of(applied: &[u32], known: &[u32]) -> SchemaStatus {
