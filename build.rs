@@ -23,7 +23,8 @@ fn main() {
 
     let commit = std::env::var("MEDIC_GIT_COMMIT")
         .ok()
-        .filter(|c| !c.trim().is_empty())
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
         .or_else(git_commit)
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=MEDIC_GIT_COMMIT={commit}");

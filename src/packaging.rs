@@ -127,9 +127,9 @@ mod tests {
     #[test]
     fn the_version_names_the_commit_and_the_build_date() {
         assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")), "{VERSION}");
+        // git's 12 hex digits, "unknown", or what a packager set: one word either way.
         assert!(
-            COMMIT == "unknown"
-                || (COMMIT.len() == 12 && COMMIT.chars().all(|c| c.is_ascii_hexdigit())),
+            !COMMIT.is_empty() && !COMMIT.contains(|c: char| c.is_whitespace() || c == ')'),
             "{COMMIT}"
         );
         assert!(
