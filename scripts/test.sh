@@ -267,6 +267,7 @@ ensure_promtool
 ensure_postgres
 ensure_chromium
 command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
+command -v systemd-analyze >/dev/null || apt_install systemd   # scripts/check-packaging.sh
 
 # Every integration test file is a module of tests/suite.rs (one test binary); a file
 # missing from it would silently not be compiled.
@@ -288,6 +289,21 @@ fi
 
 banner "cargo build --all-targets${LOCKED:+ ${LOCKED[*]}}"
 cargo build --all-targets "${LOCKED[@]}"
+
+# What ships beside the binary: the man page, the shell completions and the systemd unit
+# (systemd-analyze verify). A second or two; counted in the summary.
+banner "packaging (scripts/check-packaging.sh)"
+PACKAGING_LOG=$(mktemp)
+set +e
+scripts/check-packaging.sh "${CARGO_TARGET_DIR:-target}"/debug/medic 2>&1 | tee "$PACKAGING_LOG"
+PACKAGING_STATUS=${PIPESTATUS[0]}
+set -e
+read -r PACKAGING_PASSED PACKAGING_FAILED < <(
+    awk '/^packaging: [0-9]+ passed, [0-9]+ failed$/ { p = $2; f = $4 }
+         END { printf "%d %d\n", p, f }' "$PACKAGING_LOG"
+)
+rm -f "$PACKAGING_LOG"
+if [ "$PACKAGING_STATUS" -ne 0 ] && [ "$PACKAGING_FAILED" -eq 0 ]; then PACKAGING_FAILED=1; fi
 
 # The test binaries just built (the library's unit tests, the binary's, and tests/suite.rs),
 # run directly rather than through cargo, so that the two stores' passes can run at once:
@@ -401,6 +417,10 @@ if [ "$PG_TEST_STATUS" -ne 0 ]; then
     echo "tests on PostgreSQL failed"
     if [ "$TEST_STATUS" -eq 0 ]; then TEST_STATUS=$PG_TEST_STATUS; fi
 fi
+if [ "$PACKAGING_STATUS" -ne 0 ]; then
+    echo "packaging checks failed (see \"packaging\" above)"
+    if [ "$TEST_STATUS" -eq 0 ]; then TEST_STATUS=$PACKAGING_STATUS; fi
+fi
 if [ "$RUNBOOK_TEST_STATUS" -ne 0 ]; then
     echo "medic test failed (exit $RUNBOOK_TEST_STATUS)"
     # A run that stopped before its counts line still counts as a failure.
@@ -411,8 +431,9 @@ if [ "$RULES_STATUS" -ne 0 ]; then
 fi
 echo "took $((SECONDS - START_TIME))s"
 echo "runbook tests: $RUNBOOK_PASSED passed, $RUNBOOK_FAILED failed"
-PASSED=$((PASSED + RUNBOOK_PASSED))
-FAILED=$((FAILED + RUNBOOK_FAILED))
+echo "packaging checks: $PACKAGING_PASSED passed, $PACKAGING_FAILED failed"
+PASSED=$((PASSED + RUNBOOK_PASSED + PACKAGING_PASSED))
+FAILED=$((FAILED + RUNBOOK_FAILED + PACKAGING_FAILED))
 echo "tests: $PASSED passed, $FAILED failed, $IGNORED skipped"
 if [ "$TEST_STATUS" -ne 0 ]; then
     exit "$TEST_STATUS"

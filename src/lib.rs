@@ -22,6 +22,8 @@ pub mod incident;
 pub mod ingest;
 pub mod loaded;
 pub mod metrics;
+pub mod operate;
+pub mod packaging;
 pub mod plan;
 pub mod reload;
 pub mod routing;

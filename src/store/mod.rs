@@ -20,6 +20,8 @@
 //! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
 //! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
 //! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`.
+//! The operator's tools: `schema.rs` (the schema's version and what a start would apply,
+//! read without migrating) and `backup.rs` (a consistent copy of the SQLite store).
 //!
 //! `approvals.rs` keeps the approval before a run: the plan, the decision, its deadline and
 //! the request's notifications.
@@ -28,6 +30,7 @@
 
 mod approvals;
 mod audit_log;
+pub mod backup;
 mod batch;
 mod changelog;
 pub(crate) mod db;
@@ -40,6 +43,7 @@ mod outbox;
 pub mod postgres;
 mod reads;
 mod runs;
+pub mod schema;
 mod sqlite;
 mod storm;
 mod transition;
@@ -76,7 +80,12 @@ pub enum StoreError {
         version: u32,
         source: Box<StoreError>,
     },
-    #[error("the database is newer than this medic: schema version {found}, this build knows up to {known}")]
+    #[error(
+        "the database's schema is version {found}, but this medic ({}) knows schema versions \
+         up to {known}: a newer medic has migrated it. Run that release or a later one; to go back, \
+         restore the backup taken before the upgrade (see docs/upgrading.md)",
+        env!("CARGO_PKG_VERSION")
+    )]
     TooNew { found: u32, known: u32 },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
