@@ -1,6 +1,6 @@
 //! The incidents API under `/api/v1`, guarded by `server.api_token` (all of `/api`, known
 //! paths or not): list and show incidents, acknowledge an escalated one, add a note, re-run
-//! a runbook.
+//! a runbook. Approving and rejecting a run that waits for approval is `approval.rs`'s.
 //!
 //! The token has no role: whoever holds it may do what an `admin` of the console may, and
 //! names themself with `by` (recorded as given, beside `"via": "api"`).
@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::guard::Guards;
-use crate::incident::State as IncidentState;
+use crate::incident::{AckVia, State as IncidentState};
 use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
@@ -40,7 +40,11 @@ pub struct Context {
     /// Wakes the runner when a breaker is reset or medic resumes.
     pub wake: Arc<Wake>,
     pub clock: Clock,
+    /// The configuration in force: who may approve (routes' approvers, users' roles).
+    pub config: Current,
 }
+
+mod approval;
 
 /// Everything under `/api`; the token is checked by [`require_token`], around the whole
 /// server's routes.
@@ -54,7 +58,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/resume", post(resume))
         .route("/incidents/{id}/ack", post(ack))
         .route("/incidents/{id}/note", post(note))
-        .route("/incidents/{id}/rerun", post(rerun));
+        .route("/incidents/{id}/rerun", post(rerun))
+        .route("/incidents/{id}/approve", post(approval::approve))
+        .route("/incidents/{id}/reject", post(approval::reject));
     Router::new()
         .nest("/v1", v1)
         .fallback(not_found)
@@ -244,7 +250,7 @@ async fn ack(State(ctx): State<Arc<Context>>, Path(id): Path<String>, body: Byte
             format!("by: at most {MAX_BY} bytes, no control characters"),
         );
     }
-    let result = match ctx.store.ack(&id, by.clone()).await {
+    let result = match ctx.store.ack(&id, by.clone(), AckVia::Api).await {
         Ok(r) => r,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };

@@ -91,11 +91,23 @@ pub enum Event {
     NoteAdded,
     /// A person asked for an incident's runbook to run again (who, through what).
     RerunRequested,
+    /// A run waits for approval: its plan, deadline and who is asked.
+    ApprovalRequested,
+    /// A person approved the plan (who, how, the plan's digest).
+    Approved,
+    /// A person rejected the run (who, how, why).
+    Rejected,
+    /// Nobody decided on the run before its deadline.
+    ApprovalTimeout,
+    /// The alert resolved while the run waited for approval: the request was withdrawn.
+    ApprovalWithdrawn,
+    /// An approved run tried a step that is not in its plan: stopped before it acted.
+    StepOffPlan,
 }
 
 impl Event {
     /// Every event, in the order declared.
-    pub const ALL: [Event; 39] = [
+    pub const ALL: [Event; 45] = [
         Event::DeliveryReceived,
         Event::DeliveryRejected,
         Event::AlertDeduplicated,
@@ -135,6 +147,12 @@ impl Event {
         Event::ConsoleLogout,
         Event::NoteAdded,
         Event::RerunRequested,
+        Event::ApprovalRequested,
+        Event::Approved,
+        Event::Rejected,
+        Event::ApprovalTimeout,
+        Event::ApprovalWithdrawn,
+        Event::StepOffPlan,
     ];
 
     /// The event named `s` (as `as_str` names it), if any.
@@ -183,6 +201,12 @@ impl Event {
             Event::ConsoleLogout => "console_logout",
             Event::NoteAdded => "note_added",
             Event::RerunRequested => "rerun_requested",
+            Event::ApprovalRequested => "approval_requested",
+            Event::Approved => "approved",
+            Event::Rejected => "rejected",
+            Event::ApprovalTimeout => "approval_timeout",
+            Event::ApprovalWithdrawn => "approval_withdrawn",
+            Event::StepOffPlan => "step_off_plan",
         }
     }
 }

@@ -59,6 +59,12 @@ name = "fix"
 matchers = ['alertname="Broken"']
 runbook = "fix.rhai"
 
+[[routes]]
+name = "careful"
+matchers = ['alertname="Careful"']
+runbook = "fix.rhai"
+approval = {{ timeout = "15m" }}
+
 [[ui.users]]
 name = "ada"
 password_hash = "{ada}"
@@ -270,6 +276,30 @@ async fn notes_and_reruns_through_the_api() {
         "{answer}"
     );
 
+    // A route that asks a person's approval before a run: rejected, then never re-run (a
+    // re-run would skip the approval).
+    let careful = fire(&m, "Careful", "c1", "awaiting_approval").await;
+    let cid = careful["id"].as_str().unwrap().to_string();
+    eventually(WAIT, "the run rejected", || async {
+        let (status, _) = api_post(
+            &m,
+            &format!("/api/v1/incidents/{cid}/reject"),
+            r#"{"by": "boss"}"#,
+        )
+        .await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let (status, answer) = api_post(&m, &format!("/api/v1/incidents/{cid}/rerun"), "").await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("approval"),
+        "{answer}"
+    );
+    let rejected = api(&m, &format!("/api/v1/incidents/{cid}")).await;
+    assert_eq!(rejected["state"], "escalated");
+    assert_eq!(rejected["attempts"], 0, "nothing ran");
+
     // The guards apply to a re-run as to any run: paused, it is refused and escalated.
     let other = fire(&m, "Broken", "db2", "escalated").await;
     let other_id = other["id"].as_str().unwrap();
@@ -300,6 +330,12 @@ async fn in_the_console_notes_need_a_responder_and_reruns_an_admin() {
             .unwrap()
             .len()
     };
+    // Its page was sent: nothing else is written to its timeline unless a form does.
+    eventually(WAIT, "the escalation told", || async {
+        let i = api(&m, &format!("/api/v1/incidents/{id}")).await;
+        (!events(&i, "notification_sent").is_empty()).then_some(())
+    })
+    .await;
     let entries = timeline().await;
 
     // A viewer: neither form, and both POSTs refused.

@@ -12,6 +12,7 @@
 pub mod pagerduty;
 mod respond;
 pub mod slack;
+mod slack_approval;
 
 use std::sync::Arc;
 

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use super::{clip_name, error, secrets_and_body, signed_by_any, Context};
 use crate::config::{ChannelKind, Config};
+use crate::incident::AckVia;
 use crate::store::Ack;
 
 pub const SIGNATURE_HEADER: &str = "x-slack-signature";
@@ -83,7 +84,7 @@ pub fn signed(
 }
 
 /// The name an ack records for the Slack user of `payload`.
-fn user_name(payload: &Value) -> String {
+pub(super) fn user_name(payload: &Value) -> String {
     let user = &payload["user"];
     ["username", "name", "id"]
         .iter()
@@ -134,6 +135,9 @@ pub(super) async fn actions(
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("payload: {e}")),
     };
+    if let Some(answer) = super::slack_approval::decide(&ctx, &payload).await {
+        return answer;
+    }
     let ack = payload["actions"].as_array().and_then(|actions| {
         actions
             .iter()
@@ -146,7 +150,7 @@ pub(super) async fn actions(
     };
     let by = user_name(&payload);
     let thread = super::respond::Thread::of(&ctx, &payload);
-    match ctx.store.ack(id, Some(by.clone())).await {
+    match ctx.store.ack(id, Some(by.clone()), AckVia::Slack).await {
         Ok(Ack::Acknowledged) => {
             tracing::info!(incident = %id, by = %by, "incident acknowledged in Slack");
             thread.reply(format!(

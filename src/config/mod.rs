@@ -414,12 +414,17 @@ pub struct LimitsConfig {
     pub http_rate: Option<Rate>,
     /// Escalations of one route and reason within this window form one group.
     pub storm_window: Duration,
+    /// The same fingerprint firing again this soon after an automated fix is a relapse:
+    /// the fix did not stick.
+    pub relapse_window: Duration,
 }
 
 /// Default `limits.max_queued`.
 pub const DEFAULT_MAX_QUEUED: usize = 1000;
 /// Default `limits.storm_window`.
 pub const DEFAULT_STORM_WINDOW: Duration = Duration::from_secs(60);
+/// Default `limits.relapse_window`.
+pub const DEFAULT_RELAPSE_WINDOW: Duration = Duration::from_secs(3600);
 
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
@@ -431,6 +436,7 @@ impl Default for LimitsConfig {
             exec_rate: None,
             http_rate: None,
             storm_window: DEFAULT_STORM_WINDOW,
+            relapse_window: DEFAULT_RELAPSE_WINDOW,
         }
     }
 }
@@ -498,6 +504,11 @@ pub struct RouteConfig {
     pub maintenance: Vec<WindowConfig>,
     /// What happens to incidents during `maintenance`.
     pub maintenance_action: WindowAction,
+    /// How many minutes a person takes to fix this by hand: each automated fix saves
+    /// that much toil in the report. `None` when not given.
+    pub manual_minutes: Option<u32>,
+    /// Ask a person before each run (`approval = { ... }`), see [`ApprovalConfig`].
+    pub approval: Option<ApprovalConfig>,
     /// Where the route's table starts in the file.
     pub location: Location,
 }
@@ -510,6 +521,30 @@ impl RouteConfig {
             matchers: self.matchers.clone(),
             target: self.target.clone(),
         }
+    }
+}
+
+/// A route's `approval`: its incidents wait for a person's yes to their plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalConfig {
+    /// How long the request waits for an answer before it is escalated `approval_timeout`.
+    pub timeout: Duration,
+    /// Who may decide: console user names, or roles (`responder`, `admin`: that role or
+    /// higher). Empty: anyone who may act on incidents.
+    pub approvers: Vec<String>,
+}
+
+impl ApprovalConfig {
+    /// Whether the person `name` (with console role `role`, if known) may decide.
+    pub fn allows(&self, name: &str, role: Option<Role>) -> bool {
+        self.approvers.is_empty()
+            || self.approvers.iter().any(|a| {
+                a == name
+                    || Role::parse(a)
+                        .ok()
+                        .zip(role)
+                        .is_some_and(|(needed, has)| has.may(needed))
+            })
     }
 }
 

@@ -125,6 +125,7 @@ pub(crate) struct RawLimits {
     pub exec_rate: Option<Text>,
     pub http_rate: Option<Text>,
     pub storm_window: Option<Text>,
+    pub relapse_window: Option<Text>,
 }
 
 /// One `maintenance = [{ ... }]` window of a route.
@@ -166,6 +167,17 @@ pub(crate) struct RawRoute {
     #[serde(default)]
     pub maintenance: Vec<Spanned<RawWindow>>,
     pub maintenance_action: Option<Text>,
+    pub manual_minutes: Option<Spanned<Integer>>,
+    pub approval: Option<Spanned<RawApproval>>,
+}
+
+/// A route's `approval = { timeout = "15m", approvers = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApproval {
+    pub timeout: Option<Text>,
+    #[serde(default)]
+    pub approvers: Vec<Text>,
 }
 
 /// A route's `breaker = { ... }`.

@@ -199,7 +199,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
     (
         "unknown-route-key",
         &[
-            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `ignore`, `verify_for`, `verify`, `tiers`, `renotify`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`"#,
+            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `ignore`, `verify_for`, `verify`, `tiers`, `renotify`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`, `manual_minutes`, `approval`"#,
         ],
     ),
     (
@@ -765,6 +765,28 @@ fn breaker_count_requested_may_be_turned_off() {
         &[],
     );
     assert!(!config.routes[0].breaker.as_ref().unwrap().count_requested);
+}
+
+#[test]
+fn report_keys_have_defaults_and_are_checked() {
+    let config = parse_ok(&paged("[[routes]]\nrunbook = \"x.rhai\"\n"), &[]);
+    assert_eq!(config.limits.relapse_window, Duration::from_secs(3600));
+    assert_eq!(config.routes[0].manual_minutes, None);
+
+    let config = parse_ok(
+        &paged("[limits]\nrelapse_window = \"30m\"\n[[routes]]\nrunbook = \"x.rhai\"\nmanual_minutes = 15\n"),
+        &[],
+    );
+    assert_eq!(config.limits.relapse_window, Duration::from_secs(1800));
+    assert_eq!(config.routes[0].manual_minutes, Some(15));
+
+    assert_eq!(
+        errors("[limits]\nrelapse_window = \"soon\"\n[[routes]]\nrunbook = \"x.rhai\"\nmanual_minutes = 0\n"),
+        [
+            r#"medic.toml:2:18: limits.relapse_window: invalid duration "soon": expected a number at position 1"#,
+            "medic.toml:5:18: routes[0].manual_minutes: must be at least 1, not 0",
+        ]
+    );
 }
 
 #[test]

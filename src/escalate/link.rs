@@ -26,22 +26,31 @@ pub enum Action {
     /// Acknowledges every incident of a storm group still escalated: the link's
     /// `incident` is the group's id.
     AckGroup,
+    /// Approve the plan of a run that waits for approval.
+    Approve,
+    /// Reject a run that waits for approval.
+    Reject,
 }
 
 impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Ack,
+        Action::AckGroup,
+        Action::Approve,
+        Action::Reject,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Ack => "ack",
             Action::AckGroup => "ack_group",
+            Action::Approve => "approve",
+            Action::Reject => "reject",
         }
     }
 
     pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "ack" => Some(Action::Ack),
-            "ack_group" => Some(Action::AckGroup),
-            _ => None,
-        }
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
     }
 }
 
@@ -266,5 +275,28 @@ mod tests {
             Err(Refused::WrongAction)
         );
         assert_eq!(Action::parse("ack"), Some(Action::Ack));
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+    }
+
+    #[test]
+    fn an_approve_link_is_not_a_reject_link_nor_an_ack_link() {
+        let l = Link::new(
+            "01INC",
+            Action::Approve,
+            "mail",
+            now() + TimeDelta::hours(1),
+        )
+        .unwrap();
+        let token = l.sign(KEY);
+        assert_eq!(verify(KEY, &token, Action::Approve, now()), Ok(l));
+        for other in [Action::Reject, Action::Ack] {
+            assert_eq!(
+                verify(KEY, &token, other, now()),
+                Err(Refused::WrongAction),
+                "{other:?}"
+            );
+        }
     }
 }

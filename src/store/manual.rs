@@ -5,7 +5,8 @@
 //! log. A re-run moves an escalated or acknowledged incident back to `queued` through the
 //! one checked transition (`transition.rs`), so the runner claims it under every guard, as
 //! any run; its escalation's notifications not sent yet are cancelled, and should it
-//! escalate again, a new round tells the people again.
+//! escalate again, a new round tells the people again. A route that asks for approval
+//! before a run is never re-run: that would skip the approval.
 
 use serde_json::json;
 
@@ -14,7 +15,7 @@ use super::transition::Move;
 use super::writer::Writer;
 use super::{stamp, Ack, Store, StoreError};
 use crate::audit::{Event, NewEntry};
-use crate::incident::State;
+use crate::incident::{AckVia, State};
 
 /// The longest note, in characters.
 pub const MAX_NOTE: usize = 4000;
@@ -154,14 +155,21 @@ impl Writer {
             };
             return refused(why);
         }
-        let runbook: Option<String> = self
+        let (runbook, route): (Option<String>, Option<String>) = self
             .conn
-            .prepare_cached("SELECT runbook FROM incidents WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
+            .prepare_cached("SELECT runbook, route FROM incidents WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
-            .flatten();
+            .unwrap_or_default();
         if runbook.is_none() {
             return refused("no runbook handles its alert");
+        }
+        // A run the route asks a person to approve first is never started by a re-run,
+        // nor one that was rejected or not approved in time.
+        if self.cx.plans().approval(route.as_deref()).is_some() || self.lacks_approval(id)? {
+            return refused(
+                "its route asks a person's approval before a run, which a re-run cannot skip",
+            );
         }
         let now = stamp(self.cx.now());
         let message = format!("re-run requested by {by}");
@@ -222,7 +230,7 @@ impl Writer {
             .query_row([group], |r| r.get(0))?;
         let mut acknowledged = Vec::new();
         for id in escalated {
-            if self.ack(&id, Some(by.to_string()))? == Ack::Acknowledged {
+            if self.ack(&id, Some(by.to_string()), AckVia::Link)? == Ack::Acknowledged {
                 acknowledged.push(id);
             }
         }

@@ -123,7 +123,8 @@ pub(super) async fn rerun(
     }
 }
 
-/// Whether the incident's runbook may be re-run from its page now.
+/// Whether the incident's runbook may be re-run from its page now (one that waited for
+/// approval is not: a re-run would skip it).
 fn may_rerun(user: &User, i: &Incident) -> bool {
     user.role.may(Role::Admin)
         && matches!(
@@ -131,6 +132,7 @@ fn may_rerun(user: &User, i: &Incident) -> bool {
             IncidentState::Escalated | IncidentState::Acknowledged
         )
         && i.runbook.is_some()
+        && i.approval.is_none()
 }
 
 /// The buttons beside the ack: the re-run, for an admin.

@@ -4,9 +4,12 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod approval;
 pub mod browser;
 pub mod console;
 pub mod db;
+pub mod engine;
+pub mod prometheus;
 pub mod receiver;
 pub mod smtp;
 pub mod upgrade;

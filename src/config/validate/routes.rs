@@ -238,6 +238,15 @@ impl Validator<'_> {
             },
         );
 
+        let manual_minutes = raw
+            .manual_minutes
+            .as_ref()
+            .and_then(|value| self.positive(&key("manual_minutes"), value));
+
+        let approval = raw
+            .approval
+            .as_ref()
+            .and_then(|a| self.approval(&key("approval"), a, raw));
         Some(RouteConfig {
             name,
             matchers,
@@ -254,6 +263,8 @@ impl Validator<'_> {
             breaker,
             maintenance,
             maintenance_action,
+            manual_minutes,
+            approval,
             location: self.location(&span),
         })
     }

@@ -10,8 +10,9 @@ use crate::config::units::{parse_duration, parse_rate};
 use crate::config::{
     is_identifier, redact_url_password, LimitsConfig, RunbooksConfig, ServerConfig, ServiceConfig,
     StoreConfig, DEFAULT_BODY_LIMIT, DEFAULT_LINK_TTL, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT,
-    DEFAULT_MAX_QUEUED, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR, DEFAULT_RUNBOOK_TIMEOUT,
-    DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_STORM_WINDOW, MIN_LINK_SECRET,
+    DEFAULT_MAX_QUEUED, DEFAULT_RELAPSE_WINDOW, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RUNBOOKS_DIR,
+    DEFAULT_RUNBOOK_TIMEOUT, DEFAULT_SERVICE_TIMEOUT, DEFAULT_STORE_URL, DEFAULT_STORM_WINDOW,
+    MIN_LINK_SECRET,
 };
 
 impl Validator<'_> {
@@ -276,6 +277,12 @@ impl Validator<'_> {
                 "limits.storm_window",
                 raw.storm_window.as_ref(),
                 DEFAULT_STORM_WINDOW,
+                parse_duration,
+            ),
+            relapse_window: self.optional(
+                "limits.relapse_window",
+                raw.relapse_window.as_ref(),
+                DEFAULT_RELAPSE_WINDOW,
                 parse_duration,
             ),
         }
