@@ -9,6 +9,9 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub mod checkpoint;
+pub mod export;
+
 /// The `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -87,11 +90,14 @@ pub enum Event {
     ConsoleLoginFailed,
     /// Someone logged out of the console (name, client address).
     ConsoleLogout,
+    /// Retention removed the oldest entries: the seq and hash of the last one removed
+    /// ([`checkpoint::Checkpoint`]).
+    AuditCheckpoint,
 }
 
 impl Event {
     /// Every event, in the order declared.
-    pub const ALL: [Event; 37] = [
+    pub const ALL: [Event; 38] = [
         Event::DeliveryReceived,
         Event::DeliveryRejected,
         Event::AlertDeduplicated,
@@ -129,6 +135,7 @@ impl Event {
         Event::ConsoleLogin,
         Event::ConsoleLoginFailed,
         Event::ConsoleLogout,
+        Event::AuditCheckpoint,
     ];
 
     /// The event named `s` (as `as_str` names it), if any.
@@ -175,6 +182,7 @@ impl Event {
             Event::ConsoleLogin => "console_login",
             Event::ConsoleLoginFailed => "console_login_failed",
             Event::ConsoleLogout => "console_logout",
+            Event::AuditCheckpoint => "audit_checkpoint",
         }
     }
 }
@@ -301,6 +309,16 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// A verifier that takes up the chain after entry `seq`, whose hash was `hash` (the
+    /// entries up to it were removed behind a checkpoint, or are in an earlier archive).
+    pub fn resume(seq: i64, hash: &str) -> Verifier {
+        Verifier {
+            last_seq: seq,
+            last_hash: hash.to_string(),
+            checked: 0,
+        }
+    }
+
     /// Checks the next entry.
     pub fn check(&mut self, e: &Entry) -> Result<(), Broken> {
         if e.seq != self.last_seq + 1 {

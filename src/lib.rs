@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod loaded;
 pub mod metrics;
 pub mod reload;
+pub mod retention;
 pub mod routing;
 pub mod runbook;
 pub mod runner;

@@ -19,11 +19,14 @@
 //! runs, silences), `guards.rs` (shared rates and in-flight caps, breakers, refusals, the
 //! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
 //! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
-//! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`.
+//! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`;
+//! `retention.rs` (removing what is older than `store.retention`, behind an audit
+//! checkpoint) and `audit_scan.rs` (the whole log in one snapshot, for verify and export).
 //!
 //! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
 mod audit_log;
+mod audit_scan;
 mod batch;
 mod changelog;
 pub(crate) mod db;
@@ -35,6 +38,7 @@ mod migrate;
 mod outbox;
 pub mod postgres;
 mod reads;
+mod retention;
 mod runs;
 mod sqlite;
 mod storm;
@@ -127,7 +131,9 @@ impl StoreError {
 }
 
 pub use crate::routing::Decision as Routed;
+pub use audit_scan::Page as AuditPage;
 pub use key::NotificationKey;
+pub use retention::{HeldBack, Prune, Pruned};
 
 /// One webhook delivery, parsed and routed, ready to be committed.
 #[derive(Debug, Clone)]

@@ -47,6 +47,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("migrations/postgres/0006_group_summaries.sql"),
     ),
     (7, include_str!("migrations/postgres/0007_used_links.sql")),
+    (9, include_str!("migrations/postgres/0009_retention.sql")),
 ];
 
 /// How long a connection attempt may take, and how long a read waits for a connection.

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("migrations/sqlite/0006_group_summaries.sql"),
     ),
     (7, include_str!("migrations/sqlite/0007_used_links.sql")),
+    (9, include_str!("migrations/sqlite/0009_retention.sql")),
 ];
 
 /// How often the background checkpoint runs.
