@@ -43,6 +43,9 @@ pub struct Pass {
     pub held_back: Option<HeldBack>,
     /// Another replica prunes (it holds the lease).
     pub elsewhere: Option<String>,
+    /// The longest batch, from submitting it to its commit (real time): how long a
+    /// delivery queued behind it could wait.
+    pub longest_batch: Duration,
 }
 
 /// Runs until `stop` completes.
@@ -73,7 +76,10 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
 pub async fn pass(ctx: &Context, retention: Duration) -> Pass {
     let mut done = Pass::default();
     loop {
-        match ctx.store.prune(retention).await {
+        let started = std::time::Instant::now();
+        let batch = ctx.store.prune(retention).await;
+        done.longest_batch = done.longest_batch.max(started.elapsed());
+        match batch {
             Ok(Prune::Elsewhere { holder }) => {
                 done.elsewhere = Some(holder);
                 return done;
@@ -115,6 +121,7 @@ async fn report(ctx: &Context, done: &Pass, reported: &mut Option<String>) {
             audit_entries = done.audit_entries,
             checkpoint = done.checkpoint,
             batches = done.batches,
+            longest_batch_ms = done.longest_batch.as_millis() as u64,
             "retention: removed closed incidents and the oldest audit entries"
         );
     }

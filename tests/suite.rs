@@ -25,6 +25,7 @@ mod logs;
 mod medic_test;
 mod remediation;
 mod replicas;
+mod retention;
 mod shipped_configs;
 mod shipped_runbooks;
 mod upgrade;

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::db::{params, OptionalExtension};
+use super::db::{params, OptionalExtension, Val};
 use super::writer::{Writer, MAX_BATCH_WEIGHT};
 use super::{stamp, Store, StoreError};
 use crate::audit::checkpoint::Checkpoint;
@@ -56,6 +56,22 @@ const BUCKETS_PER_BATCH: usize = 500;
 pub const LEASE: Duration = Duration::from_secs(90);
 /// The lease's name in the `leases` table.
 const LEASE_NAME: &str = "retention";
+
+/// `?1, ?2, ...`: one placeholder per incident of a full batch.
+fn placeholders() -> String {
+    (1..=INCIDENTS_PER_BATCH)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `values` as the parameters of [`placeholders`]: the last one repeated to fill the list.
+fn padded(values: &[&str]) -> Vec<Val> {
+    let last = values.last().copied().unwrap_or_default();
+    (0..INCIDENTS_PER_BATCH)
+        .map(|i| Val::Text(values.get(i).copied().unwrap_or(last).to_string()))
+        .collect()
+}
 
 /// What one batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,27 +199,31 @@ impl Writer {
                 found.push(row?);
             }
         }
-        let mut groups: Vec<String> = Vec::new();
-        for (id, group) in &found {
-            for sql in [
-                "DELETE FROM outbox WHERE incident_id = ?1",
-                "DELETE FROM silences WHERE incident_id = ?1",
-                "DELETE FROM used_links WHERE incident_id = ?1",
-                "DELETE FROM incidents WHERE id = ?1",
-            ] {
-                self.conn.prepare_cached(sql)?.execute([id])?;
-            }
-            if let Some(g) = group.as_ref().filter(|g| !groups.contains(g)) {
-                groups.push(g.clone());
-            }
+        if found.is_empty() {
+            return Ok(0);
         }
-        for g in &groups {
-            self.conn
-                .prepare_cached(
-                    "DELETE FROM escalation_groups WHERE id = ?1
-                     AND NOT EXISTS (SELECT 1 FROM incidents WHERE escalation_group = ?1)",
-                )?
-                .execute([g])?;
+        // One statement per table for the whole batch (a round trip each on PostgreSQL),
+        // the list padded to a fixed length so that each statement is prepared once.
+        let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+        let mut groups: Vec<&str> = found.iter().filter_map(|(_, g)| g.as_deref()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for (table, column) in [
+            ("outbox", "incident_id"),
+            ("silences", "incident_id"),
+            ("used_links", "incident_id"),
+            ("incidents", "id"),
+        ] {
+            let sql = format!("DELETE FROM {table} WHERE {column} IN ({})", placeholders());
+            self.conn.prepare_cached(&sql)?.execute(padded(&ids))?;
+        }
+        if !groups.is_empty() {
+            let sql = format!(
+                "DELETE FROM escalation_groups WHERE id IN ({})
+                 AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.escalation_group = escalation_groups.id)",
+                placeholders()
+            );
+            self.conn.prepare_cached(&sql)?.execute(padded(&groups))?;
         }
         Ok(found.len() as u64)
     }
