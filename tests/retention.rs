@@ -472,3 +472,88 @@ ignore = true
     assert!(out.contains("from checkpoint at seq"), "{out}");
     drop(a);
 }
+
+/// `--until` stops at the first entry written at or after a time; `--after` starts after an
+/// entry: the archive of the rest continues the one before it, and says so.
+#[tokio::test]
+async fn export_until_and_after_cut_the_archive() {
+    let m = Medic::start();
+    for i in 0..5 {
+        let (status, _) = post_webhook(
+            &m,
+            &body(vec![alert("ServiceDown", &format!("h{i}"), "firing")]),
+        )
+        .await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (code, all, err) = m.run_cli(&["audit", "export"]);
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The time of an entry later than every one before it (a delivery is stamped when it
+    // arrived, so times are not always in the order of the chain).
+    let at = |i: usize| entries[i]["at"].as_str().unwrap();
+    let k = (1..entries.len())
+        .rev()
+        .find(|&k| (0..k).all(|i| at(i) < at(k)))
+        .unwrap();
+    let until = entries[k]["at"].as_str().unwrap();
+    let (code, head, _) = m.run_cli(&["audit", "export", "--until", until]);
+    assert_eq!(code, 0);
+    assert_eq!(head.lines().count(), k, "the entries before {until}");
+    assert!(all.starts_with(&head));
+    let (code, none, err) = m.run_cli(&["audit", "export", "--until", "2000-01-01"]);
+    assert_eq!((code, none.as_str()), (0, ""), "{err}");
+    let (code, _, err) = m.run_cli(&["audit", "export", "--until", "last tuesday"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid date \"last tuesday\""), "{err}");
+    // The rest, after the last entry of the first archive.
+    let after = entries[k - 1]["seq"].to_string();
+    let (code, rest, _) = m.run_cli(&["audit", "export", "--after", &after]);
+    assert_eq!(code, 0);
+    // (The server may have written more since the first export.)
+    assert!(format!("{head}{rest}").starts_with(&all), "{rest}");
+    let (first, second) = (m.dir.join("first.jsonl"), m.dir.join("second.jsonl"));
+    std::fs::write(&first, &head).unwrap();
+    std::fs::write(&second, &rest).unwrap();
+    let (code, out, _) = m.run_cli(&["audit", "verify", "--file", first.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let head_hash = entries[k - 1]["hash"].as_str().unwrap();
+    assert!(out.contains(&format!("head {head_hash}")), "{out}");
+    let (code, out, _) = m.run_cli(&["audit", "verify", "--file", second.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "it continues an earlier archive, which must end with entry {after} with hash {head_hash}"
+        )),
+        "{out}"
+    );
+}
+
+/// The audit commands run beside a serving medic (an archive is exported while it
+/// serves): they take nothing over. A store opened to serve SQLite frees every run's lease
+/// (one process owns the file), which would make the server take its own run in flight
+/// for a dead one's and escalate it `interrupted`.
+#[tokio::test]
+async fn the_audit_commands_leave_a_serving_medics_runs_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    runbook(tmp.path(), "restart.rhai", "sleep(20);");
+    let m = Medic::start_in(tmp.path(), &default_config(tmp.path()));
+    let (status, _) = post_webhook(&m, &body(vec![alert("ServiceDown", "web1", "firing")])).await;
+    assert_eq!(status, 200);
+    let db = TestDb::of(tmp.path());
+    let leased =
+        "SELECT COUNT(*) FROM incidents WHERE state = 'remediating' AND lease_until IS NOT NULL";
+    eventually(Duration::from_secs(20), "the run started", || async {
+        (db.count(leased) == 1).then_some(())
+    })
+    .await;
+    for args in [&["audit", "export"][..], &["audit", "verify"]] {
+        let (code, _, err) = m.run_cli(args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(db.count(leased), 1, "{args:?} freed the server's run");
+    }
+}

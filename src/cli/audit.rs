@@ -14,11 +14,12 @@ use crate::audit::export;
 use crate::config::{Config, Purpose};
 use crate::store::Store;
 
-/// Opens the store of the configuration at `path`; only the store matters here, the
-/// server's tokens and the channels' secrets need not be set.
+/// Opens the store of the configuration at `path`, beside a `medic serve` that may be
+/// running on it; only the store matters here, the server's tokens and the channels'
+/// secrets need not be set.
 fn open_store(path: &Path) -> anyhow::Result<Store> {
     let config = Config::load_for(path, Purpose::Audit).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Store::connect(&config.store, Default::default()).with_context(|| {
+    Store::connect_beside(&config.store).with_context(|| {
         format!(
             "opening the store {}",
             crate::config::redact_url_password(&config.store.url)
@@ -150,4 +151,27 @@ pub(super) async fn export(
         _ => eprintln!("exported 0 entries"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_is_a_date_or_a_time() {
+        assert_eq!(
+            parse_until("2026-01-31").unwrap().to_rfc3339(),
+            "2026-01-31T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_until("2026-01-31T12:00:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-31T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_until("31/01/2026").unwrap_err(),
+            "invalid date \"31/01/2026\": expected YYYY-MM-DD or an RFC 3339 time, like 2026-01-31T00:00:00Z"
+        );
+    }
 }

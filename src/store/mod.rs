@@ -518,6 +518,8 @@ pub struct Options {
     pub statement_timeout: Duration,
     /// PostgreSQL: read connections per replica.
     pub pool_size: u32,
+    /// Opened by a command beside a running `medic serve` (see [`Store::connect_beside`]).
+    pub beside: bool,
 }
 
 impl Default for Options {
@@ -527,6 +529,7 @@ impl Default for Options {
             lease: d.lease,
             statement_timeout: d.statement_timeout,
             pool_size: d.pool_size,
+            beside: false,
         }
     }
 }
@@ -573,8 +576,28 @@ impl Store {
             lease: config.lease,
             statement_timeout: config.statement_timeout,
             pool_size: config.pool_size,
+            beside: false,
         };
         Store::open_with(&config.url, &options, metrics, clock)
+    }
+
+    /// Opens the store of a configuration for a command that may run beside `medic serve`
+    /// (`audit verify`, `audit export`): with SQLite, it takes over nothing the server
+    /// holds (a store opened to serve frees every run lease and notification claim, as one
+    /// process owns the file) and leaves the WAL to the server at close.
+    pub fn connect_beside(config: &StoreConfig) -> Result<Store, StoreError> {
+        let options = Options {
+            lease: config.lease,
+            statement_timeout: config.statement_timeout,
+            pool_size: config.pool_size,
+            beside: true,
+        };
+        Store::open_with(
+            &config.url,
+            &options,
+            StoreMetrics::default(),
+            Clock::system(),
+        )
     }
 
     fn open_with(
@@ -592,7 +615,7 @@ impl Store {
                     message: "no database path after sqlite://".into(),
                 });
             }
-            sqlite::open(path.as_ref(), options.lease, owner, metrics)?
+            sqlite::open(path.as_ref(), options, owner, metrics)?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             postgres::open(url, options, owner, metrics)?
         } else {

@@ -115,6 +115,7 @@ fn open_blocking(
         })),
         readers: Readers::Pool(pool),
         on_close: None,
+        fold_wal: false,
         owner,
         lease: options.lease,
     };
