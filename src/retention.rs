@@ -43,9 +43,12 @@ pub struct Pass {
     pub held_back: Option<HeldBack>,
     /// Another replica prunes (it holds the lease).
     pub elsewhere: Option<String>,
-    /// The longest batch, from submitting it to its commit (real time): how long a
-    /// delivery queued behind it could wait.
+    /// The longest batch, from submitting it to its commit (real time, waiting for the
+    /// writer included).
     pub longest_batch: Duration,
+    /// The longest a batch's work held the writer (its commit aside): how long a delivery
+    /// queued behind it waited for it.
+    pub longest_hold: Duration,
 }
 
 /// Runs until `stop` completes.
@@ -86,6 +89,7 @@ pub async fn pass(ctx: &Context, retention: Duration) -> Pass {
             }
             Ok(Prune::Pruned(p)) => {
                 done.batches += 1;
+                done.longest_hold = done.longest_hold.max(p.took);
                 add(&mut done, &p);
                 ctx.metrics.retention.incidents_removed.inc_by(p.incidents);
                 ctx.metrics
@@ -122,6 +126,7 @@ async fn report(ctx: &Context, done: &Pass, reported: &mut Option<String>) {
             checkpoint = done.checkpoint,
             batches = done.batches,
             longest_batch_ms = done.longest_batch.as_millis() as u64,
+            longest_hold_ms = done.longest_hold.as_millis() as u64,
             "retention: removed closed incidents and the oldest audit entries"
         );
     }

@@ -92,6 +92,8 @@ pub struct Pruned {
     /// When nothing could go from the audit log though its oldest entry is older than the
     /// retention: that entry and the incident it belongs to, still kept.
     pub held_back: Option<HeldBack>,
+    /// How long the batch's work held the writer (real time, its commit aside).
+    pub took: Duration,
 }
 
 impl Pruned {
@@ -137,6 +139,7 @@ impl Store {
 
 impl Writer {
     fn prune(&mut self, retention: chrono::Duration) -> Result<Prune, StoreError> {
+        let started = std::time::Instant::now();
         let now = self.cx.now();
         if let Some(holder) = self.hold_lease(now)? {
             return Ok(Prune::Elsewhere { holder });
@@ -149,6 +152,7 @@ impl Writer {
         self.prune_buckets(now)?;
         let mut pruned = self.prune_audit(&cutoff, &stamp(now))?;
         pruned.incidents = incidents;
+        pruned.took = started.elapsed();
         Ok(Prune::Pruned(pruned))
     }
 
