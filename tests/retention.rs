@@ -557,3 +557,28 @@ async fn the_audit_commands_leave_a_serving_medics_runs_alone() {
         assert_eq!(db.count(leased), 1, "{args:?} freed the server's run");
     }
 }
+
+/// Entries removed from the front by hand are not taken for retention's: no checkpoint
+/// accounts for them.
+#[tokio::test]
+async fn a_front_removed_without_a_checkpoint_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut m = Medic::start_in(dir, &default_config(dir));
+    let b = body(vec![alert("ServiceDown", "r1", "firing")]);
+    assert_eq!(post_webhook(&m, &b).await.0, 200);
+    assert_eq!(m.stop(), Some(0));
+    let db = TestDb::of(dir);
+    let lift = if db.is_postgres() {
+        "ALTER TABLE audit DISABLE TRIGGER USER"
+    } else {
+        "DROP TRIGGER audit_no_delete"
+    };
+    db.execute(&format!("{lift}; DELETE FROM audit WHERE seq <= 3"));
+    let (code, out, _) = m.run_cli(&["audit", "verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.trim(),
+        "audit entries 1 to 3 are missing and no checkpoint accounts for them: the log starts at entry 4"
+    );
+}
