@@ -19,6 +19,7 @@
 #   SOAK_ALERTS      alerts to push (1000000)
 #   SOAK_BATCH       alerts per delivery (100)
 #   SOAK_SENDERS     concurrent senders (4)
+#   SOAK_RATE        alerts per second to aim at (2000; 0: as fast as medic takes them)
 #   SOAK_RETENTION   store.retention (60s)
 #   SOAK_SAMPLE      seconds between size samples (10)
 #   SOAK_TAIL        seconds to keep sampling after the last alert (120)
@@ -34,6 +35,7 @@ ROOT=$(pwd)
 SOAK_ALERTS=${SOAK_ALERTS:-1000000}
 SOAK_BATCH=${SOAK_BATCH:-100}
 SOAK_SENDERS=${SOAK_SENDERS:-4}
+SOAK_RATE=${SOAK_RATE:-2000}
 SOAK_RETENTION=${SOAK_RETENTION:-60s}
 SOAK_SAMPLE=${SOAK_SAMPLE:-10}
 SOAK_TAIL=${SOAK_TAIL:-120}
@@ -131,15 +133,17 @@ for _ in $(seq 300); do
 done
 [ -n "$ADDR" ] || die "medic did not start"
 
-echo "== soak: $SOAK_ALERTS alerts, $SOAK_BATCH per delivery, $SOAK_SENDERS senders, retention $SOAK_RETENTION, $SOAK_STORE"
+echo "== soak: $SOAK_ALERTS alerts at $SOAK_RATE/s (0: unpaced), $SOAK_BATCH per delivery, $SOAK_SENDERS senders, retention $SOAK_RETENTION, $SOAK_STORE"
 echo "== $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), $("$MEDIC" --version)"
 
 # The load generator: fires and resolves SOAK_ALERTS distinct alerts; writes the number
 # sent so far and each delivery's latency to files the sampler reads.
-python3 - "$ADDR" "$TOKEN" "$SOAK_ALERTS" "$SOAK_BATCH" "$SOAK_SENDERS" "$WORK" <<'PY' &
+python3 - "$ADDR" "$TOKEN" "$SOAK_ALERTS" "$SOAK_BATCH" "$SOAK_SENDERS" "$WORK" "$SOAK_RATE" <<'PY' &
 import http.client, json, os, sys, threading, time
 
 addr, token, total, batch, senders, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+rate = float(sys.argv[7])
+began = time.monotonic()
 host, port = addr.rsplit(":", 1)
 lock = threading.Lock()
 state = {"next": 0, "sent": 0, "failed": 0}
@@ -182,6 +186,9 @@ def sender():
                 return
             count = min(batch, total - first)
             state["next"] = first + count
+        if rate > 0:
+            # Alert number `first` is due `first / rate` seconds after the start.
+            time.sleep(max(0.0, began + first / rate - time.monotonic()))
         starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for status in ("firing", "resolved"):
             code = post(conn, body(first, count, status, starts))

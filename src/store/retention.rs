@@ -57,6 +57,26 @@ pub const LEASE: Duration = Duration::from_secs(90);
 /// The lease's name in the `leases` table.
 const LEASE_NAME: &str = "retention";
 
+/// The queries that find closed incidents older than `?1` (at most `?2`), one per closed
+/// state, each in the order of an index of its own (migration 0009).
+fn closed_queries() -> [String; 3] {
+    // Nothing owed for it any more: no notification pending, no silence to expire.
+    const SETTLED: &str = "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.incident_id = i.id AND o.state = 'pending')
+         AND NOT EXISTS (SELECT 1 FROM silences s WHERE s.incident_id = i.id AND s.expired_at IS NULL)";
+    [
+        ("resolved", "resolved_at"),
+        ("ignored", "created_at"),
+        ("acknowledged", "last_seen_at"),
+    ]
+    .map(|(state, since)| {
+        format!(
+            "SELECT i.id, i.escalation_group FROM incidents i
+                 WHERE i.state = '{state}' AND i.{since} < ?1 AND {SETTLED}
+                 ORDER BY i.{since} LIMIT ?2"
+        )
+    })
+}
+
 /// `?1, ?2, ...`: one placeholder per incident of a full batch.
 fn placeholders() -> String {
     (1..=INCIDENTS_PER_BATCH)
@@ -181,14 +201,7 @@ impl Writer {
     /// Removes up to [`INCIDENTS_PER_BATCH`] closed incidents older than `cutoff`, with
     /// what refers to them. Returns how many.
     fn prune_incidents(&mut self, cutoff: &str) -> Result<u64, StoreError> {
-        // Nothing owed for it any more: no notification pending, no silence to expire.
-        const SETTLED: &str = "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.incident_id = i.id AND o.state = 'pending')
-             AND NOT EXISTS (SELECT 1 FROM silences s WHERE s.incident_id = i.id AND s.expired_at IS NULL)";
-        let queries = [
-            format!("SELECT i.id, i.escalation_group FROM incidents i WHERE i.state = 'resolved' AND i.resolved_at < ?1 AND {SETTLED} ORDER BY i.resolved_at LIMIT ?2"),
-            format!("SELECT i.id, i.escalation_group FROM incidents i WHERE i.state = 'ignored' AND i.created_at < ?1 AND {SETTLED} ORDER BY i.created_at LIMIT ?2"),
-            format!("SELECT i.id, i.escalation_group FROM incidents i WHERE i.state = 'acknowledged' AND i.last_seen_at < ?1 AND {SETTLED} ORDER BY i.last_seen_at LIMIT ?2"),
-        ];
+        let queries = closed_queries();
         let mut found: Vec<(String, Option<String>)> = Vec::new();
         for sql in &queries {
             let room = INCIDENTS_PER_BATCH - found.len();

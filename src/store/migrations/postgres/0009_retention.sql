@@ -32,11 +32,13 @@ CREATE TABLE IF NOT EXISTS leases (
     until  TEXT NOT NULL
 );
 
--- Closed incidents in the order they become removable, and what refers to an incident.
+-- Closed incidents in the order they become removable (the state first, so that SQLite's
+-- planner prefers these to incidents_state, which would scan and sort every incident of
+-- the state), and what refers to an incident.
 UPDATE incidents SET resolved_at = updated_at WHERE state = 'resolved' AND resolved_at IS NULL;
-CREATE INDEX IF NOT EXISTS incidents_resolved_at ON incidents (resolved_at) WHERE state = 'resolved';
-CREATE INDEX IF NOT EXISTS incidents_ignored_at ON incidents (created_at) WHERE state = 'ignored';
-CREATE INDEX IF NOT EXISTS incidents_acked_seen ON incidents (last_seen_at) WHERE state = 'acknowledged';
+CREATE INDEX IF NOT EXISTS incidents_resolved_at ON incidents (state, resolved_at) WHERE state = 'resolved';
+CREATE INDEX IF NOT EXISTS incidents_ignored_at ON incidents (state, created_at) WHERE state = 'ignored';
+CREATE INDEX IF NOT EXISTS incidents_acked_seen ON incidents (state, last_seen_at) WHERE state = 'acknowledged';
 CREATE INDEX IF NOT EXISTS incidents_group ON incidents (escalation_group) WHERE escalation_group IS NOT NULL;
 CREATE INDEX IF NOT EXISTS silences_incident ON silences (incident_id);
 CREATE INDEX IF NOT EXISTS used_links_incident ON used_links (incident_id);
