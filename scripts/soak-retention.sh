@@ -13,7 +13,8 @@
 # database's size (SQLite: the file, and its WAL apart; PostgreSQL: pg_database_size), the
 # incidents and audit entries stored, and the deliveries' latency over the interval
 # (p50, p99, max, as the load generator saw it). At the end: what medic logged about
-# pruning (batches, the longest one) and `medic audit verify`.
+# pruning (batches, the longest one), how long its batches held the writer (a histogram)
+# and `medic audit verify`.
 #
 # Environment:
 #   SOAK_ALERTS      alerts to push (1000000)
@@ -284,5 +285,12 @@ for k in ("incidents", "audit_entries", "batches"):
 print("longest batch, waiting for the writer included:", max([field(p, "longest_batch_ms") for p in passes] or [0]), "ms")
 print("longest a batch held the writer (its commit aside):", max([field(p, "longest_hold_ms") for p in passes] or [0]), "ms")
 PY
+echo "== how long each batch held the writer (medic_retention_batch_duration_seconds)"
+curl -fsS "http://$ADDR/metrics" | awk '
+    /^medic_retention_batch_duration_seconds_bucket/ {
+        le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le)
+        n = $2 - prev; prev = $2
+        if (n > 0) printf "  <= %s s: %d\n", le, n
+    }'
 echo "== medic audit verify"
 "$MEDIC" audit verify --config "$WORK/medic.toml"

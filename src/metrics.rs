@@ -94,7 +94,7 @@ impl Default for StoreMetrics {
 }
 
 /// Retention's instruments (`store.retention`).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RetentionMetrics {
     /// Incidents removed by retention.
     pub incidents_removed: Counter,
@@ -103,6 +103,19 @@ pub struct RetentionMetrics {
     /// Seconds since the oldest audit entry kept was written. Well above the retention,
     /// an incident still kept holds back the pruning of the log (medic logs which).
     pub audit_oldest_age_seconds: Gauge,
+    /// Seconds each batch's work held the store's writer (its commit aside).
+    pub batch_seconds: Histogram,
+}
+
+impl Default for RetentionMetrics {
+    fn default() -> Self {
+        RetentionMetrics {
+            incidents_removed: Counter::default(),
+            audit_entries_removed: Counter::default(),
+            audit_oldest_age_seconds: Gauge::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 12)),
+        }
+    }
 }
 
 impl RetentionMetrics {
@@ -121,6 +134,11 @@ impl RetentionMetrics {
             "audit_oldest_entry_age_seconds",
             "Seconds since the oldest audit entry kept was written",
             self.audit_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "retention_batch_duration_seconds",
+            "Seconds each retention batch held the store's writer, its commit aside",
+            self.batch_seconds.clone(),
         );
     }
 }

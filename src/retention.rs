@@ -90,6 +90,10 @@ pub async fn pass(ctx: &Context, retention: Duration) -> Pass {
             Ok(Prune::Pruned(p)) => {
                 done.batches += 1;
                 done.longest_hold = done.longest_hold.max(p.took);
+                ctx.metrics
+                    .retention
+                    .batch_seconds
+                    .observe(p.took.as_secs_f64());
                 add(&mut done, &p);
                 ctx.metrics.retention.incidents_removed.inc_by(p.incidents);
                 ctx.metrics
