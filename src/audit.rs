@@ -9,6 +9,9 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub mod checkpoint;
+pub mod export;
+
 /// The `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -103,11 +106,14 @@ pub enum Event {
     ApprovalWithdrawn,
     /// An approved run tried a step that is not in its plan: stopped before it acted.
     StepOffPlan,
+    /// Retention removed the oldest entries: the seq and hash of the last one removed
+    /// ([`checkpoint::Checkpoint`]).
+    AuditCheckpoint,
 }
 
 impl Event {
     /// Every event, in the order declared.
-    pub const ALL: [Event; 45] = [
+    pub const ALL: [Event; 46] = [
         Event::DeliveryReceived,
         Event::DeliveryRejected,
         Event::AlertDeduplicated,
@@ -153,6 +159,7 @@ impl Event {
         Event::ApprovalTimeout,
         Event::ApprovalWithdrawn,
         Event::StepOffPlan,
+        Event::AuditCheckpoint,
     ];
 
     /// The event named `s` (as `as_str` names it), if any.
@@ -207,6 +214,7 @@ impl Event {
             Event::ApprovalTimeout => "approval_timeout",
             Event::ApprovalWithdrawn => "approval_withdrawn",
             Event::StepOffPlan => "step_off_plan",
+            Event::AuditCheckpoint => "audit_checkpoint",
         }
     }
 }
@@ -333,6 +341,16 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// A verifier that takes up the chain after entry `seq`, whose hash was `hash` (the
+    /// entries up to it were removed behind a checkpoint, or are in an earlier archive).
+    pub fn resume(seq: i64, hash: &str) -> Verifier {
+        Verifier {
+            last_seq: seq,
+            last_hash: hash.to_string(),
+            checked: 0,
+        }
+    }
+
     /// Checks the next entry.
     pub fn check(&mut self, e: &Entry) -> Result<(), Broken> {
         if e.seq != self.last_seq + 1 {

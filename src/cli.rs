@@ -1,5 +1,6 @@
 //! The command line: `medic serve`, `medic check`, `medic test`, `medic replay`,
-//! `medic audit verify`, `medic hash-password`, `medic backup`, `medic migrate --status`,
+//! `medic audit verify`, `medic audit export`, `medic hash-password`, `medic backup`,
+//! `medic migrate --status`,
 //! `medic completions`, `medic man`.
 //!
 //! Parses arguments, sets up logging, and calls into the library. This is the edge of the
@@ -11,10 +12,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::audit::Verifier;
-use crate::config::{Config, Purpose};
 use crate::loaded::Loaded;
-use crate::store::Store;
+
+mod audit;
 
 const DEFAULT_CONFIG: &str = "config/medic.toml";
 
@@ -132,11 +132,31 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Re-check the audit log's hash chain; exit 1 naming the first broken entry.
+    /// Re-check the audit log's hash chain; exit 1 naming the first broken entry. When
+    /// retention removed the oldest entries, the chain is checked from the checkpoint that
+    /// accounts for them.
     Verify {
         /// The configuration file (for the store's location).
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Check an export (`medic audit export`) on its own instead of the store.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Write the audit entries with their hashes as JSON lines on standard output, oldest
+    /// first, from one snapshot of the store: an archive `audit verify --file` checks on
+    /// its own. A summary (how many, the head hash) goes to standard error.
+    Export {
+        /// The configuration file (for the store's location).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Stop at the first entry written at or after this time: YYYY-MM-DD (midnight,
+        /// UTC) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE", value_parser = audit::parse_until)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Start after entry SEQ (the last one of the previous archive).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: i64,
     },
 }
 
@@ -163,9 +183,6 @@ pub fn main() -> ExitCode {
             Command::Test { paths, run, junit } => Ok(test(&paths, run.as_ref(), junit.as_deref())),
             Command::Replay { config, file } => replay(&config, &file),
             Command::HashPassword => hash_password(),
-            Command::Audit {
-                command: AuditCommand::Verify { config },
-            } => verify(&config).await,
             Command::Backup {
                 config,
                 path,
@@ -178,6 +195,20 @@ pub fn main() -> ExitCode {
             Command::Man { dir } => {
                 Ok(crate::packaging::write_man(Cli::command(), dir.as_deref())?)
             }
+            Command::Audit {
+                command: AuditCommand::Verify { config, file },
+            } => match file {
+                Some(file) => audit::verify_file(&file),
+                None => audit::verify(&config).await,
+            },
+            Command::Audit {
+                command:
+                    AuditCommand::Export {
+                        config,
+                        until,
+                        after,
+                    },
+            } => audit::export(&config, until, after).await,
         }
     });
     match result {
@@ -401,35 +432,4 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("interrupt received");
     }
-}
-
-async fn verify(path: &Path) -> anyhow::Result<ExitCode> {
-    // Only the store matters here: the server's tokens and the channels' secrets need
-    // not be set.
-    let config = Config::load_for(path, Purpose::Audit).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::connect(&config.store, Default::default()).with_context(|| {
-        format!(
-            "opening the store {}",
-            crate::config::redact_url_password(&config.store.url)
-        )
-    })?;
-    let mut verifier = Verifier::default();
-    let mut after = 0;
-    loop {
-        let page = store.audit_page(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for entry in &page {
-            if let Err(broken) = verifier.check(entry) {
-                println!("{broken}");
-                eprintln!("audit log BROKEN");
-                store.close().await;
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-    }
-    store.close().await;
-    let (n, head) = verifier.summary();
-    println!("audit log intact: {n} entries, head {head}");
-    Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ pub mod operate;
 pub mod packaging;
 pub mod plan;
 pub mod reload;
+pub mod retention;
 pub mod routing;
 pub mod runbook;
 pub mod runner;

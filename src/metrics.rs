@@ -118,6 +118,56 @@ impl Default for StoreMetrics {
     }
 }
 
+/// Retention's instruments (`store.retention`).
+#[derive(Clone)]
+pub struct RetentionMetrics {
+    /// Incidents removed by retention.
+    pub incidents_removed: Counter,
+    /// Audit entries removed by retention, behind a checkpoint.
+    pub audit_entries_removed: Counter,
+    /// Seconds since the oldest audit entry kept was written. Well above the retention,
+    /// an incident still kept holds back the pruning of the log (medic logs which).
+    pub audit_oldest_age_seconds: Gauge,
+    /// Seconds each batch's work held the store's writer (its commit aside).
+    pub batch_seconds: Histogram,
+}
+
+impl Default for RetentionMetrics {
+    fn default() -> Self {
+        RetentionMetrics {
+            incidents_removed: Counter::default(),
+            audit_entries_removed: Counter::default(),
+            audit_oldest_age_seconds: Gauge::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 12)),
+        }
+    }
+}
+
+impl RetentionMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "retention_incidents_removed",
+            "Closed incidents removed by store.retention",
+            self.incidents_removed.clone(),
+        );
+        registry.register(
+            "retention_audit_entries_removed",
+            "Audit entries removed by store.retention, behind a checkpoint",
+            self.audit_entries_removed.clone(),
+        );
+        registry.register(
+            "audit_oldest_entry_age_seconds",
+            "Seconds since the oldest audit entry kept was written",
+            self.audit_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "retention_batch_duration_seconds",
+            "Seconds each retention batch held the store's writer, its commit aside",
+            self.batch_seconds.clone(),
+        );
+    }
+}
+
 /// Every instrument medic exposes, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -175,6 +225,7 @@ pub struct Metrics {
     /// Verifications medic ended itself, by result: `resolved` (Alertmanager's API no
     /// longer lists the alert), `still_firing`. (A resolved notification ends one in ingest.)
     pub verifications: Family<ResultLabel, Counter>,
+    pub retention: RetentionMetrics,
 }
 
 impl Default for Metrics {
@@ -207,8 +258,10 @@ impl Default for Metrics {
             outbox_failed: Gauge::default(),
             outbox_oldest_due_seconds: Gauge::default(),
             verifications: Family::default(),
+            retention: RetentionMetrics::default(),
             registry: Registry::default(),
         };
+        m.retention.register(&mut registry);
         registry.register(
             "guard_refusals",
             "Runbook runs and steps refused by a guard, by limit",

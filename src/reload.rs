@@ -186,11 +186,11 @@ pub async fn reload(ctx: &Context, path: &Path, trigger: &str) -> Result<(), Vec
         Ok(new) => {
             let old = ctx.config.get();
             if new.config.server.listen != old.config.server.listen
-                || new.config.store != old.config.store
+                || !new.config.store.same_connection(&old.config.store)
                 || new.config.limits.max_concurrent != old.config.limits.max_concurrent
             {
                 tracing::warn!(
-                    "changes to server.listen, the [store] section and limits.max_concurrent take effect at the next restart"
+                    "changes to server.listen, the [store] section (but its retention) and limits.max_concurrent take effect at the next restart"
                 );
             }
             let entry = new.audit_entry(trigger);

@@ -135,7 +135,23 @@ async fn a_storm_is_acknowledged_bounded_and_grouped() {
     }
     let mut acked = 0;
     for t in tasks {
-        acked += t.await.unwrap();
+        match t.await {
+            Ok(n) => acked += n,
+            Err(_) => {
+                eprintln!(
+                    "MEDICLOG:\n{}",
+                    m.log_text()
+                        .lines()
+                        .filter(|l| l.contains("ERROR")
+                            || l.contains("WARN")
+                            || l.contains("error"))
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                panic!("a storm task failed");
+            }
+        }
     }
     assert_eq!(acked, 200);
 

@@ -36,6 +36,7 @@ mod monitoring;
 mod packaging;
 mod remediation;
 mod replicas;
+mod retention;
 mod shipped_configs;
 mod shipped_runbooks;
 mod upgrade;

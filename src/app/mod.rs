@@ -4,7 +4,7 @@
 //! force, the guards, the metrics, the runner's wake-up, the escalation channels' health,
 //! the clock), and hands each worker a narrow context of its own, defined in the worker's
 //! module: `runner::Context`, `verify::Context`, `approval::Context`, `escalate::Context`,
-//! `reload::Context`,
+//! `reload::Context`, `retention::Context`,
 //! and for the HTTP side `ingest::Context`, `api::Context`, `ui::Context`,
 //! `callbacks::Context` and
 //! `server::Context`. Nothing
@@ -32,7 +32,9 @@ use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
 use crate::store::{Store, StoreError};
-use crate::{api, approval, callbacks, escalate, ingest, reload, runner, server, ui, verify};
+use crate::{
+    api, approval, callbacks, escalate, ingest, reload, retention, runner, server, ui, verify,
+};
 
 /// How long a stop waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -203,6 +205,12 @@ pub async fn run(
         config: config.clone(),
         clock: clock.clone(),
     });
+    let pruner = retention::Context {
+        store: store.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+    };
     let ops = Arc::new(server::Context {
         config: config.clone(),
         store: store.clone(),
@@ -259,6 +267,7 @@ pub async fn run(
     let sender = tokio::spawn(escalate::run(sender, stopped()));
     let reloader = tokio::spawn(reload::watch(watch, stopped()));
     let sweeper = tokio::spawn(ui::sweep::run(store.clone(), clock.clone(), stopped()));
+    let pruner = tokio::spawn(retention::run(pruner, stopped()));
     shutdown.await;
     tracing::info!("stopping: no new connections; finishing requests in flight, cancelling runs");
     let _ = stop_tx.send(true);
@@ -278,6 +287,7 @@ pub async fn run(
     let _ = verifier.await;
     let _ = sweeper.await;
     let _ = approver.await;
+    let _ = pruner.await;
     if let Err(e) = sender.await {
         tracing::error!(error = %e, "the escalation sender failed while stopping");
     }

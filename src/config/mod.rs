@@ -257,6 +257,20 @@ pub struct StoreConfig {
     pub statement_timeout: Duration,
     /// PostgreSQL: read connections per replica.
     pub pool_size: u32,
+    /// Closed incidents older than this are removed, with their audit entries behind a
+    /// checkpoint (`store::retention`); `None` (the default) keeps everything.
+    pub retention: Option<Duration>,
+}
+
+impl StoreConfig {
+    /// Whether `other` is the same store, opened the same way: every key but `retention`,
+    /// which a reload puts in force at once, needs a restart.
+    pub fn same_connection(&self, other: &StoreConfig) -> bool {
+        StoreConfig {
+            retention: other.retention,
+            ..self.clone()
+        } == *other
+    }
 }
 
 /// Default of `store.lease`.
@@ -269,6 +283,7 @@ impl Default for StoreConfig {
             lease: DEFAULT_LEASE,
             statement_timeout: Duration::from_secs(5),
             pool_size: 8,
+            retention: None,
         }
     }
 }

@@ -83,6 +83,7 @@ pub(crate) struct RawStore {
     pub lease: Option<Text>,
     pub statement_timeout: Option<Text>,
     pub pool_size: Option<Spanned<Integer>>,
+    pub retention: Option<Text>,
 }
 
 /// `[runbooks]`

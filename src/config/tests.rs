@@ -78,6 +78,12 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bad-retention",
+        &[
+            r#"bad-retention.toml:3:13: store.retention: invalid duration "six months": expected a number at position 1"#,
+        ],
+    ),
+    (
         "bad-runbook-from",
         &[
             r#"bad-runbook-from.toml:3:16: routes[0].runbook_from: invalid runbook_from "label:medic_runbook": expected "annotation:<name>""#,
@@ -1209,4 +1215,33 @@ fn offline_purposes_leave_out_users_whose_hash_is_unset() {
     .unwrap_or_else(|errors| panic!("{errors}"));
     let names: Vec<&str> = config.ui.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["b"]);
+}
+
+#[test]
+fn retention_is_off_by_default_any_duration_and_warned_when_short() {
+    assert_eq!(parse_ok(&paged(""), &[]).store.retention, None);
+    let config = parse_ok(&paged("[store]\nretention = \"180d\"\n"), &[]);
+    assert_eq!(
+        config.store.retention,
+        Some(std::time::Duration::from_secs(180 * 86400))
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let config = parse_ok(&paged("[store]\nretention = \"10m\"\n"), &[]);
+    assert_eq!(
+        config.store.retention,
+        Some(std::time::Duration::from_secs(600))
+    );
+    let warnings: Vec<String> = config.warnings.iter().map(|w| w.as_warning()).collect();
+    assert_eq!(
+        warnings,
+        [
+            r#"medic.toml:2:13: warning: store.retention: closed incidents are removed 10m after they close: a delivery Alertmanager retries later than that opens a new incident for an alert medic already handled"#
+        ]
+    );
+    // A reload may change the retention alone without a restart.
+    let mut other = config.store.clone();
+    other.retention = None;
+    assert!(config.store.same_connection(&other));
+    other.lease = std::time::Duration::from_secs(1);
+    assert!(!config.store.same_connection(&other));
 }

@@ -59,6 +59,8 @@ pub(super) struct Parts {
     pub readers: Readers,
     /// Run after the writer has stopped, at close (SQLite stops its checkpointer).
     pub on_close: Option<OnClose>,
+    /// Whether the writer folds the WAL into the database file as it stops (SQLite).
+    pub fold_wal: bool,
     /// Who this process is, for the leases it holds.
     pub owner: String,
     /// How long its leases last unless renewed.
@@ -203,13 +205,14 @@ impl Engine {
             ids: ulid::Generator::new(),
             rules: Arc::default(),
         };
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             parts.writer,
             parts.reconnect,
             Chain::new(head),
             Batch::new(outbox_wake.clone(), metrics.automation.clone()),
             cx,
         );
+        writer.fold_wal = parts.fold_wal;
         let handle = std::thread::Builder::new()
             .name("medic-store-writer".into())
             .spawn(move || writer.run(rx, metrics))

@@ -28,11 +28,16 @@
 //!
 //! `approvals.rs` keeps the approval before a run: the plan, the decision, its deadline and
 //! the request's notifications.
+//! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
+//! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`;
+//! `retention.rs` (removing what is older than `store.retention`, behind an audit
+//! checkpoint) and `audit_scan.rs` (the whole log in one snapshot, for verify and export).
 //!
 //! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
 mod approvals;
 mod audit_log;
+mod audit_scan;
 pub mod backup;
 mod batch;
 mod changelog;
@@ -46,6 +51,7 @@ mod migrate;
 mod outbox;
 pub mod postgres;
 mod reads;
+mod retention;
 mod runbook_runs;
 mod runs;
 pub mod schema;
@@ -151,8 +157,10 @@ impl StoreError {
 
 pub use crate::routing::Decision as Routed;
 pub use approvals::{Approval, Awaiting, AwaitingPlan, Decided, Decision, Via};
+pub use audit_scan::Page as AuditPage;
 pub use key::NotificationKey;
 pub use manual::{BadNote, GroupLinkAck, NoteText, Rerun, MAX_NOTE};
+pub use retention::{HeldBack, Prune, Pruned};
 pub use runbook_runs::RunbookRecord;
 pub use sessions::StoredSession;
 
@@ -570,6 +578,8 @@ pub struct Options {
     pub statement_timeout: Duration,
     /// PostgreSQL: read connections per replica.
     pub pool_size: u32,
+    /// Opened by a command beside a running `medic serve` (see [`Store::connect_beside`]).
+    pub beside: bool,
 }
 
 impl Default for Options {
@@ -579,6 +589,7 @@ impl Default for Options {
             lease: d.lease,
             statement_timeout: d.statement_timeout,
             pool_size: d.pool_size,
+            beside: false,
         }
     }
 }
@@ -625,8 +636,28 @@ impl Store {
             lease: config.lease,
             statement_timeout: config.statement_timeout,
             pool_size: config.pool_size,
+            beside: false,
         };
         Store::open_with(&config.url, &options, metrics, clock)
+    }
+
+    /// Opens the store of a configuration for a command that may run beside `medic serve`
+    /// (`audit verify`, `audit export`): with SQLite, it takes over nothing the server
+    /// holds (a store opened to serve frees every run lease and notification claim, as one
+    /// process owns the file) and leaves the WAL to the server at close.
+    pub fn connect_beside(config: &StoreConfig) -> Result<Store, StoreError> {
+        let options = Options {
+            lease: config.lease,
+            statement_timeout: config.statement_timeout,
+            pool_size: config.pool_size,
+            beside: true,
+        };
+        Store::open_with(
+            &config.url,
+            &options,
+            StoreMetrics::default(),
+            Clock::system(),
+        )
     }
 
     fn open_with(
@@ -644,7 +675,7 @@ impl Store {
                     message: "no database path after sqlite://".into(),
                 });
             }
-            sqlite::open(path.as_ref(), options.lease, owner, metrics)?
+            sqlite::open(path.as_ref(), options, owner, metrics)?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             postgres::open(url, options, owner, metrics)?
         } else {

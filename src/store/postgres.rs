@@ -48,6 +48,7 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     ),
     (7, include_str!("migrations/postgres/0007_used_links.sql")),
     (8, include_str!("migrations/postgres/0008_approvals.sql")),
+    (9, include_str!("migrations/postgres/0009_retention.sql")),
     (
         10,
         include_str!("migrations/postgres/0010_console_sessions.sql"),
@@ -119,6 +120,7 @@ fn open_blocking(
         })),
         readers: Readers::Pool(pool),
         on_close: None,
+        fold_wal: false,
         owner,
         lease: options.lease,
     };

@@ -152,6 +152,7 @@ pub fn status(config: &StoreConfig) -> Result<SchemaStatus, StoreError> {
             lease: config.lease,
             statement_timeout: config.statement_timeout,
             pool_size: 1,
+            beside: true,
         };
         // Waiting on the driver: from a plain thread, as the store opens.
         let applied = std::thread::scope(|s| {

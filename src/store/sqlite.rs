@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::engine::{self, Engine, Parts, Readers};
-use super::StoreError;
+use super::{Options, StoreError};
 use crate::metrics::StoreMetrics;
 
 /// Schema migrations, embedded in the binary, applied in order at open.
@@ -26,6 +26,7 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     ),
     (7, include_str!("migrations/sqlite/0007_used_links.sql")),
     (8, include_str!("migrations/sqlite/0008_approvals.sql")),
+    (9, include_str!("migrations/sqlite/0009_retention.sql")),
     (
         10,
         include_str!("migrations/sqlite/0010_console_sessions.sql"),
@@ -37,7 +38,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 pub(super) fn open(
     path: &Path,
-    lease: Duration,
+    options: &Options,
     owner: String,
     metrics: StoreMetrics,
 ) -> Result<Engine, StoreError> {
@@ -61,8 +62,11 @@ pub(super) fn open(
     )
     .map_err(|e| open_err(Box::new(e)))?;
     engine::migrate(&conn, MIGRATIONS)?;
-    // One process owns this file: whatever an earlier process held is free now.
-    engine::release_all(&conn)?;
+    // One process owns this file: whatever an earlier process held is free now. Not for a
+    // command beside the server: the server holds it.
+    if !options.beside {
+        engine::release_all(&conn)?;
+    }
     let reader = connect()?;
     let checkpoint_conn = connect()?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -87,7 +91,10 @@ pub(super) fn open(
             let _ = checkpoint.join();
         })),
         owner,
-        lease,
+        lease: options.lease,
+        // A command beside the server leaves the WAL to it: folding it in would block the
+        // server's writer while it waits.
+        fold_wal: !options.beside,
     };
     Engine::start(parts, metrics)
 }

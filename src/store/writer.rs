@@ -113,6 +113,8 @@ pub(super) struct Writer {
     pub(super) batch: Batch,
     /// Who holds leases, the settings in force, the clock, new ids.
     pub(super) cx: Context,
+    /// Fold the WAL into the database file as the writer stops (SQLite).
+    pub(super) fold_wal: bool,
 }
 
 impl Writer {
@@ -129,6 +131,7 @@ impl Writer {
             chain,
             batch,
             cx,
+            fold_wal: true,
         }
     }
 
@@ -167,7 +170,7 @@ impl Writer {
             metrics.batch_size.observe(size as f64);
         }
         // Closed: fold the WAL into the database file so a stopped medic leaves one file.
-        if self.conn.dialect() == Dialect::Sqlite {
+        if self.fold_wal && self.conn.dialect() == Dialect::Sqlite {
             if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
                 tracing::warn!(error = %e, "store: final checkpoint failed; the WAL is kept and replayed at next open");
             }

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::{check_http_url, Validator};
+
+/// Below this, `store.retention` is warned about.
+const MIN_QUIET_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 use crate::config::raw::{RawLimits, RawRunbooks, RawServer, RawService, RawStore};
 use crate::config::units::{parse_duration, parse_rate};
 use crate::config::{
@@ -84,7 +87,25 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|value| self.positive::<u32>("store.pool_size", value))
                 .unwrap_or(d.pool_size),
+            retention: self.retention(raw),
         }
+    }
+
+    /// `store.retention`: any duration; a short one is allowed (tests, soaks) but warned.
+    fn retention(&mut self, raw: &RawStore) -> Option<std::time::Duration> {
+        let text = raw.retention.as_ref()?;
+        let retention = self.parse("store.retention", text, parse_duration)?;
+        if retention < MIN_QUIET_RETENTION {
+            self.warning(
+                "store.retention",
+                text.span(),
+                format!(
+                    "closed incidents are removed {} after they close: a delivery Alertmanager retries later than that opens a new incident for an alert medic already handled",
+                    humantime::format_duration(retention)
+                ),
+            );
+        }
+        Some(retention)
     }
 
     pub(super) fn runbooks(&mut self, raw: &RawRunbooks) -> RunbooksConfig {
