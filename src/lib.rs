@@ -21,6 +21,7 @@ pub mod incident;
 pub mod ingest;
 pub mod loaded;
 pub mod metrics;
+pub mod postmortem;
 pub mod reload;
 pub mod routing;
 pub mod runbook;

@@ -29,6 +29,7 @@ mod changelog;
 pub(crate) mod db;
 mod engine;
 mod guards;
+mod history;
 mod incidents;
 mod key;
 mod migrate;
@@ -127,6 +128,7 @@ impl StoreError {
 }
 
 pub use crate::routing::Decision as Routed;
+pub use history::{BreakerChange, Recent, StormGroup};
 pub use key::NotificationKey;
 
 /// One webhook delivery, parsed and routed, ready to be committed.

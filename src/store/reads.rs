@@ -126,13 +126,13 @@ impl Store {
     }
 }
 
-const INCIDENT_COLUMNS: &str =
+pub(super) const INCIDENT_COLUMNS: &str =
     "id, fingerprint, alertname, labels, annotations, state, reason, outcome, route, runbook,
     generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message,
     external_url, verify_until, escalated_at, acked_by, escalation_group";
 
 /// Maps an incident row; the inner result reports values this build cannot read.
-fn incident_row(r: &Row) -> Result<Result<Incident, StoreError>, StoreError> {
+pub(super) fn incident_row(r: &Row) -> Result<Result<Incident, StoreError>, StoreError> {
     let id: String = r.get(0)?;
     let labels: String = r.get(3)?;
     let annotations: String = r.get(4)?;
