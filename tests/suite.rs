@@ -23,6 +23,7 @@ mod in_process;
 mod links;
 mod logs;
 mod medic_test;
+mod postmortem;
 mod remediation;
 mod replicas;
 mod shipped_configs;

@@ -10,6 +10,7 @@
 mod admin;
 mod links;
 mod pages;
+mod postmortem;
 mod runbooks;
 pub mod session;
 
@@ -83,8 +84,11 @@ pub fn router(ctx: Context) -> Router {
         .route("/logout", post(logout))
         .route("/static/medic.css", get(css))
         .route("/static/refresh.js", get(js))
+        .route("/static/postmortem.js", get(postmortem::js))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/postmortem", get(postmortem::show))
+        .route("/incidents/{id}/postmortem.md", get(postmortem::download))
         .route("/guards", get(admin::guards))
         .route("/guards/breakers/reset", post(admin::reset_breaker))
         .route("/guards/pause", post(admin::pause))

@@ -7,6 +7,7 @@ pub mod alertmanager;
 pub mod browser;
 pub mod console;
 pub mod db;
+pub mod engine;
 pub mod receiver;
 pub mod smtp;
 pub mod upgrade;
