@@ -686,15 +686,15 @@ verify_for = "1h"
     ] {
         let d = draft(id);
         let item = format!(
-            "- [ ] Runbook `restart.rhai` also stopped at `{step}` in 1 other recent incident of route `restart` (the last 30 days: `{other}`)"
+            "- [ ] Runbook `restart.rhai` also stopped at `{step}` in 1 other incident of route `restart` since 2026-10-24 (`{other}`)"
         );
         assert!(d.contains(&item), "missing {item:?}\n{d}");
         assert!(!d.contains("Relapse"), "{d}");
     }
     let d = draft(&unrouted[2]);
     for item in [
-        "- [ ] `Unhandled` has no runbook and was escalated 3 times in the last 30 days",
-        "- [ ] Nobody acknowledged the escalation: check who was on call",
+        "- [ ] `Unhandled` has no runbook and was escalated 3 times since 2026-10-24",
+        "- [ ] Nobody acknowledged the escalation: check who was on call, and that the default escalation policy reaches them.",
     ] {
         assert!(d.contains(item), "missing {item:?}\n{d}");
     }

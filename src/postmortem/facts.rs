@@ -87,16 +87,19 @@ pub struct Repeated {
     pub key: String,
     /// The other incidents that stopped at it, newest first.
     pub others: Vec<String>,
-    /// How many earlier failures of the route were looked at.
-    pub looked_at: usize,
+    /// Only the newest earlier failures of the route were looked at: there may be more.
+    pub capped: bool,
+    /// Looked back to when.
+    pub since: DateTime<Utc>,
 }
 
 /// An alert no runbook handles, and how often it fired lately.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unrouted {
     pub alertname: String,
-    /// Incidents escalated `no_runbook` in the lookback (this one included).
+    /// Incidents escalated `no_runbook` since `since` (this one included).
     pub count: u64,
+    pub since: DateTime<Utc>,
 }
 
 /// The reasons of a run that stopped at a failure.
@@ -244,11 +247,12 @@ async fn repeated(
         let Some(from) = opened(&case.incident.id, case.received) else {
             continue;
         };
+        let since = from.min(now) - chrono(settings.lookback);
         let recent = Recent {
             route: Some(route.clone()),
             alertname: None,
             reasons: RUN_FAILURES.to_vec(),
-            from: from.min(now) - chrono(settings.lookback),
+            from: since,
             to: now,
         };
         let ids: Vec<String> = store
@@ -274,7 +278,8 @@ async fn repeated(
                 runbook: case.incident.runbook.clone(),
                 key: step.key.clone(),
                 others,
-                looked_at,
+                capped: looked_at == MAX_HISTORY,
+                since,
             });
         }
     }
@@ -298,16 +303,18 @@ async fn unrouted(
     let Some(from) = opened(&case.incident.id, case.received) else {
         return Ok(None);
     };
+    let since = from.min(now) - chrono(settings.lookback);
     let recent = Recent {
         route: None,
         alertname: Some(case.incident.alertname.clone()),
         reasons: vec![Reason::NoRunbook],
-        from: from.min(now) - chrono(settings.lookback),
+        from: since,
         to: now,
     };
     let count = store.count_recent(recent).await?;
     Ok((count >= 2).then(|| Unrouted {
         alertname: case.incident.alertname.clone(),
         count,
+        since,
     }))
 }

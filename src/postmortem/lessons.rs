@@ -9,7 +9,7 @@ use super::case::Case;
 use super::facts::Facts;
 use super::markdown::{code, fence};
 use super::render::{list, plural, since, waiting};
-use super::zone::duration;
+use super::zone::{duration, Zone};
 use crate::incident::Reason;
 
 /// Most distinct failing steps shown with their output.
@@ -290,14 +290,13 @@ fn failing_steps(out: &mut String, f: &Facts) {
     }
 }
 
-pub(super) fn actions(out: &mut String, f: &Facts) {
+pub(super) fn actions(out: &mut String, f: &Facts, zone: &Zone) {
     let _ = writeln!(out, "## Action items (suggested)\n");
     let _ = writeln!(
         out,
         "Drawn from the record only: keep, change or drop each, and give each an owner.\n"
     );
     let mut items: Vec<String> = Vec::new();
-    let days = f.settings.lookback.as_secs() / 86_400;
     for r in &f.repeated {
         let ids: Vec<String> = r.others.iter().take(5).map(|id| code(id)).collect();
         let more = r.others.len().saturating_sub(ids.len());
@@ -306,10 +305,12 @@ pub(super) fn actions(out: &mut String, f: &Facts) {
             |rb| format!("Runbook {}", code(rb)),
         );
         items.push(format!(
-            "{runbook} also stopped at {} in {} of route {} (the last {days} days: {}{}): fix that step, or what it acts on.",
+            "{runbook} also stopped at {} in {}{} of route {} since {} ({}{}): fix that step, or what it acts on.",
             code(&r.key),
-            plural(r.others.len(), "other recent incident"),
+            if r.capped { "at least " } else { "" },
+            plural(r.others.len(), "other incident"),
             code(&r.route),
+            zone.date(r.since),
             ids.join(", "),
             if more > 0 { format!(" and {more} more") } else { String::new() }
         ));
@@ -325,20 +326,23 @@ pub(super) fn actions(out: &mut String, f: &Facts) {
     }
     if let Some(u) = &f.unrouted {
         items.push(format!(
-            "{} has no runbook and was escalated {} times in the last {days} days: write a runbook for it, or give it a route with `ignore = true` if nobody needs to act.",
+            "{} has no runbook and was escalated {} times since {}: write a runbook for it, or give it a route with `ignore = true` if nobody needs to act.",
             code(&u.alertname),
-            u.count
+            u.count,
+            zone.date(u.since)
         ));
     }
     let unacked: Vec<&Case> = f.cases.iter().filter(|c| c.unacknowledged()).collect();
     if !unacked.is_empty() {
-        let routes: BTreeSet<String> = unacked
+        let routes: BTreeSet<Option<&str>> = unacked
             .iter()
-            .map(|c| {
-                c.incident
-                    .route
-                    .as_deref()
-                    .map_or("(the default policy)".to_string(), code)
+            .map(|c| c.incident.route.as_deref())
+            .collect();
+        let policies: Vec<String> = routes
+            .into_iter()
+            .map(|r| match r {
+                Some(r) => format!("the escalation policy of route {}", code(r)),
+                None => "the default escalation policy".to_string(),
             })
             .collect();
         let count = if f.cases.len() > 1 {
@@ -347,8 +351,8 @@ pub(super) fn actions(out: &mut String, f: &Facts) {
             String::new()
         };
         items.push(format!(
-            "Nobody acknowledged the escalation{count}: check who was on call, and that the escalation policy of {} reaches them.",
-            routes.into_iter().collect::<Vec<_>>().join(", ")
+            "Nobody acknowledged the escalation{count}: check who was on call, and that {} reaches them.",
+            policies.join(" and ")
         ));
     }
     let mut keys = BTreeSet::new();

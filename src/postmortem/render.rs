@@ -30,7 +30,7 @@ pub fn render(f: &Facts, zone: &Zone) -> String {
     timeline_table(&mut out, f, zone);
     lessons::went_well(&mut out, f);
     lessons::went_wrong(&mut out, f);
-    lessons::actions(&mut out, f);
+    lessons::actions(&mut out, f, zone);
     record(&mut out, f, zone);
     out
 }

@@ -48,6 +48,13 @@ impl Zone {
     }
 }
 
+impl Zone {
+    /// The day of `t` in this zone: `2026-11-23`.
+    pub fn date(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.0).format("%Y-%m-%d").to_string()
+    }
+}
+
 /// A duration as a person reads it: `850 ms`, `42s`, `7m 5s`, `2h 3m`, `3d 4h`. Negative
 /// durations (clocks of two machines that disagree) keep their sign.
 pub fn duration(d: chrono::Duration) -> String {

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::db::{params, OptionalExtension, ToVal, Val};
 use super::reads::{incident_row, INCIDENT_COLUMNS};
-use super::{Incident, Store, StoreError, TimelineEntry};
+use super::{parse_time, Incident, Store, StoreError, TimelineEntry};
 use crate::incident::Reason;
 
 /// A storm group as stored: escalations of one route and reason close in time.
@@ -84,7 +84,8 @@ impl Recent {
 
 impl Store {
     /// Storm group `group`, and the ids of its incidents (at most `limit`: its first
-    /// incident, then in id order).
+    /// incident, then in id order). Read through the primary key when the group's incidents
+    /// opened within a day of it (as good as always), else by a scan of the incidents.
     pub async fn storm_group(
         &self,
         group: &str,
@@ -110,11 +111,29 @@ impl Store {
                     })
                     .optional()?;
                 let Some(g) = found else { return Ok(None) };
-                let mut stmt = c.prepare_cached(
-                    "SELECT id FROM incidents WHERE escalation_group = ?1
-                     ORDER BY CASE WHEN id = ?2 THEN 0 ELSE 1 END, id LIMIT ?3",
-                )?;
-                let ids = stmt
+                // Its incidents escalated within its window, so they opened before it ended:
+                // first look among those opened the day around it (a range of the primary
+                // key), and only if some are missing, through every incident.
+                let expected = g.size.min(limit as u64) as usize;
+                if let Some(opened) = parse_time(&g.opened_at) {
+                    let lo = id_floor(opened - chrono::Duration::days(1));
+                    let hi = id_floor(opened + chrono::Duration::days(1));
+                    let ids = c
+                        .prepare_cached(
+                            "SELECT id FROM incidents WHERE id >= ?4 AND id < ?5 AND escalation_group = ?1
+                             ORDER BY CASE WHEN id = ?2 THEN 0 ELSE 1 END, id LIMIT ?3",
+                        )?
+                        .query_map(params![g.id, g.leader, limit as i64, lo, hi], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?;
+                    if ids.len() >= expected {
+                        return Ok(Some((g, ids)));
+                    }
+                }
+                let ids = c
+                    .prepare_cached(
+                        "SELECT id FROM incidents WHERE escalation_group = ?1
+                         ORDER BY CASE WHEN id = ?2 THEN 0 ELSE 1 END, id LIMIT ?3",
+                    )?
                     .query_map(params![g.id, g.leader, limit as i64], |r| r.get(0))?
                     .collect::<Result<Vec<String>, _>>()?;
                 Ok(Some((g, ids)))
@@ -258,6 +277,89 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::Status;
+    use crate::clock::Clock;
+    use crate::guard::Limit;
+    use crate::metrics::StoreMetrics;
+    use crate::store::{Delivery, Refusal, Routed};
+
+    fn firing(instance: &str) -> Delivery {
+        let alert = crate::store::tests::alert(instance, Status::Firing, 0);
+        Delivery {
+            received_at: Utc::now(),
+            source: "127.0.0.1:5000".into(),
+            receiver: "medic".into(),
+            status: Status::Firing,
+            group_key: "{}".into(),
+            external_url: String::new(),
+            truncated_alerts: 0,
+            extra: serde_json::Map::new(),
+            alerts: vec![(
+                alert,
+                Routed::Runbook {
+                    route: "disk".into(),
+                    runbook: "disk_full.rhai".into(),
+                },
+            )],
+        }
+    }
+
+    /// Regression guard for the fast path of `storm_group`: an incident that opened two
+    /// days before the storm it joined (it waited, queued, until a guard refused it) is
+    /// still one of the storm's.
+    #[tokio::test]
+    async fn a_storm_finds_an_incident_that_opened_long_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::store::postgres::test_url(&dir.path().join("data/medic.db"));
+        let store = Store::open(&url, StoreMetrics::default()).unwrap();
+        let t0: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+        store.set_clock(Clock::following_tokio(t0));
+        store.ingest(firing("old")).await.unwrap();
+        store.set_clock(Clock::following_tokio(t0 + chrono::Duration::days(2)));
+        store.ingest(firing("new")).await.unwrap();
+        let id = |instance: &'static str| {
+            let store = store.clone();
+            async move {
+                let all = store
+                    .incidents(crate::store::IncidentFilter {
+                        limit: 10,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                all.into_iter()
+                    .find(|i| i.labels["instance"] == instance)
+                    .unwrap()
+                    .id
+            }
+        };
+        let (old, new) = (id("old").await, id("new").await);
+        for who in [&new, &old] {
+            let refusal = Refusal {
+                id: who.clone(),
+                reason: Reason::RateLimited,
+                limit: Limit::RouteRate,
+                message: "over the route's rate".into(),
+            };
+            store.refuse(vec![refusal]).await.unwrap();
+        }
+        let group = store
+            .incident(&new)
+            .await
+            .unwrap()
+            .unwrap()
+            .escalation_group;
+        let group = group.expect("grouped");
+        let (g, ids) = store.storm_group(&group, 10).await.unwrap().unwrap();
+        assert_eq!((g.size, g.leader.as_str()), (2, new.as_str()));
+        assert_eq!(
+            ids,
+            vec![new.clone(), old.clone()],
+            "the first incident first"
+        );
+        let (_, first) = store.storm_group(&group, 1).await.unwrap().unwrap();
+        assert_eq!(first, vec![new]);
+    }
 
     #[test]
     fn an_id_floor_sorts_between_the_ids_of_its_millisecond_and_the_one_before() {

@@ -19,7 +19,8 @@
 //! runs, silences), `guards.rs` (shared rates and in-flight caps, breakers, refusals, the
 //! pause switch), `outbox.rs` (scheduling, due notifications, attempts, fall-through,
 //! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
-//! `reads.rs` (incident lists, details, counts), `changelog.rs` and `key.rs`.
+//! `reads.rs` (incident lists, details, counts), `history.rs` (looking back, for
+//! postmortems), `changelog.rs` and `key.rs`.
 //!
 //! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
