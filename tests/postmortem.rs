@@ -829,3 +829,52 @@ async fn the_console_page_shows_the_draft_and_downloads_it() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_opened_and_then_refused_is_in_both_drafts() {
+    let e = engine("", "breaker = { failures = 1, cooldown = \"1h\" }").await;
+    e.post_webhook(vec![alert("ServiceDown", "web1:80", "firing")])
+        .await;
+    let failed = e.when_in_state("escalated", 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.advance(Duration::from_secs(5 * 60)).await;
+    e.post_webhook(vec![alert("ServiceDown", "web2:80", "firing")])
+        .await;
+    let refused = until("the refusal", || async {
+        let all = e.when_in_state("escalated", 2).await;
+        let r = all.iter().find(|i| i["reason"] == "circuit_open")?;
+        Some(r["id"].as_str()?.to_string())
+    })
+    .await;
+    let draft = |id: &str| {
+        let (code, text, err) = e.cli(&["postmortem", "--tz", "UTC", id]);
+        assert_eq!(code, 0, "{err}");
+        text
+    };
+    let d = draft(&failed);
+    assert!(
+        d.contains("- Circuit breaker `"),
+        "the breaker this failure opened\n{d}"
+    );
+    assert!(d.contains("` opened after this failure"), "{d}");
+    let d = draft(&refused);
+    assert!(
+        d.contains("- Guard `breaker` held: medic did not run the runbook again and told a person instead."),
+        "{d}"
+    );
+    assert!(
+        d.contains("- medic did not run the runbook: guard `breaker` refused it: `"),
+        "{d}"
+    );
+    assert!(
+        d.contains("- **What medic did:** nothing: guard `breaker` refused to run the runbook"),
+        "{d}"
+    );
+    assert!(
+        !d.contains("opened after this failure"),
+        "not this one's: {d}"
+    );
+    e.stop().await;
+}
