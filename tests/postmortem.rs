@@ -506,7 +506,7 @@ fn hostile() -> Value {
 }
 
 #[tokio::test(start_paused = true)]
-async fn hostile_alert_content_stays_text_in_the_draft_and_on_the_page() {
+async fn hostile_alert_content_stays_text_in_the_draft() {
     let e = Engine::start(
         start(),
         |dir| {
