@@ -24,6 +24,7 @@ mod links;
 mod logs;
 mod medic_test;
 mod postmortem;
+mod postmortem_browser;
 mod remediation;
 mod replicas;
 mod shipped_configs;
