@@ -17,10 +17,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::HeadingLevel;
 use serde_json::{json, Value};
 
 use common::engine::{until, Engine};
+use common::markdown::{read, Read};
 use common::{alert, script, store_config, API_TOKEN, WEBHOOK_TOKEN};
 
 /// When the engine's clock starts: two minutes after the test alerts' `startsAt`.
@@ -181,75 +182,6 @@ async fn escalated_then_acked(e: &Engine) -> Value {
         i["state"] == "resolved" && has_event(i, "notification_sent", Some("resolved"))
     })
     .await
-}
-
-/// What a Markdown text holds, as a CommonMark parser with GitHub's tables reads it.
-#[derive(Debug, Default)]
-struct Read {
-    /// Text outside code, headings included.
-    prose: String,
-    /// Inline code spans.
-    code: Vec<String>,
-    /// Fenced code blocks.
-    blocks: Vec<String>,
-    headings: Vec<(HeadingLevel, String)>,
-    html: Vec<String>,
-    links: Vec<String>,
-    /// Each table: its rows (the header first), each cell's text (code included).
-    tables: Vec<Vec<Vec<String>>>,
-}
-
-fn read(markdown: &str) -> Read {
-    let mut r = Read::default();
-    let mut block: Option<String> = None;
-    let mut heading: Option<(HeadingLevel, String)> = None;
-    let mut cell: Option<String> = None;
-    let opts = Options::ENABLE_TABLES | Options::ENABLE_TASKLISTS;
-    for ev in Parser::new_ext(markdown, opts) {
-        match ev {
-            Event::Start(Tag::Heading { level, .. }) => heading = Some((level, String::new())),
-            Event::End(TagEnd::Heading(_)) => r.headings.extend(heading.take()),
-            Event::Start(Tag::CodeBlock(_)) => block = Some(String::new()),
-            Event::End(TagEnd::CodeBlock) => r.blocks.extend(block.take()),
-            Event::Start(Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. }) => {
-                r.links.push(dest_url.to_string())
-            }
-            Event::Html(h) | Event::InlineHtml(h) => r.html.push(h.to_string()),
-            Event::Start(Tag::Table(_)) => r.tables.push(Vec::new()),
-            Event::Start(Tag::TableHead | Tag::TableRow) => {
-                r.tables.last_mut().unwrap().push(Vec::new())
-            }
-            Event::Start(Tag::TableCell) => cell = Some(String::new()),
-            Event::End(TagEnd::TableCell) => {
-                let row = r.tables.last_mut().unwrap().last_mut().unwrap();
-                row.push(cell.take().unwrap());
-            }
-            Event::Code(c) => {
-                for x in [heading.as_mut().map(|(_, h)| h), cell.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
-                    x.push_str(&c);
-                }
-                r.code.push(c.to_string());
-            }
-            Event::Text(t) => match block.as_mut() {
-                Some(b) => b.push_str(&t),
-                None => {
-                    for x in [heading.as_mut().map(|(_, h)| h), cell.as_mut()]
-                        .into_iter()
-                        .flatten()
-                    {
-                        x.push_str(&t);
-                    }
-                    r.prose.push_str(&t);
-                    r.prose.push('\n');
-                }
-            },
-            _ => {}
-        }
-    }
-    r
 }
 
 /// The draft's sections are exactly [`SECTIONS`], in order, under one title.
@@ -437,6 +369,41 @@ async fn a_storm_gets_one_draft_covering_its_incidents() {
     let incidents = e.when_in_state("escalated", 3).await;
     let group = incidents[0]["escalation_group"].as_str().unwrap();
     assert!(incidents.iter().all(|i| i["escalation_group"] == group));
+    // The first one's own notification goes out at once; a minute later (before the
+    // group's summary is due) every alert resolves, nobody having acknowledged: the drafts
+    // are read once that is told, so that none depends on when it is written.
+    let told = |kind: &'static str| {
+        let e = &e;
+        let incidents = &incidents;
+        async move {
+            for i in incidents {
+                let one = e
+                    .api(&format!("/api/v1/incidents/{}", i["id"].as_str()?))
+                    .await;
+                if has_event(&one, "notification_sent", Some(kind)) {
+                    return Some(());
+                }
+            }
+            None
+        }
+    };
+    until("the first escalation told", || told("escalated")).await;
+    e.advance(Duration::from_secs(60)).await;
+    let resolved: Vec<Value> = ["web1:80", "web2:80", "web3:80"]
+        .iter()
+        .map(|i| {
+            alert_at(
+                "ServiceDown",
+                i,
+                "resolved",
+                "2026-11-23T10:00:00Z",
+                "2026-11-23T10:03:00Z",
+            )
+        })
+        .collect();
+    e.post_webhook(resolved).await;
+    e.when_in_state("resolved", 3).await;
+    until("the resolution told", || told("resolved")).await;
     let mut drafts = Vec::new();
     for i in &incidents {
         let (code, draft, err) = e.cli(&["postmortem", "--tz", "UTC", i["id"].as_str().unwrap()]);
@@ -475,15 +442,14 @@ async fn a_storm_gets_one_draft_covering_its_incidents() {
         draft.contains("- **Escalated:** 3 of 3; told `oncall`"),
         "{draft}"
     );
-    // Not acknowledged: the storm waits for a person, and the draft says so.
-    assert!(
-        draft.contains("Nobody acknowledged the escalation (3 of 3 incidents)"),
-        "{draft}"
-    );
-    assert!(
-        draft.contains("**still open** (3 of 3 incidents)"),
-        "{draft}"
-    );
+    for line in [
+        "From 2026-11-23 10:00:00 +00:00 (the first alert started firing) to 2026-11-23 10:03:00 +00:00 (the last one resolved): **3m 0s**.",
+        "- **Outcome:** 3 of 3 resolved, 0 still open",
+        "- It waited 1m 0s for a person after the escalation (the longest of its incidents), and nobody acknowledged it before it resolved.",
+        "- [ ] Nobody acknowledged the escalation (3 of 3 incidents)",
+    ] {
+        assert!(draft.contains(line), "missing {line:?}\n{draft}");
+    }
     e.stop().await;
 }
 
@@ -839,6 +805,11 @@ async fn a_breaker_that_opened_and_then_refused_is_in_both_drafts() {
         .as_str()
         .unwrap()
         .to_string();
+    until("the breaker open", || async {
+        let b = e.api("/api/v1/breakers").await;
+        (b["breakers"][0]["state"] == "open").then_some(())
+    })
+    .await;
     e.advance(Duration::from_secs(5 * 60)).await;
     e.post_webhook(vec![alert("ServiceDown", "web2:80", "firing")])
         .await;

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod console;
 pub mod db;
 pub mod engine;
+pub mod markdown;
 pub mod receiver;
 pub mod smtp;
 pub mod upgrade;
