@@ -28,7 +28,9 @@
 #                           a new database on BENCH_POSTGRES
 #   BENCH_POSTGRES          PostgreSQL server (postgres://postgres@127.0.0.1:5432)
 #   MEDIC_BIN               medic binary to run instead of building
-#                           target/release/medic
+#                           target/release/medic (for perf, build one with
+#                           line tables: cargo build --profile profiling,
+#                           MEDIC_BIN=target/profiling/medic; as fast)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -141,6 +141,20 @@ ensure_prometheus() {
     export MEDIC_PROMETHEUS_BIN=$bin
 }
 
+# promtool, for the shipped Prometheus alerting rules (packaging/prometheus): Debian's
+# prometheus package installs it beside the server. Sets PROMTOOL.
+ensure_promtool() {
+    PROMTOOL=$(dirname "$MEDIC_PROMETHEUS_BIN")/promtool
+    if [ ! -x "$PROMTOOL" ]; then
+        PROMTOOL=$(command -v promtool || true)
+    fi
+    if [ -z "$PROMTOOL" ]; then
+        echo "installing prometheus (for promtool)"
+        apt_install_no_daemon prometheus prometheus '^/usr/bin/prometheus( |$)'
+        PROMTOOL=$(command -v promtool)
+    fi
+}
+
 # Chromium and its WebDriver server, for the console tests in a real browser
 # (tests/browser.rs). Exports MEDIC_CHROMIUM_BIN and MEDIC_CHROMEDRIVER_BIN.
 ensure_chromium() {
@@ -249,9 +263,11 @@ banner "install test dependencies"
 ensure_alertmanager
 ensure_smtp_sink
 ensure_prometheus
+ensure_promtool
 ensure_postgres
 ensure_chromium
 command -v curl >/dev/null || apt_install curl   # scripts/demo.sh
+command -v systemd-analyze >/dev/null || apt_install systemd   # scripts/check-packaging.sh
 
 # Every integration test file is a module of tests/suite.rs (one test binary); a file
 # missing from it would silently not be compiled.
@@ -273,6 +289,21 @@ fi
 
 banner "cargo build --all-targets${LOCKED:+ ${LOCKED[*]}}"
 cargo build --all-targets "${LOCKED[@]}"
+
+# What ships beside the binary: the man page, the shell completions and the systemd unit
+# (systemd-analyze verify). A second or two; counted in the summary.
+banner "packaging (scripts/check-packaging.sh)"
+PACKAGING_LOG=$(mktemp)
+set +e
+scripts/check-packaging.sh "${CARGO_TARGET_DIR:-target}"/debug/medic 2>&1 | tee "$PACKAGING_LOG"
+PACKAGING_STATUS=${PIPESTATUS[0]}
+set -e
+read -r PACKAGING_PASSED PACKAGING_FAILED < <(
+    awk '/^packaging: [0-9]+ passed, [0-9]+ failed$/ { p = $2; f = $4 }
+         END { printf "%d %d\n", p, f }' "$PACKAGING_LOG"
+)
+rm -f "$PACKAGING_LOG"
+if [ "$PACKAGING_STATUS" -ne 0 ] && [ "$PACKAGING_FAILED" -eq 0 ]; then PACKAGING_FAILED=1; fi
 
 # The test binaries just built (the library's unit tests, the binary's, and tests/suite.rs),
 # run directly rather than through cargo, so that the two stores' passes can run at once:
@@ -351,6 +382,17 @@ read -r RUNBOOK_PASSED RUNBOOK_FAILED < <(
          END { printf "%d %d\n", p, f }' "$RUNBOOK_TEST_LOG"
 )
 
+# The shipped Prometheus alerting rules: valid, and their unit tests pass.
+banner "promtool check rules, promtool test rules (packaging/prometheus)"
+RULES_STATUS=0
+# One chain: inside `( ... ) ||` a failing command would not stop the subshell.
+(
+    cd packaging/prometheus &&
+        quiet "$PROMTOOL" check rules medic-rules.yml &&
+        quiet "$PROMTOOL" test rules medic-rules.test.yml
+) || RULES_STATUS=1
+if [ "$RULES_STATUS" -eq 0 ]; then echo "ok"; fi
+
 # Add up the "test result:" lines of every test binary and doctest run.
 read -r PASSED FAILED IGNORED < <(
     awk '/^test result:/ {
@@ -375,17 +417,28 @@ if [ "$PG_TEST_STATUS" -ne 0 ]; then
     echo "tests on PostgreSQL failed"
     if [ "$TEST_STATUS" -eq 0 ]; then TEST_STATUS=$PG_TEST_STATUS; fi
 fi
+if [ "$PACKAGING_STATUS" -ne 0 ]; then
+    echo "packaging checks failed (see \"packaging\" above)"
+    if [ "$TEST_STATUS" -eq 0 ]; then TEST_STATUS=$PACKAGING_STATUS; fi
+fi
 if [ "$RUNBOOK_TEST_STATUS" -ne 0 ]; then
     echo "medic test failed (exit $RUNBOOK_TEST_STATUS)"
     # A run that stopped before its counts line still counts as a failure.
     if [ "$RUNBOOK_FAILED" -eq 0 ]; then RUNBOOK_FAILED=1; fi
 fi
+if [ "$RULES_STATUS" -ne 0 ]; then
+    echo "promtool failed on packaging/prometheus"
+fi
 echo "took $((SECONDS - START_TIME))s"
 echo "runbook tests: $RUNBOOK_PASSED passed, $RUNBOOK_FAILED failed"
-PASSED=$((PASSED + RUNBOOK_PASSED))
-FAILED=$((FAILED + RUNBOOK_FAILED))
+echo "packaging checks: $PACKAGING_PASSED passed, $PACKAGING_FAILED failed"
+PASSED=$((PASSED + RUNBOOK_PASSED + PACKAGING_PASSED))
+FAILED=$((FAILED + RUNBOOK_FAILED + PACKAGING_FAILED))
 echo "tests: $PASSED passed, $FAILED failed, $IGNORED skipped"
 if [ "$TEST_STATUS" -ne 0 ]; then
     exit "$TEST_STATUS"
+fi
+if [ "$RULES_STATUS" -ne 0 ]; then
+    exit "$RULES_STATUS"
 fi
 exit "$RUNBOOK_TEST_STATUS"

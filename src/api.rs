@@ -1,5 +1,6 @@
 //! The incidents API under `/api/v1`, guarded by `server.api_token` (all of `/api`, known
-//! paths or not): list and show incidents, and acknowledge an escalated one.
+//! paths or not): list and show incidents, and acknowledge an escalated one. Approving and
+//! rejecting a run that waits for approval is `approval.rs`'s.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::guard::Guards;
-use crate::incident::State as IncidentState;
+use crate::incident::{AckVia, State as IncidentState};
 use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
@@ -36,7 +37,11 @@ pub struct Context {
     /// Wakes the runner when a breaker is reset or medic resumes.
     pub wake: Arc<Wake>,
     pub clock: Clock,
+    /// The configuration in force: who may approve (routes' approvers, users' roles).
+    pub config: Current,
 }
+
+mod approval;
 
 /// Everything under `/api`; the token is checked by [`require_token`], around the whole
 /// server's routes.
@@ -48,7 +53,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/breakers/{id}/reset", post(reset_breaker))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
-        .route("/incidents/{id}/ack", post(ack));
+        .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/approve", post(approval::approve))
+        .route("/incidents/{id}/reject", post(approval::reject));
     Router::new()
         .nest("/v1", v1)
         .fallback(not_found)
@@ -238,7 +245,7 @@ async fn ack(State(ctx): State<Arc<Context>>, Path(id): Path<String>, body: Byte
             format!("by: at most {MAX_BY} bytes, no control characters"),
         );
     }
-    let result = match ctx.store.ack(&id, by.clone()).await {
+    let result = match ctx.store.ack(&id, by.clone(), AckVia::Api).await {
         Ok(r) => r,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };

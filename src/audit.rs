@@ -87,11 +87,23 @@ pub enum Event {
     ConsoleLoginFailed,
     /// Someone logged out of the console (name, client address).
     ConsoleLogout,
+    /// A run waits for approval: its plan, deadline and who is asked.
+    ApprovalRequested,
+    /// A person approved the plan (who, how, the plan's digest).
+    Approved,
+    /// A person rejected the run (who, how, why).
+    Rejected,
+    /// Nobody decided on the run before its deadline.
+    ApprovalTimeout,
+    /// The alert resolved while the run waited for approval: the request was withdrawn.
+    ApprovalWithdrawn,
+    /// An approved run tried a step that is not in its plan: stopped before it acted.
+    StepOffPlan,
 }
 
 impl Event {
     /// Every event, in the order declared.
-    pub const ALL: [Event; 37] = [
+    pub const ALL: [Event; 43] = [
         Event::DeliveryReceived,
         Event::DeliveryRejected,
         Event::AlertDeduplicated,
@@ -129,6 +141,12 @@ impl Event {
         Event::ConsoleLogin,
         Event::ConsoleLoginFailed,
         Event::ConsoleLogout,
+        Event::ApprovalRequested,
+        Event::Approved,
+        Event::Rejected,
+        Event::ApprovalTimeout,
+        Event::ApprovalWithdrawn,
+        Event::StepOffPlan,
     ];
 
     /// The event named `s` (as `as_str` names it), if any.
@@ -175,6 +193,12 @@ impl Event {
             Event::ConsoleLogin => "console_login",
             Event::ConsoleLoginFailed => "console_login_failed",
             Event::ConsoleLogout => "console_logout",
+            Event::ApprovalRequested => "approval_requested",
+            Event::Approved => "approved",
+            Event::Rejected => "rejected",
+            Event::ApprovalTimeout => "approval_timeout",
+            Event::ApprovalWithdrawn => "approval_withdrawn",
+            Event::StepOffPlan => "step_off_plan",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: `medic serve`, `medic check`, `medic test`, `medic replay`,
-//! `medic audit verify`, `medic hash-password`, `medic postmortem`.
+//! `medic audit verify`, `medic hash-password`, `medic backup`, `medic migrate --status`,
+//! `medic completions`, `medic man`, `medic postmortem`.
 //!
 //! Parses arguments, sets up logging, and calls into the library. This is the edge of the
 //! program: errors become messages on stderr and exit codes here, and nowhere else.
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::audit::Verifier;
 use crate::config::{Config, Purpose};
@@ -19,7 +20,7 @@ const DEFAULT_CONFIG: &str = "config/medic.toml";
 
 /// medic: self-healing alert remediation for Prometheus Alertmanager.
 #[derive(Debug, Parser)]
-#[command(name = "medic", version, about, long_about = None)]
+#[command(name = "medic", version = crate::packaging::VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -100,6 +101,48 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Copy the SQLite store to PATH, consistently, also while `medic serve` runs.
+    ///
+    /// One snapshot, copied with SQLite's online backup while medic keeps committing;
+    /// checked, written as a single file and renamed into place once whole. PostgreSQL is
+    /// refused: back it up with pg_dump or a base backup (docs/operating.md, "Backups").
+    Backup {
+        /// The configuration file (for the store's location).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Where to write the copy (a new file; see --force).
+        path: PathBuf,
+        /// Replace PATH if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the store's schema version and what this medic would apply, without applying.
+    ///
+    /// Lists the migrations this medic would apply at its next start. Migrations run when
+    /// `medic serve` starts; a database newer than this medic is refused (exit 1 here).
+    /// See docs/upgrading.md.
+    Migrate {
+        /// The configuration file (for the store's location).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Show the status (the only action: migrations are applied by `serve`).
+        #[arg(long, required = true)]
+        status: bool,
+    },
+    /// Print the shell completion script for SHELL on standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::packaging::Shell,
+    },
+    /// Print the man page medic(1) (roff) on standard output.
+    ///
+    /// With --dir, write it and one page per subcommand (medic-serve.1, ...) into a
+    /// directory instead, e.g. /usr/local/share/man/man1.
+    Man {
+        /// Write medic.1 and medic-<command>.1 into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +186,18 @@ pub fn main() -> ExitCode {
             Command::Audit {
                 command: AuditCommand::Verify { config },
             } => verify(&config).await,
+            Command::Backup {
+                config,
+                path,
+                force,
+            } => Ok(crate::operate::backup(&config, &path, force)?),
+            Command::Migrate { config, .. } => Ok(crate::operate::migrate_status(&config)?),
+            Command::Completions { shell } => {
+                Ok(crate::packaging::print_completions(shell, Cli::command()))
+            }
+            Command::Man { dir } => {
+                Ok(crate::packaging::write_man(Cli::command(), dir.as_deref())?)
+            }
         }
     });
     match result {

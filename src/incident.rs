@@ -15,6 +15,8 @@ use crate::alert::Status;
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Queued,
+    /// Its route asks a person first: it waits for an approval of its plan.
+    AwaitingApproval,
     Remediating,
     Verifying,
     Resolved,
@@ -24,8 +26,9 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Queued,
+        State::AwaitingApproval,
         State::Remediating,
         State::Verifying,
         State::Resolved,
@@ -37,6 +40,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Queued => "queued",
+            State::AwaitingApproval => "awaiting_approval",
             State::Remediating => "remediating",
             State::Verifying => "verifying",
             State::Resolved => "resolved",
@@ -64,6 +68,13 @@ impl State {
     pub fn can_move_to(self, to: State) -> bool {
         MOVES.contains(&(Some(self), to))
     }
+
+    /// Whether an incident that waited for approval needs its approval record to enter
+    /// this state: only an approved incident is queued for its runbook or runs it,
+    /// whichever move leads there.
+    pub fn needs_approval_record(self) -> bool {
+        matches!(self, State::Queued | State::Remediating)
+    }
 }
 
 /// Every state change an incident may make, `None` standing for "not opened yet". The
@@ -76,6 +87,13 @@ pub const MOVES: &[(Option<State>, State)] = {
         (None, Queued),
         (None, Ignored),
         (None, Escalated),
+        // Opened for a route that asks first: it waits for a person's decision.
+        (None, AwaitingApproval),
+        // Approved (queued for its run), rejected or unanswered (escalated), or its alert
+        // resolved while it waited.
+        (Some(AwaitingApproval), Queued),
+        (Some(AwaitingApproval), Escalated),
+        (Some(AwaitingApproval), Resolved),
         // Claimed for a run, refused by a guard, or its alert resolved first.
         (Some(Queued), Remediating),
         (Some(Queued), Escalated),
@@ -112,10 +130,17 @@ pub enum Reason {
     /// The alert's content breaks medic's limits (a NUL, too many labels, a value over the
     /// limit): it was stored bounded and nothing was run for it.
     InvalidAlert,
+    /// A person said no to the run its route asked approval for.
+    Rejected,
+    /// Nobody answered the approval request within the route's `approval.timeout`.
+    ApprovalTimeout,
+    /// The approved run tried a step that was not in the plan the approver saw; it was
+    /// stopped before that step acted.
+    OffPlan,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 14] = [
         Reason::NoRunbook,
         Reason::RunbookError,
         Reason::StepFailed,
@@ -127,6 +152,9 @@ impl Reason {
         Reason::Interrupted,
         Reason::Requested,
         Reason::InvalidAlert,
+        Reason::Rejected,
+        Reason::ApprovalTimeout,
+        Reason::OffPlan,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +170,9 @@ impl Reason {
             Reason::Interrupted => "interrupted",
             Reason::Requested => "requested",
             Reason::InvalidAlert => "invalid_alert",
+            Reason::Rejected => "rejected",
+            Reason::ApprovalTimeout => "approval_timeout",
+            Reason::OffPlan => "off_plan",
         }
     }
 
@@ -182,11 +213,54 @@ impl Outcome {
     pub fn on_resolution(state: State) -> Outcome {
         match state {
             // Nothing ran yet: the alert went away on its own.
-            State::Queued | State::Ignored | State::Resolved => Outcome::ResolvedBeforeAction,
+            State::Queued | State::AwaitingApproval | State::Ignored | State::Resolved => {
+                Outcome::ResolvedBeforeAction
+            }
             // medic acted and the alert resolved after it.
             State::Remediating | State::Verifying => Outcome::AutoRemediated,
             State::Escalated | State::Acknowledged => Outcome::ResolvedAfterEscalation,
         }
+    }
+}
+
+/// Where a person's acknowledgement came from: audited with the ack and counted in
+/// `medic_acks_total{via}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckVia {
+    /// The console's Acknowledge button.
+    Console,
+    /// `POST /api/v1/incidents/{id}/ack`.
+    Api,
+    /// A signed one-click link from a message.
+    Link,
+    /// Slack's interactive button.
+    Slack,
+    /// PagerDuty's webhook (`incident.acknowledged`, `incident.resolved`).
+    Pagerduty,
+}
+
+impl AckVia {
+    pub const ALL: [AckVia; 5] = [
+        AckVia::Console,
+        AckVia::Api,
+        AckVia::Link,
+        AckVia::Slack,
+        AckVia::Pagerduty,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckVia::Console => "console",
+            AckVia::Api => "api",
+            AckVia::Link => "link",
+            AckVia::Slack => "slack",
+            AckVia::Pagerduty => "pagerduty",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AckVia> {
+        AckVia::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -310,6 +384,7 @@ mod tests {
         use State::*;
         let columns = [
             Queued,
+            AwaitingApproval,
             Remediating,
             Verifying,
             Resolved,
@@ -317,16 +392,18 @@ mod tests {
             Acknowledged,
             Ignored,
         ];
-        // Columns: queued, remediating, verifying, resolved, escalated, acknowledged, ignored.
-        let grid: [(Option<State>, &str); 8] = [
-            (None, "y . . . y . y"),
-            (Some(Queued), ". y . y y . ."),
-            (Some(Remediating), "y . y y y . ."),
-            (Some(Verifying), ". . . y y . ."),
-            (Some(Resolved), ". . . . . . ."),
-            (Some(Escalated), ". . . y . y ."),
-            (Some(Acknowledged), ". . . y . . ."),
-            (Some(Ignored), ". . . . . . ."),
+        // Columns: queued, awaiting_approval, remediating, verifying, resolved, escalated,
+        // acknowledged, ignored.
+        let grid: [(Option<State>, &str); 9] = [
+            (None, "y y . . . y . y"),
+            (Some(Queued), ". . y . y y . ."),
+            (Some(AwaitingApproval), "y . . . y y . ."),
+            (Some(Remediating), "y . . y y y . ."),
+            (Some(Verifying), ". . . . y y . ."),
+            (Some(Resolved), ". . . . . . . ."),
+            (Some(Escalated), ". . . . y . y ."),
+            (Some(Acknowledged), ". . . . y . . ."),
+            (Some(Ignored), ". . . . . . . ."),
         ];
         assert_eq!(columns, State::ALL);
         for (from, row) in grid {
@@ -347,6 +424,61 @@ mod tests {
                 assert!(State::ALL.iter().all(|&to| !s.can_move_to(to)), "{s:?}");
             }
         }
+    }
+
+    /// The states an incident that waited for approval can reach when every move into a
+    /// state that [`State::needs_approval_record`] is refused: what it can do without one.
+    fn reachable_without_approval() -> Vec<State> {
+        let mut seen = vec![State::AwaitingApproval];
+        let mut todo = vec![State::AwaitingApproval];
+        while let Some(from) = todo.pop() {
+            for &(f, to) in MOVES {
+                if f == Some(from) && !to.needs_approval_record() && !seen.contains(&to) {
+                    seen.push(to);
+                    todo.push(to);
+                }
+            }
+        }
+        seen
+    }
+
+    /// No path from `awaiting_approval` runs without an approval record: every way to
+    /// `remediating` (the run) or `verifying` (after it) goes through a state that needs
+    /// the record, and with those refused neither is reachable, whatever moves are added
+    /// to the table (a re-run from `escalated`, say). With them allowed, the run is
+    /// reachable: the gate, not a missing move, is what holds it.
+    #[test]
+    fn no_path_from_awaiting_approval_runs_without_an_approval_record() {
+        let reachable = reachable_without_approval();
+        for ran in [State::Remediating, State::Verifying] {
+            assert!(!reachable.contains(&ran), "{ran:?} in {reachable:?}");
+        }
+        let mut closed = reachable.clone();
+        closed.sort_by_key(|s| s.as_str());
+        use State::*;
+        assert_eq!(
+            closed,
+            [Acknowledged, AwaitingApproval, Escalated, Resolved],
+            "without approval: rejected, timed out or resolved, then a person's"
+        );
+        // Every state whose entry needs the record leads to the run, and only through it
+        // can the run be reached.
+        assert!(Remediating.needs_approval_record() && Queued.needs_approval_record());
+        assert!(AwaitingApproval.can_move_to(Queued) && Queued.can_move_to(Remediating));
+        for (from, to) in MOVES {
+            if *to == Remediating {
+                assert!(
+                    from.is_some_and(State::needs_approval_record),
+                    "a run starts from {from:?}, which needs no approval record"
+                );
+            }
+        }
+        // Waiting is open, and its resolution means nothing ran.
+        assert!(AwaitingApproval.is_open());
+        assert_eq!(
+            Outcome::on_resolution(AwaitingApproval),
+            Outcome::ResolvedBeforeAction
+        );
     }
 
     fn t(minute: u32) -> DateTime<Utc> {
@@ -423,10 +555,17 @@ mod tests {
         }
     }
 
-    use State::{Acknowledged, Escalated, Queued, Remediating, Verifying};
+    use State::{Acknowledged, AwaitingApproval, Escalated, Queued, Remediating, Verifying};
 
     /// Every state of an open incident.
-    const OPEN: [State; 5] = [Queued, Remediating, Verifying, Escalated, Acknowledged];
+    const OPEN: [State; 6] = [
+        Queued,
+        AwaitingApproval,
+        Remediating,
+        Verifying,
+        Escalated,
+        Acknowledged,
+    ];
 
     #[test]
     fn resends_join_the_open_incident() {
@@ -437,6 +576,7 @@ mod tests {
     fn resolution_moves_the_incident_on() {
         let cases = [
             (Queued, Outcome::ResolvedBeforeAction),
+            (AwaitingApproval, Outcome::ResolvedBeforeAction),
             (Remediating, Outcome::AutoRemediated),
             (Verifying, Outcome::AutoRemediated),
             (Escalated, Outcome::ResolvedAfterEscalation),

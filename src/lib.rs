@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod authoring;
@@ -21,6 +22,9 @@ pub mod incident;
 pub mod ingest;
 pub mod loaded;
 pub mod metrics;
+pub mod operate;
+pub mod packaging;
+pub mod plan;
 pub mod postmortem;
 pub mod reload;
 pub mod routing;

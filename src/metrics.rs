@@ -2,7 +2,10 @@
 //!
 //! Every name starts with `medic_`; labels are low-cardinality (an outcome, a status, a
 //! reason, a state), never an alert's fingerprint or labels. Other modules get the handles
-//! they update (cheap clones) and never touch the registry.
+//! they update (cheap clones) and never touch the registry. What automation achieved
+//! (outcomes, escalations, recovery, acks, relapses) is [`automation`]'s, counted by the store.
+
+pub mod automation;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +16,12 @@ use prometheus_client::registry::Registry;
 
 use crate::guard::Limit;
 use crate::incident::State;
+
+pub use automation::AutomationMetrics;
+
+/// How a webhook delivery can end (`medic_webhook_deliveries_total{outcome}`): 200, a 4xx
+/// for the body, 401, 503.
+pub const DELIVERY_OUTCOMES: [&str; 4] = ["accepted", "rejected", "unauthorized", "unavailable"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -62,6 +71,19 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// A runbook run: its route (a configured name; empty for none) and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub route: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NotificationLabels {
     /// A configured channel's name (a handful per config).
@@ -82,6 +104,8 @@ pub struct StoreMetrics {
     pub commit_seconds: Histogram,
     /// Jobs (deliveries, audit appends) committed together.
     pub batch_size: Histogram,
+    /// What the committed state changes achieved, counted after each commit.
+    pub automation: AutomationMetrics,
 }
 
 impl Default for StoreMetrics {
@@ -89,6 +113,7 @@ impl Default for StoreMetrics {
         StoreMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            automation: AutomationMetrics::default(),
         }
     }
 }
@@ -115,8 +140,9 @@ pub struct Metrics {
     /// Seconds from a delivery's arrival to its answer.
     pub webhook_seconds: Histogram,
     pub store: StoreMetrics,
-    /// Runbook runs by how they ended: `completed` or the escalation reason.
-    pub runs: Family<ResultLabel, Counter>,
+    /// Runbook runs by route and how they ended: `completed`, `requeued` or the
+    /// escalation reason.
+    pub runs: Family<RunLabels, Counter>,
     /// Runbook runs in progress.
     pub runs_in_flight: Gauge,
     /// Seconds per runbook run.
@@ -143,6 +169,9 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     /// Notifications given up on, refreshed at each scrape.
     pub outbox_failed: Gauge,
+    /// Seconds the oldest notification due and not yet delivered has waited (0: none),
+    /// refreshed at each scrape.
+    pub outbox_oldest_due_seconds: Gauge,
     /// Verifications medic ended itself, by result: `resolved` (Alertmanager's API no
     /// longer lists the alert), `still_firing`. (A resolved notification ends one in ingest.)
     pub verifications: Family<ResultLabel, Counter>,
@@ -176,6 +205,7 @@ impl Default for Metrics {
             channel_failing: Family::default(),
             outbox_pending: Gauge::default(),
             outbox_failed: Gauge::default(),
+            outbox_oldest_due_seconds: Gauge::default(),
             verifications: Family::default(),
             registry: Registry::default(),
         };
@@ -243,6 +273,11 @@ impl Default for Metrics {
             m.outbox_failed.clone(),
         );
         registry.register(
+            "escalation_outbox_oldest_due_seconds",
+            "Seconds the oldest notification due and not yet delivered has waited (0: none)",
+            m.outbox_oldest_due_seconds.clone(),
+        );
+        registry.register(
             "verifications",
             "Verifications ended by medic's own checks, by result (resolved through the Alertmanager API, still_firing)",
             m.verifications.clone(),
@@ -298,6 +333,19 @@ impl Default for Metrics {
             "Writes committed together in one transaction",
             m.store.batch_size.clone(),
         );
+        m.store.automation.register(&mut registry);
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: option_env!("MEDIC_GIT_COMMIT").unwrap_or("unknown"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the version and commit medic was built from",
+            build,
+        );
         Metrics { registry, ..m }
     }
 }
@@ -317,6 +365,16 @@ impl Metrics {
                 })
                 .set(n as i64);
         }
+    }
+
+    /// Creates, at zero, the series that the shipped alerting rules take the `increase` of
+    /// (webhook outcomes, and per route of `routes`): a counter's first increment is seen
+    /// only from a zero before it.
+    pub fn known_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        for outcome in DELIVERY_OUTCOMES {
+            let _ = self.deliveries.get_or_create(&OutcomeLabel { outcome });
+        }
+        self.store.automation.known_routes(routes);
     }
 
     pub fn set_channel_failing(&self, channel: &str, failing: bool) {
@@ -362,6 +420,12 @@ mod tests {
             text.contains("medic_incidents{state=\"resolved\"} 0"),
             "{text}"
         );
+        let build = format!(
+            "medic_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("MEDIC_GIT_COMMIT").unwrap_or("unknown")
+        );
+        assert!(text.contains(&build), "{text}");
         for line in text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

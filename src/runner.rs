@@ -26,7 +26,8 @@ use crate::incident::Reason;
 use crate::loaded::Loaded;
 use crate::metrics::LimitLabel;
 use crate::metrics::Metrics;
-use crate::metrics::ResultLabel;
+use crate::metrics::RunLabels;
+use crate::plan::Binding;
 use crate::runbook::sandbox::{Cancel, RunEnd, Stop};
 use crate::runbook::scope::{self, AlertView, IncidentView};
 use crate::snapshot::{Current, Snapshot};
@@ -360,10 +361,16 @@ fn run_started(loaded: &Loaded, claim: &Claim) -> serde_json::Value {
         .and_then(|name| loaded.config.routes.iter().find(|r| r.name == name));
     let dry_run = loaded.config.runbooks.dry_run || route.is_some_and(|r| r.dry_run);
     match loaded.catalog.get(&claim.runbook) {
-        Some(runbook) => json!({
-            "runbook": runbook.name, "sha256": runbook.hash, "route": claim.route,
-            "dry_run": dry_run, "attempt": claim.attempt,
-        }),
+        Some(runbook) => {
+            let mut detail = json!({
+                "runbook": runbook.name, "sha256": runbook.hash, "route": claim.route,
+                "dry_run": dry_run, "attempt": claim.attempt,
+            });
+            if let Some(plan) = &claim.plan {
+                detail["bound_to_plan"] = json!(plan.digest());
+            }
+            detail
+        }
         None => {
             json!({"runbook": claim.runbook, "route": claim.route, "attempt": claim.attempt, "error": "runbook not loaded"})
         }
@@ -390,6 +397,21 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
                 claim.runbook
             ),
         )),
+        // Bound to an approved plan: only the runbook the plan was made from may run it.
+        Some(runbook)
+            if claim
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.sha256 != runbook.hash) =>
+        {
+            RunEnd::Stopped(Stop::new(
+                Reason::OffPlan,
+                format!(
+                    "runbook {:?} changed after its plan was made and approved: nothing was run",
+                    claim.runbook
+                ),
+            ))
+        }
         Some(runbook) => {
             let host = StepHost {
                 rt: tokio::runtime::Handle::current(),
@@ -403,6 +425,7 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
                 guards: ctx.guards.clone(),
                 limits: loaded.limits.clone(),
                 clock: ctx.clock.clone(),
+                binding: claim.plan.as_ref().map(|p| Arc::new(Binding::new(p))),
             };
             let alert = AlertView {
                 labels: &claim.labels,
@@ -503,7 +526,10 @@ async fn run_one(ctx: &Context, claim: Claim, ticket: Ticket, cancel: Cancel) {
     }
     ctx.metrics
         .runs
-        .get_or_create(&ResultLabel { result: label })
+        .get_or_create(&RunLabels {
+            route: claim.route.clone().unwrap_or_default(),
+            result: label,
+        })
         .inc();
     ctx.metrics.run_seconds.observe(elapsed.as_secs_f64());
     ctx.metrics.runs_in_flight.dec();
@@ -530,7 +556,12 @@ mod tests {
         for r in [Reason::RunbookError, Reason::StepFailed, Reason::Timeout] {
             assert!(counts_as_failure(r, false), "{r:?}");
         }
-        for r in [Reason::Interrupted, Reason::Paused, Reason::CircuitOpen] {
+        for r in [
+            Reason::Interrupted,
+            Reason::Paused,
+            Reason::CircuitOpen,
+            Reason::OffPlan,
+        ] {
             assert!(!counts_as_failure(r, true), "{r:?}");
         }
     }

@@ -161,6 +161,10 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    let loaded = ctx.config.get();
+    ctx.metrics
+        .known_routes(loaded.config.routes.iter().map(|r| r.name.as_str()));
+    drop(loaded);
     let mut worst: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
     for b in ctx.guards.breakers() {
         let v = worst.entry(b.route.clone()).or_insert(0);
@@ -183,6 +187,10 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
         Ok(c) => {
             ctx.metrics.outbox_pending.set(c.pending as i64);
             ctx.metrics.outbox_failed.set(c.failed as i64);
+            let waited = c.oldest_due_waiting.as_secs();
+            ctx.metrics
+                .outbox_oldest_due_seconds
+                .set(i64::try_from(waited).unwrap_or(i64::MAX));
         }
         Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
     }

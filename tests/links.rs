@@ -149,7 +149,7 @@ async fn an_ack_link_from_the_mail_confirms_then_acks_once() {
         .filter(|e| e["event"] == "incident_acknowledged")
         .collect();
     assert_eq!(acks.len(), 1, "{incident:#}");
-    assert_eq!(acks[0]["detail"], json!({"by": "link:mail"}));
+    assert_eq!(acks[0]["detail"], json!({"by": "link:mail", "via": "link"}));
 
     // Used once: opening or posting again is refused and changes nothing.
     for r in [

@@ -20,8 +20,9 @@ use chrono::{DateTime, Utc};
 use pulldown_cmark::HeadingLevel;
 use serde_json::{json, Value};
 
-use common::engine::{until, Engine};
+use common::engine::until;
 use common::markdown::{read, Read};
+use common::scenario::Scenario;
 use common::{alert, script, store_config, API_TOKEN, WEBHOOK_TOKEN};
 
 /// When the engine's clock starts: two minutes after the test alerts' `startsAt`.
@@ -111,10 +112,10 @@ runbook = "restart.rhai"
     )
 }
 
-async fn engine(limits: &str, routes: &str) -> Engine {
+async fn engine(limits: &str, routes: &str) -> Scenario {
     let (limits, routes) = (limits.to_string(), routes.to_string());
     // The runbook names script paths inside the engine's directory: written by `prepare`.
-    Engine::start(
+    Scenario::start(
         start(),
         |dir| {
             scripts(dir);
@@ -122,7 +123,6 @@ async fn engine(limits: &str, routes: &str) -> Engine {
             std::fs::write(dir.join("runbooks/fix.rhai"), "log(\"fixed\");\n").unwrap();
         },
         move |dir| config(dir, &limits, &routes),
-        &[],
     )
     .await
 }
@@ -138,7 +138,7 @@ fn alert_at(name: &str, instance: &str, status: &str, starts_at: &str, ends_at: 
 }
 
 /// The incident `id`, once `done` holds for it.
-async fn when(e: &Engine, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn when(e: &Scenario, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     until(what, || async {
         let inc = e.api(&format!("/api/v1/incidents/{id}")).await;
         done(&inc).then_some(inc)
@@ -156,7 +156,7 @@ fn has_event(inc: &Value, event: &str, kind: Option<&str>) -> bool {
 /// The history of the golden draft: a restart that fails and escalates at 10:02:00, on-call
 /// told at once, an ack by alice seven minutes later, the alert resolved three minutes
 /// after that (10:12:00). Returns the incident.
-async fn escalated_then_acked(e: &Engine) -> Value {
+async fn escalated_then_acked(e: &Scenario) -> Value {
     e.post_webhook(vec![alert("ServiceDown", "web1:80", "firing")])
         .await;
     let id = e.when_in_state("escalated", 1).await[0]["id"]
@@ -231,7 +231,7 @@ async fn an_escalated_then_acked_incident_has_every_section_its_failing_step_and
     assert!(r.html.is_empty() && r.links.is_empty(), "{r:?}");
 
     // The failing step: its argv, exit code and output (both streams).
-    let restart = e.dir.path().join("bin/restart-service");
+    let restart = e.dir.as_path().join("bin/restart-service");
     let argv = format!("exec {} web1:80", restart.display());
     assert!(r.code.contains(&argv), "{:?}", r.code);
     assert!(draft.contains("Exit code: 3"), "{draft}");
@@ -242,7 +242,7 @@ async fn an_escalated_then_acked_incident_has_every_section_its_failing_step_and
     // The step that worked, and the guard-free facts of the response.
     let check = format!(
         "exec {} web1:80",
-        e.dir.path().join("bin/check-service").display()
+        e.dir.as_path().join("bin/check-service").display()
     );
     assert!(
         draft.contains(&format!("- Step `{check}` worked.")),
@@ -318,7 +318,7 @@ async fn the_draft_keeps_its_form() {
         inc["id"].as_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let got = normalized(&draft, &inc, e.dir.path());
+    let got = normalized(&draft, &inc, e.dir.as_path());
     let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/postmortem/escalated-then-acked.md");
     if std::env::var_os("MEDIC_BLESS").is_some() {
@@ -427,7 +427,7 @@ async fn a_storm_gets_one_draft_covering_its_incidents() {
         let instance = i["labels"]["instance"].as_str().unwrap();
         let argv = format!(
             "exec {} {instance}",
-            e.dir.path().join("bin/restart-service").display()
+            e.dir.as_path().join("bin/restart-service").display()
         );
         assert!(
             draft.contains(&argv),
@@ -473,7 +473,7 @@ fn hostile() -> Value {
 
 #[tokio::test(start_paused = true)]
 async fn hostile_alert_content_stays_text_in_the_draft() {
-    let e = Engine::start(
+    let e = Scenario::start(
         start(),
         |dir| {
             script(
@@ -485,7 +485,6 @@ async fn hostile_alert_content_stays_text_in_the_draft() {
             std::fs::write(dir.join("runbooks/restart.rhai"), restart_runbook(dir)).unwrap();
         },
         |dir| config(dir, "", ""),
-        &[],
     )
     .await;
     e.post_webhook(vec![hostile()]).await;
@@ -644,7 +643,7 @@ verify_for = "1h"
     }
     let step = format!(
         "exec {}",
-        e.dir.path().join("bin/restart-service").display()
+        e.dir.as_path().join("bin/restart-service").display()
     );
     for (id, other) in [
         (&second_failure, &first_failure),
@@ -667,13 +666,16 @@ verify_for = "1h"
     assert!(d.contains("nobody has acknowledged it yet"), "{d}");
 
     // A shorter relapse window (read from the config the command is given) sees none.
-    let short = e.dir.path().join("short.toml");
-    let text = std::fs::read_to_string(&e.config)
+    let short = e.dir.as_path().join("short.toml");
+    let text = std::fs::read_to_string(e.config())
         .unwrap()
         .replace("[limits]\n", "[limits]\nrelapse_window = \"5m\"\n");
     std::fs::write(&short, text).unwrap();
-    let (code, d, err) =
-        common::medic_cli(e.dir.path(), &["postmortem", "--tz", "UTC", &again], &short);
+    let (code, d, err) = common::medic_cli(
+        e.dir.as_path(),
+        &["postmortem", "--tz", "UTC", &again],
+        &short,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(!d.contains("Relapse"), "{d}");
     e.stop().await;

@@ -3,7 +3,8 @@
 //! It opens the store, binds the listener, builds the shared pieces (the configuration in
 //! force, the guards, the metrics, the runner's wake-up, the escalation channels' health,
 //! the clock), and hands each worker a narrow context of its own, defined in the worker's
-//! module: `runner::Context`, `verify::Context`, `escalate::Context`, `reload::Context`,
+//! module: `runner::Context`, `verify::Context`, `approval::Context`, `escalate::Context`,
+//! `reload::Context`,
 //! and for the HTTP side `ingest::Context`, `api::Context`, `ui::Context`,
 //! `callbacks::Context` and
 //! `server::Context`. Nothing
@@ -31,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
 use crate::store::{Store, StoreError};
-use crate::{api, callbacks, escalate, ingest, reload, runner, server, ui, verify};
+use crate::{api, approval, callbacks, escalate, ingest, reload, runner, server, ui, verify};
 
 /// How long a stop waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -153,6 +154,11 @@ pub async fn run(
         config: config.clone(),
         clock: clock.clone(),
     };
+    let approver = approval::Context {
+        store: store.clone(),
+        config: config.clone(),
+        clock: clock.clone(),
+    };
     let sender = escalate::Context {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -182,6 +188,7 @@ pub async fn run(
         metrics: metrics.clone(),
         wake: wake.clone(),
         clock: clock.clone(),
+        config: config.clone(),
     });
     let console = ui::Context {
         store: store.clone(),
@@ -248,6 +255,7 @@ pub async fn run(
     ));
     let runner = tokio::spawn(runner::run(runner, stopped()));
     let verifier = tokio::spawn(verify::run(verifier, stopped()));
+    let approver = tokio::spawn(approval::run(approver, stopped()));
     let sender = tokio::spawn(escalate::run(sender, stopped()));
     let reloader = tokio::spawn(reload::watch(watch, stopped()));
     shutdown.await;
@@ -267,6 +275,7 @@ pub async fn run(
     }
     let _ = reloader.await;
     let _ = verifier.await;
+    let _ = approver.await;
     if let Err(e) = sender.await {
         tracing::error!(error = %e, "the escalation sender failed while stopping");
     }

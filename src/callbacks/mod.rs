@@ -11,6 +11,7 @@
 
 pub mod pagerduty;
 pub mod slack;
+mod slack_approval;
 
 use std::sync::Arc;
 

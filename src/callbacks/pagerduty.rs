@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 use super::{clip_name, error, secrets_and_body, signed_by_any, Context};
 use crate::config::{ChannelKind, Config};
+use crate::incident::AckVia;
 use crate::store::Ack;
 
 /// The header PagerDuty signs its deliveries in.
@@ -121,7 +122,11 @@ pub(super) async fn webhook(
     }
     let mut acknowledged = Vec::new();
     for id in ids {
-        match ctx.store.ack(&id, Some(by.clone())).await {
+        match ctx
+            .store
+            .ack(&id, Some(by.clone()), AckVia::Pagerduty)
+            .await
+        {
             Ok(Ack::Acknowledged) => {
                 tracing::info!(incident = %id, by = %by, event_type, "incident acknowledged in PagerDuty");
                 acknowledged.push(id);

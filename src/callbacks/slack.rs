@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use super::{clip_name, error, secrets_and_body, signed_by_any, Context};
 use crate::config::{ChannelKind, Config};
+use crate::incident::AckVia;
 use crate::store::Ack;
 
 pub const SIGNATURE_HEADER: &str = "x-slack-signature";
@@ -82,7 +83,7 @@ pub fn signed(
 }
 
 /// The name an ack records for the Slack user of `payload`.
-fn user_name(payload: &Value) -> String {
+pub(super) fn user_name(payload: &Value) -> String {
     let user = &payload["user"];
     ["username", "name", "id"]
         .iter()
@@ -91,7 +92,7 @@ fn user_name(payload: &Value) -> String {
 }
 
 /// A message Slack shows to the person who clicked.
-fn reply(text: String) -> Response {
+pub(super) fn reply(text: String) -> Response {
     Json(json!({
         "response_type": "in_channel",
         "replace_original": false,
@@ -133,6 +134,9 @@ pub(super) async fn actions(
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("payload: {e}")),
     };
+    if let Some(answer) = super::slack_approval::decide(&ctx, &payload).await {
+        return answer;
+    }
     let ack = payload["actions"].as_array().and_then(|actions| {
         actions
             .iter()
@@ -144,7 +148,7 @@ pub(super) async fn actions(
         return Json(json!({})).into_response();
     };
     let by = user_name(&payload);
-    match ctx.store.ack(id, Some(by.clone())).await {
+    match ctx.store.ack(id, Some(by.clone()), AckVia::Slack).await {
         Ok(Ack::Acknowledged) => {
             tracing::info!(incident = %id, by = %by, "incident acknowledged in Slack");
             reply(format!(

@@ -507,6 +507,8 @@ pub struct RouteConfig {
     /// How many minutes a person takes to fix this by hand: each automated fix saves
     /// that much toil in the report. `None` when not given.
     pub manual_minutes: Option<u32>,
+    /// Ask a person before each run (`approval = { ... }`), see [`ApprovalConfig`].
+    pub approval: Option<ApprovalConfig>,
     /// Where the route's table starts in the file.
     pub location: Location,
 }
@@ -519,6 +521,30 @@ impl RouteConfig {
             matchers: self.matchers.clone(),
             target: self.target.clone(),
         }
+    }
+}
+
+/// A route's `approval`: its incidents wait for a person's yes to their plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalConfig {
+    /// How long the request waits for an answer before it is escalated `approval_timeout`.
+    pub timeout: Duration,
+    /// Who may decide: console user names, or roles (`responder`, `admin`: that role or
+    /// higher). Empty: anyone who may act on incidents.
+    pub approvers: Vec<String>,
+}
+
+impl ApprovalConfig {
+    /// Whether the person `name` (with console role `role`, if known) may decide.
+    pub fn allows(&self, name: &str, role: Option<Role>) -> bool {
+        self.approvers.is_empty()
+            || self.approvers.iter().any(|a| {
+                a == name
+                    || Role::parse(a)
+                        .ok()
+                        .zip(role)
+                        .is_some_and(|(needed, has)| has.may(needed))
+            })
     }
 }
 

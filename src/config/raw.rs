@@ -168,6 +168,16 @@ pub(crate) struct RawRoute {
     pub maintenance: Vec<Spanned<RawWindow>>,
     pub maintenance_action: Option<Text>,
     pub manual_minutes: Option<Spanned<Integer>>,
+    pub approval: Option<Spanned<RawApproval>>,
+}
+
+/// A route's `approval = { timeout = "15m", approvers = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApproval {
+    pub timeout: Option<Text>,
+    #[serde(default)]
+    pub approvers: Vec<Text>,
 }
 
 /// A route's `breaker = { ... }`.

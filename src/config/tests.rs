@@ -199,7 +199,7 @@ const INVALID_FIXTURES: &[(&str, &[&str])] = &[
     (
         "unknown-route-key",
         &[
-            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `ignore`, `verify_for`, `verify`, `tiers`, `renotify`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`, `manual_minutes`"#,
+            r#"unknown-route-key.toml:4:1: unknown field `matcher`, expected one of `name`, `matchers`, `runbook`, `runbook_from`, `ignore`, `verify_for`, `verify`, `tiers`, `renotify`, `rate`, `rate_key`, `max_in_flight`, `in_flight_key`, `dry_run`, `idempotent`, `breaker`, `maintenance`, `maintenance_action`, `manual_minutes`, `approval`"#,
         ],
     ),
     (

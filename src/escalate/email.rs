@@ -141,9 +141,16 @@ pub fn build(mail: &Email<'_>, out: &Outgoing<'_>) -> Result<lettre::Message, Se
             reason.as_str().to_string(),
         ));
     }
-    if m.kind == NotificationKind::Resolved {
-        // Thread the resolution under the first escalation mail.
-        let first = id(&format!("{}/1/1/{}", out.incident.id, out.channel));
+    // Thread a resolution under the first escalation mail, a withdrawal under the request.
+    let first = match m.kind {
+        NotificationKind::Resolved => Some(format!("{}/1/1/{}", out.incident.id, out.channel)),
+        NotificationKind::ApprovalWithdrawn => {
+            Some(format!("{}/approval/1/{}", out.incident.id, out.channel))
+        }
+        _ => None,
+    };
+    if let Some(first) = first {
+        let first = id(&first);
         builder = builder.in_reply_to(first.clone()).references(first);
     }
     for to in mail.to {

@@ -72,6 +72,7 @@ mod tests {
             verify_until: None,
             escalated_at: Some("2026-11-23T10:00:00Z".into()),
             acknowledged_by: None,
+            approval: None,
             escalation_group: None,
             timeline: Some(Vec::new()),
         }

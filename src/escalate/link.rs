@@ -23,20 +23,25 @@ const MAX_TOKEN: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Ack,
+    /// Approve the plan of a run that waits for approval.
+    Approve,
+    /// Reject a run that waits for approval.
+    Reject,
 }
 
 impl Action {
+    pub const ALL: [Action; 3] = [Action::Ack, Action::Approve, Action::Reject];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Ack => "ack",
+            Action::Approve => "approve",
+            Action::Reject => "reject",
         }
     }
 
     pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "ack" => Some(Action::Ack),
-            _ => None,
-        }
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
     }
 }
 
@@ -261,5 +266,28 @@ mod tests {
             Err(Refused::WrongAction)
         );
         assert_eq!(Action::parse("ack"), Some(Action::Ack));
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+    }
+
+    #[test]
+    fn an_approve_link_is_not_a_reject_link_nor_an_ack_link() {
+        let l = Link::new(
+            "01INC",
+            Action::Approve,
+            "mail",
+            now() + TimeDelta::hours(1),
+        )
+        .unwrap();
+        let token = l.sign(KEY);
+        assert_eq!(verify(KEY, &token, Action::Approve, now()), Ok(l));
+        for other in [Action::Reject, Action::Ack] {
+            assert_eq!(
+                verify(KEY, &token, other, now()),
+                Err(Refused::WrongAction),
+                "{other:?}"
+            );
+        }
     }
 }

@@ -58,6 +58,9 @@ pub struct Message {
     pub resolved_at: Option<String>,
     /// For a storm group's summary: the group's incidents still escalated when it goes out.
     pub group: Option<Group>,
+    /// For a run that waits (or waited) for approval: its plan, deadline and decision links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<approval::Request>,
 }
 
 /// A storm group: escalations of one route and reason close in time, told in one message.
@@ -155,6 +158,7 @@ impl Message {
         let title = match kind {
             NotificationKind::Escalated => format!("[medic] ESCALATED {subject}: {reason_text}"),
             NotificationKind::Resolved => format!("[medic] RESOLVED {subject} (was {reason_text})"),
+            k => approval::title(k, &subject, incident),
         };
         let (steps, more_steps) = steps(timeline);
         let why = why(incident);
@@ -214,6 +218,7 @@ impl Message {
             outcome: incident.outcome.map(|o| o.as_str().to_string()),
             resolved_at: incident.resolved_at.clone(),
             group: None,
+            approval: approval::request(incident, medic_url),
         }
     }
 
@@ -239,6 +244,9 @@ impl Message {
 
     /// The plain-text form (the mail's text part).
     pub fn text(&self) -> String {
+        if let Some(t) = approval::text(self) {
+            return t;
+        }
         let mut t = String::new();
         let _ = writeln!(t, "{}", self.title);
         let _ = writeln!(t);
@@ -339,6 +347,9 @@ impl Message {
 
     /// The HTML form (the mail's HTML part). Every value is escaped.
     pub fn html(&self) -> String {
+        if let Some(h) = approval::html(self) {
+            return h;
+        }
         let e = escape;
         let mut h = String::new();
         h.push_str("<!DOCTYPE html><html><body style=\"font-family:sans-serif\">");
@@ -483,12 +494,16 @@ impl Message {
             "steps": self.steps,
             "links": self.links,
             "group": self.group,
+            "approval": self.approval,
             "incident": incident,
         })
     }
 
     /// A Slack incoming-webhook message: the key facts, short.
     pub fn slack(&self) -> Value {
+        if let Some(s) = approval::slack(self, false) {
+            return s;
+        }
         if self.kind == NotificationKind::Resolved {
             let text = format!(
                 ":white_check_mark: {} — outcome {} (<{}|incident> · <{}|console>)",
@@ -550,6 +565,9 @@ impl Message {
     /// incident id), for a channel whose Slack app sends its clicks to `POST /slack/actions`.
     /// A resolution has no button.
     pub fn slack_with_ack(&self) -> Value {
+        if let Some(s) = approval::slack(self, true) {
+            return s;
+        }
         let mut body = self.slack();
         if self.kind == NotificationKind::Resolved {
             return body;
@@ -621,6 +639,8 @@ fn advice(incident: &Incident) -> String {
         Some(Reason::Requested) => "The runbook asked for a person (see why medic stopped).".into(),
         Some(Reason::InvalidAlert) => "The alert's content breaks medic's limits (see which label and limit): nothing was run. Handle the alert by hand, and fix what generates it.".into(),
         Some(Reason::RateLimited | Reason::CircuitOpen | Reason::Paused) => "medic did not act (see what it refused): handle the alert by hand.".into(),
+        Some(Reason::Rejected | Reason::ApprovalTimeout) => "The run was not approved (see who said no, or that nobody answered): nothing was run. Handle the alert by hand.".into(),
+        Some(Reason::OffPlan) => "The approved run tried a step that was not in its plan and was stopped before that step acted (see the planned and the attempted step): check the service, and the runbook's branches.".into(),
         None => "Look at the incident.".into(),
     }
 }
@@ -671,6 +691,7 @@ fn steps(timeline: &[TimelineEntry]) -> (Vec<Step>, usize) {
                 duration_ms: None,
                 output: String::new(),
             }),
+            Some(Event::StepOffPlan) => out.push(approval::off_plan_step(d)),
             Some(Event::RunbookLog) => out.push(Step {
                 what: "log".into(),
                 result: "logged".into(),
@@ -836,6 +857,8 @@ pub fn medic_url(config: &Config, listening: Option<std::net::SocketAddr>) -> St
         None => format!("http://{}", listening.unwrap_or(config.server.listen)),
     }
 }
+
+pub mod approval;
 
 #[cfg(test)]
 mod tests;

@@ -403,6 +403,16 @@ async fn deliver(ctx: &Context, n: Notification) {
                     }
                 }
             }
+            if n.kind == NotificationKind::ApprovalRequested {
+                decision_links(
+                    &mut message,
+                    &loaded.config,
+                    &incident,
+                    &n.channel,
+                    ctx.clock.now(),
+                    &medic_url,
+                );
+            }
             // A storm group's summary lists the group's incidents still escalated.
             if let Some(gid) = &n.group {
                 if let Ok((size, incidents)) =
@@ -479,6 +489,48 @@ async fn deliver(ctx: &Context, n: Notification) {
         // Not recorded: it stays due and is tried again (a receiver may see it twice,
         // with the same idempotency key).
         tracing::error!(error = %e, "cannot record a notification attempt");
+    }
+}
+
+/// Adds the signed approve and reject links to an approval request, when links are signed
+/// (`server.link_secret`) and the route names no `approvers`: a link carries no person,
+/// only the channel it was sent to, so on a route that names who may decide, people decide
+/// in the console, in Slack or through the API.
+fn decision_links(
+    message: &mut Message,
+    config: &crate::config::Config,
+    incident: &Incident,
+    channel: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    medic_url: &str,
+) {
+    let Some(key) = &config.server.link_secret else {
+        return;
+    };
+    let route = incident.route.as_deref();
+    let named = config
+        .routes
+        .iter()
+        .find(|r| Some(r.name.as_str()) == route)
+        .and_then(|r| r.approval.as_ref())
+        .is_some_and(|a| !a.approvers.is_empty());
+    if named {
+        return;
+    }
+    let ttl =
+        chrono::Duration::from_std(config.server.link_ttl).unwrap_or(chrono::Duration::hours(24));
+    let sign = |action: link::Action| {
+        link::Link::new(&incident.id, action, channel, now + ttl).map(|l| {
+            format!(
+                "{medic_url}/ui/{}/{}",
+                action.as_str(),
+                l.sign(key.as_bytes())
+            )
+        })
+    };
+    match (sign(link::Action::Approve), sign(link::Action::Reject)) {
+        (Ok(a), Ok(r)) => message.add_decision_links(a, r),
+        _ => tracing::warn!("no randomness: the approval request goes without its links"),
     }
 }
 

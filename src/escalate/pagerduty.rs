@@ -39,6 +39,15 @@ pub fn event(routing_key: &str, default_severity: &str, out: &Outgoing<'_>) -> V
             "dedup_key": incident.id,
         });
     }
+    // An approval request is an alert of its own, resolved when it is withdrawn; an
+    // escalation of the incident later must page anew, not fold into the request.
+    if m.kind == NotificationKind::ApprovalWithdrawn {
+        return json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": format!("medic-approval-{}", incident.id),
+        });
+    }
     let severity = incident
         .labels
         .get("severity")
@@ -69,9 +78,10 @@ pub fn event(routing_key: &str, default_severity: &str, out: &Outgoing<'_>) -> V
             links.push(json!({"href": href, "text": text}));
         }
     }
-    let dedup_key = match out.group {
-        Some(g) => format!("medic-group-{g}"),
-        None => incident.id.clone(),
+    let dedup_key = match (out.group, m.kind) {
+        (Some(g), _) => format!("medic-group-{g}"),
+        (None, NotificationKind::ApprovalRequested) => format!("medic-approval-{}", incident.id),
+        (None, _) => incident.id.clone(),
     };
     json!({
         "routing_key": routing_key,
@@ -91,6 +101,7 @@ pub fn event(routing_key: &str, default_severity: &str, out: &Outgoing<'_>) -> V
                 "runbook": incident.runbook,
                 "what_to_do": m.what_to_do,
                 "steps": m.steps,
+                "approval": m.approval,
                 "labels": incident.labels,
                 "annotations": incident.annotations,
                 "tier": out.tier,

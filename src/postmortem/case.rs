@@ -373,6 +373,7 @@ mod tests {
             verify_until: None,
             escalated_at: None,
             acknowledged_by: None,
+            approval: None,
             timeline: Some(
                 timeline
                     .into_iter()

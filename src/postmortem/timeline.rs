@@ -170,6 +170,42 @@ pub fn describe(e: &TimelineEntry, zone: &Zone) -> String {
         Some(Event::AlertStale) => {
             format!("an out-of-date notification, ignored: {}", code(t("why")))
         }
+        Some(Event::ApprovalRequested) => {
+            let steps = d
+                .get("plan")
+                .and_then(|p| p.get("steps"))
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            format!(
+                "approval requested for runbook {} (a plan of {steps} step(s)), until {}",
+                code(t("runbook")),
+                when(zone, t("until"))
+            )
+        }
+        Some(Event::Approved) => format!(
+            "approved by {} (through {}), the plan of {} step(s)",
+            by(d),
+            code(t("via")),
+            num(d, "steps").unwrap_or(0)
+        ),
+        Some(Event::Rejected) => {
+            let mut s = format!("rejected by {} (through {})", by(d), code(t("via")));
+            if let Some(r) = text(d, "reason") {
+                s.push_str(&format!(": {}", code(r)));
+            }
+            s
+        }
+        Some(Event::ApprovalTimeout) => {
+            format!("nobody approved the run before {}", when(zone, t("until")))
+        }
+        Some(Event::ApprovalWithdrawn) => {
+            format!("the approval request was withdrawn: {}", code(t("why")))
+        }
+        Some(Event::StepOffPlan) => format!(
+            "step {} was not in the approved plan (planned: {}): stopped before it acted",
+            code(t("attempted")),
+            code(text(d, "planned").unwrap_or("nothing"))
+        ),
         Some(Event::SilenceCreated) => format!("silence {} created", code(t("silence_id"))),
         Some(Event::SilenceExpired) => format!("silence {} expired", code(t("silence_id"))),
         _ => code(&compact(d)),
@@ -346,6 +382,13 @@ mod tests {
             (
                 entry("some_future_event", json!({"k": "v"})),
                 "`{\"k\":\"v\"}`",
+            ),
+            (
+                entry(
+                    "rejected",
+                    json!({"by": "bob", "via": "console", "reason": "not now"}),
+                ),
+                "rejected by `bob` (through `console`): `not now`",
             ),
         ];
         for (e, want) in cases {

@@ -6,6 +6,10 @@
 //! written, the step does not run. In a dry run a step is recorded as "would run" and
 //! returns a documented synthetic result instead.
 //!
+//! An approved run is bound to its plan (`binding`): before an `exec`, `http` or `silence`
+//! acts, it must be the plan's next step, or the run stops `off_plan` (audited as
+//! `step_off_plan`, with the planned and the attempted step).
+//!
 //! Each kind of step is one file: [`exec`] (allow-listed programs, argv only),
 //! [`http`] (bounded HTTP calls), [`alertmanager`] (silences) and [`prometheus`] (queries).
 
@@ -28,6 +32,7 @@ use crate::config::{Config, ServiceConfig};
 use crate::guard::StepKind;
 use crate::incident::Reason;
 use crate::metrics::{Metrics, StepLabels};
+use crate::plan::{Binding, PlannedStep};
 use crate::runbook::sandbox::{Cancel, Host, Stop};
 use crate::store::Store;
 
@@ -160,6 +165,8 @@ pub struct StepHost {
     pub limits: Arc<crate::guard::Limits>,
     /// Stamps times (a silence's start) and measures steps' durations.
     pub clock: Clock,
+    /// The approved plan this run is held to, when its route asked for approval.
+    pub binding: Option<Arc<Binding>>,
 }
 
 impl StepHost {
@@ -204,6 +211,27 @@ impl StepHost {
             },
         );
         Stop::new(reason, format!("{step}: {message}"))
+    }
+
+    /// Holds an approved run to its plan: a step that is not the plan's next (compared as
+    /// the plan was stored, secrets redacted) is audited and stops the run before it acts.
+    fn bound(&self, kind: StepKind, step: PlannedStep) -> Result<(), Stop> {
+        let Some(binding) = &self.binding else {
+            return Ok(());
+        };
+        let step = step.map_text(|t| self.toolkit.redactor.apply(t));
+        let Err(off) = binding.check(&step) else {
+            return Ok(());
+        };
+        let _ = self.record(
+            Event::StepOffPlan,
+            json!({"step": kind, "position": off.position,
+                   "planned": off.planned.as_ref().map(ToString::to_string),
+                   "attempted": off.attempted.to_string(),
+                   "planned_step": off.planned, "attempted_step": off.attempted}),
+        );
+        self.count(kind, "off_plan");
+        Err(Stop::new(Reason::OffPlan, off.to_string()))
     }
 
     /// Asks the guards whether a step may run (the pause switch, per-step rate limits).
@@ -288,6 +316,7 @@ pub fn silence_length(duration: &str) -> Result<Duration, String> {
 
 impl Host for StepHost {
     fn exec(&self, program: &str, args: Vec<String>) -> Result<Map, Stop> {
+        self.bound(StepKind::Exec, PlannedStep::exec(program, &args))?;
         let shown_args = json!({"program": program, "args": args});
         let Some(path) = self
             .toolkit
@@ -350,6 +379,7 @@ impl Host for StepHost {
     }
 
     fn http(&self, method: &str, url: &str, body: &str) -> Result<Map, Stop> {
+        self.bound(StepKind::Http, PlannedStep::http(method, url, body))?;
         let args = json!({"method": method, "url": url, "body": excerpt(body)});
         let request = match self.toolkit.http.check(method, url) {
             Ok(r) => r,
@@ -469,6 +499,7 @@ impl Host for StepHost {
     }
 
     fn silence(&self, duration: &str, comment: &str) -> Result<String, Stop> {
+        self.bound(StepKind::Silence, PlannedStep::silence(duration, comment))?;
         let args = json!({"duration": duration, "comment": comment, "matchers": self.labels});
         let Some(am) = &self.toolkit.alertmanager else {
             return Err(self.fail(

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::changelog::{Change, Log};
+use super::changelog::{self, Change, Log};
 use super::db::Db;
 use super::incidents::{prefetch_latest, LatestRow};
 use super::storm::{write_group_sizes, GroupState};
 use super::StoreError;
 use crate::incident::Reason;
+use crate::metrics::AutomationMetrics;
 
 pub(super) struct Batch {
     /// The newest incident of each fingerprint of this batch's deliveries (`None`: none),
@@ -31,6 +32,8 @@ pub(super) struct Batch {
     outbox_wake: Arc<Notify>,
     /// Logs the committed changes off the writer's thread.
     log: Log,
+    /// What the committed changes achieved, counted before the callers are answered.
+    automation: AutomationMetrics,
 }
 
 /// Where a batch stood before a job, to go back to if the job rolls back.
@@ -40,7 +43,7 @@ pub(super) struct BatchMark {
 }
 
 impl Batch {
-    pub(super) fn new(outbox_wake: Arc<Notify>) -> Batch {
+    pub(super) fn new(outbox_wake: Arc<Notify>, automation: AutomationMetrics) -> Batch {
         Batch {
             prefetched: HashMap::new(),
             groups: HashMap::new(),
@@ -48,6 +51,7 @@ impl Batch {
             outbox_touched: false,
             outbox_wake,
             log: Log::start(),
+            automation,
         }
     }
 
@@ -82,12 +86,13 @@ impl Batch {
         write_group_sizes(conn, self.groups.values())
     }
 
-    /// The batch is committed: wake the sender if a notification became due, and log the
-    /// state changes.
+    /// The batch is committed: wake the sender if a notification became due, count the
+    /// state changes and log them.
     pub(super) fn committed(&mut self) {
         if self.outbox_touched {
             self.outbox_wake.notify_one();
         }
+        changelog::count(&self.automation, &self.changes);
         self.log.committed(&mut self.changes);
     }
 

@@ -1,15 +1,21 @@
 //! The operator's log of incidents: one line per state change, written once the change is
-//! committed (a batch that rolls back logs nothing).
+//! committed (a batch that rolls back logs nothing), and the counters of what automation
+//! achieved, taken from the same changes.
 //!
 //! The writer collects a [`Change`] wherever an incident is opened or moved, adds the
 //! channels an escalation tells, and hands them after `COMMIT` to a thread of their own
 //! ([`Log`]), which writes the lines: the writer and the deliveries it answers never wait
 //! on the log. An escalation that tells no channel is a warning: nobody will hear of it.
+//! Before that, still on the writer, [`count`] adds the batch's changes to
+//! `crate::metrics::AutomationMetrics`, so a caller answered after the commit finds them
+//! counted.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use crate::incident::{Reason, State};
+use crate::incident::{AckVia, Outcome, Reason, State};
+use crate::metrics::AutomationMetrics;
 
 /// Batches of changes waiting for the log thread; past this the writer waits for it.
 const PENDING_BATCHES: usize = 1024;
@@ -84,6 +90,73 @@ pub(crate) struct Change {
     /// For an escalation: the channels its notifications go to (`None` when it is covered
     /// by its storm group's summary instead).
     pub channels: Option<Vec<String>>,
+    /// For a resolution: its outcome, and how long after its opening it came.
+    pub resolved: Option<(Outcome, Option<Duration>)>,
+    /// For an ack: where it came from.
+    pub via: Option<AckVia>,
+    /// For an opening: the same alert fired again soon after an automated fix; the fixed
+    /// incident's id and route.
+    pub relapse_of: Option<(String, String)>,
+}
+
+impl Change {
+    /// A change of incident `id` (of `alertname`, `fingerprint`, `route`) to `to`, with
+    /// nothing beside it yet.
+    pub(crate) fn new(
+        id: &str,
+        alertname: String,
+        fingerprint: String,
+        route: String,
+        from: Option<State>,
+        to: State,
+    ) -> Change {
+        Change {
+            id: id.to_string(),
+            alertname,
+            fingerprint,
+            route,
+            from,
+            to,
+            reason: None,
+            channels: None,
+            resolved: None,
+            via: None,
+            relapse_of: None,
+        }
+    }
+}
+
+/// The latest change of incident `id` in `changes`, to add what came with it.
+pub(crate) fn latest_of<'a>(changes: &'a mut [Change], id: &str) -> Option<&'a mut Change> {
+    changes.iter_mut().rev().find(|c| c.id == id)
+}
+
+/// Adds a committed batch's changes to the counters of what automation achieved.
+pub(crate) fn count(metrics: &AutomationMetrics, changes: &[Change]) {
+    for c in changes {
+        match c.to {
+            State::Escalated => {
+                if let Some(reason) = c.reason {
+                    let nobody = c.channels.as_ref().is_some_and(Vec::is_empty);
+                    metrics.escalated(&c.route, reason, nobody);
+                }
+            }
+            State::Resolved => {
+                if let Some((outcome, open_for)) = c.resolved {
+                    metrics.resolved(&c.route, outcome, open_for);
+                }
+            }
+            State::Acknowledged => {
+                if let Some(via) = c.via {
+                    metrics.acked(&c.route, via);
+                }
+            }
+            _ => {}
+        }
+        if let Some((_, route)) = &c.relapse_of {
+            metrics.relapsed(route);
+        }
+    }
 }
 
 /// Notes the channels incident `id`'s latest change (an escalation) tells.
@@ -92,7 +165,7 @@ pub(crate) fn told<'a>(
     id: &str,
     channels: impl Iterator<Item = &'a String>,
 ) {
-    if let Some(c) = changes.iter_mut().rev().find(|c| c.id == id) {
+    if let Some(c) = latest_of(changes, id) {
         let told = c.channels.get_or_insert_with(Vec::new);
         for channel in channels {
             if !told.contains(channel) {
@@ -124,10 +197,16 @@ fn emit(changes: Vec<Change>) {
                 route = %c.route, from, state = to, reason,
                 "incident escalated; its storm group's summary tells on-call"
             ),
-            _ if c.from.is_none() => tracing::info!(
-                incident = %c.id, alertname = %c.alertname, fingerprint = %c.fingerprint,
-                route = %c.route, state = to, reason, "incident opened"
-            ),
+            _ if c.from.is_none() => match &c.relapse_of {
+                Some((fixed, _)) => tracing::info!(
+                    incident = %c.id, alertname = %c.alertname, fingerprint = %c.fingerprint,
+                    route = %c.route, state = to, reason, relapse_of = %fixed, "incident opened"
+                ),
+                None => tracing::info!(
+                    incident = %c.id, alertname = %c.alertname, fingerprint = %c.fingerprint,
+                    route = %c.route, state = to, reason, "incident opened"
+                ),
+            },
             _ => tracing::info!(
                 incident = %c.id, alertname = %c.alertname, fingerprint = %c.fingerprint,
                 route = %c.route, from, state = to, reason, "incident state changed"

@@ -176,6 +176,12 @@ impl Context {
         self.rules.plans.clone()
     }
 
+    /// The relapse window of this batch: an alert firing again this soon after an
+    /// automated fix is a relapse.
+    pub(super) fn relapse_window(&self) -> std::time::Duration {
+        self.rules.relapse_window
+    }
+
     /// The storm window of this batch.
     pub(super) fn storm_window(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.rules.storm_window).unwrap_or(chrono::TimeDelta::MAX)
@@ -201,7 +207,7 @@ impl Engine {
             parts.writer,
             parts.reconnect,
             Chain::new(head),
-            Batch::new(outbox_wake.clone()),
+            Batch::new(outbox_wake.clone(), metrics.automation.clone()),
             cx,
         );
         let handle = std::thread::Builder::new()
@@ -320,6 +326,12 @@ impl Store {
     /// grouped (tests and tools; `serve` follows the snapshot).
     pub fn set_storm_window(&self, window: Duration) {
         self.inner.settings.fix(|r| r.storm_window = window)
+    }
+
+    /// Fixes the relapse window: an alert firing again within `window` of an automated fix
+    /// is a relapse (tests and tools; `serve` follows the snapshot).
+    pub fn set_relapse_window(&self, window: Duration) {
+        self.inner.settings.fix(|r| r.relapse_window = window)
     }
 
     /// Notified after a commit that made a notification due (an escalation, a retry moved

@@ -9,6 +9,7 @@ use super::*;
 use crate::alert::{Alert, Status};
 use crate::clock::Clock;
 use crate::config::Tier;
+use crate::incident::AckVia;
 
 /// The store tests' alert, started at 10:00.
 fn alert(fp: &str, status: Status) -> Alert {
@@ -65,6 +66,7 @@ fn open_on(dir: &tempfile::TempDir, renotify: Option<Duration>, clock: Clock) ->
         RoutePlan {
             verify_for: 60 * MINUTE,
             policy: policy.clone(),
+            approval: None,
         },
     );
     store.set_plans(Plans {
@@ -172,15 +174,24 @@ async fn an_ack_cancels_later_tiers_and_is_idempotent() {
     let store = open(&dir, None);
     let id = run(&store, "f1", stopped()).await;
     assert_eq!(
-        store.ack(&id, Some("alice".into())).await.unwrap(),
+        store
+            .ack(&id, Some("alice".into()), AckVia::Api)
+            .await
+            .unwrap(),
         Ack::Acknowledged
     );
     assert!(due_channels(&store, 16 * MINUTE).await.is_empty());
     assert_eq!(
-        store.ack(&id, Some("bob".into())).await.unwrap(),
+        store
+            .ack(&id, Some("bob".into()), AckVia::Api)
+            .await
+            .unwrap(),
         Ack::Already(Some("alice".into()))
     );
-    assert_eq!(store.ack("nope", None).await.unwrap(), Ack::NotFound);
+    assert_eq!(
+        store.ack("nope", None, AckVia::Api).await.unwrap(),
+        Ack::NotFound
+    );
     store
         .ingest(delivery(alert("f2", Status::Firing)))
         .await
@@ -194,7 +205,7 @@ async fn an_ack_cancels_later_tiers_and_is_idempotent() {
         .await
         .unwrap();
     assert_eq!(
-        store.ack(&queued[0].id, None).await.unwrap(),
+        store.ack(&queued[0].id, None, AckVia::Api).await.unwrap(),
         Ack::NotEscalated(State::Queued)
     );
     let inc = store.incident(&id).await.unwrap().unwrap();
@@ -244,13 +255,8 @@ async fn a_resolution_is_announced_once_to_the_channels_that_were_told() {
         events(&inc, "notifications_cancelled")[0]["why"],
         "the alert resolved"
     );
-    assert_eq!(
-        store.outbox_counts().await.unwrap(),
-        OutboxCounts {
-            pending: 1,
-            failed: 1
-        }
-    );
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.failed), (1, 1));
 }
 
 #[tokio::test]
@@ -357,7 +363,7 @@ async fn renotify_starts_a_new_round_until_acked() {
         .map(|n| n.key.to_string())
         .collect();
     assert!(keys.contains(&format!("{id}/2/1/a")), "{keys:?}");
-    store.ack(&id, None).await.unwrap();
+    store.ack(&id, None, AckVia::Api).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(store.renotify_due().await.unwrap(), 0);
 }
@@ -442,7 +448,10 @@ async fn storm_group_member_is_told_when_first_member_is_acked() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, None);
     let (first, second) = storm_of_two(&store).await;
-    store.ack(&first, Some("alice".into())).await.unwrap();
+    store
+        .ack(&first, Some("alice".into()), AckVia::Api)
+        .await
+        .unwrap();
     // The first's own later tier is cancelled; the group's summary is not.
     let due = claim_due(&store, 2 * MINUTE).await;
     assert_eq!(
@@ -497,7 +506,10 @@ async fn storm_summary_is_not_sent_when_every_member_was_handled_and_says_so() {
     let (first, second) = storm_of_two(&store).await;
     // Only the member that joined is acked: the first has its own notifications, so the
     // summary has nobody left to tell.
-    store.ack(&second, Some("bob".into())).await.unwrap();
+    store
+        .ack(&second, Some("bob".into()), AckVia::Api)
+        .await
+        .unwrap();
     let due = claim_due(&store, 2 * MINUTE).await;
     assert!(summaries(&due).is_empty(), "{due:?}");
     let inc = store.incident(&second).await.unwrap().unwrap();
@@ -619,7 +631,10 @@ async fn storm_member_joining_after_the_summary_was_cancelled_is_told() {
     let store = open(&dir, None);
     store.set_storm_window(Duration::from_millis(2500));
     let (_, second) = storm_of_two(&store).await;
-    store.ack(&second, Some("bob".into())).await.unwrap();
+    store
+        .ack(&second, Some("bob".into()), AckVia::Api)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2700)).await;
     let due = claim_due(&store, Duration::ZERO).await;
     assert!(summaries(&due).is_empty(), "{due:?}");
@@ -675,7 +690,7 @@ async fn a_summary_lost_before_the_upgrade_is_owed_again() {
     let store = open(&dir, None);
     let (first, second) = storm_of_two(&store).await;
     store.close().await;
-    // The database as the older medic (before migrations 6 and 7) left it, the first acked.
+    // The database as the older medic (before migrations 6 to 8) left it, the first acked.
     raw(
         &url,
         &format!(
@@ -687,6 +702,11 @@ async fn a_summary_lost_before_the_upgrade_is_owed_again() {
              DROP INDEX outbox_group;
              ALTER TABLE outbox DROP COLUMN group_id;
              DROP TABLE used_links;
+             DROP INDEX incidents_awaiting;
+             ALTER TABLE incidents DROP COLUMN approval_until;
+             ALTER TABLE incidents DROP COLUMN plan;
+             ALTER TABLE incidents DROP COLUMN approved_by;
+             ALTER TABLE incidents DROP COLUMN approved_at;
              DELETE FROM schema_migrations WHERE version >= 6;"
         ),
     );

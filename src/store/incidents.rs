@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::changelog::Change;
+use super::changelog::{latest_of, Change};
 use super::db::{params, Db, OptionalExtension};
 use super::transition::{Closing, Move, NewIncident, StateWrite};
 use super::writer::Writer;
@@ -23,7 +23,7 @@ use super::{
 };
 use crate::alert::Alert;
 use crate::audit::{Event, NewEntry};
-use crate::incident::{self, Action, Latest, Outcome, Reason, State};
+use crate::incident::{self, AckVia, Action, Latest, Outcome, Reason, State};
 
 /// The newest incident of a fingerprint, as read from its row.
 pub(super) struct LatestRow {
@@ -179,11 +179,11 @@ impl Store {
             .await
     }
 
-    /// A person (`by`, if given) takes an escalated incident over: → `acknowledged`, and
-    /// the notifications of later tiers are cancelled.
-    pub async fn ack(&self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+    /// A person (`by`, if given) takes an escalated incident over, through `via`: →
+    /// `acknowledged`, and the notifications of later tiers are cancelled.
+    pub async fn ack(&self, id: &str, by: Option<String>, via: AckVia) -> Result<Ack, StoreError> {
         let id = id.to_string();
-        self.inner.write(move |w| w.ack(&id, by.clone())).await
+        self.inner.write(move |w| w.ack(&id, by.clone(), via)).await
     }
 
     /// [`Store::ack`] through a signed one-click link: refused with
@@ -222,7 +222,13 @@ impl Writer {
         let a = &p.alert;
         let latest = self.latest(&a.fingerprint)?;
         match incident::decide(latest.as_ref(), a.status, a.starts_at, a.ends_at) {
-            Action::Open => Ok(AlertEffect::Opened(self.open(p, now)?)),
+            Action::Open => {
+                let relapse_of = match &latest {
+                    Some(l) if l.state == State::Resolved => self.relapse_of(&l.id, now)?,
+                    _ => None,
+                };
+                Ok(AlertEffect::Opened(self.open(p, relapse_of, now)?))
+            }
             Action::Duplicate { id } => {
                 self.conn
                     .prepare_cached(
@@ -264,7 +270,15 @@ impl Writer {
                     delivery: true,
                 };
                 self.resolve(&id, from, r, now)?;
-                Ok(AlertEffect::Superseded(self.open(p, now)?))
+                // Closed as fixed by its runbook and firing again: the fix did not stick.
+                let relapse_of = match outcome {
+                    Outcome::AutoRemediated => {
+                        let route = self.route_of(&id)?.unwrap_or_default();
+                        Some((id, route))
+                    }
+                    _ => None,
+                };
+                Ok(AlertEffect::Superseded(self.open(p, relapse_of, now)?))
             }
             Action::Stale { id, why } => {
                 let detail = details::Notification {
@@ -331,8 +345,43 @@ impl Writer {
         }))
     }
 
-    /// Opens an incident for a new firing period and records how it was routed.
-    fn open(&mut self, p: &PreparedAlert, now: &str) -> Result<State, StoreError> {
+    /// Whether an alert firing again `now` relapses after closed incident `id`: resolved
+    /// `auto_remediated` no longer than `limits.relapse_window` ago. Its id and route if so.
+    fn relapse_of(&self, id: &str, now: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row: Option<(Option<String>, Option<String>, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT outcome, resolved_at, COALESCE(route, '') FROM incidents WHERE id = ?1",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((outcome, resolved_at, route)) = row else {
+            return Ok(None);
+        };
+        if outcome.as_deref() != Some(Outcome::AutoRemediated.as_str()) {
+            return Ok(None);
+        }
+        let (Some(fixed), Some(now)) =
+            (resolved_at.as_deref().and_then(parse_time), parse_time(now))
+        else {
+            return Ok(None);
+        };
+        // A fix stamped after `now` (replicas' clocks apart) was moments ago.
+        let within = match (now - fixed).to_std() {
+            Ok(since) => since <= self.cx.relapse_window(),
+            Err(_) => true,
+        };
+        Ok(within.then(|| (id.to_string(), route)))
+    }
+
+    /// Opens an incident for a new firing period and records how it was routed;
+    /// `relapse_of`: the automated fix (incident and route) it fires again after.
+    fn open(
+        &mut self,
+        p: &PreparedAlert,
+        relapse_of: Option<(String, String)>,
+        now: &str,
+    ) -> Result<State, StoreError> {
         let a = &p.alert;
         let id = self.cx.new_id();
         // What the incident is from its first row: queued for its runbook, taken on purpose
@@ -345,6 +394,12 @@ impl Writer {
             runbook,
             why,
         } = first;
+        // A route that asks first: the incident waits for a person's approval of its plan.
+        let approval_until = self.approval_deadline(&p.routed, now);
+        let state = match approval_until {
+            Some(_) => State::AwaitingApproval,
+            None => state,
+        };
         // An alert escalated as it opens gets its storm group and first round in the same row.
         let group = match reason {
             Some(reason) => Some(self.assign_group(&id, route.unwrap_or(""), reason, now)?),
@@ -366,16 +421,7 @@ impl Writer {
             escalation_group: group.as_ref().map(|(g, _)| g.id.as_str()),
         };
         self.write_state(&id, StateWrite::Open(&row), now)?;
-        self.batch.changes.push(Change {
-            id: id.clone(),
-            alertname: a.alertname().to_string(),
-            fingerprint: a.fingerprint.clone(),
-            route: route.unwrap_or_default().to_string(),
-            from: None,
-            to: state,
-            reason,
-            channels: None,
-        });
+        let relapse = relapse_of.as_ref().map(|(fixed, _)| fixed.as_str());
         let opened = details::IncidentOpened {
             fingerprint: &a.fingerprint,
             alertname: a.alertname(),
@@ -384,12 +430,25 @@ impl Writer {
             starts_at: &p.starts_at,
             generator_url: &a.generator_url,
             state: State::Queued,
+            relapse_of: relapse,
             extra: &a.extra,
         };
         self.append(
             NewEntry::for_incident(Event::IncidentOpened, &id, &opened),
             now,
         )?;
+        self.batch.changes.push(Change {
+            reason,
+            relapse_of,
+            ..Change::new(
+                &id,
+                a.alertname().to_string(),
+                a.fingerprint.clone(),
+                route.unwrap_or_default().to_string(),
+                None,
+                state,
+            )
+        });
         match &p.routed {
             Routed::Runbook { route, runbook } => {
                 let detail = details::RouteMatched { route, runbook };
@@ -397,6 +456,9 @@ impl Writer {
                     NewEntry::for_incident(Event::RouteMatched, &id, &detail),
                     now,
                 )?;
+                if let Some(until) = &approval_until {
+                    self.await_approval(&id, Some(route), until, now)?;
+                }
             }
             Routed::Ignore { route } => {
                 let detail = json!({"from": State::Queued, "to": State::Ignored, "route": route,
@@ -475,6 +537,9 @@ impl Writer {
         if matches!(from, State::Escalated | State::Acknowledged) {
             self.announce_resolution(id, now)?;
         }
+        if from == State::AwaitingApproval {
+            self.withdraw_approval(id, now)?;
+        }
         Ok(())
     }
 
@@ -499,7 +564,7 @@ impl Writer {
         self.append(NewEntry::for_incident(event, id, &detail), now)
     }
 
-    fn ack(&mut self, id: &str, by: Option<String>) -> Result<Ack, StoreError> {
+    fn ack(&mut self, id: &str, by: Option<String>, via: AckVia) -> Result<Ack, StoreError> {
         let row: Option<(String, Option<String>)> = self
             .conn
             .prepare_cached("SELECT state, acked_by FROM incidents WHERE id = ?1")?
@@ -518,15 +583,23 @@ impl Writer {
         }
         let now = stamp(self.cx.now());
         let m = Move {
-            extra: json!({ "by": by }),
+            extra: json!({ "by": by, "via": via }),
             ..Move::new(State::Escalated, State::Acknowledged)
         };
-        self.transition(id, m, &now)?;
+        if self.transition(id, m, &now)? {
+            if let Some(change) = latest_of(&mut self.batch.changes, id) {
+                change.via = Some(via);
+            }
+        }
         self.conn
             .prepare_cached("UPDATE incidents SET acked_by = ?2 WHERE id = ?1")?
             .execute(params![id, by])?;
         self.append(
-            NewEntry::for_incident(Event::IncidentAcknowledged, id, &json!({ "by": by })),
+            NewEntry::for_incident(
+                Event::IncidentAcknowledged,
+                id,
+                &json!({ "by": by, "via": via }),
+            ),
             &now,
         )?;
         self.cancel_pending(id, "acknowledged", &now)?;
@@ -548,7 +621,7 @@ impl Writer {
         if used.is_some() {
             return Ok(LinkAck::AlreadyUsed);
         }
-        let ack = self.ack(id, Some(by.to_string()))?;
+        let ack = self.ack(id, Some(by.to_string()), AckVia::Link)?;
         if ack == Ack::Acknowledged {
             let now = stamp(self.cx.now());
             self.conn
@@ -603,6 +676,9 @@ mod details {
         pub starts_at: &'a str,
         pub generator_url: &'a str,
         pub state: State,
+        /// The incident whose automated fix this firing follows too soon: a relapse.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub relapse_of: Option<&'a str>,
         #[serde(skip_serializing_if = "Map::is_empty")]
         pub extra: &'a Map<String, Value>,
     }

@@ -32,6 +32,15 @@ pub enum NotificationKey {
     },
     /// `{incident}/resolved/{channel}`: the incident's resolution, told to a channel.
     Resolution { incident: String, channel: String },
+    /// `{incident}/approval/{tier}/{channel}`: a tier of the incident's approval request.
+    ApprovalRequest {
+        incident: String,
+        tier: u32,
+        channel: String,
+    },
+    /// `{incident}/withdrawn/{channel}`: the approval request withdrawn, told to a channel
+    /// it was sent to.
+    Withdrawal { incident: String, channel: String },
 }
 
 impl fmt::Display for NotificationKey {
@@ -56,6 +65,14 @@ impl fmt::Display for NotificationKey {
             } => write!(f, "{incident}/group/{group}/{tier}/{channel}"),
             NotificationKey::Resolution { incident, channel } => {
                 write!(f, "{incident}/resolved/{channel}")
+            }
+            NotificationKey::ApprovalRequest {
+                incident,
+                tier,
+                channel,
+            } => write!(f, "{incident}/approval/{tier}/{channel}"),
+            NotificationKey::Withdrawal { incident, channel } => {
+                write!(f, "{incident}/withdrawn/{channel}")
             }
         }
     }
@@ -93,6 +110,18 @@ impl NotificationKey {
         if let Some(channel) = rest.strip_prefix("resolved/") {
             let channel = nonempty(channel)?;
             return Some(NotificationKey::Resolution { incident, channel });
+        }
+        if let Some(channel) = rest.strip_prefix("withdrawn/") {
+            let channel = nonempty(channel)?;
+            return Some(NotificationKey::Withdrawal { incident, channel });
+        }
+        if let Some(rest) = rest.strip_prefix("approval/") {
+            let (tier, channel) = rest.split_once('/')?;
+            return Some(NotificationKey::ApprovalRequest {
+                incident,
+                tier: number(tier)?,
+                channel: nonempty(channel)?,
+            });
         }
         if let Some(rest) = rest.strip_prefix("group/") {
             let (group, tier, channel) = group(rest)?;
@@ -163,6 +192,21 @@ mod tests {
             },
             "01jdq3v5k8x2m9n4p6r7s8t9va/resolved/hook",
         );
+        check(
+            ApprovalRequest {
+                incident: INCIDENT.into(),
+                tier: 2,
+                channel: "ops/mail".into(),
+            },
+            "01jdq3v5k8x2m9n4p6r7s8t9va/approval/2/ops/mail",
+        );
+        check(
+            Withdrawal {
+                incident: INCIDENT.into(),
+                channel: "hook".into(),
+            },
+            "01jdq3v5k8x2m9n4p6r7s8t9va/withdrawn/hook",
+        );
     }
 
     #[test]
@@ -202,6 +246,11 @@ mod tests {
             "group//1/a",
             "group/g/one/a",
             "i/group/g/1",
+            "i/approval/1",
+            "i/approval/x/a",
+            "i/approval/01/a",
+            "i/approval/1/",
+            "i/withdrawn/",
         ] {
             assert_eq!(NotificationKey::parse(bad), None, "{bad:?}");
         }

@@ -21,10 +21,17 @@
 //! renotify), `storm.rs` (storm groups and their summaries), `audit_log.rs` (the chain),
 //! `reads.rs` (incident lists, details, counts), `history.rs` (looking back, for
 //! postmortems), `changelog.rs` and `key.rs`.
+//! The operator's tools: `schema.rs` (the schema's version and what a start would apply,
+//! read without migrating) and `backup.rs` (a consistent copy of the SQLite store).
+//!
+//! `approvals.rs` keeps the approval before a run: the plan, the decision, its deadline and
+//! the request's notifications.
 //!
 //! The store reads time only from the [`Clock`] it is given ([`Store::open_with_clock`]).
 
+mod approvals;
 mod audit_log;
+pub mod backup;
 mod batch;
 mod changelog;
 pub(crate) mod db;
@@ -38,6 +45,7 @@ mod outbox;
 pub mod postgres;
 mod reads;
 mod runs;
+pub mod schema;
 mod sqlite;
 mod storm;
 mod transition;
@@ -54,7 +62,7 @@ use serde_json::{Map, Value};
 
 use crate::alert::{Alert, Status};
 use crate::clock::Clock;
-use crate::config::{Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
+use crate::config::{ApprovalConfig, Config, Policy, StoreConfig, DEFAULT_VERIFY_FOR};
 use crate::guard::Limit;
 use crate::incident::{Outcome, Reason, State};
 use crate::metrics::StoreMetrics;
@@ -74,7 +82,12 @@ pub enum StoreError {
         version: u32,
         source: Box<StoreError>,
     },
-    #[error("the database is newer than this medic: schema version {found}, this build knows up to {known}")]
+    #[error(
+        "the database's schema is version {found}, but this medic ({}) knows schema versions \
+         up to {known}: a newer medic has migrated it. Run that release or a later one; to go back, \
+         restore the backup taken before the upgrade (see docs/upgrading.md)",
+        env!("CARGO_PKG_VERSION")
+    )]
     TooNew { found: u32, known: u32 },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -99,6 +112,10 @@ pub enum StoreError {
         from: Option<State>,
         to: State,
     },
+    /// An incident that waited for approval may not be queued or run without its approval
+    /// record: refused, nothing written.
+    #[error("incident {id}: it waits for approval, and may not move to {} without an approval record", .to.as_str())]
+    Unapproved { id: String, to: State },
 }
 
 /// An error and every cause under it, on one line: the PostgreSQL driver's own message
@@ -129,6 +146,7 @@ impl StoreError {
 }
 
 pub use crate::routing::Decision as Routed;
+pub use approvals::{Approval, Awaiting, AwaitingPlan, Decided, Decision, Via};
 pub use history::{BreakerChange, Recent, StormGroup};
 pub use key::NotificationKey;
 
@@ -216,6 +234,9 @@ pub struct Incident {
     pub escalated_at: Option<String>,
     /// Who acknowledged it.
     pub acknowledged_by: Option<String>,
+    /// Its route asked for approval: the deadline, the plan, and who approved it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<TimelineEntry>>,
 }
@@ -244,6 +265,8 @@ pub struct Claim {
     pub runbook: String,
     /// This run's number: 1 for the first.
     pub attempt: u32,
+    /// The approved plan the run is bound to, when its route asked for approval.
+    pub plan: Option<crate::plan::Plan>,
 }
 
 /// What a checked claim did.
@@ -308,6 +331,8 @@ pub struct Rules {
     pub plans: Arc<Plans>,
     /// Escalations of one route and reason within this window share a storm group.
     pub storm_window: Duration,
+    /// An alert firing again this soon after an automated fix is a relapse.
+    pub relapse_window: Duration,
 }
 
 impl Rules {
@@ -315,6 +340,7 @@ impl Rules {
         Rules {
             plans: Arc::new(Plans::from_config(config)),
             storm_window: config.limits.storm_window,
+            relapse_window: config.limits.relapse_window,
         }
     }
 }
@@ -324,6 +350,7 @@ impl Default for Rules {
         Rules {
             plans: Arc::default(),
             storm_window: Duration::from_secs(60),
+            relapse_window: crate::config::DEFAULT_RELAPSE_WINDOW,
         }
     }
 }
@@ -336,6 +363,8 @@ pub type RulesSource = Arc<dyn Fn() -> Arc<Rules> + Send + Sync>;
 pub struct RoutePlan {
     pub verify_for: Duration,
     pub policy: Policy,
+    /// Its incidents wait for approval (`routes[].approval`).
+    pub approval: Option<ApprovalConfig>,
 }
 
 impl Plans {
@@ -348,6 +377,7 @@ impl Plans {
                 let plan = RoutePlan {
                     verify_for: r.verify_for,
                     policy,
+                    approval: r.approval.clone(),
                 };
                 (r.name.clone(), plan)
             })
@@ -364,6 +394,13 @@ impl Plans {
             .and_then(|r| self.routes.get(r))
             .map(|r| &r.policy)
             .unwrap_or(&self.default)
+    }
+
+    /// The approval of incidents of `route`, if it asks for one.
+    pub fn approval(&self, route: Option<&str>) -> Option<&ApprovalConfig> {
+        route
+            .and_then(|r| self.routes.get(r))
+            .and_then(|r| r.approval.as_ref())
     }
 
     pub fn verify_for(&self, route: Option<&str>) -> Duration {
@@ -392,17 +429,27 @@ pub enum NotificationKind {
     Escalated,
     /// An escalated incident's alert resolved.
     Resolved,
+    /// A run waits for a person's approval of its plan.
+    ApprovalRequested,
+    /// The alert resolved while the run waited for approval: the request is withdrawn.
+    ApprovalWithdrawn,
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 2] =
-        [NotificationKind::Escalated, NotificationKind::Resolved];
+    pub const ALL: [NotificationKind; 4] = [
+        NotificationKind::Escalated,
+        NotificationKind::Resolved,
+        NotificationKind::ApprovalRequested,
+        NotificationKind::ApprovalWithdrawn,
+    ];
 
     /// Its name, as stored in the outbox's `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
             NotificationKind::Escalated => "escalated",
             NotificationKind::Resolved => "resolved",
+            NotificationKind::ApprovalRequested => "approval_requested",
+            NotificationKind::ApprovalWithdrawn => "approval_withdrawn",
         }
     }
 
@@ -504,6 +551,8 @@ pub enum LinkAck {
 pub struct OutboxCounts {
     pub pending: u64,
     pub failed: u64,
+    /// How long the oldest notification due and not delivered yet has waited (zero: none).
+    pub oldest_due_waiting: Duration,
 }
 
 /// How the store connects and how long its leases last.
@@ -636,3 +685,9 @@ mod escalation_tests;
 
 #[cfg(test)]
 mod model_tests;
+
+#[cfg(test)]
+mod automation_tests;
+
+#[cfg(test)]
+mod approval_tests;

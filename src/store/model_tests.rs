@@ -29,6 +29,7 @@ use super::outbox::{OutboxDump, OutboxRow};
 use super::*;
 use crate::alert::{Alert, Status};
 use crate::config::Tier;
+use crate::incident::AckVia;
 
 /// How many distinct alerts a sequence is about.
 const ALERTS: usize = 5;
@@ -155,6 +156,7 @@ fn open_store(dir: &tempfile::TempDir, window: Duration) -> Store {
         RoutePlan {
             verify_for: Duration::from_secs(300),
             policy: policy.clone(),
+            approval: None,
         },
     );
     store.set_plans(Plans {
@@ -299,7 +301,11 @@ impl Model {
                     .collect();
                 if !escalated.is_empty() {
                     let id = &escalated[nth % escalated.len()].id;
-                    let ack = self.store.ack(id, Some("alice".into())).await.unwrap();
+                    let ack = self
+                        .store
+                        .ack(id, Some("alice".into()), AckVia::Api)
+                        .await
+                        .unwrap();
                     if ack != Ack::Acknowledged {
                         return Err(format!("ack of escalated {id}: {ack:?}"));
                     }

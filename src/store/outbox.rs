@@ -152,10 +152,12 @@ impl Store {
         self.inner.write(|w| w.renotify_due()).await
     }
 
-    /// Counts of the outbox, for metrics.
+    /// Counts of the outbox, and its oldest notification due and not delivered, for metrics.
     pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let now_at = self.inner.now();
+        let now = stamp(now_at);
         self.inner
-            .read(|c| {
+            .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT state, COUNT(*) FROM outbox WHERE state IN (?1, ?2) GROUP BY state",
                 )?;
@@ -175,6 +177,17 @@ impl Store {
                             )))
                         }
                     }
+                }
+                // The literal state, so that the partial index on due pending rows serves it.
+                let oldest: Option<String> = c
+                    .prepare_cached(
+                        "SELECT MIN(due_at) FROM outbox WHERE state = 'pending' AND due_at <= ?1",
+                    )?
+                    .query_row([&now], |r| r.get(0))?;
+                if let Some(at) = oldest {
+                    let due = parse_time(&at)
+                        .ok_or_else(|| StoreError::Corrupt(format!("outbox: bad due_at {at:?}")))?;
+                    counts.oldest_due_waiting = (now_at - due).to_std().unwrap_or_default();
                 }
                 Ok(counts)
             })
@@ -503,6 +516,9 @@ impl Writer {
                 // Delivered while the alert resolved: this channel is owed the end too.
                 if kind == NotificationKind::Escalated && is_open == 0 {
                     self.owe_resolution(&incident, &channel, &now)?;
+                }
+                if kind == NotificationKind::ApprovalRequested {
+                    self.request_sent(&incident, &channel, incident_state, &now)?;
                 }
             }
             Attempt::Failed {

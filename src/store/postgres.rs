@@ -36,7 +36,7 @@ use crate::metrics::StoreMetrics;
 use tls::Tls;
 
 /// Schema migrations, embedded in the binary, applied in order at open.
-const MIGRATIONS: &[(u32, &str)] = &[
+pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_runs.sql")),
     (3, include_str!("migrations/postgres/0003_guards.sql")),
@@ -47,6 +47,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("migrations/postgres/0006_group_summaries.sql"),
     ),
     (7, include_str!("migrations/postgres/0007_used_links.sql")),
+    (8, include_str!("migrations/postgres/0008_approvals.sql")),
 ];
 
 /// How long a connection attempt may take, and how long a read waits for a connection.
@@ -118,6 +119,17 @@ fn open_blocking(
         lease: options.lease,
     };
     Engine::start(parts, metrics)
+}
+
+/// One connection, without migrating, for a tool that only reads (`medic migrate
+/// --status`). From a plain thread, as [`open`].
+pub(super) fn connect_one(url: &str, options: &Options) -> Result<PgConn, StoreError> {
+    Manager::new(url, options)?
+        .open()
+        .map_err(|e| StoreError::Open {
+            path: redact(url).into(),
+            source: describe(&*e).into(),
+        })
 }
 
 /// An error with its causes: the driver's own message is only the kind of error ("error

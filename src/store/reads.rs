@@ -129,7 +129,8 @@ impl Store {
 pub(super) const INCIDENT_COLUMNS: &str =
     "id, fingerprint, alertname, labels, annotations, state, reason, outcome, route, runbook,
     generator_url, starts_at, updated_at, last_seen_at, resolved_at, deliveries, attempts, message,
-    external_url, verify_until, escalated_at, acked_by, escalation_group";
+    external_url, verify_until, escalated_at, acked_by, escalation_group,
+    approval_until, plan, approved_by, approved_at";
 
 /// Maps an incident row; the inner result reports values this build cannot read.
 pub(super) fn incident_row(r: &Row) -> Result<Result<Incident, StoreError>, StoreError> {
@@ -171,6 +172,13 @@ pub(super) fn incident_row(r: &Row) -> Result<Result<Incident, StoreError>, Stor
             escalated_at: r.get(20)?,
             acknowledged_by: r.get(21)?,
             escalation_group: r.get(22)?,
+            approval: super::approvals::approval_of(
+                &id,
+                r.get(23)?,
+                r.get(24)?,
+                r.get(25)?,
+                r.get(26)?,
+            )?,
             timeline: None,
             id: id.clone(),
         })

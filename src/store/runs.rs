@@ -191,7 +191,8 @@ impl Writer {
             let row = self
                 .conn
                 .prepare_cached(
-                    "SELECT fingerprint, alertname, labels, annotations, starts_at, generator_url, route, runbook, attempts
+                    "SELECT fingerprint, alertname, labels, annotations, starts_at, generator_url, route, runbook, attempts,
+                        approval_until, plan, approved_at
                      FROM incidents WHERE id = ?1 AND state = 'queued'",
                 )?
                 .query_row([id], |r| {
@@ -205,12 +206,22 @@ impl Writer {
                         route: r.get(6)?,
                         runbook: r.get(7)?,
                         attempts: r.get(8)?,
+                        approval_until: r.get(9)?,
+                        plan: r.get(10)?,
+                        approved_at: r.get(11)?,
                     })
                 })
                 .optional()?;
             let Some(row) = row else {
                 continue;
             };
+            // An incident that waited for approval runs only bound to its approved plan.
+            let plan = super::approvals::bound_plan(
+                id,
+                row.approval_until.as_deref(),
+                row.plan.as_deref(),
+                row.approved_at.as_deref(),
+            )?;
             let mut in_flight_key = None;
             if let Some(shared) = shared {
                 match self.check_shared(id, shared, now_t, &now)? {
@@ -251,6 +262,7 @@ impl Writer {
                 generator_url: row.generator_url,
                 route: row.route,
                 attempt,
+                plan,
             };
             let detail = started(&claim);
             self.append(NewEntry::for_incident(Event::RunStarted, id, &detail), &now)?;
@@ -374,6 +386,9 @@ struct QueuedRow {
     route: Option<String>,
     runbook: Option<String>,
     attempts: i64,
+    approval_until: Option<String>,
+    plan: Option<String>,
+    approved_at: Option<String>,
 }
 
 /// A run left `remediating` whose lease ran out.

@@ -14,7 +14,7 @@ use super::StoreError;
 use crate::metrics::StoreMetrics;
 
 /// Schema migrations, embedded in the binary, applied in order at open.
-const MIGRATIONS: &[(u32, &str)] = &[
+pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_runs.sql")),
     (3, include_str!("migrations/sqlite/0003_guards.sql")),
@@ -25,6 +25,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("migrations/sqlite/0006_group_summaries.sql"),
     ),
     (7, include_str!("migrations/sqlite/0007_used_links.sql")),
+    (8, include_str!("migrations/sqlite/0008_approvals.sql")),
 ];
 
 /// How often the background checkpoint runs.

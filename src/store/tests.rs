@@ -447,7 +447,15 @@ fn outbox_states_and_kinds_read_back_what_they_write() {
         assert_eq!(NotificationKind::parse(kind.as_str()), Some(kind));
     }
     let names: Vec<_> = NotificationKind::ALL.iter().map(|k| k.as_str()).collect();
-    assert_eq!(names, ["escalated", "resolved"]);
+    assert_eq!(
+        names,
+        [
+            "escalated",
+            "resolved",
+            "approval_requested",
+            "approval_withdrawn"
+        ]
+    );
     assert_eq!(NotificationKind::parse("acknowledged"), None);
 }
 

@@ -7,6 +7,10 @@
 //! conditional on the state the incident is in now: it changes nothing when the incident
 //! moved on meanwhile (a resolution during a run, another replica's claim).
 //!
+//! An incident that waited for approval is refused any move into a state that
+//! [`State::needs_approval_record`] (queued, remediating) without its approval record
+//! ([`StoreError::Unapproved`]): the one gate between `awaiting_approval` and a run.
+//!
 //! [`Writer::transition`] is a move with what comes with it: the audit entry, the log line,
 //! the verification timer and, for an escalation, its storm group and notifications, all
 //! in the same transaction.
@@ -80,11 +84,13 @@ pub(super) enum StateWrite<'a> {
     },
 }
 
-/// Who an incident is, as a move reads it back (for the log).
+/// Who an incident is, as a move reads it back (for the log and the metrics).
 pub(super) struct Moved {
     pub route: String,
     pub alertname: String,
     pub fingerprint: String,
+    /// When it was opened.
+    pub created_at: String,
 }
 
 impl Writer {
@@ -110,6 +116,14 @@ impl Writer {
             return Err(StoreError::IllegalMove {
                 id: id.to_string(),
                 from,
+                to,
+            });
+        }
+        // Whatever move leads there: an incident that waited for approval is queued or
+        // run only with its approval record.
+        if from.is_some() && to.needs_approval_record() && self.lacks_approval(id)? {
+            return Err(StoreError::Unapproved {
+                id: id.to_string(),
                 to,
             });
         }
@@ -146,6 +160,7 @@ impl Writer {
                     route: row.route.unwrap_or_default().to_string(),
                     alertname: row.alertname.to_string(),
                     fingerprint: row.fingerprint.to_string(),
+                    created_at: now.to_string(),
                 }))
             }
             StateWrite::Move { m, verify_until } => {
@@ -158,7 +173,7 @@ impl Writer {
                             outcome = COALESCE(?9, outcome), resolved_at = COALESCE(?10, resolved_at),
                             last_seen_at = COALESCE(?10, last_seen_at), deliveries = deliveries + ?11
                          WHERE id = ?1 AND state = ?2
-                         RETURNING COALESCE(route, ''), alertname, fingerprint",
+                         RETURNING COALESCE(route, ''), alertname, fingerprint, created_at",
                     )?
                     .query_row(
                         params![
@@ -179,6 +194,7 @@ impl Writer {
                                 route: r.get(0)?,
                                 alertname: r.get(1)?,
                                 fingerprint: r.get(2)?,
+                                created_at: r.get(3)?,
                             })
                         },
                     )
@@ -219,18 +235,28 @@ impl Writer {
             reason,
             message,
             extra,
-            closing: _,
+            closing,
         } = m;
-        self.batch.changes.push(Change {
-            id: id.to_string(),
-            alertname: moved.alertname,
-            fingerprint: moved.fingerprint,
-            route: moved.route.clone(),
-            from: Some(from),
-            to,
-            reason,
-            channels: None,
+        // A resolution: its outcome and how long the incident was open, for the metrics.
+        let resolved = closing.map(|c| {
+            let open_for = parse_time(&moved.created_at)
+                .zip(parse_time(now))
+                .and_then(|(opened, closed)| (closed - opened).to_std().ok());
+            (c.outcome, open_for)
         });
+        let change = Change {
+            reason,
+            resolved,
+            ..Change::new(
+                id,
+                moved.alertname,
+                moved.fingerprint,
+                moved.route.clone(),
+                Some(from),
+                to,
+            )
+        };
+        self.batch.changes.push(change);
         let mut detail = json!({"from": from, "to": to});
         if let Some(until) = &verify_until {
             detail["verify_until"] = json!(until);

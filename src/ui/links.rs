@@ -34,7 +34,7 @@ fn check(c: &super::Console, token: &str) -> Result<Link, Box<Response>> {
     }
 }
 
-fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
+pub(super) fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
     page(
         status,
         pages::message(
@@ -45,7 +45,7 @@ fn refused(status: StatusCode, why: impl std::fmt::Display) -> Response {
     )
 }
 
-fn used() -> Response {
+pub(super) fn used() -> Response {
     refused(StatusCode::GONE, "The link was already used")
 }
 
@@ -75,7 +75,7 @@ pub(super) async fn confirm(State(c): Shared, Path(token): Path<String>) -> Resp
 }
 
 /// Whether the request came from this site, as far as its `Origin` or `Referer` tells.
-fn same_site(headers: &HeaderMap, external_url: Option<&str>) -> bool {
+pub(super) fn same_site(headers: &HeaderMap, external_url: Option<&str>) -> bool {
     let from = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))

@@ -5,9 +5,12 @@
 //! escapes every value). It reads incidents and acknowledges them only through the
 //! store's methods; the users and their roles come from `[[ui.users]]` in the
 //! configuration in force. With no user configured, every `/ui` path answers 404, except
-//! the signed one-click links of escalation messages (`/ui/a/{token}`, `links.rs`).
+//! the signed one-click links of escalation messages (`/ui/a/{token}`, `links.rs`) and of
+//! approval requests (`/ui/approve/{token}`, `/ui/reject/{token}`, `approval.rs`, which
+//! also shows a waiting run's plan and its Approve and Reject forms).
 
 mod admin;
+mod approval;
 mod links;
 mod pages;
 mod postmortem;
@@ -30,7 +33,7 @@ use crate::audit::{Event, NewEntry};
 use crate::clock::Clock;
 use crate::config::Role;
 use crate::guard::Guards;
-use crate::incident::{Reason, State as IncidentState};
+use crate::incident::{AckVia, Reason, State as IncidentState};
 use crate::metrics::Metrics;
 use crate::runner::Wake;
 use crate::snapshot::Current;
@@ -87,6 +90,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/static/postmortem.js", get(postmortem::js))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/approve", post(approval::approve))
+        .route("/incidents/{id}/reject", post(approval::reject))
         .route("/incidents/{id}/postmortem", get(postmortem::show))
         .route("/incidents/{id}/postmortem.md", get(postmortem::download))
         .route("/guards", get(admin::guards))
@@ -107,6 +112,14 @@ pub fn router(ctx: Context) -> Router {
         ))
         // Signed links need no user: the token is the credential.
         .route("/a/{token}", get(links::confirm).post(links::perform))
+        .route(
+            "/approve/{token}",
+            get(approval::confirm_approve).post(approval::perform_approve),
+        )
+        .route(
+            "/reject/{token}",
+            get(approval::confirm_reject).post(approval::perform_reject),
+        )
         .with_state(console)
 }
 
@@ -604,7 +617,12 @@ async fn ack(
     if !valid_id(&id) {
         return not_found().await;
     }
-    match c.ctx.store.ack(&id, Some(user.name.clone())).await {
+    match c
+        .ctx
+        .store
+        .ack(&id, Some(user.name.clone()), AckVia::Console)
+        .await
+    {
         Ok(Ack::Acknowledged) => {
             tracing::info!(incident = %id, by = %user.name, "incident acknowledged in the console");
             see_other(&format!("/ui/incidents/{id}"))

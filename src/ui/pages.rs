@@ -228,6 +228,7 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
                     @else { (i.generator_url) }
                 }
             }
+            (super::approval::panel(user, i))
             h2 { "Labels" }
             (pairs(&i.labels))
             h2 { "Annotations" }
@@ -238,10 +239,10 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
                 @for e in timeline {
                     li {
                         time { (e.at) } " " strong { (e.event) }
-                        @let is_step = matches!(Event::parse(&e.event), Some(Event::StepFinished | Event::StepFailed | Event::StepWouldRun | Event::RunbookLog));
+                        @let is_step = matches!(Event::parse(&e.event), Some(Event::StepFinished | Event::StepFailed | Event::StepWouldRun | Event::RunbookLog | Event::StepOffPlan));
                         @if is_step {
                             @if let Some(s) = steps.next() {
-                                @if matches!(Event::parse(&e.event), Some(Event::StepFinished | Event::StepFailed)) {
+                                @if matches!(Event::parse(&e.event), Some(Event::StepFinished | Event::StepFailed | Event::StepOffPlan)) {
                                     div class={ "step " (if s.ok { "ok" } else { "failed" }) } {
                                         code { (s.what) }
                                         " → " (s.result)

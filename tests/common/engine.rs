@@ -1,63 +1,47 @@
-//! The engine in-process on paused time, starting at a fixed UTC time, so that what it
-//! stores carries times a test knows exactly: the same composition root as `medic serve`
-//! (`medic::app::run`), a clock that follows tokio's paused clock from `start`, and SQLite
-//! in a temporary directory (or PostgreSQL with `MEDIC_TEST_STORE=postgres`). Time moves
-//! only by [`Engine::advance`]. The test's runtime must start paused
-//! (`#[tokio::test(start_paused = true)]`).
+//! The engine in-process on paused time, in a directory that outlives it: the same
+//! composition root as `medic serve` (`medic::app::run`), SQLite in the directory (or
+//! PostgreSQL with `MEDIC_TEST_STORE=postgres`), and a clock that follows tokio's paused
+//! clock. [`Engine::restart`] stops it and starts a new one on the same store, its clock
+//! going on from where the old one was: what the store keeps across a restart is checked
+//! without sleeping. (`tests/in_process.rs` has its own, older copy of this harness.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::{body, client, API_TOKEN, WEBHOOK_TOKEN};
 use medic::clock::Clock;
-use medic::store::{IncidentFilter, Store};
+use medic::store::Store;
 
-/// How long (real time) a wait for something the engine does at once may take.
-const WAIT: Duration = Duration::from_secs(30);
+/// How long (real time) a test waits for something the engine does at once.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct Engine {
     pub store: Store,
     pub clock: Clock,
     pub addr: std::net::SocketAddr,
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
+    pub dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     busy: JoinHandle<()>,
 }
 
 impl Engine {
-    /// Starts the engine at `start` with the config `config_of(dir)` and the runbooks given
-    /// (`<dir>/runbooks/<name>`). `prepare(dir)` runs first (to write scripts).
-    pub async fn start(
-        start: DateTime<Utc>,
-        prepare: impl Fn(&Path),
-        config_of: impl Fn(&Path) -> String,
-        runbooks: &[(&str, String)],
-    ) -> Engine {
+    /// Starts the engine on `dir/medic.toml` (written by the caller), its clock at `start`.
+    pub async fn start(dir: &Path, start: chrono::DateTime<chrono::Utc>) -> Engine {
         // Keeps the runtime busy, so the paused clock moves only by `advance`; it sleeps a
-        // little (real time) each round, so that busy does not mean a core spinning.
+        // little (real time) each round, so that "busy" does not mean a core spinning.
         let busy = tokio::spawn(async {
             loop {
                 std::thread::sleep(Duration::from_micros(500));
                 tokio::task::yield_now().await;
             }
         });
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        prepare(dir.path());
-        for (name, source) in runbooks {
-            std::fs::write(dir.path().join("runbooks").join(name), source).unwrap();
-        }
-        let path = dir.path().join("medic.toml");
-        let text = config_of(dir.path());
-        std::fs::write(&path, &text).unwrap();
+        let path = dir.join("medic.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
         let config = medic::config::Config::parse(&path, &text, &|_| None).unwrap();
         let loaded = medic::loaded::Loaded::from_config(config).unwrap();
         let metrics = Arc::new(medic::metrics::Metrics::default());
@@ -79,12 +63,19 @@ impl Engine {
             store,
             clock,
             addr,
-            dir,
-            config: path,
+            dir: dir.to_path_buf(),
             stop: Some(stop),
             server: Some(server),
             busy,
         }
+    }
+
+    /// Stops this engine and starts a new one on the same directory and store, its clock
+    /// going on from this one's.
+    pub async fn restart(self) -> Engine {
+        let (dir, now) = (self.dir.clone(), self.clock.now());
+        self.stop().await;
+        Engine::start(&dir, now).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -114,68 +105,44 @@ impl Engine {
             .unwrap()
     }
 
-    /// Acknowledges incident `id` as `by` through the API.
-    pub async fn ack(&self, id: &str, by: &str) {
+    /// POSTs `body` (JSON) to an API path with the token; the status and the answer.
+    pub async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = client()
-            .post(self.url(&format!("/api/v1/incidents/{id}/ack")))
+            .post(self.url(path))
             .bearer_auth(API_TOKEN)
-            .json(&serde_json::json!({ "by": by }))
+            .json(&body)
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "ack {id}");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// The incidents in `state`, once there are `n` (without moving the clock).
-    pub async fn when_in_state(&self, state: &str, n: usize) -> Vec<Value> {
-        let st = medic::incident::State::parse(state).unwrap();
-        until(&format!("{n} incidents {state}"), || async {
-            let list = self
-                .store
-                .incidents(IncidentFilter {
-                    state: Some(st),
-                    limit: 1000,
-                    ..Default::default()
-                })
-                .await
-                .ok()?;
-            if list.len() < n {
-                return None;
-            }
-            let mut out = Vec::new();
-            for i in list {
-                out.push(self.api(&format!("/api/v1/incidents/{}", i.id)).await);
-            }
-            Some(out)
-        })
-        .await
+    /// The documents the `file` channel `name` (at `dir/<name>.jsonl`) wrote.
+    pub fn sent(&self, name: &str) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("{name}.jsonl"))).unwrap_or_default();
+        // Complete lines only: the channel may be writing the next one.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
-    /// The incident `id` with its timeline, once `event` is in it.
-    pub async fn when_event(&self, id: &str, event: &str) -> Value {
-        until(&format!("{event} of {id}"), || async {
-            let inc = self.api(&format!("/api/v1/incidents/{id}")).await;
-            let has = inc["timeline"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|e| e["event"] == event));
-            has.then_some(inc)
-        })
-        .await
-    }
-
-    /// Moves the paused clock forward by `d`, then lets the engine's tasks run.
-    pub async fn advance(&self, d: Duration) {
-        tokio::time::advance(d).await;
+    /// Moves the paused clock so that it reads `at` minus `before` (it never goes back),
+    /// then lets the workers run.
+    pub async fn advance_to(&self, at: chrono::DateTime<chrono::Utc>, before: Duration) {
+        let target = at - chrono::Duration::from_std(before).unwrap();
+        if let Ok(d) = (target - self.clock.now()).to_std() {
+            tokio::time::advance(d).await;
+        }
         settle().await;
-    }
-
-    /// Runs `medic <args> --config <this config>` (the real binary, on the same store).
-    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        super::medic_cli(self.dir.path(), args, &self.config)
     }
 
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
+        // Stopping waits on grace periods: let time run for it.
         self.busy.abort();
         self.server.take().unwrap().await.unwrap().unwrap();
     }

@@ -4,12 +4,15 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod approval;
 pub mod browser;
 pub mod console;
 pub mod db;
 pub mod engine;
 pub mod markdown;
+pub mod prometheus;
 pub mod receiver;
+pub mod scenario;
 pub mod smtp;
 pub mod upgrade;
 

@@ -7,6 +7,7 @@
 //! default (or left out) so that the checks after it can still run; the
 //! resulting `Config` is only returned when nothing was wrong.
 
+mod approval;
 mod escalation;
 mod routes;
 mod sections;
@@ -65,6 +66,7 @@ pub(crate) fn validate(
         warnings: Vec::new(),
     };
     validator.everyone_reaches_someone(raw, &config);
+    validator.approvers_known(raw, &config);
     config.warnings = validator.warnings;
     let mut errors = validator.errors;
     if errors.is_empty() {

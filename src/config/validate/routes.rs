@@ -243,6 +243,10 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|value| self.positive(&key("manual_minutes"), value));
 
+        let approval = raw
+            .approval
+            .as_ref()
+            .and_then(|a| self.approval(&key("approval"), a, raw));
         Some(RouteConfig {
             name,
             matchers,
@@ -260,6 +264,7 @@ impl Validator<'_> {
             maintenance,
             maintenance_action,
             manual_minutes,
+            approval,
             location: self.location(&span),
         })
     }

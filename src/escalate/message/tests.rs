@@ -10,7 +10,7 @@ fn entry(event: &str, detail: Value) -> TimelineEntry {
     }
 }
 
-fn incident() -> Incident {
+pub(super) fn incident() -> Incident {
     let labels: BTreeMap<String, String> = [
         ("alertname", "DiskFull"),
         ("instance", "db1:9100"),
@@ -51,6 +51,7 @@ fn incident() -> Incident {
         escalated_at: Some("2026-11-23T10:05:00Z".into()),
         acknowledged_by: None,
         escalation_group: None,
+        approval: None,
         timeline: Some(vec![
             entry("run_started", json!({"runbook": "disk_full.rhai"})),
             entry(
