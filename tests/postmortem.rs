@@ -563,40 +563,50 @@ matchers = ['alertname="Flaky"']
 runbook = "fix.rhai"
 verify_for = "1h"
 "#;
-    let e = engine("", routes).await;
+    let e = engine("relapse_window = \"5m\"", routes).await;
     let id_of = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let on = |list: &[Value], instance: &str| {
+        list.iter()
+            .find(|i| i["labels"]["instance"] == instance)
+            .map(id_of)
+    };
+    let flaky = |instance: &str, status: &str, starts: &str, ends: &str| {
+        alert_at("Flaky", instance, status, starts, ends)
+    };
+    let t0 = "2026-11-23T10:00:00Z";
 
-    // A fix that does not stick: fixed at 10:02:30, the alert fires again at 10:12:00.
-    e.post_webhook(vec![alert_at(
-        "Flaky",
-        "db1",
-        "firing",
-        "2026-11-23T10:00:00Z",
-        "",
-    )])
+    // Two fixes at 10:02:30 that do not stick. db2 fires again two minutes later: within
+    // the 5m window, so the store records it as a relapse. db1 fires again at 10:12:00,
+    // 9m 30s after its fix: past the window, recorded as nothing.
+    e.post_webhook(vec![
+        flaky("db1", "firing", t0, ""),
+        flaky("db2", "firing", t0, ""),
+    ])
     .await;
-    let fixed = id_of(&e.when_in_state("verifying", 1).await[0]);
+    let verifying = e.when_in_state("verifying", 2).await;
+    let (fixed1, fixed2) = (
+        on(&verifying, "db1").unwrap(),
+        on(&verifying, "db2").unwrap(),
+    );
     e.advance(Duration::from_secs(30)).await;
-    e.post_webhook(vec![alert_at(
-        "Flaky",
-        "db1",
-        "resolved",
-        "2026-11-23T10:00:00Z",
-        "2026-11-23T10:02:30Z",
-    )])
+    let end = "2026-11-23T10:02:30Z";
+    e.post_webhook(vec![
+        flaky("db1", "resolved", t0, end),
+        flaky("db2", "resolved", t0, end),
+    ])
     .await;
-    when(&e, &fixed, "the fix", |i| i["outcome"] == "auto_remediated").await;
-    e.advance(Duration::from_secs(9 * 60 + 30)).await;
-    e.post_webhook(vec![alert_at(
-        "Flaky",
-        "db1",
-        "firing",
-        "2026-11-23T10:12:00Z",
-        "",
-    )])
-    .await;
-    let again = id_of(&e.when_in_state("verifying", 1).await[0]);
-    assert_ne!(fixed, again);
+    for id in [&fixed1, &fixed2] {
+        when(&e, id, "the fix", |i| i["outcome"] == "auto_remediated").await;
+    }
+    e.advance(Duration::from_secs(2 * 60)).await;
+    e.post_webhook(vec![flaky("db2", "firing", "2026-11-23T10:04:30Z", "")])
+        .await;
+    let again2 = on(&e.when_in_state("verifying", 1).await, "db2").unwrap();
+    e.advance(Duration::from_secs(7 * 60 + 30)).await;
+    e.post_webhook(vec![flaky("db1", "firing", "2026-11-23T10:12:00Z", "")])
+        .await;
+    let again1 = on(&e.when_in_state("verifying", 2).await, "db1").unwrap();
+    assert_ne!(fixed1, again1);
 
     // The same step failing in two incidents of a route, ten minutes apart (two storms).
     e.post_webhook(vec![alert("ServiceDown", "web1:80", "firing")])
@@ -634,12 +644,16 @@ verify_for = "1h"
         assert_eq!(code, 0, "{err}");
         text
     };
-    let relapse = format!(
-        "- [ ] Relapse: the alert fired again 9m 30s after incident `{fixed}` was fixed automatically (incident `{again}`; the relapse window is 1h 0m)"
+    let recorded = format!(
+        "- [ ] Relapse: the alert fired again 2m 0s after incident `{fixed2}` was fixed automatically (incident `{again2}`; recorded as a relapse when it opened)"
     );
-    for id in [&fixed, &again] {
+    for id in [&fixed2, &again2] {
         let d = draft(id);
-        assert!(d.contains(&relapse), "{id}: missing {relapse:?}\n{d}");
+        assert!(d.contains(&recorded), "{id}: missing {recorded:?}\n{d}");
+    }
+    for id in [&fixed1, &again1] {
+        let d = draft(id);
+        assert!(!d.contains("Relapse"), "past the window, not recorded: {d}");
     }
     let step = format!(
         "exec {}",
@@ -665,19 +679,27 @@ verify_for = "1h"
     }
     assert!(d.contains("nobody has acknowledged it yet"), "{d}");
 
-    // A shorter relapse window (read from the config the command is given) sees none.
-    let short = e.dir.as_path().join("short.toml");
+    // The record: the opening of db2's new incident names the fix, db1's names none.
+    for (again, fixed) in [(&again2, json!(fixed2)), (&again1, Value::Null)] {
+        let inc = e.api(&format!("/api/v1/incidents/{again}")).await;
+        assert_eq!(inc["timeline"][0]["detail"]["relapse_of"], fixed, "{inc}");
+    }
+    // With a longer window in the config the command is given, the draft finds db1's
+    // relapse, which the record says nothing of.
+    let long = e.dir.as_path().join("long.toml");
     let text = std::fs::read_to_string(e.config())
         .unwrap()
-        .replace("[limits]\n", "[limits]\nrelapse_window = \"5m\"\n");
-    std::fs::write(&short, text).unwrap();
-    let (code, d, err) = common::medic_cli(
-        e.dir.as_path(),
-        &["postmortem", "--tz", "UTC", &again],
-        &short,
+        .replace("relapse_window = \"5m\"", "relapse_window = \"1h\"");
+    std::fs::write(&long, text).unwrap();
+    let found = format!(
+        "- [ ] Relapse: the alert fired again 9m 30s after incident `{fixed1}` was fixed automatically (incident `{again1}`; the relapse window is 1h 0m)"
     );
-    assert_eq!(code, 0, "{err}");
-    assert!(!d.contains("Relapse"), "{d}");
+    for id in [&fixed1, &again1] {
+        let args = ["postmortem", "--tz", "UTC", id.as_str()];
+        let (code, d, err) = common::medic_cli(e.dir.as_path(), &args, &long);
+        assert_eq!(code, 0, "{err}");
+        assert!(d.contains(&found), "{id}: missing {found:?}\n{d}");
+    }
     e.stop().await;
 }
 

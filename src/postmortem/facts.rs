@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use super::case::{parse_at, Case};
 use crate::config::Config;
 use crate::incident::{Outcome, Reason};
-use crate::store::{Recent, Store, StoreError, StormGroup};
+use crate::store::{Incident, Recent, Store, StoreError, StormGroup};
 
 /// How far back "recent incidents" go.
 pub const LOOKBACK: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -73,9 +73,12 @@ pub struct Relapse {
     /// The incident medic fixed, and when its alert resolved.
     pub fixed: String,
     pub fixed_at: DateTime<Utc>,
-    /// The incident of the alert firing again, and when it started.
+    /// The incident of the alert firing again, and when it opened.
     pub again: String,
     pub again_at: DateTime<Utc>,
+    /// The store recorded it (`relapse_of` in the new incident's opening), rather than the
+    /// draft finding it by the relapse window in force.
+    pub recorded: bool,
 }
 
 /// A step that failed here and in other recent incidents of the same route.
@@ -185,9 +188,13 @@ async fn breakers(store: &Store, case: &mut Case) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Relapses around the draft's incidents: the alert fired again within the relapse window
-/// after an automated fix, before this incident (this one is the relapse) or after it
-/// (this one's fix did not stick).
+/// Relapses around the draft's incidents: the alert fired again soon after an automated
+/// fix, before this incident (this one is the relapse) or after it (this one's fix did not
+/// stick). What the store recorded comes first: it names the fix in a relapse's
+/// `incident_opened` entry (`relapse_of`), as the metrics count it, by the relapse window in
+/// force then. Where the record names none (older records), the rule is applied with the
+/// window in force now: the new incident opened at most `relapse_window` after the fixed
+/// one resolved.
 async fn relapses(
     store: &Store,
     cases: &[Case],
@@ -195,35 +202,64 @@ async fn relapses(
 ) -> Result<Vec<Relapse>, StoreError> {
     let window = chrono(settings.relapse_window);
     let mut out: Vec<Relapse> = Vec::new();
+    let relapse = |fixed: &Incident, again: &Incident, recorded: bool| {
+        if fixed.outcome != Some(Outcome::AutoRemediated) {
+            return None;
+        }
+        let fixed_at = fixed.resolved_at.as_deref().and_then(parse_at)?;
+        let again_at = opened(&again.id, parse_at(&again.started_at))?;
+        // A fix stamped after the new firing opened (replicas' clocks apart) was moments ago.
+        (recorded || again_at - fixed_at <= window).then(|| Relapse {
+            fixed: fixed.id.clone(),
+            fixed_at,
+            again: again.id.clone(),
+            again_at,
+            recorded,
+        })
+    };
     for case in cases.iter().take(MAX_LOOKED_UP) {
         let i = &case.incident;
         let (before, after) = store.neighbours(&i.fingerprint, &i.started_at).await?;
-        let fixed_then_fired =
-            |fixed: &crate::store::Incident, again: &crate::store::Incident| -> Option<Relapse> {
-                if fixed.outcome != Some(Outcome::AutoRemediated) {
-                    return None;
+        // This one opened as a relapse: of the fix its opening names.
+        let mut found = Vec::new();
+        match recorded_relapse(case) {
+            Some(fixed) => {
+                if let Some(f) = store.incident(&fixed).await? {
+                    found.push(relapse(&f, i, true));
                 }
-                let fixed_at = fixed.resolved_at.as_deref().and_then(parse_at)?;
-                let again_at = parse_at(&again.started_at)?;
-                let gap = again_at - fixed_at;
-                (gap >= chrono::Duration::zero() && gap < window).then(|| Relapse {
-                    fixed: fixed.id.clone(),
-                    fixed_at,
-                    again: again.id.clone(),
-                    again_at,
-                })
+            }
+            None => found.push(before.as_ref().and_then(|b| relapse(b, i, false))),
+        }
+        // The next firing opened as a relapse of this one.
+        if let Some(next) = &after {
+            let next = match store.incident(&next.id).await? {
+                Some(n) => Case::read(n),
+                None => continue,
             };
-        let found = [
-            before.as_ref().and_then(|b| fixed_then_fired(b, i)),
-            after.as_ref().and_then(|a| fixed_then_fired(i, a)),
-        ];
+            match recorded_relapse(&next) {
+                Some(fixed) if fixed == i.id => found.push(relapse(i, &next.incident, true)),
+                Some(_) => {}
+                None => found.push(relapse(i, &next.incident, false)),
+            }
+        }
         for r in found.into_iter().flatten() {
-            if !out.contains(&r) {
+            if !out.iter().any(|o| o.fixed == r.fixed && o.again == r.again) {
                 out.push(r);
             }
         }
     }
     Ok(out)
+}
+
+/// The fix this incident's opening names as the one it relapsed after, if any.
+fn recorded_relapse(case: &Case) -> Option<String> {
+    case.timeline()
+        .iter()
+        .find(|e| e.event == "incident_opened")?
+        .detail
+        .get("relapse_of")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// For each step the draft's incidents failed at, the other recent incidents of the same

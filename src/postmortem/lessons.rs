@@ -317,11 +317,16 @@ pub(super) fn actions(out: &mut String, f: &Facts, zone: &Zone) {
     }
     for r in &f.relapses {
         items.push(format!(
-            "Relapse: the alert fired again {} after incident {} was fixed automatically (incident {}; the relapse window is {}): the fix does not stick. Find the cause and make the runbook fix it, or escalate.",
+            "Relapse: the alert fired again {} after incident {} was fixed automatically (incident {}; {}): the fix does not stick. Find the cause and make the runbook fix it, or escalate.",
             duration(r.again_at - r.fixed_at),
             code(&r.fixed),
             code(&r.again),
-            duration(chrono::Duration::from_std(f.settings.relapse_window).unwrap_or_default())
+            if r.recorded {
+                "recorded as a relapse when it opened".to_string()
+            } else {
+                let window = chrono::Duration::from_std(f.settings.relapse_window);
+                format!("the relapse window is {}", duration(window.unwrap_or_default()))
+            }
         ));
     }
     if let Some(u) = &f.unrouted {
