@@ -1,7 +1,7 @@
 //! The command line: `medic serve`, `medic check`, `medic test`, `medic replay`,
 //! `medic audit verify`, `medic audit export`, `medic hash-password`, `medic backup`,
 //! `medic migrate --status`,
-//! `medic completions`, `medic man`.
+//! `medic completions`, `medic man`, `medic postmortem`.
 //!
 //! Parses arguments, sets up logging, and calls into the library. This is the edge of the
 //! program: errors become messages on stderr and exit codes here, and nowhere else.
@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::config::{Config, Purpose};
 use crate::loaded::Loaded;
+use crate::store::Store;
 
 mod audit;
 
@@ -81,6 +83,21 @@ enum Command {
     /// `password_hash` in a `[[ui.users]]` entry of the configuration. The line's ending
     /// is not part of the password; an empty password is refused.
     HashPassword,
+    /// Print a blameless postmortem draft of an incident, in Markdown, on standard output:
+    /// summary, impact window, detection and response times, the timeline from the audit
+    /// log, what went well, what went wrong, and suggested action items. An incident of a
+    /// storm group gets one draft covering the group. Exit 1 for an unknown incident.
+    Postmortem {
+        /// The configuration file (for the store and `limits.relapse_window`).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The time zone of the draft's times, an IANA name such as Europe/Paris
+        /// (default: the local zone, else UTC).
+        #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+        tz: Option<crate::postmortem::Zone>,
+        /// The incident's id.
+        incident_id: String,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -183,6 +200,11 @@ pub fn main() -> ExitCode {
             Command::Test { paths, run, junit } => Ok(test(&paths, run.as_ref(), junit.as_deref())),
             Command::Replay { config, file } => replay(&config, &file),
             Command::HashPassword => hash_password(),
+            Command::Postmortem {
+                config,
+                tz,
+                incident_id,
+            } => postmortem(&config, tz, &incident_id).await,
             Command::Backup {
                 config,
                 path,
@@ -259,6 +281,10 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_zone(s: &str) -> Result<crate::postmortem::Zone, String> {
+    crate::postmortem::Zone::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {
@@ -431,5 +457,35 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("interrupt received");
+    }
+}
+
+async fn postmortem(
+    path: &Path,
+    tz: Option<crate::postmortem::Zone>,
+    id: &str,
+) -> anyhow::Result<ExitCode> {
+    use crate::postmortem::{draft, Settings, Zone};
+    // Only the store and `[limits]` matter: secrets need not be set.
+    let config = Config::load_for(path, Purpose::Audit).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zone = tz.unwrap_or_else(Zone::local);
+    let store = Store::connect(&config.store, Default::default()).with_context(|| {
+        format!(
+            "opening the store {}",
+            crate::config::redact_url_password(&config.store.url)
+        )
+    })?;
+    let settings = Settings::from_config(&config);
+    let written = draft(&store, id, settings, &zone, chrono::Utc::now()).await;
+    store.close().await;
+    match written.with_context(|| format!("reading incident {id:?}"))? {
+        Some(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("medic: no incident {id:?} in the store");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod operate;
 pub mod packaging;
 pub mod plan;
+pub mod postmortem;
 pub mod reload;
 pub mod retention;
 pub mod routing;

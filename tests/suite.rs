@@ -34,6 +34,8 @@ mod medic_test;
 mod migrate;
 mod monitoring;
 mod packaging;
+mod postmortem;
+mod postmortem_browser;
 mod remediation;
 mod replicas;
 mod retention;

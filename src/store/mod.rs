@@ -22,7 +22,7 @@
 //! a storm group acknowledged through one link), `audit_log.rs` (the chain),
 //! `reads.rs` (incident lists, details, counts), `runbook_runs.rs` (a runbook's runs and
 //! success rate), `sessions.rs` (console sessions, and removing expired sessions and used
-//! links), `changelog.rs` and `key.rs`.
+//! links), `history.rs` (looking back, for postmortems), `changelog.rs` and `key.rs`.
 //! The operator's tools: `schema.rs` (the schema's version and what a start would apply,
 //! read without migrating) and `backup.rs` (a consistent copy of the SQLite store).
 //!
@@ -44,6 +44,7 @@ mod changelog;
 pub(crate) mod db;
 mod engine;
 mod guards;
+mod history;
 mod incidents;
 mod key;
 mod manual;
@@ -158,6 +159,7 @@ impl StoreError {
 pub use crate::routing::Decision as Routed;
 pub use approvals::{Approval, Awaiting, AwaitingPlan, Decided, Decision, Via};
 pub use audit_scan::Page as AuditPage;
+pub use history::{BreakerChange, Recent, StormGroup};
 pub use key::NotificationKey;
 pub use manual::{BadNote, GroupLinkAck, NoteText, Rerun, MAX_NOTE};
 pub use retention::{HeldBack, Prune, Pruned};

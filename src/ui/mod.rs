@@ -15,6 +15,7 @@ mod approval;
 mod group_links;
 mod links;
 mod pages;
+mod postmortem;
 mod runbooks;
 pub mod session;
 pub mod sweep;
@@ -89,12 +90,15 @@ pub fn router(ctx: Context) -> Router {
         .route("/logout", post(logout))
         .route("/static/medic.css", get(css))
         .route("/static/refresh.js", get(js))
+        .route("/static/postmortem.js", get(postmortem::js))
         .route("/incidents/{id}", get(show))
         .route("/incidents/{id}/ack", post(ack))
         .route("/incidents/{id}/note", post(actions::note))
         .route("/incidents/{id}/rerun", post(actions::rerun))
         .route("/incidents/{id}/approve", post(approval::approve))
         .route("/incidents/{id}/reject", post(approval::reject))
+        .route("/incidents/{id}/postmortem", get(postmortem::show))
+        .route("/incidents/{id}/postmortem.md", get(postmortem::download))
         .route("/guards", get(admin::guards))
         .route("/guards/breakers/reset", post(admin::reset_breaker))
         .route("/guards/pause", post(admin::pause))

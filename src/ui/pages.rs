@@ -205,6 +205,7 @@ pub fn incident(user: &User, i: &Incident) -> Markup {
         html! {
             h1 { (i.alertname) " " (state_badge(i.state)) }
             p.sub { "Incident " code { (i.id) } }
+            p.postmortem { a href={ "/ui/incidents/" (i.id) "/postmortem" } { "Postmortem draft" } }
             @if may_ack {
                 form.ack method="post" action={ "/ui/incidents/" (i.id) "/ack" } {
                     input type="hidden" name="csrf" value=(user.csrf);

@@ -9,8 +9,10 @@ pub mod browser;
 pub mod console;
 pub mod db;
 pub mod engine;
+pub mod markdown;
 pub mod prometheus;
 pub mod receiver;
+pub mod scenario;
 pub mod smtp;
 pub mod upgrade;
 
